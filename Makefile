@@ -1,0 +1,51 @@
+# The two commands: `make run` and `make test`. Each creates the environment
+# itself (with uv, installed with pip when missing) on a machine that has only
+# python3 and pip.
+
+PYTHON ?= python3
+# The interpreter the environment is built on; `make test UV_PYTHON=3.13` tries another.
+UV_PYTHON ?= $(PYTHON)
+UV := $(PYTHON) -m uv
+export UV_PYTHON
+# Never download an interpreter: use the one given.
+export UV_PYTHON_DOWNLOADS := never
+
+SYNC_STAMP := .venv/.synced-$(notdir $(UV_PYTHON))
+
+.PHONY: run test lint typecheck unit bench format clean uv
+
+run: $(SYNC_STAMP)
+	$(UV) run --frozen dispatchkit run
+
+test: lint typecheck unit
+
+lint: $(SYNC_STAMP)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck: $(SYNC_STAMP)
+	$(UV) run --frozen mypy
+
+unit: $(SYNC_STAMP)
+	$(UV) run --frozen pytest
+
+# Benchmarks are not tests: they take minutes and want a quiet machine.
+bench: $(SYNC_STAMP)
+	$(UV) run --frozen python benchmarks/seed.py
+
+format: $(SYNC_STAMP)
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --user --quiet uv \
+		|| $(PYTHON) -m pip install --user --quiet --break-system-packages uv
+
+$(SYNC_STAMP): pyproject.toml uv.lock | uv
+	@# A different interpreter needs a fresh environment.
+	@if [ -d .venv ] && [ ! -f $(SYNC_STAMP) ]; then rm -rf .venv; fi
+	$(UV) sync --frozen --all-extras
+	@touch $(SYNC_STAMP)
+
+clean:
+	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache build dist

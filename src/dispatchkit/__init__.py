@@ -1,0 +1,58 @@
+"""dispatchkit: dispatch jobs to a pool of workers with the strategy you choose.
+
+    >>> from dispatchkit import Dispatcher
+    >>> with Dispatcher(workers=4, strategy="pull") as d:
+    ...     handle = d.submit(pow, 2, 10)
+    ...     squares = list(d.map(lambda x: x * x, range(5)))
+    >>> handle.result(), squares
+    (1024, [0, 1, 4, 9, 16])
+
+Importing this package loads only the standard library.
+"""
+
+from .dispatcher import Dispatcher
+from .errors import ClosedError, DispatchError, JobCancelled, QueueFull, TimedOut, WorkerLost
+from .job import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Job,
+    JobHandle,
+    JobStatus,
+    Outcome,
+    as_completed,
+    wait,
+)
+from .settings import Settings
+from .stats import DispatcherStats, WorkerStats
+from .strategies import Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Batch",
+    "ByKey",
+    "ClosedError",
+    "DispatchError",
+    "Dispatcher",
+    "DispatcherStats",
+    "Job",
+    "JobCancelled",
+    "JobHandle",
+    "JobStatus",
+    "Outcome",
+    "Pull",
+    "QueueFull",
+    "RoundRobin",
+    "Settings",
+    "Strategy",
+    "TimedOut",
+    "WorkerLost",
+    "WorkerStats",
+    "as_completed",
+    "parse_strategy",
+    "wait",
+]

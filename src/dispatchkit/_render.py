@@ -1,0 +1,58 @@
+"""Tables and verdict lines for the terminal, drawn with rich."""
+
+from __future__ import annotations
+
+from .demo import SeedResult
+
+__all__ = ["print_seed_results"]
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 0.01:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.3f} s"
+
+
+def print_seed_results(
+    results: list[SeedResult], verdict: tuple[SeedResult, float | None, float | None]
+) -> None:
+    """Print the seed runs as a table, then one line naming the fastest."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    first = results[0]
+    table = Table(
+        title=f"{first.jobs:,} jobs on {first.workers} workers",
+        title_justify="left",
+    )
+    for name in ("strategy", "chunk", "jobs", "completed", "failed", "seconds", "jobs/s"):
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    table.add_column("first-start spread", justify="right")
+    best = verdict[0]
+    for r in results:
+        style = "bold green" if r is best else None
+        table.add_row(
+            r.strategy,
+            f"{r.chunk:,}",
+            f"{r.jobs:,}",
+            f"{r.completed:,}",
+            f"{r.failed:,}",
+            f"{r.seconds:.3f}",
+            f"{r.jobs_per_second:,.0f}",
+            _seconds(r.first_start_spread),
+            style=style,
+        )
+    console.print(table)
+    best, runner_up, slowest = verdict
+    line = (
+        f"Fastest here: [bold]{best.strategy}[/bold], chunk {best.chunk:,}, "
+        f"{_seconds(best.seconds)}"
+    )
+    if runner_up is not None and slowest is not None:
+        line += (
+            f": {runner_up:.2f}x faster than the next best, {slowest:.2f}x faster than the slowest."
+        )
+    console.print(line)

@@ -1,0 +1,315 @@
+"""What travels through an inbox, and the private state of the worker that runs it.
+
+A message is anything with ``_run(worker)``, ``_cancel_taken()`` and
+``_job_count()``: a :class:`~dispatchkit.job.JobHandle` (one submitted job),
+a :class:`BulkChunk` (fire-and-forget jobs, counted only) or a
+:class:`MapChunk` (jobs of one ``map`` call, whose results go back to it).
+A chunk of ``n`` jobs is one hand-off: the dispatcher's ``chunk`` setting.
+
+One more message is a plain tuple ``(fn, item, on_error)``: a single
+fire-and-forget job, the seed's one-message-at-a-time hot path, where creating
+an object per job would cost a third of the time. :func:`run_single` runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import JobCancelled
+from .job import JobStatus
+
+if TYPE_CHECKING:
+    from ._inbox import Inbox
+
+__all__ = [
+    "BulkChunk",
+    "Control",
+    "MapChunk",
+    "MapRun",
+    "Message",
+    "WorkerState",
+    "cancel_message",
+    "run_burst",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Jobs a bulk chunk runs between two looks at the stop flag.
+_STOP_CHECK_EVERY = 512
+
+#: How many errors of fire-and-forget jobs are kept as samples.
+ERROR_SAMPLES = 10
+
+
+class Message(Protocol):
+    def _run(self, worker: WorkerState) -> None: ...
+    def _cancel_taken(self) -> None: ...
+    def _job_count(self) -> int: ...
+
+
+class Control:
+    """State shared by the dispatcher and all its workers."""
+
+    __slots__ = ("error_samples", "stopping")
+
+    def __init__(self) -> None:
+        #: Set by ``stop(cancel=True)``: workers abandon the rest of a chunk.
+        self.stopping = False
+        #: The first errors of fire-and-forget jobs, as (item, exception).
+        self.error_samples: deque[tuple[Any, BaseException]] = deque(maxlen=ERROR_SAMPLES)
+
+
+class WorkerState:
+    """Counters of one worker. Only that worker writes them, so no lock is needed."""
+
+    __slots__ = ("busy", "cancelled", "control", "failed", "first_start", "index", "succeeded")
+
+    def __init__(self, index: int, control: Control) -> None:
+        self.index = index
+        self.control = control
+        self.succeeded = 0
+        self.failed = 0
+        #: Jobs of a chunk this worker had taken but abandoned on ``stop(cancel=True)``.
+        self.cancelled = 0
+        #: Seconds spent running jobs.
+        self.busy = 0.0
+        #: ``perf_counter()`` when this worker started its first job.
+        self.first_start: float | None = None
+
+
+class BulkChunk:
+    """Fire-and-forget jobs ``fn(item)``: counted, their values dropped."""
+
+    __slots__ = ("fn", "items", "on_error")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], object],
+        items: list[Any],
+        on_error: Callable[[Any, BaseException], object] | None,
+    ) -> None:
+        self.fn = fn
+        self.items = items
+        self.on_error = on_error
+
+    def _job_count(self) -> int:
+        return len(self.items)
+
+    def _cancel_taken(self) -> None:
+        self.items = []
+
+    def _run(self, worker: WorkerState) -> None:
+        fn, items = self.fn, self.items
+        failed = 0
+        total = len(items)
+        ran = total
+        if total <= _STOP_CHECK_EVERY:
+            for item in items:
+                try:
+                    fn(item)
+                except BaseException as exc:  # a failing job never stops its worker
+                    failed += 1
+                    self._report(item, exc, worker)
+        else:
+            control = worker.control
+            for low in range(0, total, _STOP_CHECK_EVERY):
+                if control.stopping:
+                    ran = low
+                    worker.cancelled += total - low
+                    break
+                for item in items[low : low + _STOP_CHECK_EVERY]:
+                    try:
+                        fn(item)
+                    except BaseException as exc:
+                        failed += 1
+                        self._report(item, exc, worker)
+        worker.succeeded += ran - failed
+        worker.failed += failed
+        self.items = []
+
+    def _report(self, item: Any, exc: BaseException, worker: WorkerState) -> None:
+        report_error(item, exc, worker, self.on_error)
+
+
+def report_error(
+    item: Any,
+    exc: BaseException,
+    worker: WorkerState,
+    on_error: Callable[[Any, BaseException], object] | None,
+) -> None:
+    """Keep a sample of a fire-and-forget job's failure and tell ``on_error``."""
+    worker.control.error_samples.append((item, exc))
+    if on_error is not None:
+        try:
+            on_error(item, exc)
+        except Exception:
+            logger.exception("on_error callback raised")
+
+
+def run_burst(first: Any, inbox: Inbox[Any], worker: WorkerState) -> None:
+    """Run ``first`` and then every message already waiting in ``inbox``.
+
+    The hot loop of a worker: single jobs sent as ``(fn, item, on_error)``
+    tuples are run inline, without a call per job, and the deque is read
+    directly rather than through ``get``. Counters are added once per burst.
+    """
+    items = inbox._items
+    popleft = items.popleft
+    succeeded = failed = 0
+    message = first
+    try:
+        while True:
+            if message.__class__ is tuple:
+                fn, item, on_error = message
+                try:
+                    fn(item)
+                except BaseException as exc:  # a failing job never stops its worker
+                    failed += 1
+                    report_error(item, exc, worker, on_error)
+                else:
+                    succeeded += 1
+            else:
+                message._run(worker)
+            if inbox._putters and len(items) <= inbox._low_water:
+                inbox._wake_putter()
+            try:
+                message = popleft()
+            except IndexError:
+                return
+    finally:
+        worker.succeeded += succeeded
+        worker.failed += failed
+
+
+def cancel_message(message: Any) -> int:
+    """Cancel a message taken off a queue; return how many jobs it held."""
+    if message.__class__ is tuple:
+        return 1
+    count: int = message._job_count()
+    message._cancel_taken()
+    return count
+
+
+class MapRun:
+    """The meeting point of one ``map`` call and the workers running its chunks.
+
+    Workers append finished chunks to ``finished``; the ``map`` generator takes
+    them. It sets ``waiting`` (under ``lock``) before it sleeps, and a worker that
+    sees it set notifies: the same no-lost-wake-up handshake as the inbox.
+    """
+
+    __slots__ = ("cond", "finished", "lock", "outcomes", "waiting")
+
+    def __init__(self, outcomes: bool) -> None:
+        self.outcomes = outcomes
+        self.finished: deque[list[tuple[Any, ...]]] = deque()
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.waiting = False
+
+    def deliver(self, results: list[tuple[Any, ...]]) -> None:
+        self.finished.append(results)
+        if self.waiting:
+            with self.lock:
+                self.cond.notify()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until a chunk is delivered (returns at once if one is waiting)."""
+        with self.lock:
+            self.waiting = True
+            try:
+                if not self.finished:
+                    self.cond.wait(timeout)
+            finally:
+                self.waiting = False
+
+
+class MapChunk:
+    """Jobs of one ``map`` call. Each result row is
+    ``(seq, status, value_or_error, worker, submitted, started, finished)``.
+    """
+
+    __slots__ = ("fn", "items", "run", "seqs", "star", "submitted_at")
+
+    def __init__(
+        self,
+        run: MapRun,
+        fn: Callable[..., Any],
+        items: list[Any],
+        seqs: list[int],
+        star: bool,
+        submitted_at: float,
+    ) -> None:
+        self.run = run
+        self.fn = fn
+        self.items = items
+        self.seqs = seqs
+        self.star = star
+        self.submitted_at = submitted_at
+
+    def _job_count(self) -> int:
+        return len(self.items)
+
+    def _cancel_taken(self) -> None:
+        self._deliver_cancelled(self.seqs)
+
+    def _deliver_cancelled(self, seqs: list[int]) -> None:
+        now = perf_counter()
+        error = JobCancelled("cancelled by stop()")
+        self.run.deliver(
+            [(seq, JobStatus.CANCELLED, error, None, self.submitted_at, None, now) for seq in seqs]
+        )
+
+    def _run(self, worker: WorkerState) -> None:
+        fn, star, index = self.fn, self.star, worker.index
+        submitted = self.submitted_at
+        control = worker.control
+        results: list[tuple[Any, ...]] = []
+        append = results.append
+        succeeded = failed = 0
+        timed = self.run.outcomes
+        seqs = self.seqs
+        for position, item in enumerate(self.items):
+            if control.stopping:
+                worker.cancelled += len(seqs) - position
+                self._deliver_cancelled(seqs[position:])
+                break
+            started = perf_counter() if timed else None
+            try:
+                value = fn(*item) if star else fn(item)
+            except BaseException as exc:  # a failing job never stops its worker
+                failed += 1
+                append(
+                    (
+                        seqs[position],
+                        JobStatus.FAILED,
+                        exc,
+                        index,
+                        submitted,
+                        started,
+                        perf_counter() if timed else None,
+                    )
+                )
+            else:
+                succeeded += 1
+                append(
+                    (
+                        seqs[position],
+                        JobStatus.SUCCEEDED,
+                        value,
+                        index,
+                        submitted,
+                        started,
+                        perf_counter() if timed else None,
+                    )
+                )
+        worker.succeeded += succeeded
+        worker.failed += failed
+        self.items = []
+        if results:
+            self.run.deliver(results)

@@ -1,0 +1,248 @@
+"""The ``dispatchkit`` command. It parses arguments and calls public functions; no logic.
+
+Exit codes: 0 success, 1 a failure while running, 2 bad input (a wrong flag,
+setting or environment variable), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Final, NoReturn
+
+from . import __version__
+from .demo import (
+    DEFAULT_JOBS,
+    DEFAULT_STRATEGIES,
+    DEFAULT_WORKERS,
+    Interrupted,
+    SeedResult,
+    auto_chunk,
+    fastest,
+    run_seed,
+)
+from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings
+from .strategies import parse_strategy
+
+__all__ = ["main"]
+
+RET_OK: Final = 0
+RET_FAILED: Final = 1
+RET_USAGE: Final = 2
+RET_INTERRUPTED: Final = 130
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported on one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the message says what is wrong and --help how to fix it.
+        self.exit(RET_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# -- argument types ---------------------------------------------------------
+
+
+def _int_in(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a whole number, got {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be between {low:,} and {high:,}, got {value:,}"
+            )
+        return value
+
+    return parse
+
+
+def _strategies(text: str) -> list[str]:
+    names = [part for part in text.replace(" ", "").split(",") if part]
+    if not names:
+        raise argparse.ArgumentTypeError("--strategy needs at least one strategy")
+    try:
+        return [parse_strategy(name).name for name in names]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _chunks(text: str) -> list[int | None]:
+    """A comma list of chunk sizes; ``auto`` (None) picks one from the job count."""
+    values: list[int | None] = []
+    parse = _int_in("--chunk", 1, MAX_QUEUE_SIZE)
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        values.append(None if part == "auto" else parse(part))
+    if not values:
+        raise argparse.ArgumentTypeError("--chunk needs at least one value")
+    return values
+
+
+# -- the parser -------------------------------------------------------------
+
+_RUN_HELP: Final = f"""\
+Run the seed's demo: {DEFAULT_JOBS:,} jobs on {DEFAULT_WORKERS} workers, each job
+returning its own index as a string. Every strategy runs one after the other,
+first faithfully (chunk 1: one job per hand-off, as the seed sends one message
+at a time), then in its best chunked form; a table compares them and a last
+line names the fastest.
+
+strategies: batch (seed approach 1: blocks of --block jobs to one worker, then
+the next), round_robin (seed approach 2: one job to each worker in turn), pull
+(one shared queue, idle workers take the next job: the Go article's design),
+key (a hash of the job's key picks the worker).
+
+Defaults come from the environment when set: {ENV_PREFIX}WORKERS,
+{ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}BLOCK.
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dispatchkit",
+        description="Dispatch jobs to a pool of workers with the strategy you choose, "
+        "and measure which strategy is faster.",
+    )
+    parser.add_argument("--version", action="version", version=f"dispatchkit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run the seed's demo with every strategy and compare them",
+        description=_RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--jobs",
+        type=_int_in("--jobs", 1, 10**10),
+        default=DEFAULT_JOBS,
+        help=f"number of jobs (default {DEFAULT_JOBS:,})",
+    )
+    run.add_argument(
+        "--workers",
+        type=_int_in("--workers", 1, MAX_WORKERS),
+        default=None,
+        help=f"number of workers (default {ENV_PREFIX}WORKERS or {DEFAULT_WORKERS})",
+    )
+    run.add_argument(
+        "--strategy",
+        type=_strategies,
+        default=list(DEFAULT_STRATEGIES),
+        metavar="LIST",
+        help="comma-separated strategies to run (default batch,round_robin,pull)",
+    )
+    run.add_argument(
+        "--chunk",
+        type=_chunks,
+        default=[1, None],
+        metavar="LIST",
+        help="comma-separated jobs per hand-off; 'auto' picks the best chunked form "
+        "for the job count (default 1,auto)",
+    )
+    run.add_argument(
+        "--block",
+        type=_int_in("--block", 1, MAX_QUEUE_SIZE),
+        default=None,
+        help=f"block size of the batch strategy (default {ENV_PREFIX}BLOCK or 100)",
+    )
+    run.add_argument(
+        "--queue-size",
+        type=_int_in("--queue-size", 1, MAX_QUEUE_SIZE),
+        default=None,
+        help=f"jobs an inbox holds before dispatch waits (default {ENV_PREFIX}QUEUE_SIZE or 1024)",
+    )
+    run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(
+            workers=args.workers if args.workers is not None else None,
+            queue_size=args.queue_size,
+            block=args.block,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    workers = args.workers or (
+        settings.workers if ENV_PREFIX + "WORKERS" in os.environ else DEFAULT_WORKERS
+    )
+    plan: list[tuple[str, int]] = []
+    for strategy in args.strategy:
+        for chunk in args.chunk:
+            resolved = auto_chunk(args.jobs, workers) if chunk is None else chunk
+            if (strategy, resolved) not in plan:
+                plan.append((strategy, resolved))
+
+    from ._progress import RunProgress
+
+    results: list[SeedResult] = []
+    show_progress = not args.json and not args.no_progress and sys.stderr.isatty()
+    with RunProgress(total=args.jobs * len(plan), enabled=show_progress) as progress:
+        for strategy, chunk in plan:
+            result = run_seed(
+                jobs=args.jobs,
+                workers=workers,
+                strategy=strategy,
+                chunk=chunk,
+                block=settings.block,
+                queue_size=settings.queue_size,
+                on_start=progress.follow,
+            )
+            progress.finish_one(args.jobs)
+            results.append(result)
+
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        from ._render import print_seed_results
+
+        print_seed_results(results, fastest(results))
+    return RET_OK if all(r.failed == 0 for r in results) else RET_FAILED
+
+
+# -- entry point -------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM stops a run the way Ctrl-C does: queued jobs cancelled, counts reported.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except UsageError as exc:
+        print(f"dispatchkit {args.command}: error: {exc}", file=sys.stderr)
+        return RET_USAGE
+    except Interrupted as exc:
+        print(f"dispatchkit {args.command}: {exc}", file=sys.stderr)
+        return RET_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"dispatchkit {args.command}: interrupted", file=sys.stderr)
+        return RET_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)

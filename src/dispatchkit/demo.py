@@ -1,0 +1,166 @@
+"""The seed's demo: many tiny jobs, each returning its own index as a string.
+
+The Rust program this project grows from sends 2,000,000 such jobs to 20
+workers, one message at a time and round-robin (its approach 2); its README
+also describes approach 1, batch: blocks of 100 messages to one worker after
+another. :func:`run_seed` runs one configuration and reports what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from time import perf_counter
+from typing import Any, Final
+
+from .dispatcher import Dispatcher
+from .errors import DispatchError
+from .stats import DispatcherStats
+from .strategies import DEFAULT_BLOCK
+
+__all__ = [
+    "DEFAULT_JOBS",
+    "DEFAULT_STRATEGIES",
+    "DEFAULT_WORKERS",
+    "Interrupted",
+    "SeedResult",
+    "auto_chunk",
+    "fastest",
+    "run_seed",
+    "seed_job",
+]
+
+#: The seed's demo: 2M jobs on 20 workers.
+DEFAULT_JOBS: Final = 2_000_000
+DEFAULT_WORKERS: Final = 20
+#: Seed approach 1, seed approach 2, then the Go article's design.
+DEFAULT_STRATEGIES: Final = ("batch", "round_robin", "pull")
+
+#: Largest chunk ``auto_chunk`` picks: beyond it a block of input held in
+#: memory grows with no gain in speed (measured on the seed workload).
+MAX_AUTO_CHUNK: Final = 20_000
+
+
+class Interrupted(DispatchError):
+    """A run was interrupted (Ctrl-C, SIGTERM); queued jobs were cancelled.
+
+    Attributes:
+        stats: the dispatcher's final counts, ``cancelled`` among them.
+    """
+
+    def __init__(self, stats: DispatcherStats) -> None:
+        super().__init__(
+            f"interrupted: {stats.succeeded + stats.failed} jobs ran, {stats.cancelled} cancelled"
+        )
+        self.stats = stats
+
+
+def seed_job(index: int) -> str:
+    """The seed's job: return its own index formatted as a string."""
+    return str(index)
+
+
+def auto_chunk(jobs: int, workers: int) -> int:
+    """A good chunk for ``jobs`` tiny jobs on ``workers`` workers.
+
+    About four hand-offs per worker: few enough that hand-off costs vanish,
+    enough that no worker waits long for its first job.
+    """
+    return max(1, min(MAX_AUTO_CHUNK, jobs // (workers * 4)))
+
+
+@dataclass(frozen=True, slots=True)
+class SeedResult:
+    """One configuration's run of the seed workload."""
+
+    strategy: str
+    chunk: int
+    jobs: int
+    workers: int
+    completed: int
+    failed: int
+    cancelled: int
+    seconds: float
+    #: Seconds between the first and the last worker starting its first job.
+    first_start_spread: float | None
+
+    @property
+    def jobs_per_second(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["jobs_per_second"] = self.jobs_per_second
+        return data
+
+
+def run_seed(
+    *,
+    jobs: int = DEFAULT_JOBS,
+    workers: int = DEFAULT_WORKERS,
+    strategy: str = "round_robin",
+    chunk: int = 1,
+    block: int = DEFAULT_BLOCK,
+    queue_size: int | None = None,
+    job: Callable[[int], object] = seed_job,
+    on_start: Callable[[Dispatcher], None] | None = None,
+    stop_timeout: float = 5.0,
+) -> SeedResult:
+    """Run the seed workload once and measure it.
+
+    The clock covers creating the jobs, dispatching them and waiting for the
+    last one (the workers' start-up is outside it, as in the seed). Jobs are
+    created lazily from ``range(jobs)``: memory stays bounded by the inboxes.
+
+    Args:
+        on_start: called with the dispatcher before the jobs are sent (used to
+            show progress).
+
+    Raises:
+        ValueError, TypeError: an invalid setting.
+        Interrupted: a KeyboardInterrupt arrived; queued jobs were cancelled
+            and the workers stopped within ``stop_timeout`` seconds.
+    """
+    dispatcher = Dispatcher(
+        workers, strategy=strategy, chunk=chunk, block=block, queue_size=queue_size
+    )
+    try:
+        if on_start is not None:
+            on_start(dispatcher)
+        started = perf_counter()
+        dispatcher.dispatch(job, range(jobs))
+        dispatcher.join()
+        seconds = perf_counter() - started
+    except KeyboardInterrupt:
+        raise Interrupted(dispatcher.stop(cancel=True, timeout=stop_timeout)) from None
+    except BaseException:
+        dispatcher.stop(cancel=True, timeout=stop_timeout)
+        raise
+    stats = dispatcher.stats()
+    return SeedResult(
+        strategy=dispatcher.strategy.name,
+        chunk=chunk,
+        jobs=jobs,
+        workers=workers,
+        completed=stats.succeeded,
+        failed=stats.failed,
+        cancelled=stats.cancelled,
+        seconds=seconds,
+        first_start_spread=stats.first_start_spread,
+    )
+
+
+def fastest(results: list[SeedResult]) -> tuple[SeedResult, float | None, float | None]:
+    """The fastest run, how many times faster it was than the runner-up, and
+    than the slowest (None when there is nothing to compare with).
+
+    Raises:
+        ValueError: for an empty list.
+    """
+    if not results:
+        raise ValueError("no results to compare")
+    ranked = sorted(results, key=lambda r: r.seconds)
+    best = ranked[0]
+    if len(ranked) == 1 or best.seconds <= 0:
+        return best, None, None
+    return best, ranked[1].seconds / best.seconds, ranked[-1].seconds / best.seconds

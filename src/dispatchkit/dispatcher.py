@@ -1,0 +1,576 @@
+"""The Dispatcher: a strategy, N workers with bounded inboxes, and an honest count.
+
+    submit/map/dispatch ──strategy──▶ Inbox[0..N-1] (or one shared Inbox for pull)
+                                          │
+                                   worker threads ──▶ handles / map results / counters
+
+The submitting thread does the dispatching itself: no dispatcher thread sits
+between it and the inboxes, which saves a hand-off per job.
+
+Every job gets a sequence number when it is accepted. ``submitted`` counts
+them; each ends as succeeded or failed (counted by the worker that ran it) or
+cancelled (counted by whoever took it off a queue): after ``join`` or ``stop``,
+submitted = succeeded + failed + cancelled.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from itertools import islice
+from time import perf_counter
+from types import TracebackType
+from typing import Any, Literal, TypeVar, overload
+
+from ._inbox import Inbox
+from ._work import BulkChunk, Control, MapChunk, MapRun, Message, WorkerState, cancel_message
+from .errors import ClosedError
+from .executors.thread import ThreadWorkerPool
+from .job import Job, JobHandle, JobStatus, Outcome
+from .settings import Settings
+from .stats import DispatcherStats, WorkerStats
+from .strategies import SHARED, Strategy
+
+__all__ = ["Dispatcher"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+#: Fewest jobs taken from the input at once, so that the per-block overhead
+#: (a lock, a split) stays small beside the jobs even at chunk 1.
+_MIN_BLOCK = 1024
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Worker threads are daemons, so a forgotten dispatcher cannot hang the
+    # interpreter; instead its queued jobs are drained here, as
+    # ``concurrent.futures`` does for its executors.
+    for dispatcher in list(_live):
+        dispatcher.join()
+
+
+class Dispatcher:
+    """Dispatches jobs to a pool of thread workers with a chosen strategy.
+
+    Args:
+        workers: number of workers (default: the CPU count).
+        strategy: ``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"`` or a
+            :class:`~dispatchkit.strategies.Strategy`.
+        chunk: jobs per hand-off for ``map`` and ``dispatch``.
+        queue_size: jobs one worker's inbox holds before submitting waits.
+        block: block size of the ``batch`` strategy.
+        put_timeout: seconds a submit waits for room before raising ``QueueFull``
+            (None: wait as long as it takes).
+        settings: a ready :class:`Settings` instead of the arguments above.
+        name: prefix of the worker threads' names.
+
+    Raises:
+        ValueError, TypeError: an invalid setting, with a message naming it.
+
+    Use it as a context manager: leaving the block closes the dispatcher and
+    waits for the queued jobs (or cancels them, if the block raised).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        strategy: str | Strategy | None = None,
+        chunk: int | None = None,
+        queue_size: int | None = None,
+        block: int | None = None,
+        put_timeout: float | None = None,
+        settings: Settings | None = None,
+        name: str = "dispatchkit",
+    ) -> None:
+        overrides = {
+            "workers": workers,
+            "strategy": strategy,
+            "chunk": chunk,
+            "queue_size": queue_size,
+            "block": block,
+            "put_timeout": put_timeout,
+        }
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        if settings is None:
+            settings = Settings(**given)
+        elif given:
+            settings = settings.replace(**given)
+        self.settings = settings
+        self._strategy = settings.resolved_strategy
+        self._n = settings.workers
+        self._chunk = settings.chunk
+        self._put_timeout = settings.put_timeout
+        self._control = Control()
+        self._states = [WorkerState(i, self._control) for i in range(self._n)]
+        capacity = settings.inbox_capacity
+        if self._strategy.assign(0, 0, self._n) == SHARED:
+            shared: Inbox[Message] = Inbox(capacity * self._n)
+            self._inboxes = [shared]
+            worker_inboxes = [shared] * self._n
+        else:
+            self._inboxes = [Inbox(capacity) for _ in range(self._n)]
+            worker_inboxes = self._inboxes
+        self._shared = self._strategy.assign(0, 0, self._n) == SHARED
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._rejected = 0
+        self._cancelled = 0
+        self._closed = False
+        self._needs_key = self._strategy.needs_key
+        self.started_at = perf_counter()
+        self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
+        self._pool.start()
+        _live.add(self)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Dispatcher:
+        """A dispatcher set up from ``DISPATCHKIT_*`` environment variables.
+
+        Arguments that are not None override the environment.
+        """
+        name = overrides.pop("name", "dispatchkit")
+        return cls(settings=Settings.from_env(**overrides), name=name)
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        return self._n
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<Dispatcher {state} workers={self._n} strategy={self._strategy.name} "
+            f"chunk={self._chunk}>"
+        )
+
+    # -- submitting ----------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> JobHandle[R]:
+        """Submit ``fn(*args, **kwargs)`` and return its handle at once.
+
+        Waits while the chosen worker's inbox is full (up to ``put_timeout``).
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            QueueFull: the inbox stayed full past ``put_timeout``.
+            ValueError: the strategy is ``key`` (use :meth:`submit_job` with a key).
+        """
+        return self._submit(fn, args, kwargs, None, None, self._put_timeout)
+
+    def submit_job(self, job: Job[R], *, timeout: float | None = None) -> JobHandle[R]:
+        """Submit a :class:`Job`, which may carry a key and a name.
+
+        Args:
+            job: the job.
+            timeout: seconds to wait for room in a full inbox (default: the
+                dispatcher's ``put_timeout``).
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            QueueFull: the inbox stayed full past the timeout.
+            ValueError: the ``key`` strategy and a job without a key.
+            TypeError: a key that is not an int, str or bytes.
+        """
+        return self._submit(
+            job.fn,
+            job.args,
+            job.kwargs,
+            job.key,
+            job.name,
+            self._put_timeout if timeout is None else timeout,
+        )
+
+    def _submit(
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        key: Hashable,
+        name: str | None,
+        timeout: float | None,
+    ) -> JobHandle[R]:
+        if self._closed:
+            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+        if key is None and self._needs_key:
+            raise ValueError(
+                "the key strategy needs a key for every job: use submit_job(Job(fn, args, key=...))"
+            )
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        inbox = (
+            self._inboxes[0]
+            if self._shared
+            else self._inboxes[self._strategy.assign(seq, key, self._n)]
+        )
+        handle = JobHandle(seq, fn, args, kwargs, name, inbox)
+        try:
+            inbox.put(handle, timeout)
+        except BaseException:
+            with self._lock:
+                self._rejected += 1
+            raise
+        return handle
+
+    def dispatch(
+        self,
+        fn: Callable[[T], object],
+        items: Iterable[T],
+        *,
+        key: Callable[[T], Hashable] | None = None,
+        on_error: Callable[[T, BaseException], object] | None = None,
+    ) -> int:
+        """Run ``fn(item)`` for every item, fire and forget: the bulk path.
+
+        No per-job object is kept: values are dropped, successes and failures
+        counted (see :meth:`stats`); ``on_error(item, exc)`` is called, in the
+        worker, for each failure. ``items`` is consumed lazily, ``chunk`` jobs per
+        hand-off, waiting whenever inboxes are full. Returns the number of jobs
+        dispatched; :meth:`join` waits for them.
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            ValueError: the ``key`` strategy without a ``key`` function.
+            QueueFull: an inbox stayed full past ``put_timeout`` (jobs dispatched
+                before stay dispatched and counted).
+        """
+        self._check_bulk(key)
+        split, workers = self._strategy.split, self._n
+        if self._chunk == 1:
+            # The seed's one job per message: a bare tuple, run inline by the worker.
+            def make(jobs: list[T]) -> list[Any]:
+                return [(fn, item, on_error) for item in jobs]
+        else:
+
+            def make(jobs: list[T]) -> list[Any]:
+                return [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
+
+        dispatched = 0
+        for block, first, keys in self._blocks(items, key):
+            self._place(block, split(block, first, workers, keys), make)
+            dispatched += len(block)
+        self._wake_all()
+        return dispatched
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., R],
+        items: Iterable[Any],
+        *,
+        ordered: bool = ...,
+        outcomes: Literal[False] = ...,
+        star: bool = ...,
+        key: Callable[[Any], Hashable] | None = ...,
+        window: int | None = ...,
+    ) -> Iterator[R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., R],
+        items: Iterable[Any],
+        *,
+        ordered: bool = ...,
+        outcomes: Literal[True],
+        star: bool = ...,
+        key: Callable[[Any], Hashable] | None = ...,
+        window: int | None = ...,
+    ) -> Iterator[Outcome[R]]: ...
+
+    def map(
+        self,
+        fn: Callable[..., R],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        outcomes: bool = False,
+        star: bool = False,
+        key: Callable[[Any], Hashable] | None = None,
+        window: int | None = None,
+    ) -> Iterator[R] | Iterator[Outcome[R]]:
+        """Run ``fn`` over ``items`` and yield the results as they are needed.
+
+        ``items`` is consumed lazily: at most ``window`` jobs (default: what
+        all inboxes hold) are in flight or waiting to be yielded, so memory stays
+        bounded however long the input is.
+
+        Args:
+            fn: the job function, called as ``fn(item)`` (``fn(*item)`` with ``star``).
+            items: the inputs.
+            ordered: yield in input order (True) or as jobs finish (False).
+            outcomes: yield an :class:`Outcome` per item instead of raising.
+            star: unpack each item as positional arguments.
+            key: for the ``key`` strategy, a function giving each item's key.
+            window: most jobs in flight at once.
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            ValueError: a bad ``window``, or the ``key`` strategy without ``key``.
+            BaseException: without ``outcomes``, the exception of a failed job,
+                raised when its result is reached (the remaining jobs go on).
+        """
+        self._check_bulk(key)
+        if window is None:
+            window = max(self._n * self.settings.queue_size, self._n * self._chunk)
+        elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a whole number of at least 1, got {window!r}")
+        return self._map(fn, items, ordered, outcomes, star, key, window)
+
+    def _map(
+        self,
+        fn: Callable[..., R],
+        items: Iterable[Any],
+        ordered: bool,
+        outcomes: bool,
+        star: bool,
+        key: Callable[[Any], Hashable] | None,
+        window: int,
+    ) -> Iterator[Any]:
+        run = MapRun(outcomes)
+        ready: dict[int, tuple[Any, ...]] = {}  # seq -> result row, for ordered output
+        order: deque[int] = deque()  # seqs not yet yielded, in input order
+        in_flight = 0
+        blocks = self._blocks(items, key, limit=lambda: window - in_flight)
+        exhausted = False
+        split = self._strategy.split
+        while True:
+            # Keep the window full.
+            while not exhausted and in_flight < window:
+                taken = next(blocks, None)
+                if taken is None:
+                    exhausted = True
+                    break
+                block, first, keys = taken
+                now = perf_counter()
+                in_flight += len(block)
+                order.extend(range(first, first + len(block)))
+                jobs = list(zip(block, range(first, first + len(block)), strict=True))
+                self._place(
+                    block,
+                    split(jobs, first, self._n, keys),
+                    lambda part, now=now: [  # type: ignore[misc]
+                        MapChunk(run, fn, [j[0] for j in piece], [j[1] for j in piece], star, now)
+                        for piece in self._chunked(part)
+                    ],
+                )
+            if in_flight == 0:
+                return
+            # Take what has finished, waiting if nothing has.
+            if not run.finished:
+                self._wake_all()
+                run.wait()
+            while run.finished:
+                rows = run.finished.popleft()
+                if ordered:
+                    for row in rows:
+                        ready[row[0]] = row
+                else:
+                    for row in rows:
+                        in_flight -= 1
+                        yield self._map_result(row, outcomes)
+            if ordered:
+                while order and order[0] in ready:
+                    in_flight -= 1
+                    yield self._map_result(ready.pop(order.popleft()), outcomes)
+
+    @staticmethod
+    def _map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
+        seq, status, value, worker, submitted, started, finished = row
+        if outcomes:
+            failed = status is not JobStatus.SUCCEEDED
+            return Outcome(
+                job_id=seq,
+                status=status,
+                value=None if failed else value,
+                error=value if failed else None,
+                worker=worker,
+                submitted_at=submitted,
+                started_at=started,
+                finished_at=finished,
+                attempts=0 if status is JobStatus.CANCELLED else 1,
+            )
+        if status is JobStatus.SUCCEEDED:
+            return value
+        raise value
+
+    # -- bulk plumbing -------------------------------------------------------
+
+    def _check_bulk(self, key: Callable[[Any], Hashable] | None) -> None:
+        if self._closed:
+            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+        if self._strategy.needs_key and key is None:
+            raise ValueError("the key strategy needs key=<function giving each item's key>")
+
+    def _blocks(
+        self,
+        items: Iterable[T],
+        key: Callable[[T], Hashable] | None,
+        limit: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
+        """Take ``items`` a block at a time: ``(jobs, first seq, keys or None)``.
+
+        A block is ``chunk`` jobs for each worker (so each worker's share is
+        about one hand-off), fewer when ``limit()`` says so. Sequence numbers
+        are reserved per block, so a block's jobs are consecutive.
+        """
+        iterator = iter(items)
+        block_size = self._chunk if self._shared else self._chunk * self._n
+        # Small chunks: take larger blocks, but never more than the inboxes
+        # hold, so the bound is overshot by one block at most.
+        block_size = max(block_size, min(_MIN_BLOCK, self.settings.queue_size * self._n))
+        while True:
+            size = block_size if limit is None else max(1, min(block_size, limit()))
+            block = list(islice(iterator, size))
+            if not block:
+                return
+            keys = [key(item) for item in block] if key is not None else None
+            with self._lock:
+                if self._closed:
+                    raise ClosedError("the dispatcher is closed: it takes no more jobs")
+                first = self._next_seq
+                self._next_seq = first + len(block)
+            yield block, first, keys
+
+    def _chunked(self, jobs: list[T]) -> list[list[T]]:
+        chunk = self._chunk
+        if len(jobs) <= chunk:
+            return [jobs]
+        return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]
+
+    def _place(
+        self,
+        block: list[Any],
+        parts: list[tuple[int, list[Any]]],
+        make: Callable[[list[Any]], list[Any]],
+    ) -> None:
+        """Hand each worker its part of a block, waking workers lazily.
+
+        If a put fails (QueueFull, ClosedError, an interrupt), the jobs of the
+        block not yet handed over were never accepted: they are uncounted.
+        """
+        placed = 0
+        try:
+            for worker, jobs in parts:
+                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
+                if len(inbox) >= inbox.capacity:
+                    self._wake_all()  # let every worker drain before we wait on one
+                inbox.put_many(make(jobs), self._put_timeout, wake=False)
+                placed += len(jobs)
+        except BaseException:
+            with self._lock:
+                self._rejected += len(block) - placed
+            raise
+
+    def _wake_all(self) -> None:
+        for inbox in self._inboxes:
+            inbox.wake()
+
+    # -- shutdown ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Take no more jobs; the workers finish what is queued. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for inbox in self._inboxes:
+            inbox.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Close, then wait until every queued job has run and the workers exited.
+
+        Returns False if workers still run after ``timeout`` seconds.
+        """
+        self.close()
+        finished = self._pool.join(timeout)
+        if finished:
+            _live.discard(self)
+        return finished
+
+    def stop(self, cancel: bool = True, timeout: float | None = None) -> DispatcherStats:
+        """Close and stop: with ``cancel``, queued jobs are cancelled, not run.
+
+        Jobs already running finish; a bulk or map chunk being run is abandoned
+        after its current job. Cancelled handles raise ``JobCancelled``. Returns
+        the final stats (their ``cancelled`` says how many were dropped).
+        """
+        self.close()
+        if cancel:
+            self._control.stopping = True
+            for inbox in self._inboxes:
+                self._add_cancelled(sum(cancel_message(m) for m in inbox.take_all()))
+        self.join(timeout)
+        return self.stats()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """``concurrent.futures.Executor.shutdown``: close, cancel or wait."""
+        if cancel_futures:
+            self.stop(cancel=True, timeout=None if wait else 0)
+        elif wait:
+            self.join()
+        else:
+            self.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.join()
+        else:
+            self.stop(cancel=True)
+
+    # -- accounting ----------------------------------------------------------
+
+    def _add_cancelled(self, count: int) -> None:
+        with self._lock:
+            self._cancelled += count
+
+    def stats(self) -> DispatcherStats:
+        """A snapshot of the counters (exact once the dispatcher is joined)."""
+        workers = tuple(
+            WorkerStats(
+                index=s.index,
+                succeeded=s.succeeded,
+                failed=s.failed,
+                cancelled=s.cancelled,
+                busy_seconds=s.busy,
+                first_start=None if s.first_start is None else s.first_start - self.started_at,
+            )
+            for s in self._states
+        )
+        with self._lock:
+            submitted = self._next_seq - self._rejected
+            cancelled = self._cancelled + sum(inbox.cancelled for inbox in self._inboxes)
+        return DispatcherStats(
+            submitted=submitted,
+            succeeded=sum(w.succeeded for w in workers),
+            failed=sum(w.failed for w in workers),
+            cancelled=cancelled + sum(w.cancelled for w in workers),
+            workers=workers,
+        )
+
+    def error_samples(self) -> list[tuple[Any, BaseException]]:
+        """The latest failures of fire-and-forget jobs (up to 10), as ``(item, exception)``."""
+        return list(self._control.error_samples)

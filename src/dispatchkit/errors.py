@@ -1,0 +1,46 @@
+"""The exceptions dispatchkit raises. Every one inherits :class:`DispatchError`."""
+
+from __future__ import annotations
+
+from concurrent.futures import CancelledError
+
+__all__ = [
+    "ClosedError",
+    "DispatchError",
+    "JobCancelled",
+    "QueueFull",
+    "TimedOut",
+    "WorkerLost",
+]
+
+
+class DispatchError(Exception):
+    """Base class of every error raised by dispatchkit itself."""
+
+
+class ClosedError(DispatchError, RuntimeError):
+    """The dispatcher was closed (by us): it takes no more jobs."""
+
+
+class QueueFull(DispatchError):
+    """A bounded inbox stayed full for longer than the submit timeout.
+
+    The job was not queued; nothing about it was counted. Retry later, raise
+    the timeout, or give the dispatcher a larger ``queue_size``.
+    """
+
+
+class JobCancelled(DispatchError, CancelledError):
+    """The job was cancelled before a worker started it.
+
+    Raised by :meth:`JobHandle.result`. It is a ``concurrent.futures.CancelledError``
+    too, so code written for ``concurrent.futures`` catches it.
+    """
+
+
+class WorkerLost(DispatchError):
+    """The worker running the job died (a process killed, a connection gone)."""
+
+
+class TimedOut(DispatchError):
+    """The job ran longer than its timeout and was stopped."""

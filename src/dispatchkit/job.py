@@ -1,0 +1,447 @@
+"""Jobs, their handles and their outcomes.
+
+A :class:`JobHandle` is what ``Dispatcher.submit`` returns. It follows the
+``concurrent.futures.Future`` interface (``result``, ``exception``, ``done``,
+``cancel``, ``add_done_callback``) but costs far less: no lock or condition
+of its own. The worker that runs the job writes its state; anything waiting on
+it (``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
+*hook* under one module-wide lock, taken only when there is something to wake.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import traceback
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from time import monotonic, perf_counter
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from .errors import JobCancelled
+
+if TYPE_CHECKING:
+    from ._inbox import Inbox
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "DoneAndNotDone",
+    "Job",
+    "JobHandle",
+    "JobStatus",
+    "Outcome",
+    "as_completed",
+    "wait",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# A handle keeps its state as a small int: comparing ints is several times
+# cheaper than an enum property, and ``result()`` is on the hot path.
+_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _CANCELLED = range(5)
+_FIRST_FINISHED = _SUCCEEDED
+_STATUSES = (
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
+
+# Guards the hook lists of every handle. Taken only to attach a hook, and by a
+# worker finishing a job that has hooks: never on the plain submit/run path.
+_HOOKS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[R]):
+    """A callable with its arguments, and optionally a name and a key.
+
+    Use it with ``Dispatcher.submit_job`` when a job needs a key (for the
+    ``key`` strategy) or a name; ``submit(fn, *args, **kwargs)`` is shorthand
+    for a job with neither.
+    """
+
+    fn: Callable[..., R]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    key: Hashable = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"a job needs a callable, not {type(self.fn).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[R]):
+    """How one job ended: its value or its exception, where and when it ran.
+
+    Timestamps are ``time.perf_counter()`` readings (seconds); ``started_at``
+    and ``worker`` are ``None`` for a job cancelled before it started.
+    """
+
+    job_id: int
+    status: JobStatus
+    value: R | None = None
+    error: BaseException | None = None
+    worker: int | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    name: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is JobStatus.SUCCEEDED
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback of the job's exception, if it failed."""
+        if self.error is None:
+            return None
+        return "".join(traceback.format_exception(self.error))
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from submission to finish."""
+        if self.submitted_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.submitted_at
+
+    def unwrap(self) -> R:
+        """Return the value, or raise the job's exception (JobCancelled if cancelled)."""
+        if self.status is JobStatus.SUCCEEDED:
+            return self.value  # type: ignore[return-value]
+        if self.status is JobStatus.CANCELLED:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        if self.error is not None:
+            raise self.error
+        raise RuntimeError(f"job {self.job_id} has not finished ({self.status.value})")
+
+
+class JobHandle(Generic[R]):
+    """The future result of one submitted job.
+
+    Compatible with ``concurrent.futures.Future`` where practical; use this
+    module's :func:`wait` and :func:`as_completed` rather than the stdlib ones,
+    which reach into a Future's private lock.
+    """
+
+    # Only what submit needs is set in __init__: every store costs, and
+    # ``submit`` is the hot path. The rest is set by the worker that runs it.
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_attempts",
+        "_finished_at",
+        "_fn",
+        "_hooks",
+        "_kwargs",
+        "_queue",
+        "_result",
+        "_started_at",
+        "_state",
+        "_worker",
+        "job_id",
+        "name",
+        "submitted_at",
+    )
+
+    _result: Any  # the value, or the exception of a failed job
+
+    def __init__(
+        self,
+        job_id: int,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        name: str | None = None,
+        queue: Inbox[Any] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.name = name
+        self._fn: Callable[..., R] | None = fn
+        self._args = args
+        self._kwargs = kwargs
+        self._state = _PENDING
+        self._hooks: list[Callable[[JobHandle[R]], object]] | None = None
+        self._queue = queue
+        self.submitted_at = perf_counter()
+
+    @property
+    def worker(self) -> int | None:
+        """Index of the worker that ran the job (None until one took it)."""
+        return getattr(self, "_worker", None)
+
+    @property
+    def started_at(self) -> float | None:
+        return getattr(self, "_started_at", None)
+
+    @property
+    def finished_at(self) -> float | None:
+        return getattr(self, "_finished_at", None)
+
+    @property
+    def attempts(self) -> int:
+        return getattr(self, "_attempts", 0)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id} {_STATUSES[self._state].value}>"
+
+    # -- the Future interface ------------------------------------------------
+
+    @property
+    def status(self) -> JobStatus:
+        return _STATUSES[self._state]
+
+    def done(self) -> bool:
+        return self._state >= _FIRST_FINISHED
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the job if no worker has taken it yet.
+
+        Returns True if the job is (now) cancelled, False if it is running or
+        has finished.
+        """
+        if self._state == _CANCELLED:
+            return True
+        queue = self._queue
+        if self._state != _PENDING or queue is None or not queue.cancel(self):
+            return False
+        self._cancel_taken()
+        return True
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the job and return its value, or raise its exception.
+
+        Raises:
+            TimeoutError: the job did not finish within ``timeout`` seconds.
+            JobCancelled: the job was cancelled.
+            BaseException: whatever the job raised.
+        """
+        if self._state == _SUCCEEDED:
+            return self._result  # type: ignore[no-any-return,unused-ignore]
+        self._wait(timeout)
+        if self._state == _SUCCEEDED:
+            return self._result  # type: ignore[no-any-return,unused-ignore]
+        if self._state == _CANCELLED:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        raise self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the job and return its exception (None if it succeeded).
+
+        Raises:
+            TimeoutError: the job did not finish within ``timeout`` seconds.
+            JobCancelled: the job was cancelled.
+        """
+        self._wait(timeout)
+        if self._state == _CANCELLED:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        return self._result if self._state == _FAILED else None
+
+    def add_done_callback(self, fn: Callable[[JobHandle[R]], object]) -> None:
+        """Call ``fn(handle)`` when the job finishes (at once if it has).
+
+        The callback runs in the worker thread that finished the job; an
+        exception it raises is logged and ignored, as in ``concurrent.futures``.
+        """
+        if not self._add_hook(fn):
+            _call_hook(fn, self)
+
+    def outcome(self, timeout: float | None = None) -> Outcome[R]:
+        """Wait for the job and return its :class:`Outcome` (never raises the job's error).
+
+        Raises:
+            TimeoutError: the job did not finish within ``timeout`` seconds.
+        """
+        self._wait(timeout)
+        failed = self._state == _FAILED
+        return Outcome(
+            job_id=self.job_id,
+            status=_STATUSES[self._state],
+            value=None if failed else getattr(self, "_result", None),
+            error=self._result if failed else None,
+            worker=self.worker,
+            submitted_at=self.submitted_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            attempts=self.attempts,
+            name=self.name,
+        )
+
+    # -- used by workers -----------------------------------------------------
+
+    def _run(self, worker: Any) -> None:
+        """Run the job on ``worker`` (a worker's private state) and record how it ended."""
+        self._worker = worker.index
+        self._started_at = perf_counter()
+        self._state = _RUNNING
+        self._attempts = 1
+        fn = self._fn
+        assert fn is not None
+        try:
+            self._result = fn(*self._args, **self._kwargs)
+        except BaseException as exc:  # a job's failure, whatever it is, never stops a worker
+            self._result = exc
+            self._finished_at = perf_counter()
+            self._state = _FAILED
+            worker.failed += 1
+        else:
+            self._finished_at = perf_counter()
+            self._state = _SUCCEEDED
+            worker.succeeded += 1
+        # Drop what the job referred to, so a handle kept for its result does
+        # not keep the arguments alive too.
+        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
+        if self._hooks is not None:
+            self._fire_hooks()
+
+    def _cancel_taken(self) -> None:
+        """Mark cancelled a job that was removed from its queue (nobody else holds it)."""
+        self._finished_at = perf_counter()
+        self._state = _CANCELLED
+        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
+        if self._hooks is not None:
+            self._fire_hooks()
+
+    def _job_count(self) -> int:
+        return 1
+
+    def _add_hook(self, hook: Callable[[JobHandle[R]], object]) -> bool:
+        """Attach a hook; False if the job has already finished (call it yourself)."""
+        with _HOOKS_LOCK:
+            if self._state >= _FIRST_FINISHED:
+                return False
+            if self._hooks is None:
+                self._hooks = [hook]
+            else:
+                self._hooks.append(hook)
+        # The worker may have finished the job between our check and our
+        # append and seen no hooks: whoever takes the list under the lock fires it.
+        if self._state >= _FIRST_FINISHED:
+            self._fire_hooks()
+        return True
+
+    def _fire_hooks(self) -> None:
+        with _HOOKS_LOCK:
+            hooks, self._hooks = self._hooks, None
+        for hook in hooks or ():
+            _call_hook(hook, self)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state >= _FIRST_FINISHED:
+            return
+        event = threading.Event()
+        if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+
+
+def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:
+    try:
+        hook(handle)
+    except Exception:
+        import logging
+
+        logging.getLogger(__name__).exception("a done callback of job %s raised", handle.job_id)
+
+
+class DoneAndNotDone(NamedTuple):
+    done: set[JobHandle[Any]]
+    not_done: set[JobHandle[Any]]
+
+
+def wait(
+    handles: Iterable[JobHandle[Any]],
+    timeout: float | None = None,
+    return_when: str = ALL_COMPLETED,
+) -> DoneAndNotDone:
+    """Wait for handles as ``concurrent.futures.wait`` does for futures.
+
+    ``return_when`` is ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
+    """
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        raise ValueError(f"unknown return_when {return_when!r}")
+    pending = set(handles)
+    done = {h for h in pending if h.done()}
+    pending -= done
+
+    def stop_now() -> bool:
+        if not pending:
+            return True
+        if return_when == FIRST_COMPLETED:
+            return bool(done)
+        if return_when == FIRST_EXCEPTION:
+            return any(h._state == _FAILED for h in done)
+        return False
+
+    if stop_now():
+        return DoneAndNotDone(done, pending)
+    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
+    for handle in pending:
+        handle.add_done_callback(finished.put)
+    deadline = None if timeout is None else monotonic() + timeout
+    while not stop_now():
+        remaining = None if deadline is None else deadline - monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        try:
+            handle = finished.get(timeout=remaining)
+        except Empty:
+            break
+        pending.discard(handle)
+        done.add(handle)
+    return DoneAndNotDone(done, pending)
+
+
+def as_completed(
+    handles: Iterable[JobHandle[R]], timeout: float | None = None
+) -> Iterator[JobHandle[R]]:
+    """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
+
+    Raises:
+        TimeoutError: some jobs had not finished after ``timeout`` seconds.
+    """
+    pending = set(handles)
+    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
+    for handle in pending:
+        handle.add_done_callback(finished.put)
+    deadline = None if timeout is None else monotonic() + timeout
+    while pending:
+        remaining = None if deadline is None else deadline - monotonic()
+        try:
+            if remaining is not None and remaining <= 0:
+                raise Empty
+            handle = finished.get(timeout=remaining)
+        except Empty:
+            raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout} s") from None
+        pending.discard(handle)
+        yield handle
