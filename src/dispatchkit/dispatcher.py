@@ -124,6 +124,8 @@ class Dispatcher:
         self._cancelled = 0
         self._closed = False
         self._needs_key = self._strategy.needs_key
+        # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
+        self._assign = self._strategy.assign
         self.started_at = perf_counter()
         self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
         self._pool.start()
@@ -171,7 +173,26 @@ class Dispatcher:
             QueueFull: the inbox stayed full past ``put_timeout``.
             ValueError: the strategy is ``key`` (use :meth:`submit_job` with a key).
         """
-        return self._submit(fn, args, kwargs, None, None, self._put_timeout)
+        # The hot path of the per-job API: kept to one Python call beyond the
+        # handle itself (see benchmarks/seed.py).
+        if self._closed:
+            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+        if self._needs_key:
+            raise ValueError(
+                "the key strategy needs a key for every job: use submit_job(Job(fn, args, key=...))"
+            )
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
+        inbox = self._inboxes[self._assign(seq, None, self._n)]
+        handle = JobHandle(seq, fn, args, kwargs, None, inbox)
+        try:
+            inbox.put(handle, self._put_timeout)
+        except BaseException:
+            with self._lock:
+                self._rejected += 1
+            raise
+        return handle
 
     def submit_job(self, job: Job[R], *, timeout: float | None = None) -> JobHandle[R]:
         """Submit a :class:`Job`, which may carry a key and a name.
@@ -187,40 +208,17 @@ class Dispatcher:
             ValueError: the ``key`` strategy and a job without a key.
             TypeError: a key that is not an int, str or bytes.
         """
-        return self._submit(
-            job.fn,
-            job.args,
-            job.kwargs,
-            job.key,
-            job.name,
-            self._put_timeout if timeout is None else timeout,
-        )
-
-    def _submit(
-        self,
-        fn: Callable[..., R],
-        args: tuple[Any, ...],
-        kwargs: Any,
-        key: Hashable,
-        name: str | None,
-        timeout: float | None,
-    ) -> JobHandle[R]:
         if self._closed:
             raise ClosedError("the dispatcher is closed: it takes no more jobs")
-        if key is None and self._needs_key:
-            raise ValueError(
-                "the key strategy needs a key for every job: use submit_job(Job(fn, args, key=...))"
-            )
-        seq = self._next_seq
-        self._next_seq = seq + 1
-        inbox = (
-            self._inboxes[0]
-            if self._shared
-            else self._inboxes[self._strategy.assign(seq, key, self._n)]
-        )
-        handle = JobHandle(seq, fn, args, kwargs, name, inbox)
+        if job.key is None and self._needs_key:
+            raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
         try:
-            inbox.put(handle, timeout)
+            inbox = self._inboxes[self._assign(seq, job.key, self._n)]
+            handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
+            inbox.put(handle, self._put_timeout if timeout is None else timeout)
         except BaseException:
             with self._lock:
                 self._rejected += 1

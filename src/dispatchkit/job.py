@@ -205,7 +205,8 @@ class JobHandle(Generic[R]):
 
     @property
     def attempts(self) -> int:
-        return getattr(self, "_attempts", 0)
+        """Times a worker started the job."""
+        return getattr(self, "_attempts", 1 if hasattr(self, "_started_at") else 0)
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id} {_STATUSES[self._state].value}>"
@@ -305,7 +306,6 @@ class JobHandle(Generic[R]):
         self._worker = worker.index
         self._started_at = perf_counter()
         self._state = _RUNNING
-        self._attempts = 1
         fn = self._fn
         assert fn is not None
         try:
