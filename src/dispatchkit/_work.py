@@ -17,11 +17,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import JobCancelled
 from .job import JobStatus
+from .retry import CANCELLED, FAILED, SUCCEEDED, RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
@@ -55,11 +57,15 @@ class Message(Protocol):
 class Control:
     """State shared by the dispatcher and all its workers."""
 
-    __slots__ = ("error_samples", "stopping")
+    __slots__ = ("error_samples", "retry", "stop_event", "stopping")
 
-    def __init__(self) -> None:
+    def __init__(self, retry: RetryPolicy | None = None) -> None:
         #: Set by ``stop(cancel=True)``: workers abandon the rest of a chunk.
         self.stopping = False
+        #: Set with ``stopping``; retry waits end on it.
+        self.stop_event = threading.Event()
+        #: The dispatcher's retry policy for jobs that have none of their own.
+        self.retry = retry
         #: The first errors of fire-and-forget jobs, as (item, exception).
         self.error_samples: deque[tuple[Any, BaseException]] = deque(maxlen=ERROR_SAMPLES)
 
@@ -104,6 +110,9 @@ class BulkChunk:
         self.items = []
 
     def _run(self, worker: WorkerState) -> None:
+        if worker.control.retry is not None:
+            self._run_with_policy(worker, worker.control.retry)
+            return
         fn, items = self.fn, self.items
         failed = 0
         total = len(items)
@@ -130,6 +139,22 @@ class BulkChunk:
                         self._report(item, exc, worker)
         worker.succeeded += ran - failed
         worker.failed += failed
+        self.items = []
+
+    def _run_with_policy(self, worker: WorkerState, policy: RetryPolicy) -> None:
+        fn, control = self.fn, worker.control
+        for position, item in enumerate(self.items):
+            if control.stopping:
+                worker.cancelled += len(self.items) - position
+                break
+            kind, value, _ = run_with_policy(partial(fn, item), policy, control.stop_event)
+            if kind == SUCCEEDED:
+                worker.succeeded += 1
+            elif kind == CANCELLED:
+                worker.cancelled += 1
+            else:
+                worker.failed += 1
+                self._report(item, value, worker)
         self.items = []
 
     def _report(self, item: Any, exc: BaseException, worker: WorkerState) -> None:
@@ -235,7 +260,7 @@ class MapRun:
 
 class MapChunk:
     """Jobs of one ``map`` call. Each result row is
-    ``(seq, status, value_or_error, worker, submitted, started, finished)``.
+    ``(seq, status, value_or_error, worker, submitted, started, finished, attempts)``.
     """
 
     __slots__ = ("fn", "items", "run", "seqs", "star", "submitted_at")
@@ -266,13 +291,17 @@ class MapChunk:
         now = perf_counter()
         error = JobCancelled("cancelled by stop()")
         self.run.deliver(
-            [(seq, JobStatus.CANCELLED, error, None, self.submitted_at, None, now) for seq in seqs]
+            [
+                (seq, JobStatus.CANCELLED, error, None, self.submitted_at, None, now, 0)
+                for seq in seqs
+            ]
         )
 
     def _run(self, worker: WorkerState) -> None:
         fn, star, index = self.fn, self.star, worker.index
         submitted = self.submitted_at
         control = worker.control
+        policy = control.retry
         results: list[tuple[Any, ...]] = []
         append = results.append
         succeeded = failed = 0
@@ -284,36 +313,34 @@ class MapChunk:
                 self._deliver_cancelled(seqs[position:])
                 break
             started = perf_counter() if timed else None
-            try:
-                value = fn(*item) if star else fn(item)
-            except BaseException as exc:  # a failing job never stops its worker
-                failed += 1
-                append(
-                    (
-                        seqs[position],
-                        JobStatus.FAILED,
-                        exc,
-                        index,
-                        submitted,
-                        started,
-                        perf_counter() if timed else None,
-                    )
-                )
+            if policy is None:
+                attempts = 1
+                try:
+                    value = fn(*item) if star else fn(item)
+                    status = JobStatus.SUCCEEDED
+                except BaseException as exc:  # a failing job never stops its worker
+                    value, status = exc, JobStatus.FAILED
             else:
+                call = (lambda i=item: fn(*i)) if star else (lambda i=item: fn(i))
+                kind, value, attempts = run_with_policy(call, policy, control.stop_event)
+                status = _STATUS_OF[kind]
+            if status is JobStatus.SUCCEEDED:
                 succeeded += 1
-                append(
-                    (
-                        seqs[position],
-                        JobStatus.SUCCEEDED,
-                        value,
-                        index,
-                        submitted,
-                        started,
-                        perf_counter() if timed else None,
-                    )
-                )
+            elif status is JobStatus.FAILED:
+                failed += 1
+            else:
+                worker.cancelled += 1
+            finished = perf_counter() if timed else None
+            append((seqs[position], status, value, index, submitted, started, finished, attempts))
         worker.succeeded += succeeded
         worker.failed += failed
         self.items = []
         if results:
             self.run.deliver(results)
+
+
+_STATUS_OF = {
+    SUCCEEDED: JobStatus.SUCCEEDED,
+    FAILED: JobStatus.FAILED,
+    CANCELLED: JobStatus.CANCELLED,
+}

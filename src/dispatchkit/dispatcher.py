@@ -28,8 +28,10 @@ from typing import Any, Literal, TypeVar, overload
 from ._inbox import Inbox
 from ._work import BulkChunk, Control, MapChunk, MapRun, Message, WorkerState, cancel_message
 from .errors import ClosedError
+from .executors.process import ProcessOptions, ProcessWorkerPool
 from .executors.thread import ThreadWorkerPool
-from .job import Job, JobHandle, JobStatus, Outcome
+from .job import Job, JobHandle, JobStatus, Outcome, PolicyHandle
+from .retry import RetryPolicy
 from .settings import Settings
 from .stats import DispatcherStats, WorkerStats
 from .strategies import SHARED, Strategy
@@ -86,6 +88,13 @@ class Dispatcher:
         queue_size: int | None = None,
         block: int | None = None,
         put_timeout: float | None = None,
+        executor: str | None = None,
+        job_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        start_method: str | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_jobs_per_worker: int | None = None,
         settings: Settings | None = None,
         name: str = "dispatchkit",
     ) -> None:
@@ -96,6 +105,8 @@ class Dispatcher:
             "queue_size": queue_size,
             "block": block,
             "put_timeout": put_timeout,
+            "executor": executor,
+            "job_timeout": job_timeout,
         }
         given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         if settings is None:
@@ -107,7 +118,30 @@ class Dispatcher:
         self._n = settings.workers
         self._chunk = settings.chunk
         self._put_timeout = settings.put_timeout
-        self._control = Control()
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        process_only = {
+            "start_method": start_method,
+            "initializer": initializer,
+            "initargs": initargs or None,
+            "max_jobs_per_worker": max_jobs_per_worker,
+        }
+        if settings.executor == "process":
+            options = ProcessOptions(
+                start_method=start_method or "forkserver",
+                initializer=initializer,
+                initargs=initargs,
+                max_jobs_per_worker=max_jobs_per_worker,
+                job_timeout=settings.job_timeout,
+            )
+        else:
+            given_process_only = [k for k, v in process_only.items() if v is not None]
+            if given_process_only:
+                raise ValueError(f"{', '.join(given_process_only)} need executor='process'")
+        self._control = Control(retry)
+        # Plain handles skip the retry machinery; a dispatcher with a policy
+        # gives every job a PolicyHandle.
+        self._handle_class: type[JobHandle[Any]] = PolicyHandle if retry else JobHandle
         self._states = [WorkerState(i, self._control) for i in range(self._n)]
         capacity = settings.inbox_capacity
         if self._strategy.assign(0, 0, self._n) == SHARED:
@@ -127,7 +161,11 @@ class Dispatcher:
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
-        self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
+        self._pool: ThreadWorkerPool | ProcessWorkerPool
+        if settings.executor == "process":
+            self._pool = ProcessWorkerPool(worker_inboxes, self._states, name, options)
+        else:
+            self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
         self._pool.start()
         _live.add(self)
 
@@ -185,7 +223,7 @@ class Dispatcher:
             seq = self._next_seq
             self._next_seq = seq + 1
         inbox = self._inboxes[self._assign(seq, None, self._n)]
-        handle = JobHandle(seq, fn, args, kwargs, None, inbox)
+        handle = self._handle_class(seq, fn, args, kwargs, None, inbox)
         try:
             inbox.put(handle, self._put_timeout)
         except BaseException:
@@ -212,12 +250,22 @@ class Dispatcher:
             raise ClosedError("the dispatcher is closed: it takes no more jobs")
         if job.key is None and self._needs_key:
             raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
+        if job.timeout is not None and self.settings.executor == "thread":
+            raise ValueError(
+                "a job timeout needs process workers: a running thread cannot be stopped"
+            )
         with self._lock:
             seq = self._next_seq
             self._next_seq = seq + 1
         try:
             inbox = self._inboxes[self._assign(seq, job.key, self._n)]
-            handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
+            handle: JobHandle[R]
+            if job.retry is not None or job.timeout is not None or self._control.retry:
+                handle = PolicyHandle(
+                    seq, job.fn, job.args, job.kwargs, job.name, inbox, job.retry, job.timeout
+                )
+            else:
+                handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
             inbox.put(handle, self._put_timeout if timeout is None else timeout)
         except BaseException:
             with self._lock:
@@ -249,7 +297,7 @@ class Dispatcher:
         """
         self._check_bulk(key)
         split, workers = self._strategy.split, self._n
-        if self._chunk == 1:
+        if self._chunk == 1 and self._control.retry is None:
             # The seed's one job per message: a bare tuple, run inline by the worker.
             def make(jobs: list[T]) -> list[Any]:
                 return [(fn, item, on_error) for item in jobs]
@@ -389,7 +437,7 @@ class Dispatcher:
 
     @staticmethod
     def _map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
-        seq, status, value, worker, submitted, started, finished = row
+        seq, status, value, worker, submitted, started, finished, attempts = row
         if outcomes:
             failed = status is not JobStatus.SUCCEEDED
             return Outcome(
@@ -401,7 +449,7 @@ class Dispatcher:
                 submitted_at=submitted,
                 started_at=started,
                 finished_at=finished,
-                attempts=0 if status is JobStatus.CANCELLED else 1,
+                attempts=attempts,
             )
         if status is JobStatus.SUCCEEDED:
             return value
@@ -505,15 +553,22 @@ class Dispatcher:
         """Close and stop: with ``cancel``, queued jobs are cancelled, not run.
 
         Jobs already running finish; a bulk or map chunk being run is abandoned
-        after its current job. Cancelled handles raise ``JobCancelled``. Returns
-        the final stats (their ``cancelled`` says how many were dropped).
+        after its current job. Cancelled handles raise ``JobCancelled``. With
+        process workers, jobs still running after ``timeout`` seconds are killed
+        (they end as ``WorkerLost``). Returns the final stats (their ``cancelled``
+        says how many were dropped).
         """
         self.close()
         if cancel:
             self._control.stopping = True
+            self._control.stop_event.set()
             for inbox in self._inboxes:
                 self._add_cancelled(sum(cancel_message(m) for m in inbox.take_all()))
-        self.join(timeout)
+        if not self.join(timeout) and isinstance(self._pool, ProcessWorkerPool):
+            # Past the deadline: kill the worker processes; the jobs they were
+            # running end as WorkerLost, and nothing is left behind.
+            self._pool.kill()
+            self.join(10)
         return self.stats()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -21,6 +21,7 @@ from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from .errors import JobCancelled
+from .retry import CANCELLED, SUCCEEDED, RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
@@ -34,6 +35,7 @@ __all__ = [
     "JobHandle",
     "JobStatus",
     "Outcome",
+    "PolicyHandle",
     "as_completed",
     "wait",
 ]
@@ -67,6 +69,7 @@ _STATUSES = (
     JobStatus.FAILED,
     JobStatus.CANCELLED,
 )
+_STATE_OF = {status: number for number, status in enumerate(_STATUSES)}
 
 # Guards the hook lists of every handle. Taken only to attach a hook, and by a
 # worker finishing a job that has hooks: never on the plain submit/run path.
@@ -87,10 +90,19 @@ class Job(Generic[R]):
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     key: Hashable = None
     name: str | None = None
+    #: Seconds the job may run (process and async workers only: a thread
+    #: cannot be stopped).
+    timeout: float | None = None
+    #: Retries for this job, instead of the dispatcher's policy.
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise TypeError(f"a job needs a callable, not {type(self.fn).__name__}")
+        if self.timeout is not None and not (
+            isinstance(self.timeout, int | float) and self.timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +337,27 @@ class JobHandle(Generic[R]):
         if self._hooks is not None:
             self._fire_hooks()
 
+    def _complete(
+        self,
+        worker: int,
+        status: JobStatus,
+        value: Any,
+        started: float | None,
+        finished: float | None,
+        attempts: int,
+    ) -> None:
+        """Record how the job ended elsewhere (a worker process, a task) and wake waiters."""
+        if started is not None:
+            self._worker = worker
+            self._started_at = started
+        self._attempts = attempts
+        self._result = value
+        self._finished_at = perf_counter() if finished is None else finished
+        self._state = _STATE_OF[status]
+        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
+        if self._hooks is not None:
+            self._fire_hooks()
+
     def _cancel_taken(self) -> None:
         """Mark cancelled a job that was removed from its queue (nobody else holds it)."""
         self._finished_at = perf_counter()
@@ -363,6 +396,60 @@ class JobHandle(Generic[R]):
         event = threading.Event()
         if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
             raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+
+
+class PolicyHandle(JobHandle[R]):
+    """A handle whose job has a retry policy or a timeout.
+
+    A separate class, so that the plain handle's hot path pays nothing for them.
+    """
+
+    __slots__ = ("retry", "timeout")
+
+    def __init__(
+        self,
+        job_id: int,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        name: str | None = None,
+        queue: Inbox[Any] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(job_id, fn, args, kwargs, name, queue)
+        self.retry = retry
+        self.timeout = timeout
+
+    def _run(self, worker: Any) -> None:
+        """Run the job on a thread worker, retrying as its policy says."""
+        self._worker = worker.index
+        self._started_at = perf_counter()
+        self._state = _RUNNING
+        fn, args, kwargs = self._fn, self._args, self._kwargs
+        assert fn is not None
+        policy = self.retry or worker.control.retry
+        kind, value, self._attempts = run_with_policy(
+            lambda: fn(*args, **kwargs), policy, worker.control.stop_event
+        )
+        self._finish(kind, value, perf_counter())
+        if kind == SUCCEEDED:
+            worker.succeeded += 1
+        elif kind == CANCELLED:
+            worker.cancelled += 1
+        else:
+            worker.failed += 1
+
+    def _finish(self, kind: str, value: Any, finished: float) -> None:
+        """Record how the job ended (``kind`` as in ``run_with_policy``) and wake waiters."""
+        self._result = value
+        self._finished_at = finished
+        self._state = (
+            _SUCCEEDED if kind == SUCCEEDED else _CANCELLED if kind == CANCELLED else _FAILED
+        )
+        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
+        if self._hooks is not None:
+            self._fire_hooks()
 
 
 def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:

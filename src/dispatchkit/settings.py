@@ -10,6 +10,8 @@ variable                    meaning                                default
 ``DISPATCHKIT_STRATEGY``    round_robin, batch, pull or key        ``round_robin``
 ``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker          ``1``
 ``DISPATCHKIT_BLOCK``       block size of the batch strategy       ``100``
+``DISPATCHKIT_EXECUTOR``    thread or process workers              ``thread``
+``DISPATCHKIT_JOB_TIMEOUT`` seconds one job may run (process)      no limit
 ==========================  =====================================  =========
 """
 
@@ -22,10 +24,13 @@ from typing import Any, Final
 
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
-__all__ = ["ENV_PREFIX", "Settings"]
+__all__ = ["ENV_PREFIX", "EXECUTORS", "Settings"]
 
 #: Prefix of the environment variables read by :meth:`Settings.from_env`.
 ENV_PREFIX: Final = "DISPATCHKIT_"
+
+#: Where workers can run.
+EXECUTORS: Final = ("thread", "process")
 
 #: Jobs an inbox holds by default before ``submit`` waits.
 DEFAULT_QUEUE_SIZE: Final = 1024
@@ -53,6 +58,9 @@ class Settings:
         block: block size of the ``batch`` strategy.
         put_timeout: how long a submit waits for room before ``QueueFull``
             (None waits as long as it takes).
+        executor: where workers run: ``thread`` or ``process``.
+        job_timeout: seconds any one job may run before it is stopped and
+            reported ``TimedOut`` (process workers; None: no limit).
 
     Raises:
         ValueError: a value out of range, or an unknown strategy.
@@ -65,8 +73,25 @@ class Settings:
     queue_size: int = DEFAULT_QUEUE_SIZE
     block: int = DEFAULT_BLOCK
     put_timeout: float | None = None
+    executor: str = "thread"
+    job_timeout: float | None = None
 
     def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(
+                f"unknown executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}"
+            )
+        if self.job_timeout is not None:
+            if isinstance(self.job_timeout, bool) or not isinstance(self.job_timeout, int | float):
+                raise TypeError(
+                    f"job_timeout must be a number of seconds, not {self.job_timeout!r}"
+                )
+            if not self.job_timeout > 0:
+                raise ValueError(f"job_timeout must be more than 0, got {self.job_timeout}")
+            if self.executor == "thread":
+                raise ValueError(
+                    "job_timeout needs process workers: a running thread cannot be stopped"
+                )
         _check_int("workers", self.workers, MAX_WORKERS)
         _check_int("chunk", self.chunk, MAX_QUEUE_SIZE)
         _check_int("queue_size", self.queue_size, MAX_QUEUE_SIZE)
@@ -129,6 +154,8 @@ _ENV_FIELDS: Final = {
     "chunk": int,
     "block": int,
     "put_timeout": float,
+    "executor": str,
+    "job_timeout": float,
 }
 _ENV_EXPECTED: Final = {
     "workers": f"a whole number from 1 to {MAX_WORKERS}",
@@ -137,6 +164,8 @@ _ENV_EXPECTED: Final = {
     "chunk": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
     "block": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
     "put_timeout": "a number of seconds, 0 or more",
+    "executor": "thread or process",
+    "job_timeout": "a number of seconds, more than 0 (process workers only)",
 }
 
 

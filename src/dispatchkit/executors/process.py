@@ -1,0 +1,439 @@
+"""Process workers: CPU-bound Python runs in parallel, one process per worker.
+
+    Inbox[i] ──get──▶ liaison thread i ──Task (one pickle per chunk)──▶ pipe ──▶ process i
+                          ▲                                                      │ runs the jobs
+                          └───────────────── results ◀── pipe ◀──────────────────┘
+
+Each worker is a pair: a process that runs jobs, and a *liaison* thread in the
+dispatcher's process that feeds it one message at a time and completes the
+handles, map results and counters with what comes back. The liaison waits on
+the pipe *and* on the process's sentinel, so a worker that dies (a signal,
+``os._exit``, a segfault) is noticed at once: the message it held fails with
+``WorkerLost`` (or is retried, if the policy allows), a new process takes its
+place, and every other job goes on. Per-job timeouts are enforced the same
+way: past its deadline the process is killed, the job is ``TimedOut``, and the
+jobs of its chunk that had not started run on the replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from time import monotonic, perf_counter
+from typing import Any, Final
+
+from dispatchkit._inbox import Inbox
+from dispatchkit._work import BulkChunk, MapChunk, WorkerState, report_error
+from dispatchkit.errors import TimedOut, WorkerLost
+from dispatchkit.job import JobHandle, JobStatus, PolicyHandle
+from dispatchkit.retry import RetryPolicy
+
+from ._child import CALL, EACH, RemoteTraceback, Task, child_main
+
+__all__ = ["START_METHODS", "ProcessOptions", "ProcessWorkerPool"]
+
+logger = logging.getLogger(__name__)
+
+#: Start methods a dispatcher accepts.
+START_METHODS: Final = ("fork", "forkserver", "spawn")
+
+#: Seconds between two looks at a worker that is running a job.
+_POLL: Final = 0.2
+
+#: One result from the child: (ok, value or (error, traceback text), started, finished).
+_Result = tuple[bool, Any, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOptions:
+    """How worker processes are started and recycled.
+
+    Attributes:
+        start_method: ``fork``, ``forkserver`` or ``spawn`` (default
+            ``forkserver``: safe with threads, and quick after the first start).
+        initializer: called as ``initializer(*initargs)`` in each new process.
+        max_jobs_per_worker: replace a process after this many jobs (None: never).
+        job_timeout: seconds any one job may run (None: no limit).
+    """
+
+    start_method: str = "forkserver"
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_jobs_per_worker: int | None = None
+    job_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_method not in START_METHODS:
+            raise ValueError(
+                f"unknown start method {self.start_method!r}: choose one of "
+                + ", ".join(START_METHODS)
+            )
+        if self.max_jobs_per_worker is not None and (
+            isinstance(self.max_jobs_per_worker, bool)
+            or not isinstance(self.max_jobs_per_worker, int)
+            or self.max_jobs_per_worker < 1
+        ):
+            raise ValueError(
+                f"max_jobs_per_worker must be a whole number of at least 1, "
+                f"got {self.max_jobs_per_worker!r}"
+            )
+        if self.job_timeout is not None and not (
+            isinstance(self.job_timeout, int | float) and self.job_timeout > 0
+        ):
+            raise ValueError(f"job_timeout must be a positive number, got {self.job_timeout!r}")
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError("initializer must be callable")
+
+
+class _Spec:
+    """A message seen as a task: what to send, and how to record the results."""
+
+    __slots__ = ("fn", "items", "keep_values", "kind", "policy", "star", "timeout")
+
+    def __init__(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        items: list[Any],
+        policy: RetryPolicy | None,
+        timeout: float | None,
+        star: bool = False,
+        keep_values: bool = True,
+    ) -> None:
+        self.kind, self.fn, self.items = kind, fn, items
+        self.policy, self.timeout, self.star, self.keep_values = policy, timeout, star, keep_values
+
+
+class _Liaison:
+    """Feeds one worker process and records what it did."""
+
+    def __init__(
+        self,
+        inbox: Inbox[Any],
+        state: WorkerState,
+        context: Any,  # a multiprocessing context; typeshed gives BaseContext no Process
+        options: ProcessOptions,
+        name: str,
+    ) -> None:
+        self._inbox = inbox
+        self._state = state
+        self._control = state.control
+        self._context = context
+        self._options = options
+        self._name = name
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._jobs_in_process = 0
+        self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
+
+    # -- the process ---------------------------------------------------------
+
+    def _ensure_process(self) -> tuple[BaseProcess, Connection]:
+        if self._process is None or self._conn is None:
+            parent_end, child_end = self._context.Pipe()
+            process = self._context.Process(
+                target=child_main,
+                args=(child_end, self._options.initializer, self._options.initargs),
+                name=self._name,
+                daemon=True,
+            )
+            process.start()
+            child_end.close()
+            self._process, self._conn = process, parent_end
+            self._jobs_in_process = 0
+        return self._process, self._conn
+
+    def _discard_process(self, kill: bool) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        elif conn is not None:
+            with contextlib.suppress(OSError):  # already gone: nothing to tell it
+                conn.send_bytes(pickle.dumps(None))
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if conn is not None:
+            conn.close()
+
+    def kill(self) -> None:
+        """Kill the process now (a stop past its deadline)."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+
+    # -- the loop ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (message := self._inbox.get()) is not None:
+                try:
+                    self._handle(message)
+                except BaseException:
+                    logger.critical("%s: internal error", self._name, exc_info=True)
+        finally:
+            self._discard_process(kill=False)
+
+    def _spec(self, message: Any) -> _Spec:
+        control, timeout = self._control, self._options.job_timeout
+        if isinstance(message, JobHandle):
+            if isinstance(message, PolicyHandle):
+                policy = message.retry or control.retry
+                timeout = message.timeout or timeout
+            else:
+                policy = control.retry
+            assert message._fn is not None
+            call = [(message._args, message._kwargs)]
+            return _Spec(CALL, message._fn, call, policy, timeout)
+        if message.__class__ is tuple:
+            return _Spec(EACH, message[0], [message[1]], control.retry, timeout, keep_values=False)
+        if isinstance(message, BulkChunk):
+            return _Spec(EACH, message.fn, message.items, control.retry, timeout, keep_values=False)
+        assert isinstance(message, MapChunk)
+        return _Spec(EACH, message.fn, message.items, control.retry, timeout, star=message.star)
+
+    def _handle(self, message: Any) -> None:
+        spec = self._spec(message)
+        count = len(spec.items)
+        attempts = [0] * count
+        final: list[tuple[JobStatus, Any, float | None, float | None]] = [
+            (JobStatus.CANCELLED, None, None, None)
+        ] * count
+        todo = list(range(count))
+        while todo:
+            if self._control.stopping:
+                break  # the rest stays cancelled
+            results, not_started = self._execute(spec, [spec.items[i] for i in todo])
+            again: list[int] = []
+            worst_attempt = 0
+            for local, index in enumerate(todo):
+                if local in not_started:
+                    again.append(index)  # never ran: uses no attempt
+                    continue
+                ok, value, started, finished = results[local]
+                attempts[index] += 1
+                self._state.busy += finished - started
+                if self._state.first_start is None or started < self._state.first_start:
+                    self._state.first_start = started
+                if ok:
+                    final[index] = (JobStatus.SUCCEEDED, value, started, finished)
+                    continue
+                error = value
+                final[index] = (JobStatus.FAILED, error, started, finished)
+                if spec.policy is not None and spec.policy.should_retry(error, attempts[index]):
+                    again.append(index)
+                    worst_attempt = max(worst_attempt, attempts[index])
+            if (
+                worst_attempt
+                and spec.policy is not None
+                and self._control.stop_event.wait(spec.policy.delay(worst_attempt))
+            ):
+                # Stopped while waiting to retry: cancelled, no attempt used up.
+                for index in again:
+                    if final[index][0] is JobStatus.FAILED:
+                        final[index] = (JobStatus.CANCELLED, *final[index][1:])
+                break
+            todo = again
+        self._record(message, spec, final, attempts)
+
+    def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, _Result], set[int]]:
+        """Run ``items`` in the process; results by position, and positions never started."""
+        task = Task(
+            spec.kind, spec.fn, items, spec.star, spec.timeout is not None, spec.keep_values
+        )
+        try:
+            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            return self._unpicklable(spec, items, exc)
+        process, conn = self._ensure_process()
+        try:
+            conn.send_bytes(data)
+        except OSError:
+            return self._lost(spec, items, {}, None, process, conn)
+        results: dict[int, _Result] = {}
+        running: tuple[int, float] | None = None  # (position, started) in stream mode
+        while True:
+            deadline = None
+            if running is not None and spec.timeout is not None:
+                deadline = running[1] + spec.timeout
+            wait_for = (
+                _POLL if deadline is None else max(0.0, min(_POLL, deadline - perf_counter()))
+            )
+            ready = wait([conn, process.sentinel], wait_for)
+            if conn in ready:
+                try:
+                    event = pickle.loads(conn.recv_bytes())
+                except (EOFError, OSError):
+                    return self._lost(spec, items, results, running, process, conn)
+                if event[0] == "start":
+                    running = (event[1], event[2])
+                elif event[0] == "one":
+                    results[event[1]] = _unwrap(event[2])
+                    running = None
+                else:  # "done"
+                    for position, result in enumerate(event[1] or ()):
+                        results[position] = _unwrap(result)
+                    self._jobs_in_process += len(items)
+                    limit = self._options.max_jobs_per_worker
+                    if limit is not None and self._jobs_in_process >= limit:
+                        self._discard_process(kill=False)
+                    return results, set()
+            elif process.sentinel in ready:
+                return self._lost(spec, items, results, running, process, conn)
+            elif deadline is not None and perf_counter() >= deadline and running is not None:
+                position, started = running
+                self._discard_process(kill=True)
+                error = TimedOut(f"job ran longer than its timeout of {spec.timeout} s")
+                results[position] = (False, error, started, perf_counter())
+                return results, set(range(position + 1, len(items)))
+
+    def _lost(
+        self,
+        spec: _Spec,
+        items: list[Any],
+        results: dict[int, _Result],
+        running: tuple[int, float] | None,
+        process: BaseProcess,
+        conn: Connection,
+    ) -> tuple[dict[int, _Result], set[int]]:
+        """The process died: what it held is lost, the rest of the chunk runs again."""
+        process.join(1)
+        code = process.exitcode
+        self._discard_process(kill=True)
+        error = WorkerLost(f"worker process died (exit code {code}) while running the job")
+        now = perf_counter()
+        if spec.timeout is not None:  # stream mode: we know which job was running
+            position = running[0] if running is not None else len(results)
+            started = running[1] if running is not None else now
+            if position < len(items):
+                results[position] = (False, error, started, now)
+            return results, set(range(position + 1, len(items)))
+        # Without per-job reports the whole chunk was in the worker's hands.
+        return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
+
+    def _unpicklable(
+        self, spec: _Spec, items: list[Any], exc: Exception
+    ) -> tuple[dict[int, _Result], set[int]]:
+        """A job that cannot be pickled fails with a clear error; its chunk mates still run."""
+        now = perf_counter()
+        try:
+            pickle.dumps(spec.fn)
+        except Exception as fn_error:
+            error = TypeError(f"the job function cannot be sent to a worker process: {fn_error}")
+            return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
+        sendable, results = [], {}
+        for position, item in enumerate(items):
+            try:
+                pickle.dumps(item)
+                sendable.append(position)
+            except Exception as item_error:
+                results[position] = (
+                    False,
+                    TypeError(
+                        f"the job's arguments cannot be sent to a worker process: {item_error}"
+                    ),
+                    now,
+                    now,
+                )
+        if sendable:
+            sub, not_started = self._execute(spec, [items[p] for p in sendable])
+            for local, position in enumerate(sendable):
+                if local in not_started:
+                    continue
+                results[position] = sub[local]
+            missing = {sendable[local] for local in not_started}
+            return results, missing
+        del exc
+        return results, set()
+
+    def _record(
+        self,
+        message: Any,
+        spec: _Spec,
+        final: list[tuple[JobStatus, Any, float | None, float | None]],
+        attempts: list[int],
+    ) -> None:
+        state = self._state
+        for status, *_ in final:
+            if status is JobStatus.SUCCEEDED:
+                state.succeeded += 1
+            elif status is JobStatus.FAILED:
+                state.failed += 1
+            else:
+                state.cancelled += 1
+        if isinstance(message, JobHandle):
+            status, value, started, finished = final[0]
+            message._complete(state.index, status, value, started, finished, attempts[0])
+        elif isinstance(message, MapChunk):
+            rows = [
+                (seq, status, value, state.index, message.submitted_at, started, finished, tries)
+                for seq, (status, value, started, finished), tries in zip(
+                    message.seqs, final, attempts, strict=True
+                )
+            ]
+            message.items = []
+            message.run.deliver(rows)
+        else:
+            on_error = message[2] if message.__class__ is tuple else message.on_error
+            for item, (status, value, _, _) in zip(spec.items, final, strict=True):
+                if status is JobStatus.FAILED:
+                    report_error(item, value, state, on_error)
+            if message.__class__ is not tuple:
+                message.items = []
+
+
+def _unwrap(result: tuple[bool, Any, float, float]) -> _Result:
+    ok, value, started, finished = result
+    if ok:
+        return result
+    error, text = value
+    if text:
+        error.__cause__ = RemoteTraceback(text)
+    return False, error, started, finished
+
+
+class ProcessWorkerPool:
+    """One process (and its liaison thread) per worker."""
+
+    def __init__(
+        self,
+        inboxes: Sequence[Inbox[Any]],
+        states: Sequence[WorkerState],
+        name: str,
+        options: ProcessOptions,
+    ) -> None:
+        context = multiprocessing.get_context(options.start_method)
+        self._liaisons = [
+            _Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
+            for inbox, state in zip(inboxes, states, strict=True)
+        ]
+
+    def start(self) -> None:
+        for liaison in self._liaisons:
+            liaison.thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else monotonic() + timeout
+        for liaison in self._liaisons:
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            liaison.thread.join(remaining)
+        return self.alive() == 0
+
+    def alive(self) -> int:
+        return sum(liaison.thread.is_alive() for liaison in self._liaisons)
+
+    def kill(self) -> None:
+        """Kill every worker process (their running jobs fail with WorkerLost)."""
+        for liaison in self._liaisons:
+            liaison.kill()
