@@ -23,6 +23,7 @@ from .job import (
     as_completed,
     wait,
 )
+from .retry import RetryPolicy
 from .settings import Settings
 from .stats import DispatcherStats, WorkerStats
 from .strategies import Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
@@ -46,6 +47,7 @@ __all__ = [
     "Outcome",
     "Pull",
     "QueueFull",
+    "RetryPolicy",
     "RoundRobin",
     "Settings",
     "Strategy",

@@ -1,0 +1,222 @@
+"""Process workers with real processes and real signals: crashes, timeouts, pickling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dispatchkit import Dispatcher, Job, JobStatus, RetryPolicy, TimedOut, WorkerLost
+from dispatchkit.executors._child import RemoteError, RemoteTraceback
+from tests import jobs
+
+
+def wait_for_file(path: Path, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_results_errors_and_remote_tracebacks() -> None:
+    with Dispatcher(2, executor="process") as d:
+        assert d.submit(jobs.square, 12).result(timeout=30) == 144
+        assert list(d.map(jobs.square, range(20))) == [x * x for x in range(20)]
+        failed = d.submit(jobs.flaky, 3)
+        error = failed.exception(timeout=30)
+        assert isinstance(error, ValueError)
+        assert isinstance(error.__cause__, RemoteTraceback)
+        assert "in flaky" in str(error.__cause__)
+        assert failed.outcome().worker in (0, 1)
+        assert len({d.submit(jobs.pid).result() for _ in range(8)}) == 2  # two processes
+    stats = d.stats()
+    assert stats.submitted == stats.succeeded + stats.failed == 30
+    assert stats.failed == 1
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "pull"])
+def test_kill_9_of_a_worker_loses_only_its_job(tmp_path: Path, strategy: str) -> None:
+    marker = tmp_path / "victim.pid"
+    with Dispatcher(2, executor="process", strategy=strategy) as d:
+        victim = d.submit(jobs.record_pid_and_sleep, str(marker), 30)
+        others = [d.submit(jobs.square, i) for i in range(40)]
+        pid = int(wait_for_file(marker))
+        os.kill(pid, signal.SIGKILL)
+        error = victim.exception(timeout=10)
+        assert isinstance(error, WorkerLost)
+        assert "exit code -9" in str(error)
+        assert [h.result(timeout=30) for h in others] == [i * i for i in range(40)]
+        after = d.submit(jobs.pid).result(timeout=30)
+        assert after != pid  # a new process took the dead one's place
+    stats = d.stats()
+    assert stats.submitted == 42
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (41, 1, 0)
+
+
+def test_a_killed_job_is_retried_when_the_policy_allows(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=2, backoff=0.01)
+    with Dispatcher(1, executor="process", retry=policy) as d:
+        handle = d.submit(jobs.die_on_first_call, str(tmp_path / "marker"))
+        assert handle.result(timeout=30) == "survived"
+        assert handle.attempts == 2
+
+
+def test_os_exit_in_a_job_is_worker_lost_and_the_rest_run() -> None:
+    with Dispatcher(1, executor="process") as d:
+        before = d.submit(jobs.square, 2)
+        dying = d.submit(jobs.exit_now, 7)
+        after = [d.submit(jobs.square, i) for i in range(5)]
+        assert before.result(timeout=30) == 4
+        error = dying.exception(timeout=30)
+        assert isinstance(error, WorkerLost)
+        assert "exit code 7" in str(error)
+        assert [h.result(timeout=30) for h in after] == [0, 1, 4, 9, 16]
+
+
+def test_a_job_over_its_timeout_is_timed_out_and_its_process_replaced() -> None:
+    with Dispatcher(1, executor="process", job_timeout=0.5) as d:
+        first_pid = d.submit(jobs.pid).result(timeout=30)
+        started = time.monotonic()
+        slow = d.submit(jobs.sleep_then, 30)
+        assert isinstance(slow.exception(timeout=10), TimedOut)
+        assert time.monotonic() - started < 5
+        assert d.submit(jobs.pid).result(timeout=30) != first_pid
+        # A per-job timeout overrides the dispatcher's.
+        patient = d.submit_job(Job(jobs.sleep_then, (0.8, "done"), timeout=5))
+        assert patient.result(timeout=30) == "done"
+    assert d.stats().failed == 1
+
+
+def test_timeout_in_a_chunk_loses_only_the_slow_job() -> None:
+    with Dispatcher(1, executor="process", job_timeout=0.5, chunk=4) as d:
+        outcomes = list(
+            d.map(jobs.sleep_then, [(0, 1), (0, 2), (10, 3), (0, 4)], star=True, outcomes=True)
+        )
+    assert [o.status for o in outcomes] == [
+        JobStatus.SUCCEEDED,
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.SUCCEEDED,
+    ]
+    assert isinstance(outcomes[2].error, TimedOut)
+    assert [o.value for o in outcomes if o.ok] == [1, 2, 4]
+
+
+def test_what_cannot_be_pickled_fails_clearly_and_never_hangs() -> None:
+    with Dispatcher(1, executor="process", chunk=3) as d:
+        bad_argument = d.submit(jobs.square, lambda: 1)
+        error = bad_argument.exception(timeout=30)
+        assert isinstance(error, TypeError)
+        assert "cannot be sent to a worker process" in str(error)
+        bad_function = d.submit(lambda: 1)
+        assert "job function cannot be sent" in str(bad_function.exception(timeout=30))
+        bad_result = d.submit(jobs.return_unpicklable)
+        assert "result cannot be sent back" in str(bad_result.exception(timeout=30))
+        bad_error = d.submit(jobs.raise_unpicklable)
+        error = bad_error.exception(timeout=30)
+        assert isinstance(error, RemoteError)
+        assert "Unpicklable" in str(error)
+        # In a chunk, only the unpicklable item fails.
+        outcomes = list(d.map(jobs.square, [1, lambda: 2, 3], outcomes=True))
+        assert [o.ok for o in outcomes] == [True, False, True]
+        assert d.submit(jobs.square, 5).result(timeout=30) == 25
+
+
+def test_retries_record_their_attempts(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=4, backoff=0.01, retry_on=(ConnectionError,))
+    with Dispatcher(1, executor="process", retry=policy) as d:
+        handle = d.submit(jobs.fail_until, str(tmp_path / "count"), 2)
+        assert handle.result(timeout=30) == 3
+        assert handle.attempts == 3
+        not_retried = d.submit(jobs.flaky, 0)  # ValueError is not in retry_on
+        assert isinstance(not_retried.exception(timeout=30), ValueError)
+        assert not_retried.attempts == 1
+
+
+def test_initializer_and_recycling() -> None:
+    with Dispatcher(
+        1,
+        executor="process",
+        initializer=jobs.initialize,
+        initargs=("ready",),
+        max_jobs_per_worker=2,
+    ) as d:
+        assert d.submit(jobs.initialized).result(timeout=30) == ["ready"]
+        pids = [d.submit(jobs.pid).result(timeout=30) for _ in range(5)]
+    # The first process ran two jobs (initialized, pid), then every process two.
+    assert len(set(pids)) == 3
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_every_start_method_works(method: str) -> None:
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() in a process with threads may deadlock;
+        # dispatchkit's default (forkserver) avoids it, and this test checks
+        # that fork still works for those who choose it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with Dispatcher(2, executor="process", start_method=method) as d:
+            assert sorted(d.map(jobs.square, range(10), ordered=False)) == [
+                x * x for x in range(10)
+            ]
+
+
+def test_process_only_settings_are_refused_for_threads() -> None:
+    with pytest.raises(ValueError, match="need executor='process'"):
+        Dispatcher(2, max_jobs_per_worker=3)
+    with pytest.raises(ValueError, match="job_timeout needs process workers"):
+        Dispatcher(2, job_timeout=1)
+    with pytest.raises(ValueError, match="unknown start method"):
+        Dispatcher(2, executor="process", start_method="teleport")
+    with pytest.raises(ValueError, match="unknown executor 'gpu'"):
+        Dispatcher(2, executor="gpu")
+    with Dispatcher(1) as d, pytest.raises(ValueError, match="timeout needs process workers"):
+        d.submit_job(Job(jobs.square, (1,), timeout=1))
+
+
+def test_stop_past_its_deadline_kills_running_jobs() -> None:
+    d = Dispatcher(1, executor="process")
+    running = d.submit(jobs.sleep_then, 30)
+    queued = d.submit(jobs.square, 3)
+    time.sleep(0.5)
+    started = time.monotonic()
+    stats = d.stop(cancel=True, timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert queued.cancelled()
+    assert isinstance(running.exception(timeout=5), WorkerLost)
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled == 2
+
+
+def test_ctrl_c_in_the_submitting_thread_leaves_no_process_behind(tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        from dispatchkit import Dispatcher
+        from tests import jobs
+        with Dispatcher(2, executor="process") as d:
+            pids = {{d.submit(jobs.pid).result() for _ in range(6)}}
+            open({str(pids_file)!r}, "w").write(" ".join(map(str, pids)))
+            for value in d.map(jobs.sleep_then, [0.05] * 100000):
+                pass
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    pids = [int(p) for p in wait_for_file(pids_file, 60).split()]
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
