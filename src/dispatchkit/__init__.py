@@ -10,6 +10,7 @@
 Importing this package loads only the standard library.
 """
 
+from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
 from .errors import ClosedError, DispatchError, JobCancelled, QueueFull, TimedOut, WorkerLost
 from .job import (
@@ -34,6 +35,8 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "AsyncDispatcher",
+    "AsyncJobHandle",
     "Batch",
     "ByKey",
     "ClosedError",

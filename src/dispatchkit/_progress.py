@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from .dispatcher import Dispatcher
+    from .stats import DispatcherStats
+
+
+class _HasStats(Protocol):
+    def stats(self) -> DispatcherStats: ...
+
 
 __all__ = ["RunProgress"]
 
@@ -30,11 +35,11 @@ class RunProgress:
         self._enabled = enabled
         self._description = description
         self._done_before = 0  # jobs of the runs already finished
-        self._current: Dispatcher | None = None
+        self._current: _HasStats | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def follow(self, dispatcher: Dispatcher) -> None:
+    def follow(self, dispatcher: _HasStats) -> None:
         """Count the jobs of ``dispatcher`` from now on."""
         self._current = dispatcher
 

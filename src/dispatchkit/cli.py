@@ -36,6 +36,9 @@ RET_FAILED: Final = 1
 RET_USAGE: Final = 2
 RET_INTERRUPTED: Final = 130
 
+#: Worker kinds every command that runs jobs accepts with --executor.
+EXECUTOR_CHOICES: Final = ("thread", "process", "async")
+
 
 class UsageError(Exception):
     """Bad input from the user: reported on one line, exit code 2."""
@@ -164,6 +167,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"jobs an inbox holds before dispatch waits (default {ENV_PREFIX}QUEUE_SIZE or 1024)",
     )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTOR_CHOICES,
+        default=None,
+        help=f"where the workers run: threads, processes or asyncio tasks "
+        f"(default {ENV_PREFIX}EXECUTOR or thread)",
+    )
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     run.set_defaults(handler=_cmd_run)
@@ -179,6 +189,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers if args.workers is not None else None,
             queue_size=args.queue_size,
             block=args.block,
+            # Settings knows thread and process; async workers need no check there.
+            executor=None if args.executor == "async" else args.executor,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -205,6 +217,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 chunk=chunk,
                 block=settings.block,
                 queue_size=settings.queue_size,
+                executor=args.executor or settings.executor,
                 on_start=progress.follow,
             )
             progress.finish_one(args.jobs)

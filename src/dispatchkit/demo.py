@@ -8,11 +8,13 @@ another. :func:`run_seed` runs one configuration and reports what happened.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Any, Final
 
+from .async_dispatcher import AsyncDispatcher
 from .dispatcher import Dispatcher
 from .errors import DispatchError
 from .stats import DispatcherStats
@@ -77,6 +79,7 @@ class SeedResult:
     chunk: int
     jobs: int
     workers: int
+    executor: str
     completed: int
     failed: int
     cancelled: int
@@ -102,8 +105,9 @@ def run_seed(
     chunk: int = 1,
     block: int = DEFAULT_BLOCK,
     queue_size: int | None = None,
+    executor: str = "thread",
     job: Callable[[int], object] = seed_job,
-    on_start: Callable[[Dispatcher], None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
     stop_timeout: float = 5.0,
 ) -> SeedResult:
     """Run the seed workload once and measure it.
@@ -113,6 +117,7 @@ def run_seed(
     created lazily from ``range(jobs)``: memory stays bounded by the inboxes.
 
     Args:
+        executor: ``thread``, ``process`` or ``async`` workers.
         on_start: called with the dispatcher before the jobs are sent (used to
             show progress).
 
@@ -121,8 +126,17 @@ def run_seed(
         Interrupted: a KeyboardInterrupt arrived; queued jobs were cancelled
             and the workers stopped within ``stop_timeout`` seconds.
     """
+    if executor == "async":
+        return asyncio.run(
+            _run_seed_async(jobs, workers, strategy, chunk, block, queue_size, job, on_start)
+        )
     dispatcher = Dispatcher(
-        workers, strategy=strategy, chunk=chunk, block=block, queue_size=queue_size
+        workers,
+        strategy=strategy,
+        chunk=chunk,
+        block=block,
+        queue_size=queue_size,
+        executor=executor,
     )
     try:
         if on_start is not None:
@@ -136,12 +150,60 @@ def run_seed(
     except BaseException:
         dispatcher.stop(cancel=True, timeout=stop_timeout)
         raise
-    stats = dispatcher.stats()
+    return _result(
+        dispatcher.strategy.name, chunk, jobs, workers, executor, seconds, dispatcher.stats()
+    )
+
+
+async def _run_seed_async(
+    jobs: int,
+    workers: int,
+    strategy: str,
+    chunk: int,
+    block: int,
+    queue_size: int | None,
+    job: Callable[[int], object],
+    on_start: Callable[[Any], None] | None,
+) -> SeedResult:
+    dispatcher = AsyncDispatcher(
+        workers, strategy=strategy, chunk=chunk, block=block, queue_size=queue_size
+    )
+    try:
+        async with dispatcher:
+            if on_start is not None:
+                on_start(dispatcher)
+            started = perf_counter()
+            await dispatcher.dispatch(job, range(jobs))
+            await dispatcher.join()
+            seconds = perf_counter() - started
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise Interrupted(dispatcher.stats()) from None
+    return _result(
+        dispatcher.settings.resolved_strategy.name,
+        chunk,
+        jobs,
+        workers,
+        "async",
+        seconds,
+        dispatcher.stats(),
+    )
+
+
+def _result(
+    strategy: str,
+    chunk: int,
+    jobs: int,
+    workers: int,
+    executor: str,
+    seconds: float,
+    stats: DispatcherStats,
+) -> SeedResult:
     return SeedResult(
-        strategy=dispatcher.strategy.name,
+        strategy=strategy,
         chunk=chunk,
         jobs=jobs,
         workers=workers,
+        executor=executor,
         completed=stats.succeeded,
         failed=stats.failed,
         cancelled=stats.cancelled,

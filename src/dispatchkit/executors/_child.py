@@ -7,7 +7,9 @@ Child to parent, per task:
 * without a timeout, one ``("done", results)`` when the whole task has run;
 * with a timeout, ``("start", k, t)`` before job ``k`` and ``("one", k, result)``
   after it, so that the parent can enforce the deadline and, if it kills the
-  process, loses only the job that was running; then ``("done", None)``.
+  process, loses only the job that was running; then ``("done", None)``;
+* for fire-and-forget chunks, one ``("summary", ok, failures, started,
+  finished)``: counts instead of a result per job.
 
 A result is ``(ok, value_or_error, started, finished)``; an error travels with
 its formatted traceback, and one that cannot be pickled is replaced by a
@@ -42,6 +44,9 @@ class Task:
     stream: bool = False
     #: Drop the values (fire-and-forget jobs): only success or failure returns.
     keep_values: bool = True
+    #: Return counts and failures only: ``("summary", ok, [(position, error)],
+    #: started, finished)``, for fire-and-forget chunks.
+    summary: bool = False
 
 
 class RemoteError(Exception):
@@ -82,6 +87,17 @@ def _run_one(task: Task, item: Any) -> tuple[bool, Any, float, float]:
     except BaseException as exc:  # a failing job never stops its worker
         return False, _portable_error(exc), started, perf_counter()
     return True, value if task.keep_values else None, started, perf_counter()
+
+
+def _run_summary(task: Task) -> tuple[Any, ...]:
+    fn, failures = task.fn, []
+    started = perf_counter()
+    for position, item in enumerate(task.items):
+        try:
+            fn(item)
+        except BaseException as exc:  # a failing job never stops its worker
+            failures.append((position, _portable_error(exc)))
+    return "summary", len(task.items) - len(failures), failures, started, perf_counter()
 
 
 def _dumps(message: Any) -> bytes:
@@ -125,7 +141,9 @@ def child_main(
         task: Task | None = pickle.loads(data)
         if task is None:
             return
-        if task.stream:
+        if task.summary:
+            conn.send_bytes(_dumps(_run_summary(task)))
+        elif task.stream:
             for index, item in enumerate(task.items):
                 conn.send_bytes(_dumps(("start", index, perf_counter())))
                 conn.send_bytes(_dumps(("one", index, _run_one(task, item))))

@@ -205,6 +205,13 @@ class _Liaison:
 
     def _handle(self, message: Any) -> None:
         spec = self._spec(message)
+        if not spec.keep_values and spec.policy is None and spec.timeout is None:
+            self._handle_summary(message, spec)
+        else:
+            self._handle_each(message, spec)
+
+    def _handle_each(self, message: Any, spec: _Spec) -> None:
+        """Jobs whose every result matters: values, timeouts, retries."""
         count = len(spec.items)
         attempts = [0] * count
         final: list[tuple[JobStatus, Any, float | None, float | None]] = [
@@ -247,6 +254,63 @@ class _Liaison:
             todo = again
         self._record(message, spec, final, attempts)
 
+    def _handle_summary(self, message: Any, spec: _Spec) -> None:
+        """Fire-and-forget jobs: the worker sends counts and failures, not a result per job."""
+        state = self._state
+        on_error = message[2] if message.__class__ is tuple else message.on_error
+        if self._control.stopping:
+            state.cancelled += len(spec.items)
+            return
+        task = Task(spec.kind, spec.fn, spec.items, keep_values=False, summary=True)
+        try:
+            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # Find the items that cannot be sent, one by one (the slow path).
+            self._handle_each(message, spec)
+            return
+        process, conn = self._ensure_process()
+        reply = self._exchange(process, conn, data)
+        if reply is None:
+            error = WorkerLost("worker process died while running the chunk")
+            state.failed += len(spec.items)
+            for item in spec.items:
+                report_error(item, error, state, on_error)
+        else:
+            _, ok, failures, started, finished = reply
+            self._jobs_in_process += len(spec.items)
+            state.succeeded += ok
+            state.failed += len(failures)
+            state.busy += finished - started
+            if state.first_start is None or started < state.first_start:
+                state.first_start = started
+            for position, (error, text) in failures:
+                if text:
+                    error.__cause__ = RemoteTraceback(text)
+                report_error(spec.items[position], error, state, on_error)
+            self._recycle_if_due()
+        if message.__class__ is not tuple:
+            message.items = []
+
+    def _exchange(self, process: BaseProcess, conn: Connection, data: bytes) -> Any:
+        """Send one task and wait for its one reply; None if the process died."""
+        try:
+            conn.send_bytes(data)
+            while True:
+                ready = wait([conn, process.sentinel], _POLL)
+                if conn in ready:
+                    return pickle.loads(conn.recv_bytes())
+                if process.sentinel in ready:
+                    break
+        except (EOFError, OSError):
+            pass
+        self._discard_process(kill=True)
+        return None
+
+    def _recycle_if_due(self) -> None:
+        limit = self._options.max_jobs_per_worker
+        if limit is not None and self._jobs_in_process >= limit:
+            self._discard_process(kill=False)
+
     def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, _Result], set[int]]:
         """Run ``items`` in the process; results by position, and positions never started."""
         task = Task(
@@ -285,9 +349,7 @@ class _Liaison:
                     for position, result in enumerate(event[1] or ()):
                         results[position] = _unwrap(result)
                     self._jobs_in_process += len(items)
-                    limit = self._options.max_jobs_per_worker
-                    if limit is not None and self._jobs_in_process >= limit:
-                        self._discard_process(kill=False)
+                    self._recycle_if_due()
                     return results, set()
             elif process.sentinel in ready:
                 return self._lost(spec, items, results, running, process, conn)
@@ -414,12 +476,21 @@ class ProcessWorkerPool:
         options: ProcessOptions,
     ) -> None:
         context = multiprocessing.get_context(options.start_method)
+        if options.start_method == "forkserver":
+            # Import dispatchkit once in the fork server rather than in every
+            # worker it forks (each would pay ~0.1 s of imports on its first job).
+            context.set_forkserver_preload(["dispatchkit", "dispatchkit.demo"])
         self._liaisons = [
             _Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
             for inbox, state in zip(inboxes, states, strict=True)
         ]
 
     def start(self) -> None:
+        # Processes start here, not at the first job, so that start-up (a
+        # fork, or an interpreter and its imports under spawn) is not billed
+        # to the first jobs.
+        for liaison in self._liaisons:
+            liaison._ensure_process()
         for liaison in self._liaisons:
             liaison.thread.start()
 
