@@ -59,15 +59,21 @@ class _WorkerState:
 
 
 async def _run_with_policy(
-    call: Callable[[], Awaitable[Any]], policy: RetryPolicy | None, timeout: float | None
+    call: Callable[[], Awaitable[Any]],
+    policy: RetryPolicy | None,
+    timeout: float | None,
+    on_attempt: Callable[[int], object] | None = None,
 ) -> tuple[str, Any, int]:
     """Await ``call()`` under a timeout and a retry policy: ``(kind, value, attempts)``.
 
     A cancellation (``stop``) propagates: the caller records the job cancelled,
-    and an interrupted backoff uses up no attempt.
+    and an interrupted backoff uses up no attempt. ``on_attempt(n)`` is told of
+    each attempt as it starts, so that a cancelled job still knows how many ran.
     """
     attempt = 1
     while True:
+        if on_attempt is not None:
+            on_attempt(attempt)
         try:
             if timeout is None:
                 return SUCCEEDED, await call(), attempt
@@ -220,7 +226,9 @@ class AsyncJobHandle(Generic[R]):
         call = self._call
         assert call is not None
         try:
-            kind, value, self.attempts = await _run_with_policy(call, self.policy, self.timeout)
+            kind, value, self.attempts = await _run_with_policy(
+                call, self.policy, self.timeout, self._count_attempt
+            )
         except asyncio.CancelledError:
             state.cancelled += 1
             self._finish(CANCELLED, None)
@@ -232,6 +240,9 @@ class AsyncJobHandle(Generic[R]):
         else:
             state.failed += 1
         self._finish(kind, value)
+
+    def _count_attempt(self, attempt: int) -> None:
+        self.attempts = attempt
 
     def _cancel_taken(self) -> int:
         self._finish(CANCELLED, None)
@@ -443,6 +454,12 @@ class AsyncDispatcher:
             self.close()
         else:
             self._cancel_everything()
+        if exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
+            # The block failed: the workers are cancelled above, and the
+            # block's own exception propagates as it is, not wrapped in an
+            # ExceptionGroup (a worker's crash still raises one).
+            await self._group.__aexit__(None, None, None)
+            return
         await self._group.__aexit__(exc_type, exc, tb)
 
     async def _work(self, inbox: AsyncInbox[Any], state: _WorkerState) -> None:
@@ -522,7 +539,9 @@ class AsyncDispatcher:
         """
         return await self.submit_job(Job(fn, args, kwargs))
 
-    async def submit_job(self, job: Job[R], *, timeout: float | None = None) -> AsyncJobHandle[R]:
+    async def submit_job(
+        self, job: Job[Any], *, timeout: float | None = None
+    ) -> AsyncJobHandle[Any]:
         """Submit a :class:`Job` (which may carry a key, a name, a timeout, a retry policy).
 
         Raises:
@@ -543,7 +562,7 @@ class AsyncDispatcher:
             caller = self._caller(lambda _: fn(*args, **kwargs))
             call = lambda: caller(None)  # noqa: E731
         seq = self._take_seq()
-        handle: AsyncJobHandle[R] = AsyncJobHandle(
+        handle: AsyncJobHandle[Any] = AsyncJobHandle(
             self,
             seq,
             call,

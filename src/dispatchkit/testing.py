@@ -1,0 +1,168 @@
+"""One synchronous face for every worker kind, for tests that must hold for all of them.
+
+``open_harness("thread" | "process" | "async", ...)`` gives a :class:`Harness`
+whose ``submit``, ``map``, ``dispatch``, ``join`` and ``stop`` behave the same
+whatever runs the jobs. For ``async`` the dispatcher lives in an event loop on
+a background thread, entered and left by one owner task (as its TaskGroup
+requires), and every call is carried over with ``run_coroutine_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
+from .dispatcher import Dispatcher
+from .job import Job, JobHandle, Outcome
+from .stats import DispatcherStats
+
+__all__ = ["EXECUTORS", "Harness", "open_harness"]
+
+#: Every worker kind.
+EXECUTORS = ("thread", "process", "async")
+
+
+class Harness(Protocol):
+    def submit(self, fn: Callable[..., Any], *args: Any, key: Hashable = None) -> Any: ...
+    def outcome(self, handle: Any, timeout: float = 60) -> Outcome[Any]: ...
+    def cancel(self, handle: Any) -> bool: ...
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> list[Outcome[Any]]: ...
+    def dispatch(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> int: ...
+    def join(self) -> DispatcherStats: ...
+    def stop(self) -> DispatcherStats: ...
+
+
+class _SyncHarness:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: Hashable = None) -> JobHandle[Any]:
+        return self.dispatcher.submit_job(Job(fn, args, key=key))
+
+    def outcome(self, handle: JobHandle[Any], timeout: float = 60) -> Outcome[Any]:
+        return handle.outcome(timeout)
+
+    def cancel(self, handle: JobHandle[Any]) -> bool:
+        return handle.cancel()
+
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> list[Outcome[Any]]:
+        return list(self.dispatcher.map(fn, items, outcomes=True, key=key))
+
+    def dispatch(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> int:
+        return self.dispatcher.dispatch(fn, items, key=key)
+
+    def join(self) -> DispatcherStats:
+        self.dispatcher.join()
+        return self.dispatcher.stats()
+
+    def stop(self) -> DispatcherStats:
+        return self.dispatcher.stop(cancel=True)
+
+
+class _AsyncHarness:
+    def __init__(self, dispatcher: AsyncDispatcher, loop: asyncio.AbstractEventLoop) -> None:
+        self.dispatcher = dispatcher
+        self._loop = loop
+
+    def _run(self, coroutine: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, key: Hashable = None
+    ) -> AsyncJobHandle[Any]:
+        return self._run(self.dispatcher.submit_job(Job(fn, args, key=key)))  # type: ignore[no-any-return]
+
+    def outcome(self, handle: AsyncJobHandle[Any], timeout: float = 60) -> Outcome[Any]:
+        async def settle() -> Outcome[Any]:
+            await asyncio.wait([handle._future])
+            return handle.outcome()
+
+        return self._run(settle(), timeout)  # type: ignore[no-any-return]
+
+    def cancel(self, handle: AsyncJobHandle[Any]) -> bool:
+        async def cancel() -> bool:
+            return handle.cancel()
+
+        return self._run(cancel())  # type: ignore[no-any-return]
+
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> list[Outcome[Any]]:
+        async def collect() -> list[Outcome[Any]]:
+            return [o async for o in self.dispatcher.map(fn, items, outcomes=True, key=key)]
+
+        return self._run(collect())  # type: ignore[no-any-return]
+
+    def dispatch(
+        self, fn: Callable[..., Any], items: Iterable[Any], key: Callable[[Any], Hashable] | None
+    ) -> int:
+        return self._run(self.dispatcher.dispatch(fn, items, key=key))  # type: ignore[no-any-return]
+
+    def join(self) -> DispatcherStats:
+        self._run(self.dispatcher.join())
+        return self.dispatcher.stats()
+
+    def stop(self) -> DispatcherStats:
+        return self._run(self.dispatcher.stop(cancel=True))  # type: ignore[no-any-return]
+
+
+@contextmanager
+def open_harness(executor: str, workers: int, **settings: Any) -> Iterator[Harness]:
+    """A dispatcher of the given kind behind the :class:`Harness` interface.
+
+    Leaving the block joins the dispatcher (if the test did not already) and,
+    for ``async``, stops the event loop and its thread.
+
+    Raises:
+        ValueError: an unknown executor or an invalid setting.
+    """
+    if executor in ("thread", "process"):
+        dispatcher = Dispatcher(workers, executor=executor, **settings)
+        try:
+            yield _SyncHarness(dispatcher)
+        finally:
+            dispatcher.join()
+        return
+    if executor != "async":
+        raise ValueError(f"unknown executor {executor!r}")
+    loop = asyncio.new_event_loop()
+    ready, finished = threading.Event(), threading.Event()
+    async_dispatcher = AsyncDispatcher(workers, **settings)
+    release: asyncio.Event | None = None
+
+    async def owner() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        async with async_dispatcher:
+            ready.set()
+            await release.wait()
+
+    def run_loop() -> None:
+        try:
+            loop.run_until_complete(owner())
+        finally:
+            loop.close()
+            finished.set()
+
+    thread = threading.Thread(target=run_loop, name="harness-loop", daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield _AsyncHarness(async_dispatcher, loop)
+    finally:
+        assert release is not None
+        loop.call_soon_threadsafe(release.set)
+        finished.wait(60)
+        thread.join(10)

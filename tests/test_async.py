@@ -1,0 +1,203 @@
+"""AsyncDispatcher: asyncio tasks as workers, owned by a TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dispatchkit import (
+    AsyncDispatcher,
+    ClosedError,
+    Job,
+    JobCancelled,
+    JobStatus,
+    QueueFull,
+    RetryPolicy,
+    TimedOut,
+)
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def fail(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def run(coroutine: object) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_submit_map_dispatch_and_stats() -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(8, strategy="round_robin", chunk=4) as d:
+            handle = await d.submit(double, 21)
+            assert await handle == 42
+            assert handle.outcome().worker == 0
+            assert [x async for x in d.map(double, range(30))] == [2 * x for x in range(30)]
+            unordered = [x async for x in d.map(double, range(30), ordered=False)]
+            assert sorted(unordered) == [2 * x for x in range(30)]
+            assert await d.dispatch(double, range(100)) == 100
+            outcomes = [o async for o in d.map(fail, range(3), outcomes=True)]
+            assert [o.status for o in outcomes] == [JobStatus.FAILED] * 3
+            with pytest.raises(ValueError, match="bad 0"):
+                async for _ in d.map(fail, range(3)):
+                    pass
+            failed = await d.submit(fail, 7)
+            with pytest.raises(ValueError, match="bad 7"):
+                await failed
+            # Plain functions run too, in the loop.
+            assert await (await d.submit(len, "abcd")) == 4
+        stats = d.stats()
+        assert stats.submitted == 1 + 30 + 30 + 100 + 3 + 3 + 1 + 1
+        assert stats.succeeded + stats.failed == stats.submitted
+        assert stats.failed == 7
+
+    run(main())
+
+
+def test_thousands_of_workers_and_nothing_left_pending() -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(2000, strategy="pull") as d:
+            assert await d.dispatch(asyncio.sleep, [0.01] * 5000) == 5000
+        assert d.stats().succeeded == 5000
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(main())
+
+
+def test_job_timeout_and_retries() -> None:
+    async def slow(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+    calls = 0
+
+    async def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("try again")
+        return calls
+
+    async def main() -> None:
+        async with AsyncDispatcher(2, job_timeout=0.05) as d:
+            late = await d.submit(slow, 5)
+            with pytest.raises(TimedOut):
+                await late
+            patient = await d.submit_job(Job(slow, (0.1,), timeout=2))
+            assert await patient == "done"
+        policy = RetryPolicy(max_attempts=5, backoff=0.001, retry_on=(ConnectionError,))
+        async with AsyncDispatcher(1, retry=policy) as d:
+            handle = await d.submit(flaky)
+            assert await handle == 3
+            assert handle.attempts == 3
+
+    run(main())
+
+
+def test_stop_cancels_queued_and_running_jobs_and_counts_them() -> None:
+    started = asyncio.Event
+
+    async def main() -> None:
+        gate = started()
+
+        async def hang() -> None:
+            gate.set()
+            await asyncio.sleep(60)
+
+        d = AsyncDispatcher(1, strategy="round_robin")
+        async with d:
+            running = await d.submit(hang)
+            queued = [await d.submit(double, i) for i in range(10)]
+            await gate.wait()
+            stats = await d.stop(cancel=True)
+        assert running.cancelled()
+        assert all(h.cancelled() for h in queued)
+        with pytest.raises(JobCancelled):
+            queued[0].result()
+        assert stats.submitted == 11 == stats.cancelled
+        with pytest.raises(ClosedError):
+            await d.submit(double, 1)
+
+    run(main())
+
+
+def test_a_stop_during_backoff_uses_no_attempt() -> None:
+    async def main() -> None:
+        policy = RetryPolicy(max_attempts=5, backoff=30)
+        async with AsyncDispatcher(1, retry=policy) as d:
+            handle = await d.submit(fail, 1)
+            await asyncio.sleep(0.05)  # first attempt failed; now waiting 30 s
+            await d.stop(cancel=True)
+        assert handle.cancelled()
+        assert handle.attempts == 1  # the interrupted wait used no attempt
+        stats = d.stats()
+        assert (stats.cancelled, stats.failed) == (1, 0)
+
+    run(main())
+
+
+def test_leaving_the_block_with_an_error_cancels_everything() -> None:
+    async def main() -> AsyncDispatcher:
+        d = AsyncDispatcher(2)
+
+        async def user_code() -> None:
+            async with d:
+                for _ in range(10):
+                    await d.submit(asyncio.sleep, 60)
+                raise RuntimeError("user code failed")
+
+        with pytest.raises(RuntimeError, match="user code failed"):
+            await user_code()
+        return d
+
+    d = run(main())
+    assert isinstance(d, AsyncDispatcher)
+    assert d.stats().cancelled == 10
+
+
+def test_sync_functions_can_run_in_threads() -> None:
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+        async with AsyncDispatcher(4, sync_in_thread=True) as d:
+            where = await (await d.submit(threading.get_ident))
+            values = [x async for x in d.map(abs, [-1, -2])]
+        assert where != loop_thread
+        assert values == [1, 2]
+
+    run(main())
+
+
+def test_backpressure_and_misuse() -> None:
+    async def main() -> None:
+        d = AsyncDispatcher(1, queue_size=1, put_timeout=0.05)
+        with pytest.raises(RuntimeError, match="async with"):
+            await d.submit(double, 1)
+        async with d:
+            gate = asyncio.Event()
+            await d.submit(gate.wait)
+            await asyncio.sleep(0.01)  # the worker takes it
+            await d.submit(double, 1)  # fills the inbox
+            with pytest.raises(QueueFull):
+                await d.submit(double, 2)
+            gate.set()
+        assert d.stats().submitted == 2
+        with pytest.raises(ValueError, match="key strategy needs"):
+            async with AsyncDispatcher(2, strategy="key") as keyed:
+                await keyed.submit(double, 1)
+
+    run(main())
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        AsyncDispatcher(0)
+    with pytest.raises(ValueError, match="job_timeout must be a positive number"):
+        AsyncDispatcher(2, job_timeout=-1)
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
+        AsyncDispatcher(2, retry=3)  # type: ignore[arg-type]
