@@ -130,3 +130,32 @@ def test_a_signal_cancels_queued_jobs_and_says_so(sig: signal.Signals) -> None:
     assert "interrupted:" in stderr
     assert "cancelled" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("executor", ["process", "async"])
+def test_run_with_other_executors(executor: str) -> None:
+    result = run_cli(
+        "run",
+        "--jobs",
+        "3000",
+        "--workers",
+        "2",
+        "--executor",
+        executor,
+        "--strategy",
+        "pull,round_robin",
+        "--chunk",
+        "100",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {row["executor"] for row in rows} == {executor}
+    assert all(row["completed"] == 3000 for row in rows)
+
+
+def test_unknown_executor_is_one_line() -> None:
+    result = run_cli("run", "--executor", "gpu")
+    assert result.returncode == 2
+    assert "invalid choice: 'gpu'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -20,6 +20,7 @@ from dispatchkit import (
     JobHandle,
     JobStatus,
     QueueFull,
+    RetryPolicy,
     as_completed,
     wait,
 )
@@ -384,3 +385,66 @@ def test_shutdown_like_concurrent_futures() -> None:
     queued = d2.submit(pow, 2, 2)
     d2.shutdown(wait=True, cancel_futures=True)
     assert queued.cancelled() or queued.result() == 4
+
+
+def test_thread_workers_retry_with_backoff_and_record_attempts() -> None:
+    calls: dict[str, int] = {}
+
+    def flaky(name: str, failures: int) -> str:
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] <= failures:
+            raise ConnectionError(f"{name} failed")
+        return name
+
+    policy = RetryPolicy(max_attempts=3, backoff=0.001, retry_on=(ConnectionError,))
+    with Dispatcher(2, retry=policy, chunk=2) as d:
+        twice = d.submit(flaky, "a", 2)
+        too_often = d.submit(flaky, "b", 5)
+        assert twice.result(timeout=5) == "a"
+        assert twice.attempts == 3
+        assert isinstance(too_often.exception(timeout=5), ConnectionError)
+        assert too_often.attempts == 3
+        outcomes = list(d.map(lambda n: flaky(n, 1), ["c", "d"], outcomes=True))
+        assert [(o.value, o.attempts) for o in outcomes] == [("c", 2), ("d", 2)]
+        d.dispatch(lambda n: flaky(n, 1), ["e", "f"])
+    stats = d.stats()
+    assert (stats.succeeded, stats.failed) == (5, 1)
+    assert calls["e"] == calls["f"] == 2
+
+
+def test_a_job_level_policy_overrides_and_stop_interrupts_the_backoff() -> None:
+    def always_fails() -> None:
+        raise ConnectionError("down")
+
+    with Dispatcher(1) as d:
+        handle = d.submit_job(Job(always_fails, retry=RetryPolicy(max_attempts=2, backoff=0)))
+        assert isinstance(handle.exception(timeout=5), ConnectionError)
+        assert handle.attempts == 2
+    d = Dispatcher(1, retry=RetryPolicy(max_attempts=5, backoff=30))
+    waiting = d.submit(always_fails)
+    time.sleep(0.1)  # the first attempt failed; the worker waits 30 s to retry
+    started = time.monotonic()
+    stats = d.stop(cancel=True)
+    assert time.monotonic() - started < 5
+    assert waiting.cancelled()
+    assert waiting.attempts == 1  # the interrupted wait used no attempt
+    assert (stats.cancelled, stats.failed) == (1, 0)
+
+
+def test_retry_policy_validation_and_delays() -> None:
+    import random
+
+    policy = RetryPolicy(
+        max_attempts=4, backoff=1, multiplier=2, max_backoff=3, jitter=0, rng=random.Random(1)
+    )
+    assert [policy.delay(n) for n in (1, 2, 3)] == [1, 2, 3]
+    jittery = RetryPolicy(backoff=1, jitter=0.5, rng=random.Random(7))
+    assert all(0.5 <= jittery.delay(1) <= 1.5 for _ in range(100))
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError, match="jitter"):
+        RetryPolicy(jitter=2)
+    with pytest.raises(TypeError, match="retry_on"):
+        RetryPolicy(retry_on=ValueError)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
+        Dispatcher(1, retry=3)  # type: ignore[arg-type]
