@@ -123,7 +123,12 @@ def test_a_signal_cancels_queued_jobs_and_says_so(sig: signal.Signals) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # well into the run
+    # Wait until the run is under way: its 20 worker threads exist.
+    deadline = time.monotonic() + 60
+    while len(os.listdir(f"/proc/{process.pid}/task")) <= 20:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    time.sleep(0.5)
     process.send_signal(sig)
     _stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
