@@ -22,7 +22,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import JobCancelled
-from .job import JobStatus
+from .job import JobStatus, Outcome
 from .retry import CANCELLED, FAILED, SUCCEEDED, RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "Message",
     "WorkerState",
     "cancel_message",
+    "map_result",
     "run_burst",
 ]
 
@@ -344,3 +345,25 @@ _STATUS_OF = {
     FAILED: JobStatus.FAILED,
     CANCELLED: JobStatus.CANCELLED,
 }
+
+
+def map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
+    """What ``map`` yields for a result row: the value, an :class:`Outcome`, or
+    the job's exception raised."""
+    seq, status, value, worker, submitted, started, finished, attempts = row
+    if outcomes:
+        failed = status is not JobStatus.SUCCEEDED
+        return Outcome(
+            job_id=seq,
+            status=status,
+            value=None if failed else value,
+            error=value if failed else None,
+            worker=worker,
+            submitted_at=submitted,
+            started_at=started,
+            finished_at=finished,
+            attempts=attempts,
+        )
+    if status is JobStatus.SUCCEEDED:
+        return value
+    raise value

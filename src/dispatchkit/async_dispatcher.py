@@ -33,11 +33,12 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._async_inbox import AsyncInbox
+from ._work import map_result
 from .errors import ClosedError, JobCancelled, TimedOut
 from .job import Job, JobStatus, Outcome
 from .retry import CANCELLED, FAILED, SUCCEEDED, RetryPolicy
 from .settings import Settings
-from .stats import DispatcherStats, WorkerStats
+from .stats import DispatcherStats, snapshot
 from .strategies import SHARED, Strategy
 
 __all__ = ["AsyncDispatcher", "AsyncJobHandle"]
@@ -668,11 +669,11 @@ class AsyncDispatcher:
                     ready[row[0]] = row
                 else:
                     in_flight -= 1
-                    yield _map_result(row, outcomes)
+                    yield map_result(row, outcomes)
             if ordered:
                 while order and order[0] in ready:
                     in_flight -= 1
-                    yield _map_result(ready.pop(order.popleft()), outcomes)
+                    yield map_result(ready.pop(order.popleft()), outcomes)
 
     def _check_key(self, key: Callable[[Any], Hashable] | None) -> None:
         if self._strategy.needs_key and key is None:
@@ -741,43 +742,5 @@ class AsyncDispatcher:
 
     def stats(self) -> DispatcherStats:
         """A snapshot of the counters (exact once joined or stopped)."""
-        workers = tuple(
-            WorkerStats(
-                index=s.index,
-                succeeded=s.succeeded,
-                failed=s.failed,
-                cancelled=s.cancelled,
-                busy_seconds=s.busy,
-                first_start=None if s.first_start is None else s.first_start - self.started_at,
-            )
-            for s in self._states
-        )
-        return DispatcherStats(
-            submitted=self._next_seq - self._rejected,
-            succeeded=sum(w.succeeded for w in workers),
-            failed=sum(w.failed for w in workers),
-            cancelled=self._cancelled
-            + sum(inbox.cancelled for inbox in self._inboxes)
-            + sum(w.cancelled for w in workers),
-            workers=workers,
-        )
-
-
-def _map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
-    seq, status, value, worker, submitted, started, finished, attempts = row
-    if outcomes:
-        failed = status is not JobStatus.SUCCEEDED
-        return Outcome(
-            job_id=seq,
-            status=status,
-            value=None if failed else value,
-            error=value if failed else None,
-            worker=worker,
-            submitted_at=submitted,
-            started_at=started,
-            finished_at=finished,
-            attempts=attempts,
-        )
-    if status is JobStatus.SUCCEEDED:
-        return value
-    raise value
+        cancelled = self._cancelled + sum(inbox.cancelled for inbox in self._inboxes)
+        return snapshot(self._states, self.started_at, self._next_seq - self._rejected, cancelled)

@@ -26,14 +26,23 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from ._inbox import Inbox
-from ._work import BulkChunk, Control, MapChunk, MapRun, Message, WorkerState, cancel_message
+from ._work import (
+    BulkChunk,
+    Control,
+    MapChunk,
+    MapRun,
+    Message,
+    WorkerState,
+    cancel_message,
+    map_result,
+)
 from .errors import ClosedError
 from .executors.process import ProcessOptions, ProcessWorkerPool
 from .executors.thread import ThreadWorkerPool
-from .job import Job, JobHandle, JobStatus, Outcome, PolicyHandle
+from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
 from .settings import Settings
-from .stats import DispatcherStats, WorkerStats
+from .stats import DispatcherStats, snapshot
 from .strategies import SHARED, Strategy
 
 __all__ = ["Dispatcher"]
@@ -429,31 +438,11 @@ class Dispatcher:
                 else:
                     for row in rows:
                         in_flight -= 1
-                        yield self._map_result(row, outcomes)
+                        yield map_result(row, outcomes)
             if ordered:
                 while order and order[0] in ready:
                     in_flight -= 1
-                    yield self._map_result(ready.pop(order.popleft()), outcomes)
-
-    @staticmethod
-    def _map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
-        seq, status, value, worker, submitted, started, finished, attempts = row
-        if outcomes:
-            failed = status is not JobStatus.SUCCEEDED
-            return Outcome(
-                job_id=seq,
-                status=status,
-                value=None if failed else value,
-                error=value if failed else None,
-                worker=worker,
-                submitted_at=submitted,
-                started_at=started,
-                finished_at=finished,
-                attempts=attempts,
-            )
-        if status is JobStatus.SUCCEEDED:
-            return value
-        raise value
+                    yield map_result(ready.pop(order.popleft()), outcomes)
 
     # -- bulk plumbing -------------------------------------------------------
 
@@ -602,27 +591,10 @@ class Dispatcher:
 
     def stats(self) -> DispatcherStats:
         """A snapshot of the counters (exact once the dispatcher is joined)."""
-        workers = tuple(
-            WorkerStats(
-                index=s.index,
-                succeeded=s.succeeded,
-                failed=s.failed,
-                cancelled=s.cancelled,
-                busy_seconds=s.busy,
-                first_start=None if s.first_start is None else s.first_start - self.started_at,
-            )
-            for s in self._states
-        )
         with self._lock:
             submitted = self._next_seq - self._rejected
             cancelled = self._cancelled + sum(inbox.cancelled for inbox in self._inboxes)
-        return DispatcherStats(
-            submitted=submitted,
-            succeeded=sum(w.succeeded for w in workers),
-            failed=sum(w.failed for w in workers),
-            cancelled=cancelled + sum(w.cancelled for w in workers),
-            workers=workers,
-        )
+        return snapshot(self._states, self.started_at, submitted, cancelled)
 
     def error_samples(self) -> list[tuple[Any, BaseException]]:
         """The latest failures of fire-and-forget jobs (up to 10), as ``(item, exception)``."""

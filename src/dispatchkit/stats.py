@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["DispatcherStats", "WorkerStats"]
+__all__ = ["DispatcherStats", "WorkerStats", "snapshot"]
+
+
+class _Counters(Protocol):
+    """A worker's live counters, as every worker kind keeps them."""
+
+    index: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    busy: float
+    first_start: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +86,32 @@ class DispatcherStats:
         if mean <= 0:
             return None
         return max(busy) / mean
+
+
+def snapshot(
+    counters: Iterable[_Counters], started_at: float, submitted: int, cancelled_in_queues: int
+) -> DispatcherStats:
+    """Freeze live worker counters into :class:`DispatcherStats`.
+
+    ``started_at`` is the dispatcher's start (first starts are given relative
+    to it); ``cancelled_in_queues`` counts the jobs cancelled before any
+    worker took them.
+    """
+    workers = tuple(
+        WorkerStats(
+            index=c.index,
+            succeeded=c.succeeded,
+            failed=c.failed,
+            cancelled=c.cancelled,
+            busy_seconds=c.busy,
+            first_start=None if c.first_start is None else c.first_start - started_at,
+        )
+        for c in counters
+    )
+    return DispatcherStats(
+        submitted=submitted,
+        succeeded=sum(w.succeeded for w in workers),
+        failed=sum(w.failed for w in workers),
+        cancelled=cancelled_in_queues + sum(w.cancelled for w in workers),
+        workers=workers,
+    )
