@@ -10,10 +10,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+import redis
+from redis import Redis
 
 TESTS = Path(__file__).resolve().parent
 URL = os.environ.get("DISPATCHKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -24,7 +25,7 @@ QUEUE = "q"
 def redis_url() -> str:
     """The test server's URL; skips without a server, but fails in CI, which must have one."""
     try:
-        redis.Redis.from_url(URL, socket_connect_timeout=1).ping()
+        Redis.from_url(URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         reason = f"no Redis server at {URL} ({exc}); start one or set DISPATCHKIT_TEST_REDIS"
         if os.environ.get("CI"):
@@ -34,14 +35,14 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
+def client(redis_url: str) -> Iterator[Any]:
+    connection = Redis.from_url(redis_url)
     yield connection
     connection.close()
 
 
 @pytest.fixture
-def namespace(client: redis.Redis) -> Iterator[str]:
+def namespace(client: Any) -> Iterator[str]:
     """A key prefix of this test alone; its keys are deleted afterwards."""
     name = f"dktest-{uuid.uuid4().hex[:10]}"
     yield name
@@ -53,7 +54,7 @@ def namespace(client: redis.Redis) -> Iterator[str]:
 class Workers:
     """Worker processes started with ``dispatchkit worker``, as if on other hosts."""
 
-    def __init__(self, url: str, namespace: str, client: redis.Redis) -> None:
+    def __init__(self, url: str, namespace: str, client: Any) -> None:
         self.url = url
         self.namespace = namespace
         self.client = client
@@ -113,7 +114,7 @@ class Workers:
 
 
 @pytest.fixture
-def workers(redis_url: str, namespace: str, client: redis.Redis) -> Iterator[Workers]:
+def workers(redis_url: str, namespace: str, client: Any) -> Iterator[Workers]:
     pool = Workers(redis_url, namespace, client)
     yield pool
     pool.stop_all()
@@ -127,7 +128,12 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def runs(client: redis.Redis, log: str) -> list[tuple[int, int]]:
+def dead_letters(client: Any, namespace: str) -> list[dict[bytes, bytes]]:
+    """The fields of every entry of the queue's dead-letter stream."""
+    return [fields for _, fields in client.xrange(f"{namespace}:{QUEUE}:dead")]
+
+
+def runs(client: Any, log: str) -> list[tuple[int, int]]:
     """``(value, pid)`` for every start of a ``t.record`` job logged under ``log``."""
     out = []
     for raw in client.lrange(log, 0, -1):

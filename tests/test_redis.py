@@ -7,14 +7,25 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from typing import Any
 
 import pytest
-import redis_test_jobs as jobs
-from redis_support import QUEUE, Workers, client, namespace, redis_url, runs, wait_for, workers
 
-from dispatchkit import Job, WorkerLost
+import redis_test_jobs as jobs
+from dispatchkit import Job, JobHandle, WorkerLost
 from dispatchkit.errors import ClosedError, RemoteJobError
 from dispatchkit.remote import RedisDispatcher
+from redis_support import (
+    QUEUE,
+    Workers,
+    client,
+    dead_letters,
+    namespace,
+    redis_url,
+    runs,
+    wait_for,
+    workers,
+)
 
 __all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
 
@@ -27,14 +38,12 @@ def dispatcher(url: str, namespace: str, strategy: str = "pull", **kw: object) -
 
 @pytest.mark.parametrize("strategy", ["pull", "round_robin", "batch", "key"])
 def test_every_strategy_spreads_jobs_over_worker_processes(
-    strategy: str, workers: Workers, redis_url: str, namespace: str, client
+    strategy: str, workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     procs = [workers.start(concurrency=2) for _ in range(3)]
     log = f"{namespace}:log"
     with dispatcher(redis_url, namespace, strategy, block=10) as d:
-        handles = [
-            d.submit_job(Job(jobs.record, (log, i, 0.002), key=i % 5)) for i in range(240)
-        ]
+        handles = [d.submit_job(Job(jobs.record, (log, i, 0.002), key=i % 5)) for i in range(240)]
         assert [h.result(timeout=30) for h in handles] == list(range(240))
     started = runs(client, log)
     assert sorted(v for v, _ in started) == list(range(240))  # each ran once
@@ -74,7 +83,7 @@ def test_submit_checks_names_and_arguments_before_publishing(
 
 
 def test_kill_9_mid_job_loses_nothing(
-    workers: Workers, redis_url: str, namespace: str, client
+    workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     victim = workers.start(concurrency=2)
     others = [workers.start(concurrency=2) for _ in range(2)]
@@ -97,7 +106,7 @@ def test_kill_9_mid_job_loses_nothing(
 
 
 def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_worker_lost(
-    workers: Workers, redis_url: str, namespace: str, client
+    workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     victim = workers.start(concurrency=1)
     log = f"{namespace}:log"
@@ -109,25 +118,24 @@ def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_worker_lost(
         workers.start("--max-attempts", "1")
         with pytest.raises(WorkerLost, match="delivered 2 times"):
             handle.result(timeout=30)
-    dead = client.xrange(f"{namespace}:{QUEUE}:dead")
+    dead = dead_letters(client, namespace)
     assert len(dead) == 1
-    assert b"delivered 2 times" in dead[0][1][b"error"]
+    assert b"delivered 2 times" in dead[0][b"error"]
 
 
 def test_garbage_entries_go_to_the_dead_letter_stream_and_the_worker_goes_on(
-    workers: Workers, redis_url: str, namespace: str, client
+    workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     proc = workers.start()
     stream = f"{namespace}:{QUEUE}:pull"
     client.xadd(stream, {b"x": b"no job field"})
     client.xadd(stream, {b"j": b"\xc1 not msgpack"})
     with dispatcher(redis_url, namespace) as d:
-        unknown = d.submit("t.no_such_job", 1)
+        unknown: JobHandle[int] = d.submit("t.no_such_job", 1)
         with pytest.raises(RemoteJobError, match="no job is registered"):
             unknown.result(timeout=20)
         assert d.submit(jobs.echo, "still working").result(timeout=20) == "still working"
-    dead = client.xrange(f"{namespace}:{QUEUE}:dead")
-    errors = sorted(fields[b"error"].decode() for _, fields in dead)
+    errors = sorted(fields[b"error"].decode() for fields in dead_letters(client, namespace))
     assert len(errors) == 3
     assert any("no job field" in e for e in errors)
     assert any("not a job entry" in e and "no job field" not in e for e in errors)
@@ -136,7 +144,7 @@ def test_garbage_entries_go_to_the_dead_letter_stream_and_the_worker_goes_on(
 
 
 def test_sigterm_drains_in_flight_jobs_and_hands_over_the_rest(
-    workers: Workers, redis_url: str, namespace: str, client
+    workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     # --batch 1: the leaving worker holds few entries, so most of its stream is handed over.
     leaving = workers.start("--batch", "1", concurrency=1)

@@ -171,7 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_worker_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     worker = commands.add_parser(
         "worker",
         help="run jobs from a Redis queue (on this or any other host)",

@@ -87,9 +87,7 @@ def job(fn: F, /) -> F: ...
 def job(name: str | None = None, /, *, registry: Registry | None = None) -> Callable[[F], F]: ...
 
 
-def job(
-    fn_or_name: Any = None, /, *, registry: Registry | None = None
-) -> Callable[[F], F] | Any:
+def job(fn_or_name: Any = None, /, *, registry: Registry | None = None) -> Callable[[F], F] | Any:
     """Register a function as a job that remote workers can run.
 
     Use bare (``@job``: named ``module.qualname``) or with a name

@@ -22,13 +22,14 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from ..errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
-from ..job import _FAILED, _SUCCEEDED, Job, JobHandle
-from ..registry import job_name
-from ..strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
-from ..transports._codec import decode_outcome, encode_job
-from ..transports._redis_keys import DEFAULT_NAMESPACE
-from ..transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
+from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
+from dispatchkit.job import _FAILED, _SUCCEEDED, Job, JobHandle
+from dispatchkit.registry import job_name
+from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
+from dispatchkit.transports._codec import decode_outcome, encode_job
+from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
+from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
+
 from .worker import DEFAULT_PARTITIONS
 
 __all__ = ["RedisDispatcher"]
@@ -115,7 +116,8 @@ class RedisDispatcher:
         return self._strategy
 
     def __repr__(self) -> str:
-        return f"<RedisDispatcher {self.keys.prefix} {self._strategy.name} pending={len(self._pending)}>"
+        strategy = self._strategy.name
+        return f"<RedisDispatcher {self.keys.prefix} {strategy} pending={len(self._pending)}>"
 
     # -- submitting ----------------------------------------------------------------
 
@@ -246,11 +248,11 @@ class RedisDispatcher:
 
     def _listen(self) -> None:
         client = self._transport.client
-        last = b"0-0"
+        last: Any = b"0-0"
         while not (self._stopping.is_set() and not self._pending):
             try:
                 with translate_errors("reading outcomes"):
-                    reply = client.xread({self._results: last}, count=_READ_BATCH, block=200)
+                    reply: Any = client.xread({self._results: last}, count=_READ_BATCH, block=200)
                     if not reply:
                         continue
                     entries = reply[0][1]
@@ -264,12 +266,12 @@ class RedisDispatcher:
 
     def _on_outcome(self, payload: bytes | None) -> None:
         try:
-            job_id, ok, value, worker, attempts = decode_outcome(payload or b"")
+            job_id, ok, value, _worker, attempts = decode_outcome(payload or b"")
         except ValueError:
             logger.warning("ignored a malformed outcome on %s", self._results)
             return
         if not ok:
-            type_name, message, remote_tb = (list(value) + ["", "", ""])[:3]
+            type_name, message, remote_tb = [*list(value), "", "", ""][:3]
             error: BaseException = (
                 WorkerLost(message)
                 if type_name.endswith("WorkerLost")
@@ -285,7 +287,7 @@ class RedisDispatcher:
         if handle is None:
             self.duplicates += 1  # at-least-once: the job ran again after a worker died
             return
-        handle._attempts = attempts
+        handle._attempts = attempts  # type: ignore[attr-defined]
         handle._result = value
         handle._finished_at = perf_counter()
         handle._fn = handle._args = handle._kwargs = None  # type: ignore[assignment]
@@ -335,7 +337,9 @@ class RedisDispatcher:
             self._outbox.clear()  # never published: nobody will run them
             left = list(self._pending)
         for job_id in left:
-            self._settle(job_id, False, TransportError("dispatcher shut down before the outcome"), 0)
+            self._settle(
+                job_id, False, TransportError("dispatcher shut down before the outcome"), 0
+            )
         self._flusher.join()
         self._listener.join()
         try:

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Final
 
-from ..errors import TransportError, WorkerLost
-from ..registry import DEFAULT_REGISTRY, Registry
-from ..transports._codec import decode_job, encode_outcome
-from ..transports._redis_keys import DEFAULT_NAMESPACE
-from ..transports.base import Delivery
-from ..transports.redis import RedisTransport, default_consumer_name, translate_errors
+from dispatchkit.errors import TransportError, WorkerLost
+from dispatchkit.registry import DEFAULT_REGISTRY, Registry
+from dispatchkit.transports._codec import decode_job, encode_outcome
+from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
+from dispatchkit.transports.base import Delivery
+from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
+
 from .runners import JobRunner, make_runner
 
 __all__ = ["RedisWorker", "WorkerReport", "run_worker"]
@@ -317,8 +318,8 @@ class RedisWorker:
         try:
             fn = self._registry.get(job.name)
         except KeyError as exc:
-            error = LookupError(str(exc.args[0]))
-            self._dead_letter(delivery, str(error), (job.reply_to, job.job_id, error))
+            unknown = LookupError(str(exc.args[0]))
+            self._dead_letter(delivery, str(unknown), (job.reply_to, job.job_id, unknown))
             return
         try:
             value = fn(*job.args, **job.kwargs)
@@ -467,7 +468,9 @@ class RedisWorker:
             with translate_errors("forgetting a dead worker"):
                 t.client.zrem(self.keys.workers, worker)
         if total:
-            logger.warning("worker %s: claimed %d entries of dead worker %s", self.name, total, worker)
+            logger.warning(
+                "worker %s: claimed %d entries of dead worker %s", self.name, total, worker
+            )
 
     def _known_worker_streams(self) -> list[str]:
         with translate_errors("listing worker streams"):

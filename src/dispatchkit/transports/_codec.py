@@ -74,9 +74,7 @@ def decode_job(payload: bytes) -> EncodedJob:
     return EncodedJob(job_id, name, args, kwargs, reply_to, key)
 
 
-def encode_outcome(
-    job_id: int, ok: bool, value: Any, worker: str, attempts: int
-) -> bytes:
+def encode_outcome(job_id: int, ok: bool, value: Any, worker: str, attempts: int) -> bytes:
     """Encode an outcome; a value msgpack cannot encode becomes a failure saying so."""
     if not ok:
         value = _error_triple(value)
@@ -108,6 +106,10 @@ def decode_outcome(payload: bytes) -> tuple[int, bool, Any, str, int]:
 def _error_triple(error: Any) -> list[str]:
     if isinstance(error, BaseException):
         kind = type(error)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         return [name, str(error), "".join(traceback.format_exception(error))]
     return ["Error", str(error), ""]

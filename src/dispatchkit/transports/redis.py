@@ -18,7 +18,8 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import TransportError, TransportUnavailable
+from dispatchkit.errors import TransportError, TransportUnavailable
+
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
 from .base import Delivery
 
@@ -147,7 +148,7 @@ class RedisTransport:
         if not streams:
             return []
         with translate_errors("reading jobs"):
-            reply = self.client.xreadgroup(
+            reply: Any = self.client.xreadgroup(
                 GROUP,
                 self.consumer,
                 dict.fromkeys(streams, ">"),
@@ -229,7 +230,7 @@ class RedisTransport:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def touch(self, held: dict[str, list[str]]) -> None:
+    def touch(self, held: dict[str, list[Any]]) -> None:
         """Reset the idle time of entries this worker holds, so no one claims them.
 
         Raises:
@@ -274,13 +275,15 @@ class RedisTransport:
             TransportError: Redis failed.
         """
         with translate_errors("claiming a dead worker's jobs"):
-            pending = self.client.xpending_range(
+            pending: Any = self.client.xpending_range(
                 stream, GROUP, "-", "+", _CLAIM_BATCH, consumername=consumer
             )
-            ids = [p["message_id"] for p in pending]
+            ids: list[Any] = [p["message_id"] for p in pending]
             if not ids:
                 return []
-            entries = self.client.xclaim(stream, GROUP, self.consumer, int(min_idle * 1000), ids)
+            entries: Any = self.client.xclaim(
+                stream, GROUP, self.consumer, int(min_idle * 1000), ids
+            )
             claimed = [
                 _delivery(stream, entry_id, fields, 0)
                 for entry_id, fields in entries
@@ -314,11 +317,9 @@ class RedisTransport:
             return True  # no such consumer (or stream): nothing to delete
         if consumers[consumer] != 0:
             return False
-        with translate_errors("deleting a consumer"):
-            try:
-                self.client.xgroup_delconsumer(stream, GROUP, consumer)
-            except redis.ResponseError:  # the stream went away meanwhile
-                pass
+        # The stream may have gone away meanwhile: then so has the consumer.
+        with translate_errors("deleting a consumer"), contextlib.suppress(redis.ResponseError):
+            self.client.xgroup_delconsumer(stream, GROUP, consumer)
         return True
 
     def delete_stream_if_empty(self, stream: str) -> bool:
@@ -349,8 +350,12 @@ class RedisTransport:
             return claimed
         counts: dict[str, int] = {}
         ids = [d.entry_id for d in claimed]
-        pending = self.client.xpending_range(
-            stream, GROUP, min(ids, key=_id_key), max(ids, key=_id_key), len(ids) * 2,
+        pending: Any = self.client.xpending_range(
+            stream,
+            GROUP,
+            min(ids, key=_id_key),
+            max(ids, key=_id_key),
+            len(ids) * 2,
             consumername=self.consumer,
         )
         for row in pending:
