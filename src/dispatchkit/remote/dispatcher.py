@@ -26,7 +26,7 @@ from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, Transport
 from dispatchkit.job import _FAILED, _SUCCEEDED, Job, JobHandle
 from dispatchkit.registry import job_name
 from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
-from dispatchkit.transports._codec import decode_outcome, encode_job
+from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
 
@@ -147,24 +147,38 @@ class RedisDispatcher:
         items: Iterable[Any],
         *,
         key: Callable[[Any], Hashable] | None = None,
+        chunk: int = 1,
         window: int = 10_000,
     ) -> Iterator[R]:
         """Run ``fn(item)`` remotely for each item; yield the results in input order.
 
-        At most ``window`` jobs are unfinished at once: the input is read lazily.
+        ``chunk`` jobs travel in one stream entry and come back in one outcome:
+        the batching that makes tiny jobs cheap. At most about ``window`` jobs
+        are unfinished at once: the input is read lazily.
 
         Raises:
-            ClosedError, ValueError, TypeError: as :meth:`submit`.
-            BaseException: the first job error met, in input order.
+            ClosedError, TypeError, QueueFull: as :meth:`submit`.
+            ValueError: ``fn`` is not registered, or ``chunk`` > 1 with the key strategy.
+            RemoteJobError: the first job error met, in input order.
         """
         name = job_name(fn)
-        handles: deque[JobHandle[R]] = deque()
-        for item in items:
-            handles.append(self._submit(name, (item,), {}, key(item) if key else None))
-            if len(handles) >= window:
-                yield handles.popleft().result()
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        if chunk > 1 and (key is not None or isinstance(self._strategy, ByKey)):
+            raise ValueError("the key strategy sends one job per entry: use chunk=1")
+        handles: deque[JobHandle[Any]] = deque()
+        source = iter(items)
+        while block := list(itertools.islice(source, chunk)):
+            if chunk == 1:
+                item = block[0]
+                handles.append(self._submit(name, (item,), {}, key(item) if key else None))
+            else:
+                calls = [[item] for item in block]
+                handles.append(self._submit(CHUNK_JOB, (name, calls), {}, None))
+            if len(handles) * chunk >= window:
+                yield from _values(handles.popleft(), chunk > 1)
         while handles:
-            yield handles.popleft().result()
+            yield from _values(handles.popleft(), chunk > 1)
 
     def _submit(
         self, name: str, args: tuple[Any, ...], kwargs: Any, key: Hashable
@@ -271,14 +285,7 @@ class RedisDispatcher:
             logger.warning("ignored a malformed outcome on %s", self._results)
             return
         if not ok:
-            type_name, message, remote_tb = [*list(value), "", "", ""][:3]
-            error: BaseException = (
-                WorkerLost(message)
-                if type_name.endswith("WorkerLost")
-                else RemoteJobError(type_name, message, remote_tb)
-            )
-            error.__cause__ = _RemoteTraceback(remote_tb) if remote_tb else None
-            value = error
+            value = remote_error(value)
         self._settle(job_id, ok, value, attempts)
 
     def _settle(self, job_id: int, ok: bool, value: Any, attempts: int) -> None:
@@ -359,6 +366,30 @@ class RedisDispatcher:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown(wait=exc_type is None)
+
+
+def remote_error(info: Any) -> BaseException:
+    """The local exception for a remote ``[type name, message, traceback]``."""
+    type_name, message, remote_tb = [str(part) for part in [*list(info), "", "", ""][:3]]
+    error: BaseException = (
+        WorkerLost(message)
+        if type_name.endswith("WorkerLost")
+        else RemoteJobError(type_name, message, remote_tb)
+    )
+    # As concurrent.futures.process does: the remote traceback is the cause.
+    error.__cause__ = _RemoteTraceback(remote_tb) if remote_tb else None
+    return error
+
+
+def _values(handle: JobHandle[Any], chunked: bool) -> Iterator[Any]:
+    """The value(s) of a job or of a chunk of jobs, raising the first error."""
+    if not chunked:
+        yield handle.result()
+        return
+    for ok, value in handle.result():
+        if not ok:
+            raise remote_error(value)
+        yield value
 
 
 class _RemoteTraceback(Exception):

@@ -25,11 +25,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
-from typing import Final
+from typing import Any, Final
 
 from dispatchkit.errors import TransportError, WorkerLost
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
-from dispatchkit.transports._codec import decode_job, encode_outcome
+from dispatchkit.transports._codec import CHUNK_JOB, decode_job, encode_outcome, error_info
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Delivery
 from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
@@ -152,7 +152,8 @@ class RedisWorker:
         self._leases: set[str] = set()  # partition streams whose lease we hold
         self._releasing: set[str] = set()  # leases to give up once their entries are done
         self._adopted: set[str] = set()  # streams of departed workers
-        self._done: SimpleQueue[tuple[Delivery, str, bytes, bool] | None] = SimpleQueue()
+        # (entry, reply stream, encoded outcome, (jobs succeeded, jobs failed))
+        self._done: SimpleQueue[tuple[Delivery, str, bytes, tuple[int, int]] | None] = SimpleQueue()
         self._stopping = threading.Event()
         self._beat_stop = threading.Event()
         self._succeeded = self._failed = self._dead = self._claimed = 0
@@ -315,19 +316,28 @@ class RedisWorker:
             )
             self._dead_letter(delivery, str(error), (job.reply_to, job.job_id, error))
             return
+        chunk = job.name == CHUNK_JOB
         try:
-            fn = self._registry.get(job.name)
+            if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
+                raise KeyError("a chunk entry needs [job name, [arguments, ...]]")
+            fn = self._registry.get(job.args[0] if chunk else job.name)
         except KeyError as exc:
             unknown = LookupError(str(exc.args[0]))
             self._dead_letter(delivery, str(unknown), (job.reply_to, job.job_id, unknown))
             return
-        try:
-            value = fn(*job.args, **job.kwargs)
+        value: Any
+        if chunk:
+            value, failed = _run_chunk(fn, job.args[1])
             ok = True
-        except Exception as exc:  # a job's failure is its outcome, never the worker's
-            value, ok = exc, False
+            counts = (len(job.args[1]) - failed, failed)
+        else:
+            try:
+                value = fn(*job.args, **job.kwargs)
+                ok, counts = True, (1, 0)
+            except Exception as exc:  # a job's failure is its outcome, never the worker's
+                value, ok, counts = exc, False, (0, 1)
         outcome = encode_outcome(job.job_id, ok, value, self.name, delivery.attempts)
-        self._done.put((delivery, job.reply_to, outcome, ok))
+        self._done.put((delivery, job.reply_to, outcome, counts))
 
     def _dead_letter(
         self, delivery: Delivery, error: str, reply: tuple[str, int, BaseException] | None
@@ -397,9 +407,8 @@ class RedisWorker:
                     # Keep the outcomes: the entries stay ours (touched) until stored.
                     logger.error("worker %s: acknowledging failed; retrying", self.name)
                     time.sleep(0.5)
-            succeeded = sum(item[3] for item in batch)
-            self._succeeded += succeeded
-            self._failed += len(batch) - succeeded
+            self._succeeded += sum(item[3][0] for item in batch)
+            self._failed += sum(item[3][1] for item in batch)
             self._release_held(deliveries)
 
     # -- heartbeats, claims, leases (heartbeat thread) --------------------------------
@@ -561,6 +570,19 @@ class RedisWorker:
             with self._lock:
                 self._leases.discard(stream)
                 self._releasing.discard(stream)
+
+
+def _run_chunk(fn: Callable[..., Any], calls: list[Any]) -> tuple[list[list[Any]], int]:
+    """Run ``fn`` on each argument list; ``[[ok, value or error], ...]`` and the failures."""
+    results: list[list[Any]] = []
+    failed = 0
+    for args in calls:
+        try:
+            results.append([True, fn(*args)])
+        except Exception as exc:  # one job's failure is its own outcome
+            results.append([False, error_info(exc)])
+            failed += 1
+    return results, failed
 
 
 def stream_lease(worker: RedisWorker, stream: str) -> str:

@@ -10,11 +10,23 @@ from __future__ import annotations
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
-__all__ = ["EncodedJob", "decode_job", "decode_outcome", "encode_job", "encode_outcome"]
+__all__ = [
+    "CHUNK_JOB",
+    "EncodedJob",
+    "decode_job",
+    "decode_outcome",
+    "encode_job",
+    "encode_outcome",
+    "error_info",
+]
+
+#: The name of a chunk entry: ``args`` is ``[job name, [arguments of each job, ...]]``
+#: and its outcome ``[[ok, value or error], ...]``: many jobs, one entry (issue 6).
+CHUNK_JOB: Final = "dispatchkit.chunk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +89,13 @@ def decode_job(payload: bytes) -> EncodedJob:
 def encode_outcome(job_id: int, ok: bool, value: Any, worker: str, attempts: int) -> bytes:
     """Encode an outcome; a value msgpack cannot encode becomes a failure saying so."""
     if not ok:
-        value = _error_triple(value)
+        value = error_info(value)
     try:
         data: bytes = msgpack.packb([job_id, ok, value, worker, attempts], use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         error = TypeError(f"the job's result cannot be sent back: {exc}")
         data = msgpack.packb(
-            [job_id, False, _error_triple(error), worker, attempts], use_bin_type=True
+            [job_id, False, error_info(error), worker, attempts], use_bin_type=True
         )
     return data
 
@@ -103,7 +115,8 @@ def decode_outcome(payload: bytes) -> tuple[int, bool, Any, str, int]:
     return int(job_id), bool(ok), value, str(worker), int(attempts)
 
 
-def _error_triple(error: Any) -> list[str]:
+def error_info(error: Any) -> list[str]:
+    """An exception as ``[type name, message, formatted traceback]``."""
     if isinstance(error, BaseException):
         kind = type(error)
         name = (
