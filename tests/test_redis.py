@@ -146,8 +146,8 @@ def test_garbage_entries_go_to_the_dead_letter_stream_and_the_worker_goes_on(
 def test_sigterm_drains_in_flight_jobs_and_hands_over_the_rest(
     workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
-    # --batch 1: the leaving worker holds few entries, so most of its stream is handed over.
-    leaving = workers.start("--batch", "1", concurrency=1)
+    # --prefetch 1: the leaving worker holds one entry, so most of its stream is handed over.
+    leaving = workers.start("--prefetch", "1", concurrency=1)
     staying = workers.start(concurrency=2)
     log = f"{namespace}:log"
     with dispatcher(redis_url, namespace, "round_robin") as d:

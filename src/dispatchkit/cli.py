@@ -200,10 +200,10 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     worker.add_argument("--namespace", default=None, help="first part of every Redis key")
     worker.add_argument(
-        "--batch",
-        type=_int_in("--batch", 1, 100_000),
-        default=256,
-        help="entries read per request (default 256)",
+        "--prefetch",
+        type=_int_in("--prefetch", 1, 100_000),
+        default=None,
+        help="entries held at once, read in one request (default 2 x concurrency)",
     )
     worker.add_argument(
         "--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)"
@@ -283,7 +283,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     options: dict[str, object] = {
-        "batch": args.batch,
+        "prefetch": args.prefetch,
         "heartbeat": args.heartbeat,
         "visibility_timeout": args.visibility_timeout,
         "max_attempts": args.max_attempts,

@@ -85,7 +85,9 @@ class RedisWorker:
         registry: where job names are looked up.
         namespace: first part of every key.
         name: the worker's name (default ``host-pid-random``).
-        batch: entries read per XREADGROUP.
+        prefetch: entries held at once, fetched or running (default twice the
+            concurrency); they are read in one XREADGROUP. More helps tiny
+            unchunked jobs, fewer spreads slow jobs more evenly over workers.
         heartbeat: seconds between heartbeats.
         dead_after: seconds without a heartbeat after which a worker is dead
             and its entries are claimed (default 5 heartbeats).
@@ -108,7 +110,7 @@ class RedisWorker:
         registry: Registry = DEFAULT_REGISTRY,
         namespace: str = DEFAULT_NAMESPACE,
         name: str | None = None,
-        batch: int = 256,
+        prefetch: int | None = None,
         heartbeat: float = 1.0,
         dead_after: float | None = None,
         visibility_timeout: float = 60.0,
@@ -117,7 +119,7 @@ class RedisWorker:
     ) -> None:
         for what, value in (
             ("concurrency", concurrency),
-            ("batch", batch),
+            ("prefetch", 2 * concurrency if prefetch is None else prefetch),
             ("max_attempts", max_attempts),
             ("partitions", partitions),
         ):
@@ -130,8 +132,7 @@ class RedisWorker:
         self._transport = RedisTransport(url, queue=queue, namespace=namespace, consumer=self.name)
         self.keys = self._transport.keys
         self._registry = registry
-        self._batch = batch
-        self._prefetch = max(2 * concurrency, batch)
+        self._prefetch = 2 * concurrency if prefetch is None else prefetch
         self._heartbeat = heartbeat
         self._dead_after = dead_after if dead_after is not None else 5 * heartbeat
         self._visibility = visibility_timeout
@@ -248,7 +249,7 @@ class RedisWorker:
                     continue
                 room = self._prefetch - self._held_count
             try:
-                deliveries = self._transport.fetch(self._streams(), min(room, self._batch), 0.2)
+                deliveries = self._transport.fetch(self._streams(), room, 0.2)
             except TransportError as exc:
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > _GIVE_UP_AFTER:
