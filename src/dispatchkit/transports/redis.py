@@ -42,6 +42,9 @@ ATTEMPTS_FIELD: Final = b"a"
 #: Field of an outcome entry.
 OUTCOME_FIELD: Final = b"r"
 
+#: Seconds a results stream outlives its last outcome (its dispatcher may have died).
+RESULTS_TTL: Final = 24 * 3600
+
 #: Entries one XAUTOCLAIM call looks at.
 _CLAIM_BATCH: Final = 256
 
@@ -171,6 +174,9 @@ class RedisTransport:
         pipe = self.client.pipeline(transaction=True)
         for stream, payload in replies:
             pipe.xadd(stream, {OUTCOME_FIELD: payload})
+        for stream in {stream for stream, _ in replies}:
+            # A dispatcher deletes its results stream on shutdown; one that died cannot.
+            pipe.expire(stream, RESULTS_TTL)
         self._ack_into(pipe, deliveries)
         with translate_errors("acknowledging jobs"):
             pipe.execute()
@@ -248,9 +254,19 @@ class RedisTransport:
     def claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
         """Take over entries of ``stream`` idle for ``min_idle`` seconds (XAUTOCLAIM).
 
+        A stream that does not exist (or has no group yet) holds nothing to claim.
+
         Raises:
             TransportError: Redis failed.
         """
+        try:
+            return self._claim_idle(stream, min_idle)
+        except TransportError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+
+    def _claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
         claimed: list[Delivery] = []
         cursor: bytes | str = "0-0"
         with translate_errors("claiming idle jobs"):
@@ -271,9 +287,19 @@ class RedisTransport:
     def claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
         """Take over the pending entries of one (dead) consumer of ``stream``.
 
+        A stream that does not exist (or has no group yet) holds nothing to claim.
+
         Raises:
             TransportError: Redis failed.
         """
+        try:
+            return self._claim_from(stream, consumer, min_idle)
+        except TransportError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+
+    def _claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
         with translate_errors("claiming a dead worker's jobs"):
             pending: Any = self.client.xpending_range(
                 stream, GROUP, "-", "+", _CLAIM_BATCH, consumername=consumer
