@@ -189,3 +189,17 @@ def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
     assert result.returncode == 1
     assert "unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_chunked_map_returns_every_result_in_order_and_raises_the_first_error(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    workers.start(concurrency=2)
+    workers.start(concurrency=2)
+    with dispatcher(redis_url, namespace) as d:
+        assert list(d.map(jobs.echo, range(5000), chunk=100)) == list(range(5000))
+        results = d.map(jobs.fail, ["first", "second"], chunk=2)
+        with pytest.raises(RemoteJobError, match="ValueError: first"):
+            next(results)
+    with dispatcher(redis_url, namespace, "key") as d, pytest.raises(ValueError, match="chunk"):
+        next(d.map(jobs.echo, range(10), chunk=5))

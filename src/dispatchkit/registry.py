@@ -17,6 +17,7 @@ job by its registered function or by the name itself.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, overload
@@ -51,8 +52,10 @@ class Registry:
             if known is not None and known is not fn:
                 raise ValueError(f"job name {name!r} is already registered to {known!r}")
             self._jobs[name] = fn
-        # A plain attribute, so that submit(fn) finds the name without a lookup.
-        setattr(fn, _NAME_ATTR, name)
+        # A plain attribute, so that submit(fn) finds the name without a lookup;
+        # a builtin takes none, and is then submitted by its name.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(fn, _NAME_ATTR, name)
         return fn
 
     def get(self, name: str) -> Callable[..., Any]:
