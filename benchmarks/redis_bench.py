@@ -48,10 +48,10 @@ JOBS = {
     ("noop", "single"): 20_000,
     ("noop", "dramatiq"): 4_000,
     ("noop", "in-process"): 300_000,
-    ("io", "chunked"): 3_000,
-    ("io", "single"): 3_000,
+    ("io", "chunked"): 8_000,
+    ("io", "single"): 8_000,
     ("io", "dramatiq"): 3_000,
-    ("io", "in-process"): 3_000,
+    ("io", "in-process"): 8_000,
 }
 #: Jobs per stream entry in the chunked runs.
 CHUNK = {"noop": 1000, "io": 4}

@@ -16,6 +16,7 @@ it goes to the dead-letter stream, and its submitter gets a ``WorkerLost``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -255,9 +256,12 @@ class RedisWorker:
                 if time.monotonic() - failing_since > _GIVE_UP_AFTER:
                     raise
                 if "NOGROUP" in str(exc):
-                    # An adopted stream was deleted by another worker once empty.
+                    # A stream went away: an adopted one deleted by another worker once
+                    # empty, or our own if we were taken for dead. Start afresh.
                     with self._lock:
                         self._adopted.clear()
+                    with contextlib.suppress(TransportError):  # retried on the next error
+                        self._register()
                 else:
                     logger.warning("worker %s: %s; retrying", self.name, exc)
                     time.sleep(0.5)
