@@ -4,7 +4,7 @@ Needs the extra: ``pip install dispatchkit[redis]``. Importing :mod:`dispatchkit
 does not import this package.
 """
 
-from .dispatcher import RedisDispatcher
+from .dispatcher import RedisDispatcher, RemoteStats
 from .runners import RUNNERS, JobRunner, ThreadRunner, make_runner
 from .worker import RedisWorker, WorkerReport, run_worker
 
@@ -13,6 +13,7 @@ __all__ = [
     "JobRunner",
     "RedisDispatcher",
     "RedisWorker",
+    "RemoteStats",
     "ThreadRunner",
     "WorkerReport",
     "make_runner",

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -32,7 +33,7 @@ from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translat
 
 from .worker import DEFAULT_PARTITIONS
 
-__all__ = ["RedisDispatcher"]
+__all__ = ["RedisDispatcher", "RemoteStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +308,16 @@ class RedisDispatcher:
         if handle._hooks is not None:
             handle._fire_hooks()
 
+    def stats(self) -> RemoteStats:
+        """Counts so far. After :meth:`join`, published = succeeded + failed."""
+        return RemoteStats(
+            published=self.published,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            duplicates=self.duplicates,
+            pending=len(self._pending),
+        )
+
     # -- shutdown ----------------------------------------------------------------------------
 
     @property
@@ -366,6 +377,26 @@ class RedisDispatcher:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown(wait=exc_type is None)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStats:
+    """What a :class:`RedisDispatcher` has done (a chunk counts as one job here).
+
+    Attributes:
+        published: jobs written to Redis.
+        succeeded: outcomes received that are values.
+        failed: outcomes received that are errors.
+        duplicates: outcomes dropped because the job had settled already (it
+            ran again after its worker died: at-least-once delivery).
+        pending: jobs submitted whose outcome has not arrived.
+    """
+
+    published: int
+    succeeded: int
+    failed: int
+    duplicates: int
+    pending: int
 
 
 def remote_error(info: Any) -> BaseException:
