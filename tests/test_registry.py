@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from dispatchkit.registry import Registry, job, job_name
@@ -39,3 +42,13 @@ def test_a_name_belongs_to_one_function_and_unknown_names_fail_clearly() -> None
         registry.get("missing")
     with pytest.raises(ValueError, match="not a registered job"):
         job_name(lambda: None)
+
+
+def test_registering_jobs_loads_neither_redis_nor_msgpack() -> None:
+    # Job modules are imported by submitters that may not have the extra installed.
+    code = (
+        "import sys, dispatchkit, dispatchkit.registry, dispatchkit.transports\n"
+        "print(','.join(m for m in ('redis', 'msgpack') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
