@@ -98,6 +98,19 @@ class Workers:
             assert proc.poll() is None, proc.communicate()[0]
         return proc
 
+    def start_many(
+        self, count: int, *extra: str, concurrency: int = 2
+    ) -> list[subprocess.Popen[str]]:
+        """Start ``count`` workers at once (their start-up overlaps) and wait for all."""
+        before = self.registered()
+        procs = [self.start(*extra, concurrency=concurrency, wait=False) for _ in range(count)]
+        wait_for(
+            lambda: self.registered() >= before + count or any(p.poll() is not None for p in procs),
+            20,
+        )
+        assert all(p.poll() is None for p in procs)
+        return procs
+
     def registered(self) -> int:
         return int(self.client.zcard(f"{self.namespace}:{QUEUE}:workers"))
 

@@ -40,7 +40,7 @@ def dispatcher(url: str, namespace: str, strategy: str = "pull", **kw: object) -
 def test_every_strategy_spreads_jobs_over_worker_processes(
     strategy: str, workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
-    procs = [workers.start(concurrency=2) for _ in range(3)]
+    procs = workers.start_many(3)
     log = f"{namespace}:log"
     with dispatcher(redis_url, namespace, strategy, block=10) as d:
         handles = [d.submit_job(Job(jobs.record, (log, i, 0.002), key=i % 5)) for i in range(240)]
@@ -86,7 +86,7 @@ def test_kill_9_mid_job_loses_nothing(
     workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:
     victim = workers.start(concurrency=2)
-    others = [workers.start(concurrency=2) for _ in range(2)]
+    others = workers.start_many(2)
     log = f"{namespace}:log"
     with dispatcher(redis_url, namespace) as d:
         handles = [d.submit(jobs.record, log, i, 0.05) for i in range(120)]
@@ -194,8 +194,7 @@ def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
 def test_chunked_map_returns_every_result_in_order_and_raises_the_first_error(
     workers: Workers, redis_url: str, namespace: str
 ) -> None:
-    workers.start(concurrency=2)
-    workers.start(concurrency=2)
+    workers.start_many(2)
     with dispatcher(redis_url, namespace) as d:
         assert list(d.map(jobs.echo, range(5000), chunk=100)) == list(range(5000))
         results = d.map(jobs.fail, ["first", "second"], chunk=2)
