@@ -202,3 +202,21 @@ def test_chunked_map_returns_every_result_in_order_and_raises_the_first_error(
             next(results)
     with dispatcher(redis_url, namespace, "key") as d, pytest.raises(ValueError, match="chunk"):
         next(d.map(jobs.echo, range(10), chunk=5))
+
+
+def test_key_order_holds_while_a_worker_leaves_and_its_partitions_move(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    leaving, _staying = workers.start_many(2)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace, "key") as d:
+        handles = [d.submit_job(Job(jobs.record, (log, i, 0.01), key=i % 8)) for i in range(200)]
+        wait_for(lambda: any(pid == leaving.pid for _, pid in runs(client, log)), 20)
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(20) == 0
+        assert sorted(h.result(timeout=40) for h in handles) == list(range(200))
+    started = runs(client, log)
+    assert sorted(v for v, _ in started) == list(range(200))  # each ran once
+    for key in range(8):
+        order = [v for v, _ in started if v % 8 == key]
+        assert order == sorted(order), f"key {key} ran out of order"

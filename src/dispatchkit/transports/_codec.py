@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgpack
+from dispatchkit.errors import TransportUnavailable
+
+try:
+    import msgpack
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise TransportUnavailable("encoding jobs needs msgpack: install dispatchkit[redis]") from exc
 
 __all__ = [
     "CHUNK_JOB",
