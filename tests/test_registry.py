@@ -52,3 +52,16 @@ def test_registering_jobs_loads_neither_redis_nor_msgpack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_without_the_extra_the_worker_says_what_to_install() -> None:
+    # sys.modules["redis"] = None makes "import redis" fail as if it were not installed.
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from dispatchkit.cli import main\n"
+        "sys.exit(main(['worker', '--redis', 'redis://127.0.0.1:6379/0']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert "install dispatchkit[redis]" in out.stderr
+    assert "Traceback" not in out.stderr
