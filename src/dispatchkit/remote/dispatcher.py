@@ -264,6 +264,7 @@ class RedisDispatcher:
     def _listen(self) -> None:
         client = self._transport.client
         last: Any = b"0-0"
+        unread = 0
         while not (self._stopping.is_set() and not self._pending):
             try:
                 with translate_errors("reading outcomes"):
@@ -274,7 +275,11 @@ class RedisDispatcher:
                     last = entries[-1][0]
                     for _, fields in entries:
                         self._on_outcome(fields.get(OUTCOME_FIELD))
-                    client.xdel(self._results, *(entry_id for entry_id, _ in entries))
+                    unread += len(entries)
+                    if unread >= _READ_BATCH or not self._pending:
+                        # Trim what was read, in one command per many outcomes.
+                        client.xtrim(self._results, minid=last, approximate=False)
+                        unread = 0
             except TransportError as exc:
                 logger.error("reading outcomes failed: %s; retrying", exc)
                 time.sleep(0.5)

@@ -49,6 +49,9 @@ _GIVE_UP_AFTER: Final = 30.0
 
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
+#: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
+_ACK_LINGER: Final = 0.001
+_ACK_LINGER_BELOW: Final = 32
 
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -134,6 +137,7 @@ class RedisWorker:
         self.keys = self._transport.keys
         self._registry = registry
         self._prefetch = 2 * concurrency if prefetch is None else prefetch
+        self._refill = max(1, self._prefetch // 2)
         self._heartbeat = heartbeat
         self._dead_after = dead_after if dead_after is not None else 5 * heartbeat
         self._visibility = visibility_timeout
@@ -245,10 +249,12 @@ class RedisWorker:
         failing_since: float | None = None
         while not self._stopping.is_set():
             with self._room:
-                if self._held_count >= self._prefetch:
+                room = self._prefetch - self._held_count
+                # Refill in gulps of half the prefetch, not entry by entry: a round
+                # trip per entry costs more CPU than the jobs of an io workload.
+                if room < self._refill:
                     self._room.wait(0.05)
                     continue
-                room = self._prefetch - self._held_count
             try:
                 deliveries = self._transport.fetch(self._streams(), room, 0.2)
             except TransportError as exc:
@@ -393,15 +399,25 @@ class RedisWorker:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < _ACK_BATCH:
-                try:
-                    item = self._done.get_nowait()
-                except Empty:
-                    break
-                if item is None:
-                    finished = True
-                    break
-                batch.append(item)
+            for linger in (False, True):
+                if linger:
+                    with self._lock:
+                        # Never while the fetcher waits for room we would free.
+                        fetcher_waits = self._prefetch - self._held_count < self._refill
+                    if finished or fetcher_waits or len(batch) >= _ACK_LINGER_BELOW:
+                        break
+                    # A few outcomes at a time cost a transaction each: wait a
+                    # moment for more (io jobs finish one by one).
+                    time.sleep(_ACK_LINGER)
+                while len(batch) < _ACK_BATCH:
+                    try:
+                        item = self._done.get_nowait()
+                    except Empty:
+                        break
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
             deliveries = [item[0] for item in batch]
             replies = [(item[1], item[2]) for item in batch]
             while True:
