@@ -420,11 +420,21 @@ class RedisWorker:
                     batch.append(item)
             deliveries = [item[0] for item in batch]
             replies = [(item[1], item[2]) for item in batch]
+            failing_since = time.monotonic()
             while True:
                 try:
                     self._transport.ack(deliveries, replies)
                     break
                 except TransportError:
+                    if time.monotonic() - failing_since > _GIVE_UP_AFTER:
+                        # Unacknowledged, the entries stay pending in Redis: another
+                        # worker claims and runs them again. Nothing is lost.
+                        logger.critical(
+                            "worker %s: could not store %d outcomes; they will run again",
+                            *(self.name, len(batch)),
+                            exc_info=True,
+                        )
+                        break
                     # Keep the outcomes: the entries stay ours (touched) until stored.
                     logger.error("worker %s: acknowledging failed; retrying", self.name)
                     time.sleep(0.5)
