@@ -220,3 +220,22 @@ def test_key_order_holds_while_a_worker_leaves_and_its_partitions_move(
     for key in range(8):
         order = [v for v, _ in started if v % 8 == key]
         assert order == sorted(order), f"key {key} ran out of order"
+
+
+def test_a_draining_worker_keeps_its_heartbeat_until_its_last_job_is_done(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    proc = workers.start(concurrency=1)
+    log = f"{namespace}:log"
+    registry = f"{namespace}:{QUEUE}:workers"
+    with dispatcher(redis_url, namespace) as d:
+        handle = d.submit(jobs.record, log, 1, 2.0)
+        wait_for(lambda: bool(runs(client, log)), 20)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: bool(client.smembers(f"{namespace}:{QUEUE}:draining")), 10)
+        (name, first), *_ = client.zrange(registry, 0, -1, withscores=True)
+        wait_for(lambda: (client.zscore(registry, name) or 0) > first, 10)  # still beating
+        assert proc.poll() is None  # still running its job
+        assert handle.result(timeout=20) == 1
+    assert proc.wait(20) == 0
+    assert client.zscore(registry, name) is None  # unregistered once done
