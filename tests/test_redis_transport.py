@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from dispatchkit import JobHandle
 from dispatchkit.errors import TransportUnavailable
 from dispatchkit.remote import RedisDispatcher
 from dispatchkit.transports.redis import RedisTransport
@@ -53,3 +54,16 @@ def test_put_fetch_ack_nack_requeue_keep_every_entry_accounted_for(
 def test_an_unreachable_server_is_one_clear_error() -> None:
     with pytest.raises(TransportUnavailable, match="unreachable"):
         RedisDispatcher("redis://127.0.0.1:1/0", "q")
+
+
+def test_round_robin_without_any_worker_fails_the_jobs_after_worker_wait(
+    redis_url: str, namespace: str
+) -> None:
+    d = RedisDispatcher(
+        redis_url, "q", namespace=namespace, strategy="round_robin", worker_wait=0.3
+    )
+    handle: JobHandle[int] = d.submit("t.echo", 1)
+    with pytest.raises(LookupError, match="no worker registered"):
+        handle.result(timeout=10)
+    assert d.stats().failed == 1
+    d.shutdown()
