@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 SYNC_STAMP := .venv/.synced-$(notdir $(UV_PYTHON))
 
-.PHONY: run test lint typecheck unit bench format clean uv
+.PHONY: run test lint typecheck unit bench bench-redis format clean uv
 
 run: $(SYNC_STAMP)
 	$(UV) run --frozen dispatchkit run
@@ -32,6 +32,10 @@ unit: $(SYNC_STAMP)
 # Benchmarks are not tests: they take minutes and want a quiet machine.
 bench: $(SYNC_STAMP)
 	$(UV) run --frozen python benchmarks/seed.py
+
+# Jobs/s through Redis (a server on 127.0.0.1:6379) beside in-process and Dramatiq.
+bench-redis: $(SYNC_STAMP)
+	$(UV) run --frozen python -m benchmarks.redis_bench
 
 format: $(SYNC_STAMP)
 	$(UV) run --frozen ruff format .

@@ -177,7 +177,60 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     run.set_defaults(handler=_cmd_run)
+    _add_worker_parser(commands)
     return parser
+
+
+def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run jobs from a Redis queue (on this or any other host)",
+        description="Run the registered jobs published to a Redis queue until SIGTERM or "
+        "Ctrl-C, which drain: jobs in hand finish and are acknowledged, then it exits 0. "
+        "Needs dispatchkit[redis].",
+    )
+    worker.add_argument("--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB")
+    worker.add_argument("--queue", default="default", help="the queue's name (default 'default')")
+    worker.add_argument(
+        "--concurrency",
+        type=_int_in("--concurrency", 1, MAX_WORKERS),
+        default=1,
+        help="jobs run at once (default 1)",
+    )
+    worker.add_argument(
+        "--executor", default="thread", help="where jobs run: thread (the only kind for now)"
+    )
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module that registers the jobs (repeatable)",
+    )
+    worker.add_argument("--namespace", default=None, help="first part of every Redis key")
+    worker.add_argument(
+        "--prefetch",
+        type=_int_in("--prefetch", 1, 100_000),
+        default=None,
+        help="entries held at once, read in one request (default 2 x concurrency)",
+    )
+    worker.add_argument(
+        "--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)"
+    )
+    worker.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an untouched entry waits before another worker claims it (default 60)",
+    )
+    worker.add_argument(
+        "--max-attempts",
+        type=_int_in("--max-attempts", 1, 1000),
+        default=3,
+        help="deliveries of one job before it is dead-lettered (default 3)",
+    )
+    worker.set_defaults(handler=_cmd_worker)
 
 
 # -- commands ---------------------------------------------------------------
@@ -230,6 +283,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         print_seed_results(results, fastest(results))
     return RET_OK if all(r.failed == 0 for r in results) else RET_FAILED
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from .errors import TransportError, TransportUnavailable
+
+    try:
+        from .remote import run_worker
+    except TransportUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    options: dict[str, object] = {
+        "prefetch": args.prefetch,
+        "heartbeat": args.heartbeat,
+        "visibility_timeout": args.visibility_timeout,
+        "max_attempts": args.max_attempts,
+    }
+    if args.namespace:
+        options["namespace"] = args.namespace
+    try:
+        report = run_worker(
+            args.redis,
+            args.queue,
+            imports=args.imports,
+            concurrency=args.concurrency,
+            executor=args.executor,
+            **options,
+        )
+    except (ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    except TransportError as exc:
+        print(f"dispatchkit worker: {exc}", file=sys.stderr)
+        return RET_FAILED
+    print(
+        f"dispatchkit worker: stopped: {report.succeeded} succeeded, {report.failed} failed, "
+        f"{report.dead_lettered} dead-lettered",
+        file=sys.stderr,
+    )
+    return RET_OK
 
 
 # -- entry point -------------------------------------------------------------

@@ -9,7 +9,10 @@ __all__ = [
     "DispatchError",
     "JobCancelled",
     "QueueFull",
+    "RemoteJobError",
     "TimedOut",
+    "TransportError",
+    "TransportUnavailable",
     "WorkerLost",
 ]
 
@@ -44,3 +47,25 @@ class WorkerLost(DispatchError):
 
 class TimedOut(DispatchError):
     """The job ran longer than its timeout and was stopped."""
+
+
+class TransportError(DispatchError):
+    """A transport (such as Redis) failed; the backend's error is the ``__cause__``."""
+
+
+class TransportUnavailable(TransportError):
+    """The transport's server cannot be reached, or its client library is not installed."""
+
+
+class RemoteJobError(DispatchError):
+    """A job raised on a remote worker.
+
+    Attributes:
+        type_name: the qualified name of the exception type raised remotely.
+        remote_traceback: the remote traceback, as text (also the ``__cause__``).
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback

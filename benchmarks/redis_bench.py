@@ -1,0 +1,234 @@
+"""Jobs per second through Redis: dispatchkit workers beside in-process threads and Dramatiq.
+
+    make bench-redis                     # or: uv run python -m benchmarks.redis_bench
+    uv run python -m benchmarks.redis_bench --workers 1,2,4 --json results/redis.json
+
+For each workload (``noop``: return the argument; ``io``: sleep 5 ms) and each
+number of worker processes (1, 2, 4 by default), it measures end to end, from
+the first job published to the last outcome read by the submitter:
+
+* dispatchkit over Redis, chunked (``map(chunk=...)``: many jobs per stream
+  entry, the batching of the seed across a network) and one job per entry;
+* Dramatiq (RedisBroker) on the same server, same jobs, same threads per
+  process; completion is counted with one INCR per job, as Dramatiq keeps no
+  results without a results backend (which would cost more);
+* in-process: a local ``Dispatcher`` with the same total number of threads.
+
+Needs a Redis server (``--redis``, default ``redis://127.0.0.1:6379/0``). Every
+run uses its own key namespace and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+from benchmarks import dramatiq_app, redis_jobs
+from dispatchkit import Dispatcher
+from dispatchkit.remote import RedisDispatcher
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Threads per worker process, for every system measured.
+THREADS = 8
+#: Jobs per run: enough to last about a second at the expected rates.
+JOBS = {
+    ("noop", "chunked"): 300_000,
+    ("noop", "single"): 20_000,
+    ("noop", "dramatiq"): 4_000,
+    ("noop", "in-process"): 300_000,
+    ("io", "chunked"): 8_000,
+    ("io", "single"): 8_000,
+    ("io", "dramatiq"): 3_000,
+    ("io", "in-process"): 8_000,
+}
+#: Jobs per stream entry in the chunked runs.
+CHUNK = {"noop": 1000, "io": 4}
+
+
+@dataclass
+class Row:
+    workload: str
+    system: str
+    workers: int
+    jobs: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def dispatchkit_workers(url: str, ns: str, count: int, prefetch: int) -> Iterator[None]:
+    command = [
+        *(sys.executable, "-m", "dispatchkit", "worker", "--redis", url, "--queue", "bench"),
+        *("--namespace", ns, "--import", "benchmarks.redis_jobs"),
+        *("--concurrency", str(THREADS), "--prefetch", str(prefetch)),
+    ]
+    procs = [subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL) for _ in range(count)]
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while client.zcard(f"{ns}:bench:workers") < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("dispatchkit workers did not register")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        _stop(procs)
+
+
+def run_dispatchkit(url: str, workload: str, count: int, chunked: bool) -> Row:
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    system = "chunked" if chunked else "single"
+    jobs = JOBS[(workload, system)]
+    chunk = CHUNK[workload] if chunked else 1
+    fn = getattr(redis_jobs, workload)
+    # One job per entry wants many entries in hand; chunks spread better a few at a time.
+    prefetch = 2 * THREADS if chunked or workload == "io" else 512
+    try:
+        with (
+            dispatchkit_workers(url, ns, count, prefetch),
+            RedisDispatcher(url, "bench", namespace=ns) as d,
+        ):
+            list(d.map(fn, range(200), chunk=chunk))  # warm up every connection
+            start = time.perf_counter()
+            done = sum(1 for _ in d.map(fn, range(jobs), chunk=chunk, window=100_000))
+            seconds = time.perf_counter() - start
+        assert done == jobs
+    finally:
+        _cleanup(url, ns)
+    return Row(workload, f"dispatchkit redis {system}", count, jobs, seconds)
+
+
+def run_dramatiq(url: str, workload: str, count: int) -> Row:
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    jobs = JOBS[(workload, "dramatiq")]
+    env = {**_env(), "DK_BENCH_REDIS": url, "DK_BENCH_NS": ns}
+    app = dramatiq_app.App(url, ns)
+    command = [sys.executable, "-m", "dramatiq", "benchmarks.dramatiq_app"]
+    command += ["--processes", "1", "--threads", str(THREADS), "--queues", "bench"]
+    procs = [
+        subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        actor = app.actors[workload]
+        for i in range(count * 4):  # warm up: every process answers
+            actor.send(i)
+        app.wait_for(count * 4, timeout=60)
+        start = time.perf_counter()
+        for i in range(jobs):
+            actor.send(i)
+        app.wait_for(count * 4 + jobs, timeout=300)
+        seconds = time.perf_counter() - start
+    finally:
+        _stop(procs)
+        _cleanup(url, ns)
+    return Row(workload, "dramatiq redis", count, jobs, seconds)
+
+
+def run_in_process(workload: str, count: int) -> Row:
+    jobs = JOBS[(workload, "in-process")]
+    fn = getattr(redis_jobs, workload)
+    with Dispatcher(workers=count * THREADS, strategy="pull", chunk=CHUNK[workload]) as d:
+        start = time.perf_counter()
+        done = sum(1 for _ in d.map(fn, range(jobs)))
+        seconds = time.perf_counter() - start
+    assert done == jobs
+    return Row(workload, "in-process threads", count, jobs, seconds)
+
+
+def _cleanup(url: str, ns: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--workers", default="1,2,4", help="comma list of worker process counts")
+    parser.add_argument("--workloads", default="noop,io")
+    parser.add_argument("--no-dramatiq", action="store_true", help="skip the peer queue")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.workers.split(",")]
+    rows: list[Row] = []
+    for workload in args.workloads.split(","):
+        for count in counts:
+            batch = [
+                run_dispatchkit(args.redis, workload, count, chunked=True),
+                run_dispatchkit(args.redis, workload, count, chunked=False),
+                run_in_process(workload, count),
+            ]
+            if not args.no_dramatiq:
+                batch.append(run_dramatiq(args.redis, workload, count))
+            for row in batch:
+                print(
+                    f"{row.workload:5} {row.system:28} workers={row.workers}  "
+                    f"{row.jobs:>8,} jobs  {row.seconds:7.2f} s  {row.rate:>10,.0f} jobs/s",
+                    flush=True,
+                )
+            rows.extend(batch)
+    _summary(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps([{**asdict(r), "rate": r.rate} for r in rows], indent=2) + "\n"
+        )
+
+
+def _summary(rows: list[Row]) -> None:
+    def rate(workload: str, system: str, workers: int) -> float | None:
+        for row in rows:
+            if (row.workload, row.system, row.workers) == (workload, system, workers):
+                return row.rate
+        return None
+
+    print()
+    for workers in sorted({r.workers for r in rows}):
+        ours = rate("noop", "dispatchkit redis chunked", workers)
+        peer = rate("noop", "dramatiq redis", workers)
+        if ours and peer:
+            print(f"noop, {workers} workers: chunked dispatchkit / dramatiq = {ours / peer:.1f}x")
+    for system in ("dispatchkit redis chunked", "dispatchkit redis single", "dramatiq redis"):
+        one, four = rate("io", system, 1), rate("io", system, 4)
+        if one and four:
+            print(f"io, {system}: 4 workers / 1 worker = {four / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

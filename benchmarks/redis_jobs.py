@@ -1,0 +1,19 @@
+"""The benchmark's jobs, registered for dispatchkit workers and defined for Dramatiq."""
+
+from __future__ import annotations
+
+import time
+
+from dispatchkit.registry import job
+
+
+@job("bench.noop")
+def noop(i: int) -> int:
+    return i
+
+
+@job("bench.io")
+def io(i: int) -> int:
+    """An I/O-bound job: 5 ms of waiting."""
+    time.sleep(0.005)
+    return i

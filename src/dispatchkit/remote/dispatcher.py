@@ -1,0 +1,439 @@
+"""A dispatcher that publishes jobs to Redis instead of running them.
+
+    submit ──encode──▶ outbox ──flusher thread: pipelined XADD──▶ job streams
+    handles ◀──listener thread: XREAD results stream, settle handles── workers
+
+``submit`` returns the same :class:`~dispatchkit.JobHandle` as the local
+dispatcher; its outcome arrives from whichever worker ran the job. Outcomes
+are delivered at least once: a duplicate (the job ran twice after its worker
+died) finds its handle settled already and is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from time import perf_counter
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
+from dispatchkit.job import _FAILED, _SUCCEEDED, Job, JobHandle
+from dispatchkit.registry import job_name
+from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
+from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
+from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
+from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
+
+from .worker import DEFAULT_PARTITIONS
+
+__all__ = ["RedisDispatcher", "RemoteStats"]
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+#: Entries published in one pipelined round trip, at most.
+_PUBLISH_BATCH: Final = 2048
+
+#: Outcomes read in one XREAD, at most.
+_READ_BATCH: Final = 2048
+
+
+def _remote(*args: Any, **kwargs: Any) -> Any:  # the local stand-in of every remote job
+    raise RuntimeError("a remote job does not run locally")
+
+
+class RedisDispatcher:
+    """Publishes registered jobs to the workers of one Redis queue.
+
+    Args:
+        url: ``redis://HOST:PORT/DB``.
+        queue: the queue's name, as given to the workers.
+        strategy: ``pull`` (one shared stream), ``round_robin`` or ``batch`` (one
+            stream per registered worker), ``key`` (one stream per partition).
+        block: block size of ``batch``.
+        namespace: first part of every key (as given to the workers).
+        partitions: partitions of ``key`` (as given to the workers).
+        capacity: unfinished jobs at most; ``submit`` waits for room beyond.
+        put_timeout: seconds ``submit`` waits for room before ``QueueFull``
+            (None: as long as it takes).
+        worker_wait: seconds to wait for a registered worker (round_robin and
+            batch cannot place a job without one) before failing the jobs.
+
+    Raises:
+        ValueError: an unknown strategy or a bad number.
+        TransportUnavailable: Redis cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        *,
+        strategy: str | Strategy = "pull",
+        block: int = 100,
+        namespace: str = DEFAULT_NAMESPACE,
+        partitions: int = DEFAULT_PARTITIONS,
+        capacity: int = 100_000,
+        put_timeout: float | None = None,
+        worker_wait: float = 30.0,
+    ) -> None:
+        if capacity < 1 or partitions < 1:
+            raise ValueError("capacity and partitions must be at least 1")
+        self._strategy = parse_strategy(strategy, block=block)
+        self.name = secrets.token_hex(6)
+        self._transport = RedisTransport(url, queue=queue, namespace=namespace)
+        self._transport.ping()
+        self.keys = self._transport.keys
+        self._results = self.keys.results(self.name)
+        self._partitions = partitions
+        self._put_timeout = put_timeout
+        self._worker_wait = worker_wait
+        self._slots = threading.BoundedSemaphore(capacity)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._outbox: deque[tuple[int, Hashable, bytes]] = deque()
+        self._pending: dict[int, JobHandle[Any]] = {}
+        self._closed = False
+        self._stopping = threading.Event()
+        self._workers: list[str] = []
+        self._workers_at = 0.0
+        self.published = self.succeeded = self.failed = self.duplicates = 0
+        self._flusher = threading.Thread(target=self._flush_loop, name="redis-flusher", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name="redis-listener", daemon=True)
+        self._flusher.start()
+        self._listener.start()
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    def __repr__(self) -> str:
+        strategy = self._strategy.name
+        return f"<RedisDispatcher {self.keys.prefix} {strategy} pending={len(self._pending)}>"
+
+    # -- submitting ----------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R] | str, /, *args: Any, **kwargs: Any) -> JobHandle[R]:
+        """Publish a registered job; its handle settles when a worker has run it.
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            ValueError: ``fn`` is not a registered job.
+            TypeError: arguments that cannot be encoded (only plain data travels), or
+                a key that is not an int, str or bytes with the key strategy.
+            QueueFull: no room within ``put_timeout``.
+        """
+        return self._submit(job_name(fn), args, kwargs, None)
+
+    def submit_job(self, job: Job[R]) -> JobHandle[R]:
+        """Publish a :class:`~dispatchkit.Job` (with its key, for the key strategy).
+
+        Raises:
+            ClosedError, ValueError, TypeError, QueueFull: as :meth:`submit`.
+        """
+        return self._submit(job.name or job_name(job.fn), job.args, job.kwargs, job.key)
+
+    def map(
+        self,
+        fn: Callable[..., R] | str,
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+        chunk: int = 1,
+        window: int = 10_000,
+    ) -> Iterator[R]:
+        """Run ``fn(item)`` remotely for each item; yield the results in input order.
+
+        ``chunk`` jobs travel in one stream entry and come back in one outcome:
+        the batching that makes tiny jobs cheap. At most about ``window`` jobs
+        are unfinished at once: the input is read lazily.
+
+        Raises:
+            ClosedError, TypeError, QueueFull: as :meth:`submit`.
+            ValueError: ``fn`` is not registered, or ``chunk`` > 1 with the key strategy.
+            RemoteJobError: the first job error met, in input order.
+        """
+        name = job_name(fn)
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        if chunk > 1 and (key is not None or isinstance(self._strategy, ByKey)):
+            raise ValueError("the key strategy sends one job per entry: use chunk=1")
+        handles: deque[JobHandle[Any]] = deque()
+        source = iter(items)
+        while block := list(itertools.islice(source, chunk)):
+            if chunk == 1:
+                item = block[0]
+                handles.append(self._submit(name, (item,), {}, key(item) if key else None))
+            else:
+                calls = [[item] for item in block]
+                handles.append(self._submit(CHUNK_JOB, (name, calls), {}, None))
+            if len(handles) * chunk >= window:
+                yield from _values(handles.popleft(), chunk > 1)
+        while handles:
+            yield from _values(handles.popleft(), chunk > 1)
+
+    def _submit(
+        self, name: str, args: tuple[Any, ...], kwargs: Any, key: Hashable
+    ) -> JobHandle[Any]:
+        if self._closed:
+            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+        if isinstance(self._strategy, ByKey):
+            stable_hash(key)  # a TypeError now, rather than in the flusher
+        job_id = next(self._ids)
+        payload = encode_job(job_id, name, args, kwargs, self._results)
+        if not self._slots.acquire(timeout=self._put_timeout):
+            raise QueueFull(f"{len(self._pending)} jobs unfinished for {self._put_timeout} s")
+        handle: JobHandle[Any] = JobHandle(job_id, _remote, (), {}, name)
+        with self._wake:
+            if self._closed:
+                self._slots.release()
+                raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            self._pending[job_id] = handle
+            self._outbox.append((job_id, key, payload))
+            if len(self._outbox) == 1:
+                self._wake.notify()
+        return handle
+
+    # -- publishing (flusher thread) ---------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._outbox and not self._stopping.is_set():
+                    self._wake.wait(0.2)
+                if not self._outbox:
+                    return
+                count = min(len(self._outbox), _PUBLISH_BATCH)
+                batch = [self._outbox.popleft() for _ in range(count)]
+            try:
+                entries = [(self._stream_of(seq, key), payload) for seq, key, payload in batch]
+                self._transport.put(entries)
+                self.published += len(entries)
+            except (TransportError, LookupError) as exc:
+                logger.error("publishing %d jobs failed: %s", len(batch), exc)
+                for seq, _, _ in batch:
+                    self._settle(seq, False, exc, 0)
+
+    def _stream_of(self, seq: int, key: Hashable) -> str:
+        strategy = self._strategy
+        if isinstance(strategy, Pull):
+            return self.keys.pull
+        if isinstance(strategy, ByKey):
+            return self.keys.partition(stable_hash(key) % self._partitions)
+        # round_robin and batch: the strategy picks among the registered workers.
+        workers = self._live_workers()
+        return self.keys.worker_stream(workers[strategy.assign(seq, key, len(workers))])
+
+    def _live_workers(self) -> list[str]:
+        """Registered workers that are not draining, refreshed at most once a second.
+
+        Raises:
+            LookupError: none registered within ``worker_wait`` seconds.
+        """
+        now = time.monotonic()
+        if self._workers and now - self._workers_at < 1.0:
+            return self._workers
+        deadline = now + self._worker_wait
+        client = self._transport.client
+        while True:
+            with translate_errors("listing workers"):
+                pipe = client.pipeline(transaction=False)
+                # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
+                pipe.zrangebyscore(self.keys.workers, time.time() - 10, "+inf")
+                pipe.smembers(self.keys.draining)
+                live, draining = pipe.execute()
+            names = sorted({w.decode() for w in live} - {w.decode() for w in draining})
+            if names:
+                self._workers, self._workers_at = names, time.monotonic()
+                return names
+            if time.monotonic() > deadline or self._stopping.is_set():
+                raise LookupError(f"no worker registered on queue {self.keys.prefix}")
+            time.sleep(0.1)
+
+    # -- outcomes (listener thread) ------------------------------------------------------
+
+    def _listen(self) -> None:
+        client = self._transport.client
+        last: Any = b"0-0"
+        unread = 0
+        while not (self._stopping.is_set() and not self._pending):
+            try:
+                with translate_errors("reading outcomes"):
+                    reply: Any = client.xread({self._results: last}, count=_READ_BATCH, block=200)
+                    if not reply:
+                        continue
+                    entries = reply[0][1]
+                    last = entries[-1][0]
+                    for _, fields in entries:
+                        self._on_outcome(fields.get(OUTCOME_FIELD))
+                    unread += len(entries)
+                    if unread >= _READ_BATCH or not self._pending:
+                        # Trim what was read, in one command per many outcomes.
+                        client.xtrim(self._results, minid=last, approximate=False)
+                        unread = 0
+            except TransportError as exc:
+                logger.error("reading outcomes failed: %s; retrying", exc)
+                time.sleep(0.5)
+
+    def _on_outcome(self, payload: bytes | None) -> None:
+        try:
+            job_id, ok, value, _worker, attempts = decode_outcome(payload or b"")
+        except ValueError:
+            logger.warning("ignored a malformed outcome on %s", self._results)
+            return
+        if not ok:
+            value = remote_error(value)
+        self._settle(job_id, ok, value, attempts)
+
+    def _settle(self, job_id: int, ok: bool, value: Any, attempts: int) -> None:
+        with self._lock:
+            handle = self._pending.pop(job_id, None)
+        if handle is None:
+            self.duplicates += 1  # at-least-once: the job ran again after a worker died
+            return
+        handle._attempts = attempts  # type: ignore[attr-defined]
+        handle._result = value
+        handle._finished_at = perf_counter()
+        handle._fn = handle._args = handle._kwargs = None  # type: ignore[assignment]
+        handle._state = _SUCCEEDED if ok else _FAILED
+        if ok:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        self._slots.release()
+        if handle._hooks is not None:
+            handle._fire_hooks()
+
+    def stats(self) -> RemoteStats:
+        """Counts so far. After :meth:`join`, published = succeeded + failed."""
+        return RemoteStats(
+            published=self.published,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            duplicates=self.duplicates,
+            pending=len(self._pending),
+        )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted whose outcome has not arrived."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Take no more jobs (those submitted still run). Idempotent."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Close, then wait for every outcome; False if some are missing after ``timeout``."""
+        self.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Close, wait for the outcomes if ``wait``, stop the threads, drop the results stream.
+
+        Handles still unsettled then fail with ``TransportError``: their jobs
+        may yet run on a worker, but their outcomes will not be read. Idempotent.
+        """
+        if wait:
+            self.join(timeout)
+        self.close()
+        self._stopping.set()
+        with self._lock:
+            self._outbox.clear()  # never published: nobody will run them
+            left = list(self._pending)
+        for job_id in left:
+            self._settle(
+                job_id, False, TransportError("dispatcher shut down before the outcome"), 0
+            )
+        self._flusher.join()
+        self._listener.join()
+        try:
+            with translate_errors("deleting the results stream"):
+                self._transport.client.delete(self._results)
+        except TransportError:
+            logger.warning("could not delete %s", self._results)
+        self._transport.close()
+
+    def __enter__(self) -> RedisDispatcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(wait=exc_type is None)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStats:
+    """What a :class:`RedisDispatcher` has done (a chunk counts as one job here).
+
+    Attributes:
+        published: jobs written to Redis.
+        succeeded: outcomes received that are values.
+        failed: outcomes received that are errors.
+        duplicates: outcomes dropped because the job had settled already (it
+            ran again after its worker died: at-least-once delivery).
+        pending: jobs submitted whose outcome has not arrived.
+    """
+
+    published: int
+    succeeded: int
+    failed: int
+    duplicates: int
+    pending: int
+
+
+def remote_error(info: Any) -> BaseException:
+    """The local exception for a remote ``[type name, message, traceback]``."""
+    type_name, message, remote_tb = [str(part) for part in [*list(info), "", "", ""][:3]]
+    error: BaseException = (
+        WorkerLost(message)
+        if type_name.endswith("WorkerLost")
+        else RemoteJobError(type_name, message, remote_tb)
+    )
+    # As concurrent.futures.process does: the remote traceback is the cause.
+    error.__cause__ = _RemoteTraceback(remote_tb) if remote_tb else None
+    return error
+
+
+def _values(handle: JobHandle[Any], chunked: bool) -> Iterator[Any]:
+    """The value(s) of a job or of a chunk of jobs, raising the first error."""
+    if not chunked:
+        yield handle.result()
+        return
+    for ok, value in handle.result():
+        if not ok:
+            raise remote_error(value)
+        yield value
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised on a remote worker (shown as the cause)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'

@@ -1,0 +1,669 @@
+"""A worker that runs jobs from Redis streams, on any host.
+
+    main thread: XREADGROUP COUNT n ──▶ lanes ──▶ runner (threads) ──▶ done queue
+    acker thread: done queue ──▶ XADD outcomes + XACK + XDEL (one MULTI per batch)
+    heartbeat thread: ZADD heartbeat, touch held entries, claim the entries of
+        dead workers, adopt streams of departed workers, hold partition leases
+
+Streams read: the shared ``pull`` stream, the worker's own stream (round_robin
+and batch), the streams of departed workers (adopted), and the partitions whose
+lease it holds (key). A partition's entries run one after another, so one key
+keeps its order; everything else runs ``concurrency`` at a time.
+
+A claimed entry's delivery count is its attempt count; past ``max_attempts``
+it goes to the dead-letter stream, and its submitter gets a ``WorkerLost``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import Any, Final
+
+from dispatchkit.errors import TransportError, WorkerLost
+from dispatchkit.registry import DEFAULT_REGISTRY, Registry
+from dispatchkit.transports._codec import CHUNK_JOB, decode_job, encode_outcome, error_info
+from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
+from dispatchkit.transports.base import Delivery
+from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
+
+from .runners import JobRunner, make_runner
+
+__all__ = ["RedisWorker", "WorkerReport", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+#: Default number of partitions of the key strategy (dispatchers must agree).
+DEFAULT_PARTITIONS: Final = 16
+
+#: Seconds a worker keeps retrying an unreachable Redis before it gives up.
+_GIVE_UP_AFTER: Final = 30.0
+
+#: Outcomes acknowledged in one transaction, at most.
+_ACK_BATCH: Final = 1024
+#: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
+_ACK_LINGER: Final = 0.001
+_ACK_LINGER_BELOW: Final = 32
+
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """What a worker did, reported when it stops."""
+
+    name: str
+    succeeded: int
+    failed: int
+    dead_lettered: int
+    claimed: int
+
+
+class RedisWorker:
+    """Runs registered jobs read from the Redis streams of one queue.
+
+    Args:
+        url: ``redis://HOST:PORT/DB``.
+        queue: the queue's name.
+        concurrency: jobs run at once.
+        executor: the runner kind (``thread``).
+        registry: where job names are looked up.
+        namespace: first part of every key.
+        name: the worker's name (default ``host-pid-random``).
+        prefetch: entries held at once, fetched or running (default twice the
+            concurrency); they are read in one XREADGROUP. More helps tiny
+            unchunked jobs, fewer spreads slow jobs more evenly over workers.
+        heartbeat: seconds between heartbeats.
+        dead_after: seconds without a heartbeat after which a worker is dead
+            and its entries are claimed (default 5 heartbeats).
+        visibility_timeout: seconds an entry may stay untouched before any
+            worker claims it (XAUTOCLAIM), whatever its holder's heartbeat says.
+        max_attempts: deliveries of one entry before it is dead-lettered.
+        partitions: partitions of the key strategy.
+
+    Raises:
+        ValueError: a bad argument (unknown executor, non-positive numbers, bad URL).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        *,
+        concurrency: int = 1,
+        executor: str = "thread",
+        registry: Registry = DEFAULT_REGISTRY,
+        namespace: str = DEFAULT_NAMESPACE,
+        name: str | None = None,
+        prefetch: int | None = None,
+        heartbeat: float = 1.0,
+        dead_after: float | None = None,
+        visibility_timeout: float = 60.0,
+        max_attempts: int = 3,
+        partitions: int = DEFAULT_PARTITIONS,
+    ) -> None:
+        for what, value in (
+            ("concurrency", concurrency),
+            ("prefetch", 2 * concurrency if prefetch is None else prefetch),
+            ("max_attempts", max_attempts),
+            ("partitions", partitions),
+        ):
+            if value < 1:
+                raise ValueError(f"{what} must be at least 1, got {value}")
+        if heartbeat <= 0 or visibility_timeout <= 0:
+            raise ValueError("heartbeat and visibility_timeout must be positive")
+        self.name = name or default_consumer_name()
+        self._runner: JobRunner = make_runner(executor, concurrency)
+        self._transport = RedisTransport(url, queue=queue, namespace=namespace, consumer=self.name)
+        self.keys = self._transport.keys
+        self._registry = registry
+        self._prefetch = 2 * concurrency if prefetch is None else prefetch
+        self._refill = max(1, self._prefetch // 2)
+        self._heartbeat = heartbeat
+        self._dead_after = dead_after if dead_after is not None else 5 * heartbeat
+        self._visibility = visibility_timeout
+        self._max_attempts = max_attempts
+        self._partitions = partitions
+        self._own = self.keys.worker_stream(self.name)
+        client = self._transport.client
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        # Every entry fetched or claimed and not yet acknowledged, by stream.
+        self._held: dict[str, dict[str, Delivery]] = {}
+        self._held_count = 0
+        # Partition entries waiting for the one before them (one key, one order).
+        self._lanes: dict[str, deque[Delivery]] = {}
+        self._leases: set[str] = set()  # partition streams whose lease we hold
+        self._releasing: set[str] = set()  # leases to give up once their entries are done
+        self._adopted: set[str] = set()  # streams of departed workers
+        # (entry, reply stream, encoded outcome, (jobs succeeded, jobs failed))
+        self._done: SimpleQueue[tuple[Delivery, str, bytes, tuple[int, int]] | None] = SimpleQueue()
+        self._stopping = threading.Event()
+        self._beat_stop = threading.Event()
+        self._succeeded = self._failed = self._dead = self._claimed = 0
+
+    # -- public ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop: it reads no more, finishes and acknowledges what it holds.
+
+        Safe to call from a signal handler and more than once.
+        """
+        self._stopping.set()
+
+    def run(self) -> WorkerReport:
+        """Register, run jobs until :meth:`stop`, drain, unregister.
+
+        Raises:
+            TransportUnavailable: Redis could not be reached at start, or for
+                longer than 30 s while running.
+            TransportError: another Redis failure.
+        """
+        self._transport.ping()
+        self._register()
+        self._runner.start()
+        acker = threading.Thread(target=self._ack_loop, name=f"{self.name}-acker", daemon=True)
+        beat = threading.Thread(target=self._beat_loop, name=f"{self.name}-heartbeat", daemon=True)
+        acker.start()
+        beat.start()
+        try:
+            self._fetch_loop()
+            # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
+            with self._room:
+                while self._held_count:
+                    self._room.wait(0.1)
+        finally:
+            self._runner.shutdown(wait=True)
+            self._done.put(None)
+            acker.join()
+            self._beat_stop.set()
+            beat.join()
+            self._unregister()
+            self._transport.close()
+        report = WorkerReport(self.name, self._succeeded, self._failed, self._dead, self._claimed)
+        logger.info(
+            "worker %s stopped: %d succeeded, %d failed, %d dead-lettered, %d claimed",
+            *(report.name, report.succeeded, report.failed, report.dead_lettered, report.claimed),
+        )
+        return report
+
+    # -- registration --------------------------------------------------------------
+
+    def _register(self) -> None:
+        t = self._transport
+        for stream in (self._own, self.keys.pull):
+            t.ensure_group(stream)
+        with translate_errors("registering the worker"):
+            pipe = t.client.pipeline(transaction=True)
+            pipe.sadd(self.keys.worker_streams, self._own)
+            pipe.zadd(self.keys.workers, {self.name: time.time()})
+            pipe.execute()
+
+    def _unregister(self) -> None:
+        t = self._transport
+        try:
+            with translate_errors("unregistering the worker"):
+                for stream in list(self._leases):
+                    self._release(keys=[stream_lease(self, stream)], args=[self.name])
+                pipe = t.client.pipeline(transaction=True)
+                pipe.zrem(self.keys.workers, self.name)
+                pipe.srem(self.keys.draining, self.name)
+                pipe.execute()
+            # Our stream, if jobs were still added to it, is adopted by the others.
+            t.delete_stream_if_empty(self._own)
+            for stream in {self._own, self.keys.pull, *self._leases, *self._adopted}:
+                t.delete_consumer(stream, self.name)
+        except TransportError:
+            logger.warning("worker %s: could not unregister cleanly", self.name, exc_info=True)
+
+    # -- the fetch loop (main thread) ----------------------------------------------
+
+    def _streams(self) -> list[str]:
+        with self._lock:
+            live_leases = sorted(self._leases - self._releasing)
+            return [self._own, self.keys.pull, *sorted(self._adopted), *live_leases]
+
+    def _fetch_loop(self) -> None:
+        failing_since: float | None = None
+        while not self._stopping.is_set():
+            with self._room:
+                room = self._prefetch - self._held_count
+                # Refill in gulps of half the prefetch, not entry by entry: a round
+                # trip per entry costs more CPU than the jobs of an io workload.
+                if room < self._refill:
+                    self._room.wait(0.05)
+                    continue
+            try:
+                deliveries = self._transport.fetch(self._streams(), room, 0.2)
+            except TransportError as exc:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > _GIVE_UP_AFTER:
+                    raise
+                if "NOGROUP" in str(exc):
+                    # A stream went away: an adopted one deleted by another worker once
+                    # empty, or our own if we were taken for dead. Start afresh.
+                    with self._lock:
+                        self._adopted.clear()
+                    with contextlib.suppress(TransportError):  # retried on the next error
+                        self._register()
+                else:
+                    logger.warning("worker %s: %s; retrying", self.name, exc)
+                    time.sleep(0.5)
+                continue
+            failing_since = None
+            self._accept(deliveries)
+
+    def _accept(self, deliveries: Iterable[Delivery]) -> None:
+        """Hold the entries and hand them to the runner (partition entries in order)."""
+        start: list[Delivery] = []
+        with self._lock:
+            for delivery in deliveries:
+                held = self._held.setdefault(delivery.stream, {})
+                if delivery.entry_id in held:
+                    continue  # already ours (claimed back): it runs once here
+                held[delivery.entry_id] = delivery
+                self._held_count += 1
+                if delivery.stream.startswith(self._partition_prefix):
+                    lane = self._lanes.get(delivery.stream)
+                    if lane:  # its predecessor still runs: wait behind it
+                        lane.append(delivery)
+                        continue
+                    self._lanes[delivery.stream] = deque([delivery])
+                start.append(delivery)
+        submit = self._runner.submit
+        for delivery in start:
+            submit(self._task(delivery))
+
+    @property
+    def _partition_prefix(self) -> str:
+        return self.keys.partition(0)[:-1]
+
+    def _task(self, delivery: Delivery) -> Callable[[], None]:
+        return lambda: self._process(delivery)
+
+    # -- running one entry (runner threads) ------------------------------------------
+
+    def _process(self, delivery: Delivery) -> None:
+        try:
+            self._run_one(delivery)
+        finally:
+            self._next_in_lane(delivery)
+
+    def _run_one(self, delivery: Delivery) -> None:
+        if delivery.payload is None:
+            self._dead_letter(delivery, "not a job entry: no job field", None)
+            return
+        try:
+            job = decode_job(delivery.payload)
+        except ValueError as exc:
+            self._dead_letter(delivery, str(exc), None)
+            return
+        if delivery.attempts > self._max_attempts:
+            error = WorkerLost(
+                f"job {job.name!r} was delivered {delivery.attempts} times and its worker "
+                f"died each time (max_attempts={self._max_attempts})"
+            )
+            self._dead_letter(delivery, str(error), (job.reply_to, job.job_id, error))
+            return
+        chunk = job.name == CHUNK_JOB
+        try:
+            if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
+                raise KeyError("a chunk entry needs [job name, [arguments, ...]]")
+            fn = self._registry.get(job.args[0] if chunk else job.name)
+        except KeyError as exc:
+            unknown = LookupError(str(exc.args[0]))
+            self._dead_letter(delivery, str(unknown), (job.reply_to, job.job_id, unknown))
+            return
+        value: Any
+        if chunk:
+            value, failed = _run_chunk(fn, job.args[1])
+            ok = True
+            counts = (len(job.args[1]) - failed, failed)
+        else:
+            try:
+                value = fn(*job.args, **job.kwargs)
+                ok, counts = True, (1, 0)
+            except Exception as exc:  # a job's failure is its outcome, never the worker's
+                value, ok, counts = exc, False, (0, 1)
+        outcome = encode_outcome(job.job_id, ok, value, self.name, delivery.attempts)
+        self._done.put((delivery, job.reply_to, outcome, counts))
+
+    def _dead_letter(
+        self, delivery: Delivery, error: str, reply: tuple[str, int, BaseException] | None
+    ) -> None:
+        logger.warning(
+            "worker %s: entry %s of %s dead-lettered: %s",
+            *(self.name, delivery.entry_id, delivery.stream, error),
+        )
+        try:
+            if reply is not None:
+                reply_to, job_id, exc = reply
+                outcome = encode_outcome(job_id, False, exc, self.name, delivery.attempts)
+                self._transport.ack([], [(reply_to, outcome)])
+            self._transport.nack(delivery, error)
+        except TransportError:
+            # Left pending: it is claimed again later and lands here once more.
+            logger.error("worker %s: could not dead-letter an entry", self.name, exc_info=True)
+        with self._lock:
+            self._dead += 1
+        self._release_held([delivery])
+
+    def _next_in_lane(self, delivery: Delivery) -> None:
+        lane = self._lanes.get(delivery.stream)
+        if lane is None:
+            return
+        with self._lock:
+            lane.popleft()
+            following = lane[0] if lane else None
+            if following is None:
+                del self._lanes[delivery.stream]
+        if following is not None:
+            self._runner.submit(self._task(following))
+
+    def _release_held(self, deliveries: Iterable[Delivery]) -> None:
+        with self._room:
+            for delivery in deliveries:
+                held = self._held.get(delivery.stream)
+                if held is not None and held.pop(delivery.entry_id, None) is not None:
+                    self._held_count -= 1
+            self._room.notify_all()
+
+    # -- acknowledging (acker thread) -----------------------------------------------
+
+    def _ack_loop(self) -> None:
+        finished = False
+        while not finished:
+            first = self._done.get()
+            if first is None:
+                break
+            batch = [first]
+            for linger in (False, True):
+                if linger:
+                    with self._lock:
+                        # Never while the fetcher waits for room we would free.
+                        fetcher_waits = self._prefetch - self._held_count < self._refill
+                    if finished or fetcher_waits or len(batch) >= _ACK_LINGER_BELOW:
+                        break
+                    # A few outcomes at a time cost a transaction each: wait a
+                    # moment for more (io jobs finish one by one).
+                    time.sleep(_ACK_LINGER)
+                while len(batch) < _ACK_BATCH:
+                    try:
+                        item = self._done.get_nowait()
+                    except Empty:
+                        break
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+            deliveries = [item[0] for item in batch]
+            replies = [(item[1], item[2]) for item in batch]
+            failing_since = time.monotonic()
+            while True:
+                try:
+                    self._transport.ack(deliveries, replies)
+                    break
+                except TransportError:
+                    if time.monotonic() - failing_since > _GIVE_UP_AFTER:
+                        # Unacknowledged, the entries stay pending in Redis: another
+                        # worker claims and runs them again. Nothing is lost.
+                        logger.critical(
+                            "worker %s: could not store %d outcomes; they will run again",
+                            *(self.name, len(batch)),
+                            exc_info=True,
+                        )
+                        break
+                    # Keep the outcomes: the entries stay ours (touched) until stored.
+                    logger.error("worker %s: acknowledging failed; retrying", self.name)
+                    time.sleep(0.5)
+            self._succeeded += sum(item[3][0] for item in batch)
+            self._failed += sum(item[3][1] for item in batch)
+            self._release_held(deliveries)
+
+    # -- heartbeats, claims, leases (heartbeat thread) --------------------------------
+
+    def _beat_loop(self) -> None:
+        while not self._beat_stop.wait(self._heartbeat * random.uniform(0.8, 1.0)):
+            try:
+                self._beat()
+            except TransportError:
+                logger.warning("worker %s: heartbeat failed", self.name, exc_info=True)
+            except Exception:
+                logger.critical("worker %s: heartbeat crashed", self.name, exc_info=True)
+
+    def _beat(self) -> None:
+        t = self._transport
+        client = t.client
+        now = time.time()
+        draining = self._stopping.is_set()
+        with translate_errors("sending a heartbeat"):
+            pipe = client.pipeline(transaction=False)
+            pipe.zadd(self.keys.workers, {self.name: now})
+            if draining:
+                pipe.sadd(self.keys.draining, self.name)
+            pipe.zrangebyscore(self.keys.workers, now - self._dead_after, "+inf")
+            pipe.zrangebyscore(self.keys.workers, "-inf", f"({now - self._dead_after}")
+            pipe.smembers(self.keys.draining)
+            pipe.smembers(self.keys.worker_streams)
+            _, *rest = pipe.execute()
+        if draining:
+            rest = rest[1:]
+        live_raw, dead_raw, draining_raw, streams_raw = rest
+        live = {_s(w) for w in live_raw}
+        dead = {_s(w) for w in dead_raw}
+        with self._lock:
+            held = {s: list(ids) for s, ids in self._held.items() if ids}
+        t.touch(held)  # our entries are not idle, whoever looks
+        self._renew_leases()
+        if draining:
+            self._release_leases(all_of_them=True)
+            return
+        for worker in dead:
+            self._reap(worker)
+        self._adopt({_s(s) for s in streams_raw}, live)
+        self._claim_idle()
+        active = len(live - {_s(w) for w in draining_raw}) or 1
+        self._balance_leases(math.ceil(self._partitions / active))
+
+    def _reap(self, worker: str) -> None:
+        """Claim everything a dead worker held, then forget it."""
+        t = self._transport
+        streams = [
+            self.keys.pull,
+            *(self.keys.partition(i) for i in range(self._partitions)),
+            *self._known_worker_streams(),
+        ]
+        total = 0
+        for stream in streams:
+            claimed = t.claim_from(stream, worker, self._dead_after)
+            total += len(claimed)
+            self._take_claimed(claimed)
+        left = 0
+        for stream in streams:
+            if not t.delete_consumer(stream, worker):
+                left += 1
+        if left == 0:
+            with translate_errors("forgetting a dead worker"):
+                t.client.zrem(self.keys.workers, worker)
+        if total:
+            logger.warning(
+                "worker %s: claimed %d entries of dead worker %s", self.name, total, worker
+            )
+
+    def _known_worker_streams(self) -> list[str]:
+        with translate_errors("listing worker streams"):
+            return [_s(s) for s in self._transport.client.smembers(self.keys.worker_streams)]
+
+    def _adopt(self, streams: set[str], live: set[str]) -> None:
+        """Read the streams of departed workers until they are empty, then delete them."""
+        prefix = self.keys.worker_stream("")
+        for stream in streams:
+            owner = stream[len(prefix) :]
+            if owner in live or stream == self._own:
+                continue
+            with self._lock:
+                busy = bool(self._held.get(stream))
+            if not busy and self._transport.delete_stream_if_empty(stream):
+                with self._lock:
+                    self._adopted.discard(stream)
+                continue
+            if stream not in self._adopted:
+                self._transport.ensure_group(stream)
+                with self._lock:
+                    self._adopted.add(stream)
+
+    def _claim_idle(self) -> None:
+        with self._lock:
+            streams = [self._own, self.keys.pull, *self._adopted, *self._leases]
+        for stream in streams:
+            self._take_claimed(self._transport.claim_idle(stream, self._visibility))
+
+    def _take_claimed(self, claimed: list[Delivery]) -> None:
+        if claimed:
+            self._claimed += len(claimed)
+            self._accept(claimed)
+
+    def _renew_leases(self) -> None:
+        ttl_ms = int(self._dead_after * 1000)
+        with self._lock:
+            leases = list(self._leases)
+        for stream in leases:
+            with translate_errors("renewing a partition lease"):
+                kept = self._renew(keys=[stream_lease(self, stream)], args=[self.name, ttl_ms])
+            if not kept:
+                with self._lock:
+                    self._leases.discard(stream)
+                    self._releasing.discard(stream)
+
+    def _balance_leases(self, share: int) -> None:
+        with self._lock:
+            held = len(self._leases - self._releasing)
+        if held > share:
+            with self._lock:
+                extra = sorted(self._leases - self._releasing)[: held - share]
+                self._releasing.update(extra)
+        elif held < share:
+            self._acquire_leases(share - held)
+        self._release_leases(all_of_them=False)
+
+    def _acquire_leases(self, wanted: int) -> None:
+        t = self._transport
+        ttl_ms = int(self._dead_after * 1000)
+        order = list(range(self._partitions))
+        random.shuffle(order)
+        for index in order:
+            if wanted == 0:
+                return
+            stream = self.keys.partition(index)
+            if stream in self._leases:
+                continue
+            with translate_errors("taking a partition lease"):
+                taken = t.client.set(self.keys.lease(index), self.name, nx=True, px=ttl_ms)
+            if not taken:
+                continue
+            t.ensure_group(stream)
+            # The previous holder died or left: what it held runs first, in order.
+            self._take_claimed(t.claim_idle(stream, 0))
+            with self._lock:
+                self._leases.add(stream)
+            wanted -= 1
+
+    def _release_leases(self, all_of_them: bool) -> None:
+        with self._lock:
+            if all_of_them:
+                self._releasing |= self._leases
+            idle = [s for s in self._releasing if not self._held.get(s)]
+        for stream in idle:
+            with translate_errors("releasing a partition lease"):
+                self._release(keys=[stream_lease(self, stream)], args=[self.name])
+            with self._lock:
+                self._leases.discard(stream)
+                self._releasing.discard(stream)
+
+
+def _run_chunk(fn: Callable[..., Any], calls: list[Any]) -> tuple[list[list[Any]], int]:
+    """Run ``fn`` on each argument list; ``[[ok, value or error], ...]`` and the failures."""
+    results: list[list[Any]] = []
+    failed = 0
+    for args in calls:
+        try:
+            results.append([True, fn(*args)])
+        except Exception as exc:  # one job's failure is its own outcome
+            results.append([False, error_info(exc)])
+            failed += 1
+    return results, failed
+
+
+def stream_lease(worker: RedisWorker, stream: str) -> str:
+    """The lease key of a partition stream."""
+    return worker.keys.lease(int(stream.rsplit(":", 1)[1]))
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def run_worker(
+    url: str,
+    queue: str,
+    *,
+    imports: Iterable[str] = (),
+    concurrency: int = 1,
+    executor: str = "thread",
+    **options: object,
+) -> WorkerReport:
+    """Import the job modules, then run a worker until SIGTERM or SIGINT.
+
+    A signal stops it gracefully: it reads no more, finishes and acknowledges
+    what it holds, and returns.
+
+    Raises:
+        ImportError: a module in ``imports`` cannot be imported.
+        ValueError: a bad argument.
+        TransportError: Redis failed (TransportUnavailable if it cannot be reached).
+    """
+    import importlib
+    import signal
+
+    for module in imports:
+        importlib.import_module(module)
+    worker = RedisWorker(
+        url,
+        queue,
+        concurrency=concurrency,
+        executor=executor,
+        **options,  # type: ignore[arg-type]
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("worker %s: signal %d, draining", worker.name, signum)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return worker.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,414 @@
+"""The Redis Streams transport: consumer groups, at-least-once delivery.
+
+    dispatcher ──XADD (pipelined)──▶ stream ──XREADGROUP COUNT n──▶ worker
+         ▲                                                          │
+         └──XREAD── results stream ◀── XADD outcome, XACK, XDEL ────┘  (one MULTI)
+
+An entry stays pending in the group until its outcome is stored: the outcome,
+the XACK and the XDEL go in one transaction, so a worker that dies before it
+leaves its entries pending, for a live worker to claim (issue 6).
+
+redis-py is loaded when this module is imported; the core never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from dispatchkit.errors import TransportError, TransportUnavailable
+
+from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
+from .base import Delivery
+
+try:
+    import redis
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise TransportUnavailable(
+        "the Redis transport needs redis-py: install dispatchkit[redis]"
+    ) from exc
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+__all__ = ["RedisTransport", "translate_errors"]
+
+#: Field of a job entry holding the encoded job.
+JOB_FIELD: Final = b"j"
+#: Field of a requeued entry holding the deliveries it had before.
+ATTEMPTS_FIELD: Final = b"a"
+#: Field of an outcome entry.
+OUTCOME_FIELD: Final = b"r"
+
+#: Seconds a results stream outlives its last outcome (its dispatcher may have died).
+RESULTS_TTL: Final = 24 * 3600
+
+#: Entries one XAUTOCLAIM call looks at.
+_CLAIM_BATCH: Final = 256
+
+# Deletes a worker stream only if it is empty, atomically: a dispatcher may be
+# adding to it at the same moment, and an entry added must not be lost.
+_DELETE_IF_EMPTY: Final = """
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Raise redis-py's errors as :class:`TransportError` subclasses.
+
+    Raises:
+        TransportUnavailable: the server cannot be reached.
+        TransportError: any other Redis error.
+    """
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise TransportUnavailable(f"Redis unreachable while {what}: {exc}") from exc
+    except redis.RedisError as exc:
+        raise TransportError(f"Redis error while {what}: {exc}") from exc
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisTransport:
+    """One connection pool to one Redis server, for one queue.
+
+    Args:
+        url: ``redis://HOST:PORT/DB``.
+        queue: the queue's name; every key of it starts with ``namespace:queue``.
+        namespace: the first part of every key.
+        consumer: this worker's name in the consumer groups (workers only).
+
+    Raises:
+        ValueError: a malformed URL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        consumer: str = "",
+    ) -> None:
+        try:
+            self.client: redis.Redis = redis.Redis.from_url(
+                url, socket_keepalive=True, health_check_interval=30
+            )
+        except ValueError as exc:
+            raise ValueError(f"not a Redis URL: {url!r} ({exc})") from None
+        self.url = url
+        self.keys = Keys(namespace, queue)
+        self.consumer = consumer
+        self._delete_if_empty = self.client.register_script(_DELETE_IF_EMPTY)
+        self._worker_prefix = self.keys.worker_stream("")
+
+    def ping(self) -> None:
+        """Check that the server answers.
+
+        Raises:
+            TransportUnavailable: it does not.
+        """
+        with translate_errors(f"connecting to {self.url}"):
+            self.client.ping()
+
+    # -- the Transport protocol ------------------------------------------------
+
+    def put(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Append job entries in one pipelined round trip.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        worker_streams: set[str] = set()
+        pipe = self.client.pipeline(transaction=False)
+        for stream, payload in entries:
+            pipe.xadd(stream, {JOB_FIELD: payload})
+            if stream.startswith(self._worker_prefix):
+                worker_streams.add(stream)
+        if worker_streams:
+            # Recorded so that a stream whose worker left is found and adopted.
+            pipe.sadd(self.keys.worker_streams, *worker_streams)
+        with translate_errors("publishing jobs"):
+            pipe.execute()
+
+    def fetch(self, streams: Sequence[str], count: int, block: float) -> list[Delivery]:
+        """Read up to ``count`` new entries of ``streams`` for this consumer.
+
+        Raises:
+            TransportError: Redis failed (a missing group included).
+        """
+        if not streams:
+            return []
+        with translate_errors("reading jobs"):
+            reply: Any = self.client.xreadgroup(
+                GROUP,
+                self.consumer,
+                dict.fromkeys(streams, ">"),
+                count=count,
+                block=max(1, int(block * 1000)),
+            )
+        deliveries: list[Delivery] = []
+        for stream, entries in reply or ():
+            name = _s(stream)
+            for entry_id, fields in entries:
+                deliveries.append(_delivery(name, entry_id, fields, 1))
+        return deliveries
+
+    def ack(self, deliveries: Sequence[Delivery], replies: Sequence[tuple[str, bytes]]) -> None:
+        """Store outcomes, then XACK and XDEL the entries, in one transaction.
+
+        Raises:
+            TransportError: Redis failed; nothing was acknowledged.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        for stream, payload in replies:
+            pipe.xadd(stream, {OUTCOME_FIELD: payload})
+        for stream in {stream for stream, _ in replies}:
+            # A dispatcher deletes its results stream on shutdown; one that died cannot.
+            pipe.expire(stream, RESULTS_TTL)
+        self._ack_into(pipe, deliveries)
+        with translate_errors("acknowledging jobs"):
+            pipe.execute()
+
+    def nack(self, delivery: Delivery, error: str) -> None:
+        """Move an entry to the dead-letter stream with its error, and acknowledge it.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.dead_letter,
+            {
+                b"stream": delivery.stream,
+                b"id": delivery.entry_id,
+                b"attempts": delivery.attempts,
+                b"error": error,
+                b"payload": delivery.payload if delivery.payload is not None else b"",
+            },
+        )
+        self._ack_into(pipe, [delivery])
+        with translate_errors("dead-lettering a job"):
+            pipe.execute()
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Add the entries again at the end of their streams, keeping their attempt counts.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        for delivery in deliveries:
+            fields: dict[bytes, bytes | int] = {ATTEMPTS_FIELD: delivery.attempts}
+            if delivery.payload is not None:
+                fields[JOB_FIELD] = delivery.payload
+            pipe.xadd(delivery.stream, fields)  # type: ignore[arg-type]
+        self._ack_into(pipe, deliveries)
+        with translate_errors("requeueing jobs"):
+            pipe.execute()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- consumer groups, claims and workers -----------------------------------
+
+    def ensure_group(self, stream: str) -> None:
+        """Create the consumer group of ``stream`` (and the stream), reading from the start.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("creating a consumer group"):
+            try:
+                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def touch(self, held: dict[str, list[Any]]) -> None:
+        """Reset the idle time of entries this worker holds, so no one claims them.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        if not held:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for stream, ids in held.items():
+            if ids:
+                pipe.xclaim(stream, GROUP, self.consumer, 0, ids, justid=True)
+        with translate_errors("refreshing held jobs"):
+            pipe.execute()
+
+    def claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
+        """Take over entries of ``stream`` idle for ``min_idle`` seconds (XAUTOCLAIM).
+
+        A stream that does not exist (or has no group yet) holds nothing to claim.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        try:
+            return self._claim_idle(stream, min_idle)
+        except TransportError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+
+    def _claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
+        claimed: list[Delivery] = []
+        cursor: bytes | str = "0-0"
+        with translate_errors("claiming idle jobs"):
+            while True:
+                reply = self.client.xautoclaim(
+                    stream, GROUP, self.consumer, int(min_idle * 1000), cursor, count=_CLAIM_BATCH
+                )
+                cursor, entries = reply[0], reply[1]
+                claimed.extend(
+                    _delivery(stream, entry_id, fields, 0)
+                    for entry_id, fields in entries
+                    if fields is not None
+                )
+                if _s(cursor) == "0-0" or len(claimed) >= _CLAIM_BATCH:
+                    break
+            return self._with_attempts(stream, claimed)
+
+    def claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
+        """Take over the pending entries of one (dead) consumer of ``stream``.
+
+        A stream that does not exist (or has no group yet) holds nothing to claim.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        try:
+            return self._claim_from(stream, consumer, min_idle)
+        except TransportError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+
+    def _claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
+        with translate_errors("claiming a dead worker's jobs"):
+            pending: Any = self.client.xpending_range(
+                stream, GROUP, "-", "+", _CLAIM_BATCH, consumername=consumer
+            )
+            ids: list[Any] = [p["message_id"] for p in pending]
+            if not ids:
+                return []
+            entries: Any = self.client.xclaim(
+                stream, GROUP, self.consumer, int(min_idle * 1000), ids
+            )
+            claimed = [
+                _delivery(stream, entry_id, fields, 0)
+                for entry_id, fields in entries
+                if fields is not None
+            ]
+            return self._with_attempts(stream, claimed)
+
+    def consumers(self, stream: str) -> dict[str, int]:
+        """The consumers of ``stream``'s group and how many entries each holds.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("listing consumers"):
+            try:
+                info = self.client.xinfo_consumers(stream, GROUP)
+            except redis.ResponseError:  # no such stream or group
+                return {}
+        return {_s(c["name"]): int(c["pending"]) for c in info}
+
+    def delete_consumer(self, stream: str, consumer: str) -> bool:
+        """Delete a consumer, but never one that still holds entries.
+
+        Returns True if it was deleted.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        consumers = self.consumers(stream)
+        if consumer not in consumers:
+            return True  # no such consumer (or stream): nothing to delete
+        if consumers[consumer] != 0:
+            return False
+        # The stream may have gone away meanwhile: then so has the consumer.
+        with translate_errors("deleting a consumer"), contextlib.suppress(redis.ResponseError):
+            self.client.xgroup_delconsumer(stream, GROUP, consumer)
+        return True
+
+    def delete_stream_if_empty(self, stream: str) -> bool:
+        """Delete a worker stream if it holds no entry (atomically).
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("deleting a stream"):
+            return bool(self._delete_if_empty(keys=[stream, self.keys.worker_streams]))
+
+    # -- internals ---------------------------------------------------------------
+
+    @staticmethod
+    def _ack_into(pipe: Pipeline, deliveries: Sequence[Delivery]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            # Acknowledged entries are deleted, so a stream holds only what is
+            # still to do: its length is its backlog, and it never grows unbounded.
+            pipe.xdel(stream, *ids)
+
+    def _with_attempts(self, stream: str, claimed: list[Delivery]) -> list[Delivery]:
+        """Fill in the delivery counts of claimed entries (XPENDING): they are the attempts."""
+        if not claimed:
+            return claimed
+        counts: dict[str, int] = {}
+        ids = [d.entry_id for d in claimed]
+        pending: Any = self.client.xpending_range(
+            stream,
+            GROUP,
+            min(ids, key=_id_key),
+            max(ids, key=_id_key),
+            len(ids) * 2,
+            consumername=self.consumer,
+        )
+        for row in pending:
+            counts[_s(row["message_id"])] = int(row["times_delivered"])
+        return [
+            Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
+            for d in claimed
+        ]
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _delivery(stream: str, entry_id: Any, fields: Any, attempts: int) -> Delivery:
+    """A Delivery from a raw entry; ``attempts`` is added to any count the entry carries."""
+    payload = fields.get(JOB_FIELD) if isinstance(fields, dict) else None
+    before = fields.get(ATTEMPTS_FIELD) if isinstance(fields, dict) else None
+    with contextlib.suppress(ValueError, TypeError):
+        attempts += int(before) if before is not None else 0
+    return Delivery(stream, _s(entry_id), attempts, payload)
+
+
+def default_consumer_name() -> str:
+    """A worker name unique across hosts: ``host-pid-random``."""
+    import os
+    import secrets
+
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

@@ -1,0 +1,241 @@
+"""Dispatchers and workers over a real Redis server, workers in real processes (issue 6)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import redis_test_jobs as jobs
+from dispatchkit import Job, JobHandle, WorkerLost
+from dispatchkit.errors import ClosedError, RemoteJobError
+from dispatchkit.remote import RedisDispatcher
+from redis_support import (
+    QUEUE,
+    Workers,
+    client,
+    dead_letters,
+    namespace,
+    redis_url,
+    runs,
+    wait_for,
+    workers,
+)
+
+__all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+
+def dispatcher(url: str, namespace: str, strategy: str = "pull", **kw: object) -> RedisDispatcher:
+    return RedisDispatcher(url, QUEUE, namespace=namespace, strategy=strategy, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["pull", "round_robin", "batch", "key"])
+def test_every_strategy_spreads_jobs_over_worker_processes(
+    strategy: str, workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    procs = workers.start_many(3)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace, strategy, block=10) as d:
+        handles = [d.submit_job(Job(jobs.record, (log, i, 0.002), key=i % 5)) for i in range(240)]
+        assert [h.result(timeout=30) for h in handles] == list(range(240))
+    started = runs(client, log)
+    assert sorted(v for v, _ in started) == list(range(240))  # each ran once
+    pids = {pid for _, pid in started}
+    if strategy == "key":
+        for key in range(5):  # one key's jobs ran in submission order
+            order = [v for v, _ in started if v % 5 == key]
+            assert order == sorted(order)
+    else:
+        assert pids == {p.pid for p in procs}  # every worker process took a share
+
+
+def test_a_remote_failure_raises_with_the_remote_traceback(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    workers.start()
+    with dispatcher(redis_url, namespace) as d:
+        handle = d.submit(jobs.fail, "boom")
+        with pytest.raises(RemoteJobError, match="ValueError: boom") as info:
+            handle.result(timeout=20)
+        assert info.value.type_name == "ValueError"
+        assert "raise ValueError(message)" in str(info.value.__cause__)
+        assert d.submit(jobs.echo, [1, "two"]).result(timeout=20) == [1, "two"]
+
+
+def test_submit_checks_names_and_arguments_before_publishing(
+    redis_url: str, namespace: str
+) -> None:
+    d = dispatcher(redis_url, namespace)
+    with pytest.raises(ValueError, match="not a registered job"):
+        d.submit(print, 1)
+    with pytest.raises(TypeError, match="cannot be sent"):
+        d.submit(jobs.echo, object())
+    d.shutdown()
+    with pytest.raises(ClosedError):
+        d.submit(jobs.echo, 1)
+
+
+def test_kill_9_mid_job_loses_nothing(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    victim = workers.start(concurrency=2)
+    others = workers.start_many(2)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace) as d:
+        handles = [d.submit(jobs.record, log, i, 0.05) for i in range(120)]
+        wait_for(lambda: any(pid == victim.pid for _, pid in runs(client, log)), 20)
+        victim.kill()
+        assert victim.wait(10) == -signal.SIGKILL  # an abnormal death is non-zero
+        assert sorted(h.result(timeout=40) for h in handles) == list(range(120))
+    started = runs(client, log)
+    counts = Counter(v for v, _ in started)
+    assert set(counts) == set(range(120))  # nothing lost
+    twice = {v for v, n in counts.items() if n > 1}
+    by_victim = {v for v, pid in started if pid == victim.pid}
+    # Only jobs the victim had started (in flight when it died) ran again, by the others.
+    assert twice <= by_victim
+    assert all(n == 2 for v, n in counts.items() if v in twice)
+    assert all(p.poll() is None for p in others)
+
+
+def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_worker_lost(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    victim = workers.start(concurrency=1)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace) as d:
+        handle = d.submit(jobs.record, log, 7, 30.0)
+        wait_for(lambda: bool(runs(client, log)), 20)
+        victim.kill()
+        victim.wait(10)
+        workers.start("--max-attempts", "1")
+        with pytest.raises(WorkerLost, match="delivered 2 times"):
+            handle.result(timeout=30)
+    dead = dead_letters(client, namespace)
+    assert len(dead) == 1
+    assert b"delivered 2 times" in dead[0][b"error"]
+
+
+def test_garbage_entries_go_to_the_dead_letter_stream_and_the_worker_goes_on(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    proc = workers.start()
+    stream = f"{namespace}:{QUEUE}:pull"
+    client.xadd(stream, {b"x": b"no job field"})
+    client.xadd(stream, {b"j": b"\xc1 not msgpack"})
+    with dispatcher(redis_url, namespace) as d:
+        unknown: JobHandle[int] = d.submit("t.no_such_job", 1)
+        with pytest.raises(RemoteJobError, match="no job is registered"):
+            unknown.result(timeout=20)
+        assert d.submit(jobs.echo, "still working").result(timeout=20) == "still working"
+    errors = sorted(fields[b"error"].decode() for fields in dead_letters(client, namespace))
+    assert len(errors) == 3
+    assert any("no job field" in e for e in errors)
+    assert any("not a job entry" in e and "no job field" not in e for e in errors)
+    assert any("no job is registered" in e for e in errors)
+    assert proc.poll() is None
+
+
+def test_sigterm_drains_in_flight_jobs_and_hands_over_the_rest(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    # --prefetch 1: the leaving worker holds one entry, so most of its stream is handed over.
+    leaving = workers.start("--prefetch", "1", concurrency=1)
+    staying = workers.start(concurrency=2)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace, "round_robin") as d:
+        handles = [d.submit(jobs.record, log, i, 0.1) for i in range(20)]
+        wait_for(lambda: any(pid == leaving.pid for _, pid in runs(client, log)), 20)
+        leaving.send_signal(signal.SIGTERM)
+        out, _ = leaving.communicate(timeout=20)
+        assert leaving.returncode == 0, out
+        assert "stopped" in out
+        assert sorted(h.result(timeout=30) for h in handles) == list(range(20))
+    counts = Counter(v for v, _ in runs(client, log))
+    assert counts == Counter(range(20))  # a clean stop runs nothing twice
+    by_pid = Counter(pid for _, pid in runs(client, log))
+    assert by_pid[staying.pid] > 10  # it took over the leaving worker's stream
+    registered = client.zrange(f"{namespace}:{QUEUE}:workers", 0, -1)
+    assert not [w for w in registered if f"-{leaving.pid}-".encode() in w]  # it unregistered
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dispatchkit", "worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ},
+    )
+
+
+def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
+    result = _cli("--redis", redis_url, "--executor", "process")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "executor 'process' is not available" in result.stderr
+    result = _cli("--redis", redis_url, "--import", "no_such_module_here")
+    assert result.returncode == 2
+    assert "no_such_module_here" in result.stderr
+    result = _cli("--redis", "redis://127.0.0.1:1/0")
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_chunked_map_returns_every_result_in_order_and_raises_the_first_error(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    workers.start_many(2)
+    with dispatcher(redis_url, namespace) as d:
+        assert list(d.map(jobs.echo, range(5000), chunk=100)) == list(range(5000))
+        results = d.map(jobs.fail, ["first", "second"], chunk=2)
+        with pytest.raises(RemoteJobError, match="ValueError: first"):
+            next(results)
+    with dispatcher(redis_url, namespace, "key") as d, pytest.raises(ValueError, match="chunk"):
+        next(d.map(jobs.echo, range(10), chunk=5))
+
+
+def test_key_order_holds_while_a_worker_leaves_and_its_partitions_move(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    leaving, _staying = workers.start_many(2)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace, "key") as d:
+        handles = [d.submit_job(Job(jobs.record, (log, i, 0.01), key=i % 8)) for i in range(200)]
+        wait_for(lambda: any(pid == leaving.pid for _, pid in runs(client, log)), 20)
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(20) == 0
+        assert sorted(h.result(timeout=40) for h in handles) == list(range(200))
+    started = runs(client, log)
+    assert sorted(v for v, _ in started) == list(range(200))  # each ran once
+    for key in range(8):
+        order = [v for v, _ in started if v % 8 == key]
+        assert order == sorted(order), f"key {key} ran out of order"
+
+
+def test_a_draining_worker_keeps_its_heartbeat_until_its_last_job_is_done(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    proc = workers.start(concurrency=1)
+    log = f"{namespace}:log"
+    registry = f"{namespace}:{QUEUE}:workers"
+    with dispatcher(redis_url, namespace) as d:
+        handle = d.submit(jobs.record, log, 1, 2.0)
+        wait_for(lambda: bool(runs(client, log)), 20)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: bool(client.smembers(f"{namespace}:{QUEUE}:draining")), 10)
+        (name, first), *_ = client.zrange(registry, 0, -1, withscores=True)
+        wait_for(lambda: (client.zscore(registry, name) or 0) > first, 10)  # still beating
+        assert proc.poll() is None  # still running its job
+        assert handle.result(timeout=20) == 1
+    assert proc.wait(20) == 0
+    assert client.zscore(registry, name) is None  # unregistered once done

@@ -1,0 +1,69 @@
+"""The Redis transport alone: put, fetch, ack, nack, requeue against a real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dispatchkit import JobHandle
+from dispatchkit.errors import TransportUnavailable
+from dispatchkit.remote import RedisDispatcher
+from dispatchkit.transports.redis import RedisTransport
+from redis_support import client, namespace, redis_url
+
+__all__ = ["client", "namespace", "redis_url"]  # fixtures, imported for pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
+
+
+def test_put_fetch_ack_nack_requeue_keep_every_entry_accounted_for(
+    redis_url: str, namespace: str, client: Any
+) -> None:
+    t = RedisTransport(redis_url, queue="q", namespace=namespace, consumer="c1")
+    stream = t.keys.pull
+    t.ensure_group(stream)
+    t.put([(stream, f"job{i}".encode()) for i in range(5)])
+    got = t.fetch([stream], count=10, block=0.1)
+    assert [d.payload for d in got] == [f"job{i}".encode() for i in range(5)]
+    assert all(d.attempts == 1 for d in got)
+    assert t.fetch([stream], count=10, block=0.01) == []  # nothing new
+
+    t.ack(got[:2], [(f"{namespace}:out", b"outcome")])
+    t.nack(got[2], "broken")
+    t.requeue(got[3:])
+    assert client.xlen(f"{namespace}:out") == 1
+    dead = client.xrange(t.keys.dead_letter)
+    assert [(f[b"payload"], f[b"error"]) for _, f in dead] == [(b"job2", b"broken")]
+    again = t.fetch([stream], count=10, block=0.1)
+    # Requeued entries come back once more, their attempts kept.
+    assert [(d.payload, d.attempts) for d in again] == [(b"job3", 2), (b"job4", 2)]
+    assert t.consumers(stream) == {"c1": 2}
+    assert not t.delete_consumer(stream, "c1")  # it holds entries: never deleted
+
+    other = RedisTransport(redis_url, queue="q", namespace=namespace, consumer="c2")
+    claimed = other.claim_from(stream, "c1", 0)
+    assert [(d.payload, d.attempts) for d in claimed] == [(b"job3", 3), (b"job4", 3)]
+    other.ack(claimed, [])
+    assert t.delete_consumer(stream, "c1")
+    assert client.xlen(stream) == 0  # acknowledged entries are gone
+    t.close()
+    other.close()
+
+
+def test_an_unreachable_server_is_one_clear_error() -> None:
+    with pytest.raises(TransportUnavailable, match="unreachable"):
+        RedisDispatcher("redis://127.0.0.1:1/0", "q")
+
+
+def test_round_robin_without_any_worker_fails_the_jobs_after_worker_wait(
+    redis_url: str, namespace: str
+) -> None:
+    d = RedisDispatcher(
+        redis_url, "q", namespace=namespace, strategy="round_robin", worker_wait=0.3
+    )
+    handle: JobHandle[int] = d.submit("t.echo", 1)
+    with pytest.raises(LookupError, match="no worker registered"):
+        handle.result(timeout=10)
+    assert d.stats().failed == 1
+    d.shutdown()
