@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import redis_test_jobs as jobs
 from dispatchkit import Job, JobHandle, WorkerLost
 from dispatchkit.errors import ClosedError, RemoteJobError
 from dispatchkit.remote import RedisDispatcher
-from redis_support import (
+from tests import redis_test_jobs as jobs
+from tests.redis_support import (
     QUEUE,
     Workers,
     client,

@@ -10,7 +10,7 @@ from dispatchkit import JobHandle
 from dispatchkit.errors import TransportUnavailable
 from dispatchkit.remote import RedisDispatcher
 from dispatchkit.transports.redis import RedisTransport
-from redis_support import client, namespace, redis_url
+from tests.redis_support import client, namespace, redis_url
 
 __all__ = ["client", "namespace", "redis_url"]  # fixtures, imported for pytest
 

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
-from dispatchkit.job import _FAILED, _SUCCEEDED, Job, JobHandle
+from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
 from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
 from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
@@ -300,18 +300,14 @@ class RedisDispatcher:
         if handle is None:
             self.duplicates += 1  # at-least-once: the job ran again after a worker died
             return
-        handle._attempts = attempts  # type: ignore[attr-defined]
-        handle._result = value
-        handle._finished_at = perf_counter()
-        handle._fn = handle._args = handle._kwargs = None  # type: ignore[assignment]
-        handle._state = _SUCCEEDED if ok else _FAILED
         if ok:
             self.succeeded += 1
         else:
             self.failed += 1
         self._slots.release()
-        if handle._hooks is not None:
-            handle._fire_hooks()
+        # The remote worker is known by name, not index: no worker, no start time.
+        status = JobStatus.SUCCEEDED if ok else JobStatus.FAILED
+        handle._complete(-1, status, value, None, perf_counter(), attempts)
 
     def stats(self) -> RemoteStats:
         """Counts so far. After :meth:`join`, published = succeeded + failed."""
