@@ -1,0 +1,122 @@
+"""Which configuration is fastest per workload, and whether the margin is real.
+
+A winner is *clear* when its slowest repeat still beat the runner-up's
+fastest repeat: the ranges of the repeats do not overlap. Otherwise the
+verdict is "no clear winner", whatever the medians say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .runner import BenchResults, ConfigResult
+
+__all__ = ["Verdict", "judge", "recommend", "verdicts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The fastest configuration of one workload and its margin.
+
+    Attributes:
+        workload: the workload's name.
+        best: the configuration with the highest median throughput.
+        runner_up: the next one (None if only one was measured).
+        margin: how much higher the best's median throughput is, as a
+            fraction (0.25 is 25% more jobs per second); None without a runner-up.
+        clear: whether the repeats do not overlap; None with a single repeat
+            or nothing to compare.
+    """
+
+    workload: str
+    best: ConfigResult
+    runner_up: ConfigResult | None
+    margin: float | None
+    clear: bool | None
+
+    def line(self) -> str:
+        """One sentence for the terminal and the report."""
+        best = self.best.config.label
+        rate = self.best.median("throughput")
+        if self.runner_up is None or self.margin is None:
+            return f"{self.workload}: only {best} was measured ({rate:,.0f} jobs/s)."
+        other = self.runner_up.config.label
+        if self.clear is False:
+            return (
+                f"{self.workload}: no clear winner: {best} and {other} are within noise "
+                f"(medians {self.margin:.0%} apart, repeats overlap)."
+            )
+        caveat = " (one repeat: noise not judged)" if self.clear is None else ""
+        return (
+            f"{self.workload}: fastest is {best}, {rate:,.0f} jobs/s, "
+            f"{self.margin:.0%} more than {other}{caveat}."
+        )
+
+
+def judge(workload: str, results: list[ConfigResult]) -> Verdict:
+    """The verdict over the configurations measured on one workload.
+
+    Raises:
+        ValueError: no results.
+    """
+    if not results:
+        raise ValueError(f"no results for workload {workload!r}")
+    ranked = sorted(results, key=lambda r: r.median("throughput"), reverse=True)
+    best = ranked[0]
+    if len(ranked) == 1:
+        return Verdict(workload, best, None, None, None)
+    runner_up = ranked[1]
+    margin = best.median("throughput") / runner_up.median("throughput") - 1
+    if len(best.metrics) < 2 or len(runner_up.metrics) < 2:
+        clear = None
+    else:
+        worst_of_best = min(m.throughput for m in best.metrics)
+        best_of_runner_up = max(m.throughput for m in runner_up.metrics)
+        clear = worst_of_best > best_of_runner_up
+    return Verdict(workload, best, runner_up, margin, clear)
+
+
+def verdicts(results: BenchResults) -> list[Verdict]:
+    """One verdict per workload, in the order the workloads were given."""
+    return [judge(name, group) for name, group in results.by_workload().items()]
+
+
+def recommend(results: BenchResults, workload: str) -> str:
+    """One line: which dispatchkit setting to use for ``workload``, and why.
+
+    Compares dispatchkit's configurations only; a peer that beat them all is
+    named after the recommendation.
+
+    Raises:
+        ValueError: no dispatchkit configuration was measured on ``workload``.
+    """
+    group = results.by_workload().get(workload, [])
+    ours = [r for r in group if not r.config.is_peer]
+    if not ours:
+        raise ValueError(f"no dispatchkit configuration was measured on {workload!r}")
+    verdict = judge(workload, ours)
+    c = verdict.best.config
+    line = (
+        f"Recommendation for {workload}: strategy={c.strategy}, chunk={c.chunk}, "
+        f"{c.executor} workers, workers={c.workers}"
+    )
+    if verdict.runner_up is None or verdict.margin is None:
+        line += ": the only configuration measured."
+    else:
+        other = verdict.runner_up.config.label
+        if verdict.clear is False:
+            line += (
+                f": {verdict.margin:.0%} ahead of {other}, within noise; "
+                "any of the leading configurations will do."
+            )
+        else:
+            line += f": {verdict.margin:.0%} more jobs/s than the next best, {other}."
+    peers = sorted(
+        (r for r in group if r.config.is_peer),
+        key=lambda r: r.median("throughput"),
+        reverse=True,
+    )
+    if peers and peers[0].median("throughput") > verdict.best.median("throughput"):
+        ratio = peers[0].median("throughput") / verdict.best.median("throughput") - 1
+        line += f" (Note: {peers[0].config.label} was {ratio:.0%} faster still.)"
+    return line
