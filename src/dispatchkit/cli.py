@@ -269,31 +269,78 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = bench.add_argument
-    add("--workload", type=_list("--workload"), default=None, metavar="LIST",
-        help="comma-separated built-in workloads or package.module:function (default: all built-in)")
-    add("--inputs", default=None, metavar="SPEC",
-        help="inputs of your function: range:N, or a file with one JSON value per line")
-    add("--executor", type=_list("--executor", ("thread", "process", "async", "all")),
-        default=["all"], metavar="LIST",
-        help="worker kinds: thread, process, async or all available (default all)")
-    add("--strategies", type=_strategies, default=None, metavar="LIST",
-        help="comma-separated strategies (default round_robin,batch,pull,key)")
-    add("--workers", type=_int_list("--workers", 1, MAX_WORKERS), default=None, metavar="LIST",
-        help="worker counts to sweep (default 8)")
-    add("--chunk", type=_int_list("--chunk", 1, MAX_QUEUE_SIZE), default=None, metavar="LIST",
-        help="jobs per hand-off to sweep (default 1,32; 1 with --quick)")
-    add("--jobs", type=_int_in("--jobs", 1, 10**8), default=None,
-        help="jobs per run (default: per workload, noop 5,000, others 300)")
-    add("--repeat", type=_int_in("--repeat", 1, 1000), default=None,
-        help="runs per configuration; medians are reported (default 3, 2 with --quick)")
-    add("--peers", action="store_true",
-        help="also run ThreadPoolExecutor, ProcessPoolExecutor, multiprocessing.Pool and asyncio")
-    add("--out", default="bench-results", metavar="DIR",
-        help="where results.json, the charts and the report go (default bench-results)")
-    add("--quick", action="store_true", help="a first look: a third of the jobs, 2 repeats, chunk 1")
+    add(
+        "--workload",
+        type=_list("--workload"),
+        default=None,
+        metavar="LIST",
+        help="comma-separated built-in workloads or package.module:function "
+        "(default: every built-in one)",
+    )
+    add(
+        "--inputs",
+        default=None,
+        metavar="SPEC",
+        help="inputs of your function: range:N, or a file with one JSON value per line",
+    )
+    add(
+        "--executor",
+        type=_list("--executor", ("thread", "process", "async", "all")),
+        default=["all"],
+        metavar="LIST",
+        help="worker kinds: thread, process, async or all available (default all)",
+    )
+    add(
+        "--strategies",
+        type=_strategies,
+        default=None,
+        metavar="LIST",
+        help="comma-separated strategies (default round_robin,batch,pull,key)",
+    )
+    add(
+        "--workers",
+        type=_int_list("--workers", 1, MAX_WORKERS),
+        default=None,
+        metavar="LIST",
+        help="worker counts to sweep (default 8)",
+    )
+    add(
+        "--chunk",
+        type=_int_list("--chunk", 1, MAX_QUEUE_SIZE),
+        default=None,
+        metavar="LIST",
+        help="jobs per hand-off to sweep (default 1,32; 1 with --quick)",
+    )
+    add(
+        "--jobs",
+        type=_int_in("--jobs", 1, 10**8),
+        default=None,
+        help="jobs per run (default: per workload, noop 5,000, others 300)",
+    )
+    add(
+        "--repeat",
+        type=_int_in("--repeat", 1, 1000),
+        default=None,
+        help="runs per configuration; medians are reported (default 3, 2 with --quick)",
+    )
+    add(
+        "--peers",
+        action="store_true",
+        help="also run ThreadPoolExecutor, ProcessPoolExecutor, multiprocessing.Pool and asyncio",
+    )
+    add(
+        "--out",
+        default="bench-results",
+        metavar="DIR",
+        help="where results.json, the charts and the report go (default bench-results)",
+    )
+    add(
+        "--quick", action="store_true", help="a first look: a third of the jobs, 2 repeats, chunk 1"
+    )
     add("--report", action="store_true", help="also write a Markdown report with the charts")
     add("--json", action="store_true", help="print the results as JSON instead of a table")
     add("--no-progress", action="store_true", help="do not show a progress bar")
+    add("--no-charts", action="store_true", help="write no PNG charts (faster)")
     bench.set_defaults(handler=_cmd_bench)
 
 
@@ -332,7 +379,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             options, plan=plan, on_run=progress.on_run, command=_bench_command(options, args)
         )
     written = [bench.write_results(results, out)]
-    if bench.charts_available():
+    if args.report or (not args.no_charts and bench.charts_available()):
         written += bench.draw_charts(results, out)
     if args.report:
         written.append(bench.write_report(results, out, written[1:]))
@@ -341,7 +388,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         bench.print_table(results)
         print(f"Wrote {', '.join(str(p) for p in written)} in {results.seconds:.0f} s.")
-    if not bench.charts_available():
+    if not args.no_charts and not bench.charts_available():
         print("No charts: install dispatchkit[bench] for matplotlib.", file=sys.stderr)
     failed = sum(m.failed for r in results.results for m in r.metrics)
     if failed:

@@ -21,7 +21,8 @@ from collections.abc import Callable, Hashable, Iterable
 from time import perf_counter
 from typing import Any, Final
 
-from .. import Dispatcher, Outcome
+from dispatchkit import Dispatcher, Outcome
+
 from .config import Config
 from .errors import BenchUsageError, ExecutorUnavailable
 from .metrics import JobRecord, RunRecord, usage_now

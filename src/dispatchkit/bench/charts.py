@@ -93,14 +93,21 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
     groups = results.by_workload()
     heights = _panel_heights(groups)
     fig, axes = plt.subplots(
-        len(groups), 1, figsize=(10, sum(heights) + 1), squeeze=False,
+        len(groups),
+        1,
+        figsize=(10, sum(heights) + 1),
+        squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
     for ax, (name, group) in zip(axes[:, 0], groups.items(), strict=True):
         ranked = _ranked(group)
         medians = [r.median("throughput") for r in ranked]
-        low = [m - min(x.throughput for x in r.metrics) for m, r in zip(medians, ranked, strict=True)]
-        high = [max(x.throughput for x in r.metrics) - m for m, r in zip(medians, ranked, strict=True)]
+        low = [
+            m - min(x.throughput for x in r.metrics) for m, r in zip(medians, ranked, strict=True)
+        ]
+        high = [
+            max(x.throughput for x in r.metrics) - m for m, r in zip(medians, ranked, strict=True)
+        ]
         y = range(len(ranked))
         ax.barh(y, medians, xerr=[low, high], color=[_colour(r) for r in ranked], capsize=3)
         ax.set_yticks(list(y), [r.config.label for r in ranked], fontsize=8)
@@ -108,7 +115,9 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
             ax.text(value, i, f"  {value:,.0f}", va="center", fontsize=8)
         ax.set_xlim(0, max(medians) * 1.25)
         workload = results.plan.workloads[name]
-        ax.set_title(f"{name}: {workload.jobs:,} jobs, {workload.description}", fontsize=10, loc="left")
+        ax.set_title(
+            f"{name}: {workload.jobs:,} jobs, {workload.description}", fontsize=10, loc="left"
+        )
         ax.set_xlabel("jobs per second (median; whiskers: fastest and slowest repeat)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     _legend(fig)
@@ -133,14 +142,22 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
     groups = results.by_workload()
     heights = _panel_heights(groups)
     fig, axes = plt.subplots(
-        len(groups), 1, figsize=(10, sum(heights) + 1), squeeze=False,
+        len(groups),
+        1,
+        figsize=(10, sum(heights) + 1),
+        squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
     for ax, (name, group) in zip(axes[:, 0], groups.items(), strict=True):
         ranked = _ranked(group)
         data = [[job.latency * 1000 for job in r.median_run().jobs] for r in ranked]
         boxes = ax.boxplot(
-            data, vert=False, whis=(1, 99), showfliers=False, patch_artist=True, widths=0.6
+            data,
+            orientation="horizontal",
+            whis=(1, 99),
+            showfliers=False,
+            patch_artist=True,
+            widths=0.6,
         )
         for box, result in zip(boxes["boxes"], ranked, strict=True):
             box.set_facecolor(_colour(result))
@@ -148,8 +165,9 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
         ax.set_yticks(range(1, len(ranked) + 1), [r.config.label for r in ranked], fontsize=8)
         ax.set_xscale("log")
         ax.set_title(f"{name}", fontsize=10, loc="left")
-        ax.set_xlabel("ms from submission to finish (box: p25-p75, whiskers: p1-p99; log scale)",
-                      fontsize=8)
+        ax.set_xlabel(
+            "ms from submission to finish (box: p25-p75, whiskers: p1-p99; log scale)", fontsize=8
+        )
         ax.grid(axis="x", alpha=0.3, which="both")
     _legend(fig)
     fig.suptitle("Latency (median run): further left is better", fontsize=12, x=0.01, ha="left")
@@ -161,14 +179,15 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
 
 def _timeline_runs(results: BenchResults) -> tuple[str, list[tuple[ConfigResult, RunRecord]]]:
     groups = results.by_workload()
-    names = [n for n in TIMELINE_WORKLOADS if n in groups] or list(groups)
+    names: list[str] = [n for n in TIMELINE_WORKLOADS if n in groups] or list(groups)
     name = names[0]
     ours = [r for r in groups[name] if not r.config.is_peer]
     if not ours:
         return name, []
     first = ours[0].config
     panels = [
-        r for r in ours
+        r
+        for r in ours
         if (r.config.executor, r.config.workers, r.config.chunk)
         == (first.executor, first.workers, first.chunk)
     ]
@@ -184,7 +203,10 @@ def _timeline(plt: Any, results: BenchResults, path: Path) -> Path | None:
     jobs = max(max(j.index for j in run.jobs) for _, run in panels) + 1
     cmap = plt.get_cmap("turbo")
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(11, len(panels) * (0.28 * workers + 1.2) + 1), squeeze=False,
+        len(panels),
+        1,
+        figsize=(11, len(panels) * (0.28 * workers + 1.2) + 1),
+        squeeze=False,
         sharex=True,
     )
     for ax, (result, run) in zip(axes[:, 0], panels, strict=True):
@@ -192,25 +214,36 @@ def _timeline(plt: Any, results: BenchResults, path: Path) -> Path | None:
         busy = [0.0] * run.workers
         for job in run.jobs:
             colour = cmap(job.index / max(1, jobs - 1)) if job.index >= 0 else "#555555"
-            ax.broken_barh([(job.started * 1000, (job.finished - job.started) * 1000)],
-                           (job.worker - 0.4, 0.8), facecolors=colour, edgecolor="none")
+            ax.broken_barh(
+                [(job.started * 1000, (job.finished - job.started) * 1000)],
+                (job.worker - 0.4, 0.8),
+                facecolors=colour,
+                edgecolor="none",
+            )
             first_start[job.worker] = min(first_start[job.worker], job.started)
             busy[job.worker] += job.finished - job.started
         for w in range(run.workers):
             # Before its first job a worker waited: shade it so idleness is seen, not inferred.
             ax.broken_barh([(0, first_start[w] * 1000)], (w - 0.4, 0.8), facecolors=_IDLE_COLOUR)
-            ax.text(end * 1000 * 1.005, w, f"busy {busy[w] / run.makespan:.0%}", va="center",
-                    fontsize=7)
+            ax.text(
+                end * 1000 * 1.005, w, f"busy {busy[w] / run.makespan:.0%}", va="center", fontsize=7
+            )
         ax.axvline(run.makespan * 1000, color="black", linewidth=1)
         ax.set_yticks(range(run.workers), [f"worker {w}" for w in range(run.workers)], fontsize=7)
         ax.set_ylim(run.workers - 0.5, -0.5)
         c = result.config
-        ax.set_title(f"{c.strategy}, chunk {c.chunk}, {c.executor} workers: "
-                     f"done in {run.makespan * 1000:,.0f} ms", fontsize=10, loc="left")
+        ax.set_title(
+            f"{c.strategy}, chunk {c.chunk}, {c.executor} workers: "
+            f"done in {run.makespan * 1000:,.0f} ms",
+            fontsize=10,
+            loc="left",
+        )
     axes[-1, 0].set_xlim(0, end * 1000 * 1.09)
     axes[-1, 0].set_xlabel("ms since the first job was handed over (black line: run done)")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, jobs - 1))
-    fig.colorbar(sm, ax=axes[:, 0].tolist(), label="job index (input order)", fraction=0.03, pad=0.06)
+    fig.colorbar(
+        sm, ax=axes[:, 0].tolist(), label="job index (input order)", fraction=0.03, pad=0.06
+    )
     fig.suptitle(
         f"Who ran which job when: {name}, {workers} workers "
         "(pink: waiting for a first job; white: idle)",

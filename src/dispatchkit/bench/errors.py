@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import DispatchError
+from dispatchkit.errors import DispatchError
 
 __all__ = ["BenchUsageError", "ExecutorUnavailable"]
 

@@ -120,6 +120,7 @@ class RunMetrics:
 
     @property
     def max_idle_before_first(self) -> float:
+        """How long the last worker to start waited for its first job."""
         return max(self.idle_before_first, default=0.0)
 
 

@@ -100,8 +100,27 @@ def write_results(results: BenchResults, out: Path) -> Path:
     return path
 
 
+def _ms(value: float) -> str:
+    return f"{value * 1000:,.1f}" if value < 10 else f"{value * 1000:,.0f}"
+
+
+def _terminal_row(r: ConfigResult) -> list[str]:
+    # Compact: every time in ms, latencies in one cell, so it fits 120 columns.
+    return [
+        _ms(r.median("makespan")),
+        f"{r.median('throughput'):,.0f}",
+        "/".join(_ms(r.median(f"latency_p{q}")) for q in (50, 95, 99)),
+        _ms(r.median("max_idle_before_first")),
+        f"{r.median('utilisation'):.0%}",
+        f"{r.median('imbalance'):.2f}",
+        _ms(r.median("cpu_seconds")),
+        f"{r.median('voluntary_switches'):,.0f}/{r.median('involuntary_switches'):,.0f}",
+    ]
+
+
 def print_table(results: BenchResults) -> None:
     """One table per workload (medians), then the verdicts and recommendations."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -111,15 +130,16 @@ def print_table(results: BenchResults) -> None:
         workload = results.plan.workloads[name]
         table = Table(
             title=f"{name}: {workload.jobs:,} jobs, {workload.description} "
-            f"(medians of {results.plan.repeat})",
+            f"(medians of {results.plan.repeat}; times in ms)",
             title_justify="left",
+            box=box.SIMPLE_HEAD,
         )
-        table.add_column("configuration")
-        for title, _, _ in _COLUMNS:
+        table.add_column("configuration", no_wrap=True)
+        for title in _TERMINAL_COLUMNS:
             table.add_column(title, justify="right")
         for result in sorted(group, key=lambda r: r.median("throughput"), reverse=True):
             style = "bold green" if result is winners[name] else None
-            table.add_row(result.config.label, *_row(result), style=style)
+            table.add_row(result.config.label, *_terminal_row(result), style=style)
         console.print(table)
     for note in results.plan.notes:
         console.print(f"[dim]Note: {note}[/dim]")
@@ -127,6 +147,18 @@ def print_table(results: BenchResults) -> None:
         console.print(verdict.line())
     for line in _recommendations(results):
         console.print(f"[bold]{line}[/bold]")
+
+
+_TERMINAL_COLUMNS = (
+    "makespan",
+    "jobs/s",
+    "p50/p95/p99",
+    "last 1st job",
+    "util",
+    "imbal.",
+    "CPU",
+    "csw vol/invol",
+)
 
 
 def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
@@ -180,11 +212,11 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
 
 
 _GLOSSARY = """\
-Configurations read `strategy cCHUNK kind×WORKERS` (`pull c32 thread×8`: the pull
+Configurations read `strategy cCHUNK kind xWORKERS` (`pull c32 thread x8`: the pull
 strategy, 32 jobs per hand-off, 8 thread workers); the standard library's pools read
-`name ×WORKERS`. *makespan*: from handing over the first job until every result is back;
+`name xWORKERS`. *makespan*: from handing over the first job until every result is back;
 *p50/p95/p99*: latency from submission to finish; *last 1st job*: how long the last
 worker waited before its first job started (the seed's "receivers are idle until ...");
-*util*: busy time over workers × makespan; *imbalance*: the busiest worker's busy time
+*util*: busy time over workers * makespan; *imbalance*: the busiest worker's busy time
 over the mean; *CPU*: user + system time of the process and its worker processes;
 *vol/invol csw*: voluntary and involuntary context switches (`getrusage`)."""

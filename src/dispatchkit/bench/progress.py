@@ -48,7 +48,9 @@ class BenchProgress:
         """Called before each run: show what runs now and how many are done."""
         if self._progress is not None:
             self._progress.update(
-                self._task, completed=done, total=total,
+                self._task,
+                completed=done,
+                total=total,
                 description=f"{config.workload}: {config.label}",
             )
 

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Final
 
-from .. import __version__
-from ..strategies import parse_strategy
+from dispatchkit import __version__
+from dispatchkit.strategies import parse_strategy
+
 from .adapters import ADAPTERS, available, check_available
 from .config import EXECUTORS, PEERS, Config
 from .errors import BenchUsageError
@@ -162,8 +163,10 @@ def make_plan(options: BenchOptions) -> Plan:
         for executor in executors:
             needs_async = executor == "async"
             if (workload.afn if needs_async else workload.fn) is None:
-                notes.append(f"{spec}: {executor} workers skipped (the function is not "
-                             f"{'a coroutine function' if needs_async else 'synchronous'})")
+                notes.append(
+                    f"{spec}: {executor} workers skipped (the function is not "
+                    f"{'a coroutine function' if needs_async else 'synchronous'})"
+                )
                 continue
             for workers in options.workers:
                 for strategy in strategies:
@@ -176,15 +179,19 @@ def make_plan(options: BenchOptions) -> Plan:
     return Plan(workloads, configs, repeat, notes)
 
 
-def _peer_configs(workload: Workload, chunks: tuple[int, ...], workers: tuple[int, ...]) -> list[Config]:
-    configs = []
+def _peer_configs(
+    workload: Workload, chunks: tuple[int, ...], workers: tuple[int, ...]
+) -> list[Config]:
+    configs: list[Config] = []
     for n in workers:
         for peer in PEERS:
             if (workload.afn if peer == "asyncio" else workload.fn) is None:
                 continue
             # Only the process pools take a chunksize.
             peer_chunks = chunks if "Process" in peer or "multiprocessing" in peer else (1,)
-            configs.extend(Config(workload.name, peer, None, c, n) for c in dict.fromkeys(peer_chunks))
+            configs.extend(
+                Config(workload.name, peer, None, c, n) for c in dict.fromkeys(peer_chunks)
+            )
     return configs
 
 

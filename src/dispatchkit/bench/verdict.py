@@ -1,17 +1,23 @@
 """Which configuration is fastest per workload, and whether the margin is real.
 
 A winner is *clear* when its slowest repeat still beat the runner-up's
-fastest repeat: the ranges of the repeats do not overlap. Otherwise the
-verdict is "no clear winner", whatever the medians say.
+fastest repeat (the ranges of the repeats do not overlap) and its median is
+at least :data:`MIN_MARGIN` ahead. Otherwise the verdict is "no clear
+winner", whatever the medians say.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from .runner import BenchResults, ConfigResult
 
-__all__ = ["Verdict", "judge", "recommend", "verdicts"]
+__all__ = ["MIN_MARGIN", "Verdict", "judge", "recommend", "verdicts"]
+
+#: Smallest lead (a fraction of the runner-up's throughput) called a win: below
+#: it, two configurations whose repeats happen not to overlap are still a tie.
+MIN_MARGIN: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +50,18 @@ class Verdict:
         if self.clear is False:
             return (
                 f"{self.workload}: no clear winner: {best} and {other} are within noise "
-                f"(medians {self.margin:.0%} apart, repeats overlap)."
+                f"(medians {self.margin:.0%} apart; {self._why_tie()})."
             )
         caveat = " (one repeat: noise not judged)" if self.clear is None else ""
         return (
             f"{self.workload}: fastest is {best}, {rate:,.0f} jobs/s, "
             f"{self.margin:.0%} more than {other}{caveat}."
         )
+
+    def _why_tie(self) -> str:
+        if self.margin is not None and self.margin < MIN_MARGIN:
+            return f"less than {MIN_MARGIN:.0%}"
+        return "their repeats overlap"
 
 
 def judge(workload: str, results: list[ConfigResult]) -> Verdict:
@@ -72,7 +83,7 @@ def judge(workload: str, results: list[ConfigResult]) -> Verdict:
     else:
         worst_of_best = min(m.throughput for m in best.metrics)
         best_of_runner_up = max(m.throughput for m in runner_up.metrics)
-        clear = worst_of_best > best_of_runner_up
+        clear = worst_of_best > best_of_runner_up and margin >= MIN_MARGIN
     return Verdict(workload, best, runner_up, margin, clear)
 
 

@@ -198,7 +198,9 @@ def resolve_workload(spec: str, jobs: int | None, inputs: str | None) -> Workloa
     if spec in BUILTIN:
         fn, afn, default_jobs, description = BUILTIN[spec]
         if inputs is not None:
-            raise BenchUsageError("--inputs applies to your own function, not to built-in workloads")
+            raise BenchUsageError(
+                "--inputs applies to your own function, not to built-in workloads"
+            )
         return Workload(spec, fn, afn, list(range(jobs or default_jobs)), True, description)
     if ":" not in spec:
         raise BenchUsageError(
@@ -239,7 +241,9 @@ def _import_function(spec: str) -> Callable[[Any], Any]:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise BenchUsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+            raise BenchUsageError(
+                f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
     if not callable(target):
         raise BenchUsageError(f"{spec} is not callable (it is a {type(target).__name__})")
     return target
