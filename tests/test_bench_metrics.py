@@ -129,6 +129,14 @@ def test_overlapping_repeats_are_no_clear_winner() -> None:
     assert verdict.line().startswith("w: no clear winner")
 
 
+def test_the_verdict_names_the_slowest_of_three() -> None:
+    fast = _result("pull", [1.0, 1.0])
+    verdict = judge("w", [_result("batch", [4.0, 4.0]), fast, _result("key", [2.0, 2.0])])
+    assert verdict.slowest is not None
+    assert verdict.slowest.config.strategy == "batch"
+    assert "Slowest: batch c1 thread x2, 4.0x fewer jobs/s than the best." in verdict.line()
+
+
 def test_a_tiny_margin_is_no_clear_winner_even_without_overlap() -> None:
     a = _result("pull", [1.00, 1.00, 1.00])
     b = _result("round_robin", [1.01, 1.01, 1.01])

@@ -32,6 +32,8 @@ class Verdict:
             fraction (0.25 is 25% more jobs per second); None without a runner-up.
         clear: whether the repeats do not overlap; None with a single repeat
             or nothing to compare.
+        slowest: the configuration with the lowest median throughput (None
+            with fewer than three configurations).
     """
 
     workload: str
@@ -39,6 +41,13 @@ class Verdict:
     runner_up: ConfigResult | None
     margin: float | None
     clear: bool | None
+    slowest: ConfigResult | None = None
+
+    def _slowest(self) -> str:
+        if self.slowest is None:
+            return ""
+        ratio = self.best.median("throughput") / self.slowest.median("throughput")
+        return f" Slowest: {self.slowest.config.label}, {ratio:.1f}x fewer jobs/s than the best."
 
     def line(self) -> str:
         """One sentence for the terminal and the report."""
@@ -50,12 +59,12 @@ class Verdict:
         if self.clear is False:
             return (
                 f"{self.workload}: no clear winner: {best} and {other} are within noise "
-                f"(medians {self.margin:.0%} apart; {self._why_tie()})."
+                f"(medians {self.margin:.0%} apart; {self._why_tie()})." + self._slowest()
             )
         caveat = " (one repeat: noise not judged)" if self.clear is None else ""
         return (
             f"{self.workload}: fastest is {best}, {rate:,.0f} jobs/s, "
-            f"{self.margin:.0%} more than {other}{caveat}."
+            f"{self.margin:.0%} more than {other}{caveat}." + self._slowest()
         )
 
     def _why_tie(self) -> str:
@@ -84,7 +93,8 @@ def judge(workload: str, results: list[ConfigResult]) -> Verdict:
         worst_of_best = min(m.throughput for m in best.metrics)
         best_of_runner_up = max(m.throughput for m in runner_up.metrics)
         clear = worst_of_best > best_of_runner_up and margin >= MIN_MARGIN
-    return Verdict(workload, best, runner_up, margin, clear)
+    slowest = ranked[-1] if len(ranked) > 2 else None
+    return Verdict(workload, best, runner_up, margin, clear, slowest)
 
 
 def verdicts(results: BenchResults) -> list[Verdict]:
