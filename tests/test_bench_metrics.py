@@ -15,6 +15,7 @@ from dispatchkit.bench import (
     Plan,
     RunRecord,
     Usage,
+    best_per_strategy,
     compute_metrics,
     judge,
     percentile,
@@ -167,5 +168,17 @@ def test_recommendation_names_the_setting_and_the_margin() -> None:
         "Recommendation for w: strategy=pull, chunk=1, thread workers, workers=2"
     )
     assert "50% more jobs/s than the next best, batch c1 thread x2" in line
-    assert "ThreadPoolExecutor  x2 was 100% faster still" in line
+    assert "ThreadPoolExecutor x2 was 100% faster still" in line
     assert not math.isnan(results.results[0].median("throughput"))
+
+
+def test_best_per_strategy_keeps_each_strategys_fastest() -> None:
+    slow_pull = _result("pull", [3.0])
+    fast_pull = ConfigResult(Config("w", "thread", "pull", 8, 2))
+    fast_pull.runs, fast_pull.metrics = (
+        slow_pull.runs,
+        [compute_metrics(RunRecord(1.0, 2, slow_pull.runs[0].jobs, NO_USAGE))],
+    )
+    peer = _result(None, [2.0], executor="asyncio")
+    best = best_per_strategy([slow_pull, fast_pull, peer])
+    assert best == {"pull": fast_pull, "stdlib": peer}

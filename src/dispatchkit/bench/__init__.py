@@ -26,7 +26,7 @@ from .runner import (
     make_plan,
     run_bench,
 )
-from .verdict import Verdict, judge, recommend, verdicts
+from .verdict import Verdict, best_per_strategy, judge, recommend, verdicts
 from .workloads import BUILTIN, Workload, resolve_workload
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "Usage",
     "Verdict",
     "Workload",
+    "best_per_strategy",
     "charts_available",
     "compute_metrics",
     "draw_charts",

@@ -208,6 +208,7 @@ def _timeline(plt: Any, results: BenchResults, path: Path) -> Path | None:
         figsize=(11, len(panels) * (0.28 * workers + 1.2) + 1),
         squeeze=False,
         sharex=True,
+        layout="constrained",
     )
     for ax, (result, run) in zip(axes[:, 0], panels, strict=True):
         first_start = [end] * run.workers
@@ -249,6 +250,6 @@ def _timeline(plt: Any, results: BenchResults, path: Path) -> Path | None:
         "(pink: waiting for a first job; white: idle)",
         fontsize=11,
     )
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

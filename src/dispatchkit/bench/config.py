@@ -42,7 +42,7 @@ class Config:
         """A short name for tables and charts, e.g. ``pull c32 thread x8``."""
         if self.strategy is None:
             chunk = f" c{self.chunk}" if self.chunk != 1 else ""
-            return f"{self.executor}{chunk}  x{self.workers}"
+            return f"{self.executor}{chunk} x{self.workers}"
         return f"{self.strategy} c{self.chunk} {self.executor} x{self.workers}"
 
     def to_dict(self) -> dict[str, object]:

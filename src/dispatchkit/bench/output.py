@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import BenchResults, ConfigResult
-from .verdict import recommend, verdicts
+from .verdict import best_per_strategy, recommend, verdicts
 
 __all__ = ["print_table", "to_json", "write_report", "write_results"]
 
@@ -74,6 +74,10 @@ def to_json(results: BenchResults) -> dict[str, Any]:
         "notes": results.plan.notes,
         "configs": configs,
         "verdicts": [v.line() for v in verdicts(results)],
+        "best_per_strategy": {
+            name: {s: r.config.label for s, r in best_per_strategy(group).items()}
+            for name, group in results.by_workload().items()
+        },
         "recommendations": _recommendations(results),
     }
 
@@ -194,6 +198,7 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
         "A winner is *clear* when its slowest repeat beat the runner-up's fastest one.",
         "",
     ]
+    lines += _strategy_table(results)
     for chart in charts:
         lines += [f"![{chart.stem}]({chart.name})", ""]
     lines += ["## Measurements", "", _GLOSSARY, ""]
@@ -209,6 +214,35 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _strategy_table(results: BenchResults) -> list[str]:
+    """Batch or round-robin? Each strategy at its best, per workload."""
+    groups = results.by_workload()
+    bests = {name: best_per_strategy(group) for name, group in groups.items()}
+    columns = list(dict.fromkeys(s for best in bests.values() for s in best))
+    lines = [
+        "## Batch or round-robin? Each strategy at its best",
+        "",
+        "Jobs per second of each strategy's fastest configuration (its best chunk, worker "
+        "kind and count), and its share of the workload's best; `stdlib` is the fastest "
+        "standard-library pool.",
+        "",
+        "| workload | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, best in bests.items():
+        top = max(r.median("throughput") for r in best.values())
+        cells = []
+        for column in columns:
+            result = best.get(column)
+            if result is None:
+                cells.append("-")
+                continue
+            rate = result.median("throughput")
+            cells.append(f"{rate:,.0f} ({rate / top:.0%})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 _GLOSSARY = """\

@@ -13,7 +13,7 @@ from typing import Final
 
 from .runner import BenchResults, ConfigResult
 
-__all__ = ["MIN_MARGIN", "Verdict", "judge", "recommend", "verdicts"]
+__all__ = ["MIN_MARGIN", "Verdict", "best_per_strategy", "judge", "recommend", "verdicts"]
 
 #: Smallest lead (a fraction of the runner-up's throughput) called a win: below
 #: it, two configurations whose repeats happen not to overlap are still a tie.
@@ -141,3 +141,17 @@ def recommend(results: BenchResults, workload: str) -> str:
         ratio = peers[0].median("throughput") / verdict.best.median("throughput") - 1
         line += f" (Note: {peers[0].config.label} was {ratio:.0%} faster still.)"
     return line
+
+
+def best_per_strategy(group: list[ConfigResult]) -> dict[str, ConfigResult]:
+    """The fastest configuration of each strategy (peers under the name ``stdlib``).
+
+    The seed asked "batch or round-robin?": this answers it with each
+    strategy in its best chunk, worker kind and worker count.
+    """
+    best: dict[str, ConfigResult] = {}
+    for result in group:
+        name = result.config.strategy or "stdlib"
+        if name not in best or result.median("throughput") > best[name].median("throughput"):
+            best[name] = result
+    return best
