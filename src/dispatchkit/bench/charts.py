@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -111,9 +112,11 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
         y = range(len(ranked))
         ax.barh(y, medians, xerr=[low, high], color=[_colour(r) for r in ranked], capsize=3)
         ax.set_yticks(list(y), [r.config.label for r in ranked], fontsize=8)
-        for i, value in enumerate(medians):
-            ax.text(value, i, f"  {value:,.0f}", va="center", fontsize=8)
-        ax.set_xlim(0, max(medians) * 1.25)
+        # Label each bar past its whisker, so number and whisker never overlap.
+        tops = [max(x.throughput for x in r.metrics) for r in ranked]
+        for i, (value, top) in enumerate(zip(medians, tops, strict=True)):
+            ax.text(top, i, f"  {value:,.0f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(tops) * 1.18)
         workload = results.plan.workloads[name]
         ax.set_title(
             f"{name}: {workload.jobs:,} jobs, {workload.description}", fontsize=10, loc="left"
@@ -122,7 +125,8 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
     _legend(fig)
     fig.suptitle("Throughput per configuration: longer is faster", fontsize=12, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # Keep a fixed strip of about half an inch on top for the title and the legend.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -139,6 +143,8 @@ def _legend(fig: Any) -> None:
 
 
 def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
+    from matplotlib.ticker import FuncFormatter
+
     groups = results.by_workload()
     heights = _panel_heights(groups)
     fig, axes = plt.subplots(
@@ -164,6 +170,9 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
             box.set_alpha(0.6)
         ax.set_yticks(range(1, len(ranked) + 1), [r.config.label for r in ranked], fontsize=8)
         ax.set_xscale("log")
+        # Plain numbers (2, 5, 10, 20 ms) rather than powers of ten.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.set_title(f"{name}", fontsize=10, loc="left")
         ax.set_xlabel(
             "ms from submission to finish (box: p25-p75, whiskers: p1-p99; log scale)", fontsize=8
@@ -171,10 +180,16 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
         ax.grid(axis="x", alpha=0.3, which="both")
     _legend(fig)
     fig.suptitle("Latency (median run): further left is better", fontsize=12, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # Keep a fixed strip of about half an inch on top for the title and the legend.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _minor_label(value: float, _pos: int) -> str:
+    mantissa = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if mantissa in (2, 5) else ""
 
 
 def _timeline_runs(results: BenchResults) -> tuple[str, list[tuple[ConfigResult, RunRecord]]]:
