@@ -315,7 +315,8 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--jobs",
         type=_int_in("--jobs", 1, 10**8),
         default=None,
-        help="jobs per run (default: per workload, noop 5,000, others 300)",
+        help="jobs per run (default per workload: noop 20,000, cpu and mixed 600, "
+        "io and skewed 300)",
     )
     add(
         "--repeat",
