@@ -171,3 +171,15 @@ def test_help_lists_the_workloads_and_flags() -> None:
     assert result.returncode == 0
     for word in ("skewed", "--peers", "--quick", "--report", "package.module:function"):
         assert word in result.stdout
+
+
+@pytest.mark.parametrize("executor", ["process", "async"])
+def test_a_missing_executor_gives_one_line_and_exit_2(executor: str) -> None:
+    from dispatchkit.bench.adapters import available
+
+    if available(executor):
+        pytest.skip(f"this version has {executor} workers")
+    result = run_bench("--workload", "noop", "--executor", executor, "--out", "o")
+    assert result.returncode == 2
+    assert f"executor '{executor}' is not available in this version" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import BenchResults, ConfigResult
-from .verdict import best_per_strategy, recommend, verdicts
+from .verdict import MIN_MARGIN, best_per_strategy, recommend, verdicts
 
 __all__ = ["print_table", "to_json", "write_report", "write_results"]
 
@@ -186,7 +186,8 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
         "",
         f"Machine: {m.get('cpu_count')} CPUs ({m.get('usable_cpus')} usable), "
         f"{m.get('implementation')} {m.get('python')}, {m.get('platform')}; "
-        f"dispatchkit {m.get('dispatchkit')}. Every figure is the median of "
+        f"dispatchkit {m.get('dispatchkit')}; load average {_load(m)} when it started. "
+        "Every figure is the median of "
         f"{results.plan.repeat} repeats; `results.json` holds every repeat.",
         "",
         "## Verdicts",
@@ -195,7 +196,8 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
         *[f"- **{line}**" for line in _recommendations(results)],
         *[f"- Note: {note}" for note in results.plan.notes],
         "",
-        "A winner is *clear* when its slowest repeat beat the runner-up's fastest one.",
+        "A winner is *clear* when its slowest repeat beat the runner-up's fastest one "
+        f"and its median leads by at least {MIN_MARGIN:.0%}.",
         "",
     ]
     lines += _strategy_table(results)
@@ -214,6 +216,13 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _load(machine: dict[str, object]) -> str:
+    load = machine.get("load_average_1_5_15_min")
+    if not isinstance(load, list) or not load:
+        return "unknown"
+    return f"{load[0]:.1f} (a load above the CPU count means every figure is pessimistic)"
 
 
 def _strategy_table(results: BenchResults) -> list[str]:

@@ -238,7 +238,13 @@ def machine_info() -> dict[str, object]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on every platform
         usable = os.cpu_count() or 1
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available
+        load = None
     return {
+        # Other work on the machine skews every figure: keep how busy it was.
+        "load_average_1_5_15_min": load,
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "python": sys.version.split()[0],
