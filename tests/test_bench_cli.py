@@ -109,6 +109,21 @@ def test_the_console_script_finds_a_module_in_the_current_directory(user_module:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
+def test_peers_run_the_users_function_in_worker_processes(
+    user_module: Path, tmp_path: Path
+) -> None:
+    result = run_bench(
+        "--workload", "benchme_jobs:double", "--jobs", "12", "--repeat", "1", "--workers", "2",
+        "--strategies", "pull", "--chunk", "1", "--peers", "--json", "--no-charts",
+        "--out", str(tmp_path / "o"), pythonpath=user_module,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    labels = {c["config"]["executor"] for c in json.loads(result.stdout)["configs"]}
+    assert {"ProcessPoolExecutor", "multiprocessing.Pool", "ThreadPoolExecutor"} <= labels
+    assert "asyncio" not in labels  # a sync function has no asyncio peer
+
+
 def test_json_lines_inputs(user_module: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"word": "a"}\n\n{"word": "b"}\n{"word": "c"}\n')

@@ -117,6 +117,8 @@ def test_in_process_peers_report_every_job(peer: str) -> None:
 
 
 @pytest.mark.slow
+# Python 3.12+ warns when forking with threads alive (pytest-timeout's timer is one).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("peer", ["ProcessPoolExecutor", "multiprocessing.Pool"])
 def test_process_peers_report_every_job_and_child_cpu(peer: str) -> None:
     workload = resolve_workload("cpu", 20, None)

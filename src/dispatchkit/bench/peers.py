@@ -23,12 +23,23 @@ from typing import Any, Final
 from .config import Config
 from .errors import BenchUsageError
 from .metrics import JobRecord, RunRecord, usage_now
-from .workloads import Workload, noop
+from .workloads import Workload, cpu_loops, noop, set_cpu_loops
 
 __all__ = ["PEER_RUNNERS"]
 
 # (worker identity, started, finished, ok) as returned by _timed
 _Row = tuple[Hashable, float, float, bool]
+
+# The platform's default start method: the peers are measured as their users
+# get them. (A fork server would also hide the workers from RUSAGE_CHILDREN:
+# they would be its children, not ours.)
+_MP_CONTEXT: Final = multiprocessing.get_context()
+
+
+def _init_worker(cpu_loops: int) -> None:
+    # Give the worker the caller's calibration, so its first cpu job is not
+    # slowed by calibrating, and every process does the same work per job.
+    set_cpu_loops(cpu_loops)
 
 
 def _timed(fn: Callable[[Any], Any], item: Any) -> _Row:
@@ -77,7 +88,9 @@ def run_process_pool(workload: Workload, config: Config) -> RunRecord:
     """``concurrent.futures.ProcessPoolExecutor.map`` with ``chunksize``."""
     job = partial(_timed, _sync_fn(workload))
     before = usage_now()
-    with ProcessPoolExecutor(config.workers) as pool:
+    with ProcessPoolExecutor(
+        config.workers, mp_context=_MP_CONTEXT, initializer=_init_worker, initargs=(cpu_loops(),)
+    ) as pool:
         list(pool.map(noop, range(config.workers)))  # start the processes before the clock
         t0 = perf_counter()
         rows = list(pool.map(job, workload.items, chunksize=config.chunk))
@@ -90,7 +103,7 @@ def run_mp_pool(workload: Workload, config: Config) -> RunRecord:
     """``multiprocessing.Pool.imap_unordered`` with ``chunksize``."""
     job = partial(_timed, _sync_fn(workload))
     before = usage_now()
-    pool = multiprocessing.Pool(config.workers)
+    pool = _MP_CONTEXT.Pool(config.workers, initializer=_init_worker, initargs=(cpu_loops(),))
     try:
         t0 = perf_counter()
         rows = list(pool.imap_unordered(job, workload.items, chunksize=config.chunk))

@@ -27,11 +27,13 @@ __all__ = [
     "Workload",
     "calibrate_cpu",
     "cpu",
+    "cpu_loops",
     "io",
     "load_inputs",
     "mixed",
     "noop",
     "resolve_workload",
+    "set_cpu_loops",
     "skewed",
 ]
 
@@ -44,8 +46,8 @@ SKEW_FACTOR: Final = 50
 #: One job in this many is slow in ``skewed``.
 SKEW_ONE_IN: Final = 100
 
-# Loop count of one cpu job; set by calibrate_cpu() (worker processes started
-# by fork inherit it, others calibrate on their first job).
+# Loop count of one cpu job; set by calibrate_cpu(), or by set_cpu_loops() in
+# a worker process (otherwise it calibrates on its first job).
 _cpu_loops: int | None = None
 
 
@@ -75,8 +77,15 @@ def _timed_spin(loops: int) -> float:
     return time.perf_counter() - started
 
 
-def _loops() -> int:
+def cpu_loops() -> int:
+    """The loop count of one ``cpu`` job (calibrated on first use)."""
     return _cpu_loops if _cpu_loops is not None else calibrate_cpu()
+
+
+def set_cpu_loops(loops: int) -> None:
+    """Use a loop count calibrated elsewhere (in a worker process: the caller's)."""
+    global _cpu_loops
+    _cpu_loops = loops
 
 
 def _mix(index: int) -> int:
@@ -101,7 +110,7 @@ def noop(index: int) -> int:
 
 def cpu(index: int) -> int:
     """About 1 ms of pure-Python arithmetic (holds the GIL)."""
-    return _spin(_loops()) + index
+    return _spin(cpu_loops()) + index
 
 
 def io(index: int) -> int:
