@@ -1,0 +1,64 @@
+"""A rich progress bar over the runs of a bench, on stderr."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from .config import Config
+
+__all__ = ["BenchProgress"]
+
+
+class BenchProgress:
+    """Counts runs; shows the configuration being measured. A no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._total = total
+        self._enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> BenchProgress:
+        if self._enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description:<44}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("runs", total=self._total)
+        return self
+
+    def on_run(self, done: int, total: int, config: Config) -> None:
+        """Called before each run: show what runs now and how many are done."""
+        if self._progress is not None:
+            self._progress.update(
+                self._task,
+                completed=done,
+                total=total,
+                description=f"{config.workload}: {config.label}",
+            )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,41 @@
+"""The bench adapters drive real process and asyncio workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatchkit.bench import BenchOptions, make_plan, run_bench
+
+
+@pytest.mark.parametrize(("executor", "workload"), [("process", "cpu"), ("async", "io")])
+def test_each_worker_kind_runs_a_workload_and_is_measured(executor: str, workload: str) -> None:
+    results = run_bench(
+        BenchOptions(
+            workloads=(workload,),
+            executors=(executor,),
+            strategies=("round_robin", "pull", "key"),
+            jobs=12,
+            repeat=1,
+            chunks=(1, 4),
+            workers=(2,),
+        )
+    )
+    assert len(results.results) == 6
+    for result in results.results:
+        assert result.config.executor == executor
+        [metrics] = result.metrics
+        assert metrics.jobs == 12
+        assert metrics.makespan > 0
+        assert len(metrics.busy) == 2
+        assert sum(metrics.busy) > 0
+
+
+def test_the_default_plan_covers_every_worker_kind() -> None:
+    plan = make_plan(BenchOptions(workloads=("noop",), executors=("all",)))
+    assert {c.executor for c in plan.configs} == {"thread", "process", "async"}
+
+
+def test_a_sync_only_function_skips_async_workers() -> None:
+    plan = make_plan(BenchOptions(workloads=("json:dumps",), inputs="range:5"))
+    assert "async" not in {c.executor for c in plan.configs}
+    assert any("async workers skipped" in note for note in plan.notes)
