@@ -74,12 +74,7 @@ class IngestApp:
         self._max_payloads = dispatcher.settings.queue_size
         self._by_key = dispatcher.strategy.needs_key
         self._access_log = access_log
-        self._accepted = metrics.payloads_accepted.inc
-        self._requests_accepted = metrics.requests_accepted.inc
-        self._rejected = metrics.rejected
         self._observe = metrics.latency.observe
-        #: Payloads answered 202 so far.
-        self.accepted_payloads = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,9 +117,9 @@ class IngestApp:
             count, request_id = await self._take(scope, receive)
         except BadRequest as exc:
             return await self._refuse(send, exc.status, exc.reason, exc.message, extra=exc.header)
-        self.accepted_payloads += count
-        self._accepted(count)
-        self._requests_accepted()
+        metrics = self._metrics
+        metrics.payloads_accepted += count
+        metrics.requests_accepted += 1
         await _respond(send, 202, _encode({"accepted": count, "request_id": request_id}), _JSON)
         return 202
 
@@ -218,7 +213,7 @@ class IngestApp:
         allow: bytes | None = None,
         extra: tuple[bytes, bytes] | None = None,
     ) -> int:
-        self._rejected[reason].inc()
+        self._metrics.rejected[reason] += 1
         headers = [_JSON]
         if allow is not None:
             headers.append((b"allow", allow))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,11 +37,31 @@ REJECT_REASONS: Final = (
 _BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class _DispatcherCollector(Collector):
-    def __init__(self, dispatcher: Dispatcher) -> None:
+class _Collector(Collector):
+    """Reads the plain counters and the dispatcher's stats when scraped."""
+
+    def __init__(self, metrics: ServiceMetrics, dispatcher: Dispatcher) -> None:
+        self._metrics = metrics
         self._dispatcher = dispatcher
 
     def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        yield CounterMetricFamily(
+            "dispatchkit_payloads_accepted",
+            "Payloads answered 202 and queued as jobs.",
+            value=metrics.payloads_accepted,
+        )
+        yield CounterMetricFamily(
+            "dispatchkit_requests_accepted",
+            "Requests answered 202.",
+            value=metrics.requests_accepted,
+        )
+        rejected = CounterMetricFamily(
+            "dispatchkit_requests_rejected", "Requests refused, by reason.", labels=["reason"]
+        )
+        for reason, count in metrics.rejected.items():
+            rejected.add_metric([reason], count)
+        yield rejected
         stats = self._dispatcher.stats()
         done = stats.succeeded + stats.failed + stats.cancelled
         yield GaugeMetricFamily(
@@ -65,32 +85,22 @@ class ServiceMetrics:
     """
 
     def __init__(self, dispatcher: Dispatcher) -> None:
+        # Plain ints, updated only by the event loop's thread: a prometheus
+        # Counter takes a lock per increment, which shows at 20k requests/s.
+        #: Payloads answered 202.
+        self.payloads_accepted = 0
+        #: Requests answered 202.
+        self.requests_accepted = 0
+        #: Requests refused, by reason (one of :data:`REJECT_REASONS`).
+        self.rejected = dict.fromkeys(REJECT_REASONS, 0)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.payloads_accepted = Counter(
-            "dispatchkit_payloads_accepted",
-            "Payloads answered 202 and queued as jobs.",
-            registry=self.registry,
-        )
-        self.requests_accepted = Counter(
-            "dispatchkit_requests_accepted",
-            "Requests answered 202.",
-            registry=self.registry,
-        )
-        rejected = Counter(
-            "dispatchkit_requests_rejected",
-            "Requests refused, by reason.",
-            ["reason"],
-            registry=self.registry,
-        )
-        # Children bound once: a label lookup per request would cost more than the count.
-        self.rejected = {reason: rejected.labels(reason) for reason in REJECT_REASONS}
         self.latency = Histogram(
             "dispatchkit_request_duration_seconds",
             "Time from request to response, in seconds.",
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_DispatcherCollector(dispatcher))
+        self.registry.register(_Collector(self, dispatcher))
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""

@@ -158,7 +158,7 @@ def serve(
             sink.close()
     stats = dispatcher.stats()
     report = ServeReport(
-        accepted=app.accepted_payloads,
+        accepted=metrics.payloads_accepted,
         succeeded=stats.succeeded,
         failed=stats.failed,
         lines_written=0 if sink is None else sink.lines_written,
