@@ -120,3 +120,13 @@ def test_decode_errors(body: bytes, status: int) -> None:
     with pytest.raises(BadRequest) as caught:
         decode_request(body)
     assert caught.value.status == status
+
+
+def test_lazy_offer_runs_once_woken() -> None:
+    ran = threading.Event()
+    with Dispatcher(workers=1, queue_size=1024) as d:
+        threading.Event().wait(0.05)  # let the worker fall asleep
+        assert d.offer(lambda _: ran.set(), [1], wake=False)
+        assert not ran.wait(0.1)  # one job is no burst: the worker sleeps on
+        assert d.offer(print, [], wake=True)
+        assert ran.wait(5)

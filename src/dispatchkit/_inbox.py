@@ -148,10 +148,12 @@ class Inbox(Generic[T]):
         if self._sleepers and (wake or len(items) >= self._wake_at):
             self._wake_one()
 
-    def put_nowait_many(self, messages: list[T]) -> None:
+    def put_nowait_many(self, messages: list[T], wake: bool = True) -> None:
         """Append several messages at once without waiting or checking for room.
 
         For a caller that has checked the room itself (``Dispatcher.offer``).
+        ``wake=False`` wakes a sleeping consumer only once ``wake_at`` messages
+        wait, as in :meth:`try_put`.
 
         Raises:
             ClosedError: the inbox was closed.
@@ -161,7 +163,7 @@ class Inbox(Generic[T]):
         if self._closed:
             for message in messages:
                 self._withdraw(message)
-        if self._sleepers:
+        if self._sleepers and (wake or len(items) >= self._wake_at):
             self._wake_one()
 
     def _withdraw(self, message: T) -> None:

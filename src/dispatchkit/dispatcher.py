@@ -272,6 +272,7 @@ class Dispatcher:
         *,
         key: Callable[[T], Hashable] | None = None,
         on_error: Callable[[T, BaseException], object] | None = None,
+        wake: bool = True,
     ) -> bool:
         """Queue ``fn(item)`` for every item at once, or for none: never waits.
 
@@ -280,12 +281,19 @@ class Dispatcher:
         its share, nothing is queued or counted and False is returned. Jobs run
         and are counted as with :meth:`dispatch`.
 
+        With ``wake=False`` a sleeping worker is woken only once a burst of
+        jobs waits for it, which spares a thread switch per call; a later
+        ``offer`` with ``wake=True`` (even of no items) wakes the workers for
+        every job waiting.
+
         Raises:
             ClosedError: the dispatcher is closed.
             ValueError: the ``key`` strategy without a ``key`` function.
         """
         self._check_bulk(key)
         if not items:
+            if wake:
+                self._wake_all()
             return True
         keys = [key(item) for item in items] if key is not None else None
         chunk = self._chunk
@@ -310,7 +318,7 @@ class Dispatcher:
                     if chunk == 1
                     else [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
                 )
-                inbox.put_nowait_many(messages)
+                inbox.put_nowait_many(messages, wake)
         return True
 
     @overload

@@ -11,6 +11,7 @@ machine (issue 5), so routing, body reading and responses are written out here.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -34,6 +35,12 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+#: Most seconds a payload job waits before a sleeping worker is woken for it.
+#: Offers wake workers lazily (once a burst waits), and a timer on the event loop
+#: wakes them for what is left: a thread switch per request would cost more
+#: than the request itself on a small machine.
+WAKE_INTERVAL: Final = 0.002
 
 #: Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER_SECONDS: Final = 1
@@ -75,10 +82,14 @@ class IngestApp:
         self._by_key = dispatcher.strategy.needs_key
         self._access_log = access_log
         self._observe = metrics.latency.observe
+        self._waking = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is off; websockets are not served
+        if not self._waking:
+            self._waking = True
+            self._wake_workers()
         start = perf_counter()
         path = scope["path"]
         method = scope["method"]
@@ -154,12 +165,21 @@ class IngestApp:
                 lines,
                 key=(lambda _: request_id) if self._by_key else None,
                 on_error=_log_job_error,
+                wake=False,
             )
         except ClosedError:
             raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
         if not accepted:
             raise BadRequest(503, "queue_full", "queue full, retry later", _RETRY_AFTER)
         return count, request_id
+
+    def _wake_workers(self) -> None:
+        # Runs on the event loop every WAKE_INTERVAL once serving has started;
+        # the chain ends when the dispatcher closes (its join wakes every worker).
+        if self._dispatcher.closed:
+            return
+        self._dispatcher.offer(_no_job, [], wake=True)
+        asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._expected_auth is not None
@@ -234,6 +254,10 @@ async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _no_job(_: object) -> None:
+    """Never called: the function of an empty offer, which only wakes workers."""
 
 
 def _log_job_error(line: bytes, exc: BaseException) -> None:
