@@ -268,6 +268,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--handler", "json"), "package.module:function"),
         (("--sink", "s", "--port", "70000"), "--port must be between"),
         (("--sink", "s", "--strategy", "fastest"), "strategy"),
+        (("--sink", "s", "--strategy", "pull,batch"), "one --strategy"),
+        (("--sink", "s", "--fsync-interval", "0"), "fsync_interval must be"),
+        (("--sink", "s", "--fsync-interval", "inf"), "fsync_interval must be"),
     ],
 )
 def test_bad_command_line_gives_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

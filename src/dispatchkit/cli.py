@@ -78,6 +78,13 @@ def _strategies(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _one_strategy(text: str) -> str:
+    names = _strategies(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError("serve takes one --strategy")
+    return names[0]
+
+
 def _chunks(text: str) -> list[int | None]:
     """A comma list of chunk sizes; ``auto`` (None) picks one from the job count."""
     values: list[int | None] = []
@@ -210,7 +217,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument(
         "--strategy",
-        type=lambda text: _strategies(text)[0],
+        type=_one_strategy,
         default="pull",
         help="round_robin, batch, pull or key (default pull)",
     )

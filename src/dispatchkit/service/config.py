@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
     "DEFAULT_SEGMENT_BYTES",
+    "MAX_FSYNC_INTERVAL",
     "ServeConfig",
 ]
 
@@ -21,6 +22,9 @@ DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 
 #: Seconds between two flushes of the sink to disk (write + fsync).
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
+
+#: Longest flush interval accepted, in seconds (a day): beyond, a typo is likelier.
+MAX_FSYNC_INTERVAL: Final = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,10 @@ class ServeConfig:
             raise ValueError(f"max_body must be at least 1 byte, got {self.max_body}")
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be at least 1 byte, got {self.segment_bytes}")
-        if not self.fsync_interval > 0:
-            raise ValueError(f"fsync_interval must be more than 0 s, got {self.fsync_interval}")
+        if not 0 < self.fsync_interval <= MAX_FSYNC_INTERVAL:
+            raise ValueError(
+                f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
+                f"got {self.fsync_interval}"
+            )
         if self.token is not None and not self.token:
             raise ValueError("token must not be empty")
