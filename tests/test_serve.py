@@ -138,7 +138,11 @@ def test_metrics_count_accepted_and_rejected(server: Server) -> None:
 
 def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
     server = start_server(
-        tmp_path, "--sink", str(tmp_path / "s"), env={"DISPATCHKIT_TOKEN": "s3cret"}
+        tmp_path,
+        "--sink",
+        str(tmp_path / "s"),
+        "--access-log",
+        env={"DISPATCHKIT_TOKEN": "s3cret"},
     )
     status, headers, body = server.request("POST", "/v1/payloads", GOOD)
     assert status == 401
@@ -149,6 +153,10 @@ def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
     assert server.post([1], {"Authorization": "Bearer s3cret"}) == 202
     assert server.stop() == 0
     assert sink_ids(tmp_path / "s") == [1]
+    access = [e for e in server.log_entries() if e["message"] == "request"]
+    assert [e["status"] for e in access] == [401, 401, 401, 202]
+    assert access[0]["path"] == "/v1/payloads"
+    assert all("s3cret" not in json.dumps(e) for e in server.log_entries())
 
 
 def test_full_queue_gives_503_and_every_202_is_persisted(tmp_path: Path) -> None:
