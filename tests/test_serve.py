@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -296,3 +297,18 @@ def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
         assert server.stop() == 0
     assert result.returncode == 1
     assert "dispatchkit serve: error:" in result.stderr.splitlines()[-1]
+
+
+def test_a_lone_payload_runs_at_once_not_at_shutdown(tmp_path: Path) -> None:
+    out = tmp_path / "handled.txt"
+    server = start_server(
+        tmp_path, "--handler", "serve_handlers:slow", env={"SERVE_TEST_OUT": str(out)}
+    )
+    try:
+        assert server.post([42]) == 202
+        deadline = time.monotonic() + 5
+        while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert out.read_text() == "42\n"  # the wake-up timer woke a sleeping worker
+    finally:
+        assert server.stop() == 0

@@ -37,9 +37,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Most seconds a payload job waits before a sleeping worker is woken for it.
-#: Offers wake workers lazily (once a burst waits), and a timer on the event loop
-#: wakes them for what is left: a thread switch per request would cost more
-#: than the request itself on a small machine.
+#: Offers wake workers lazily (once a burst waits), and a timer on the event loop,
+#: armed by the first offer after a wake-up, wakes them for what is left: a
+#: thread switch per request would cost more than the request itself on a small
+#: machine.
 WAKE_INTERVAL: Final = 0.002
 
 #: Seconds a client is told to wait before retrying a 503.
@@ -82,14 +83,11 @@ class IngestApp:
         self._by_key = dispatcher.strategy.needs_key
         self._access_log = access_log
         self._observe = metrics.latency.observe
-        self._waking = False
+        self._wake_armed = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is off; websockets are not served
-        if not self._waking:
-            self._waking = True
-            self._wake_workers()
         start = perf_counter()
         path = scope["path"]
         method = scope["method"]
@@ -171,15 +169,17 @@ class IngestApp:
             raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
         if not accepted:
             raise BadRequest(503, "queue_full", "queue full, retry later", _RETRY_AFTER)
+        if not self._wake_armed:
+            self._wake_armed = True
+            asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
         return count, request_id
 
     def _wake_workers(self) -> None:
-        # Runs on the event loop every WAKE_INTERVAL once serving has started;
-        # the chain ends when the dispatcher closes (its join wakes every worker).
-        if self._dispatcher.closed:
-            return
-        self._dispatcher.offer(_no_job, [], wake=True)
-        asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
+        # Armed by the first lazy offer after the last wake-up: an idle server
+        # runs no timer at all.
+        self._wake_armed = False
+        if not self._dispatcher.closed:
+            self._dispatcher.offer(_no_job, [], wake=True)
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._expected_auth is not None
