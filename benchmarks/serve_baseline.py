@@ -1,9 +1,10 @@
 """A plain single-queue ingest server, the baseline for ``dispatchkit serve``.
 
 The Go article's pattern at its simplest in Python: a raw ASGI app on the same
-server (uvicorn, uvloop, httptools), the same request decoding, one bounded
-``asyncio.Queue`` of payloads and a few consumer tasks on the event loop that
-append them to one NDJSON file in batches. No dispatcher, no threads, no metrics.
+server (granian, one worker process, uvloop), the same request decoding, one
+bounded ``asyncio.Queue`` of payloads and a few consumer tasks on the event
+loop that append them to one NDJSON file in batches. No dispatcher, no
+threads, no metrics.
 
     python benchmarks/serve_baseline.py --port 8090 --sink /tmp/baseline
 
@@ -17,16 +18,18 @@ import argparse
 import asyncio
 import json
 import os
-import signal
+import sys
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces, Loops
 
 from dispatchkit.service.payloads import BadRequest, decode_request
 
 CONSUMERS = 8
 BATCH = 512
+_ENV = "SERVE_BASELINE"
 
 
 class Baseline:
@@ -40,7 +43,8 @@ class Baseline:
         self.buffer: list[bytes] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
             return
         message = await receive()
         body = message.get("body", b"")
@@ -59,6 +63,21 @@ class Baseline:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        await receive()  # startup
+        self.queue = asyncio.Queue(self.queue_size)
+        async with asyncio.TaskGroup() as group:
+            consumers = [group.create_task(self.consume()) for _ in range(CONSUMERS)]
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # shutdown
+            await self.queue.join()
+            self.flush()
+            os.fsync(self.fd)
+            for consumer in consumers:
+                consumer.cancel()
+        print(json.dumps({"accepted": self.accepted, "lines_written": self.written}), flush=True)
+        await send({"type": "lifespan.shutdown.complete"})
 
     def ingest(self, body: bytes) -> tuple[int, bytes]:
         assert self.queue is not None
@@ -89,37 +108,10 @@ class Baseline:
             self.buffer = []
 
 
-async def main(port: int, sink: Path, queue_size: int) -> None:
-    app = Baseline(sink, queue_size)
-    app.queue = asyncio.Queue(queue_size)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="none",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-    )
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal it stopped on once it is done: let that be a no-op,
-    # so the drain below runs and the exit is clean.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    async with asyncio.TaskGroup() as group:
-        consumers = [group.create_task(app.consume()) for _ in range(CONSUMERS)]
-        try:
-            await server.serve()
-        finally:
-            await app.queue.join()
-            app.flush()
-            os.fsync(app.fd)
-            for consumer in consumers:
-                consumer.cancel()
-    print(json.dumps({"accepted": app.accepted, "lines_written": app.written}), flush=True)
+def create() -> Baseline:
+    """The app, built in granian's worker process."""
+    settings = json.loads(os.environ[_ENV])
+    return Baseline(Path(settings["sink"]), settings["queue_size"])
 
 
 if __name__ == "__main__":
@@ -128,6 +120,18 @@ if __name__ == "__main__":
     parser.add_argument("--sink", type=Path, required=True)
     parser.add_argument("--queue-size", type=int, default=8192)
     args = parser.parse_args()
-    import uvloop
-
-    uvloop.run(main(args.port, args.sink, args.queue_size))
+    os.environ[_ENV] = json.dumps({"sink": str(args.sink), "queue_size": args.queue_size})
+    sys.path.insert(0, str(Path(__file__).parent))
+    Granian(
+        "serve_baseline:create",
+        address="127.0.0.1",
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        factory=True,
+        log_enabled=False,
+        backlog=2048,
+    ).serve()

@@ -171,13 +171,21 @@ def measure(
             timeout=args.duration + 60,
         )
         summary = json.loads(wrk.stdout.strip().splitlines()[-1])
-        accepted = scrape_accepted(port) if name == "dispatchkit" else -1
+        if name == "dispatchkit":
+            scrape_accepted(port)  # /metrics still answers right after the load
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=120)
     if process.returncode != 0:
         sys.exit(f"{name} exited with {process.returncode}; see {log}")
-    if accepted < 0:  # the baseline reports its count on stdout as it stops
+    # The final count, taken once the server stopped: requests still in flight
+    # when wrk ended may have been accepted after any earlier look.
+    if name == "dispatchkit":
+        entries = [
+            json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")
+        ]
+        accepted = next(e["accepted"] for e in entries if e.get("message") == "stopped")
+    else:  # the baseline reports its count on stdout as it stops
         accepted = json.loads(out.decode().strip().splitlines()[-1])["accepted"]
     return Result(
         name=name,

@@ -89,6 +89,7 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
         for entry in server.log_entries() if log.exists() else []:
             if entry.get("message") == "listening":
                 server.port = entry["port"]
+                _wait_healthy(server, deadline)
                 return server
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")
@@ -96,6 +97,19 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     process.kill()
     process.wait()
     raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def _wait_healthy(server: Server, deadline: float) -> None:
+    # The app logs "listening" as its lifespan starts, a moment before the
+    # server's own socket may accept connections.
+    while True:
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
 
 
 def sink_ids(sink: Path) -> list[int]:

@@ -329,13 +329,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
         )
         service.configure_logging()
-        report = service.serve(config)
+        service.serve(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
         return RET_FAILED
-    return RET_OK if report.failed == 0 else RET_FAILED
+    return RET_OK
 
 
 # -- entry point -------------------------------------------------------------

@@ -7,9 +7,9 @@ package never imports this one.
 from __future__ import annotations
 
 try:
+    import granian  # noqa: F401
     import msgspec  # noqa: F401
     import prometheus_client  # noqa: F401
-    import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         f"dispatchkit serve needs the serve extra: pip install 'dispatchkit[serve]' ({exc})"
@@ -18,14 +18,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from .app import IngestApp
 from .config import ServeConfig
 from .logs import configure_logging
-from .server import ServeReport, serve
+from .server import serve
 from .sink import SegmentSink, read_lines
 
 __all__ = [
     "IngestApp",
     "SegmentSink",
     "ServeConfig",
-    "ServeReport",
     "configure_logging",
     "read_lines",
     "serve",

@@ -87,7 +87,7 @@ class IngestApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return  # lifespan is off; websockets are not served
+            return  # the lifespan is the server's (server.py); no websockets
         start = perf_counter()
         path = scope["path"]
         method = scope["method"]

@@ -42,5 +42,3 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's own access log is off; its lifecycle chatter is kept to warnings.
-    logging.getLogger("uvicorn").setLevel(logging.WARNING)

@@ -1,184 +1,185 @@
-"""Running the ingest service: bind, serve until a signal, drain, flush.
+"""Running the ingest service on granian: bind, serve until a signal, drain, flush.
 
-Shutdown order on SIGTERM or SIGINT (STYLE.md, practice 3): the server stops
-accepting connections and finishes the requests in flight; then the dispatcher
-is joined, so every queued payload job runs; then the sink writes and fsyncs
+    dispatchkit serve (granian's main process) ── fork ──▶ worker process
+        checks the settings, the handler           create_app(): Dispatcher, sink, IngestApp
+        and the address; on SIGTERM/SIGINT         HTTP I/O in granian's Rust threads,
+        stops the worker and waits for it          the app on the worker's event loop
+
+granian was chosen by measurement (README): its HTTP I/O runs outside the GIL.
+Shutdown order (STYLE.md, practice 3): granian stops accepting and finishes the
+requests in flight; the ASGI lifespan shutdown then joins the dispatcher, so
+every queued payload job runs, and closes the sink, which writes and fsyncs
 what it buffers. Every payload answered 202 is then on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import json
 import logging
-import signal
+import os
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
 
-import uvicorn
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces, Loops
 
 from dispatchkit.dispatcher import Dispatcher
 
-from .app import IngestApp
+from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
 from .handler import HandlerJob, load_handler
+from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .sink import SegmentSink
 
-__all__ = ["ServeReport", "serve"]
+__all__ = ["create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class ServeReport:
-    """What the service did, once it has stopped.
-
-    Attributes:
-        accepted: payloads answered 202.
-        succeeded: payload jobs that ran.
-        failed: payload jobs that raised.
-        lines_written: lines in the sink's segments (0 with a handler).
-    """
-
-    accepted: int
-    succeeded: int
-    failed: int
-    lines_written: int
+#: Environment variable that carries the settings to the worker process.
+CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises a captured signal once it has stopped, which would
-        # turn a clean drain into an interrupt; a drained stop exits 0 here.
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(
-    config: ServeConfig, *, on_ready: Callable[[str, int], None] | None = None
-) -> ServeReport:
+def serve(config: ServeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then drain the queue and flush the sink.
 
-    Args:
-        config: the settings.
-        on_ready: called with the bound host and port once the socket listens.
-
-    Returns:
-        The final counts.
+    The settings, the handler and the address are checked here, before the
+    worker process starts, so that mistakes get a clear error.
 
     Raises:
         ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
-        OSError: the address cannot be bound or the sink directory written.
+        OSError: the address cannot be bound or the sink directory created.
+        RuntimeError: the worker process died.
     """
-    job: Callable[[bytes], object]
-    sink: SegmentSink | None = None
     if config.handler is not None:
-        job = HandlerJob(load_handler(config.handler))
-    dispatcher = Dispatcher(
-        workers=config.workers,
-        strategy=config.strategy,
-        queue_size=config.queue_size,
-        name="dispatchkit-serve",
-    )
-    try:
-        if config.handler is None:
-            assert config.sink is not None
-            sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
-            job = sink.append
-        sock = _bind(config.host, config.port)
-    except BaseException:
-        dispatcher.stop()
-        if sink is not None:
-            sink.close()
-        raise
-    host, port = sock.getsockname()[:2]
-    metrics = ServiceMetrics(dispatcher)
-    app = IngestApp(
-        dispatcher,
-        job,
-        metrics,
-        token=config.token,
-        max_body=config.max_body,
-        access_log=config.access_log,
-    )
-    server = _Server(
-        uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            date_header=False,
-            # No X-Forwarded-* rewriting: it costs a wrapper call per request,
-            # and the service trusts no proxy.
-            proxy_headers=False,
-        )
-    )
-    logger.info(
-        "listening",
-        extra={
-            "host": host,
-            "port": port,
-            "workers": config.workers,
-            "strategy": dispatcher.strategy.name,
-            "queue_size": config.queue_size,
-            "sink": None if config.sink is None else str(config.sink),
-        },
-    )
-    if on_ready is not None:
-        on_ready(host, port)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-        logger.info("draining", extra={"queued": _queued(dispatcher)})
-        dispatcher.join()
-        if sink is not None:
-            sink.close()
-    stats = dispatcher.stats()
-    report = ServeReport(
-        accepted=metrics.payloads_accepted,
-        succeeded=stats.succeeded,
-        failed=stats.failed,
-        lines_written=0 if sink is None else sink.lines_written,
-    )
-    logger.info("stopped", extra=_fields(report))
-    return report
-
-
-def _queued(dispatcher: Dispatcher) -> int:
-    stats = dispatcher.stats()
-    return stats.submitted - stats.succeeded - stats.failed - stats.cancelled
-
-
-def _fields(report: ServeReport) -> dict[str, Any]:
-    return {
-        "accepted": report.accepted,
-        "succeeded": report.succeeded,
-        "failed": report.failed,
-        "lines_written": report.lines_written,
+        load_handler(config.handler)
+    Dispatcher(
+        workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
+    ).stop()
+    if config.sink is not None:
+        config.sink.mkdir(parents=True, exist_ok=True)
+    # Bind once here: a busy port is one clear error, and port 0 gets a free port.
+    port = _probe(config.host, config.port)
+    settings = {
+        **asdict(config),
+        "port": port,
+        "sink": None if config.sink is None else str(config.sink),
     }
+    os.environ[CONFIG_ENV] = json.dumps(settings)
+    server = Granian(
+        f"{__name__}:create_app",
+        address=config.host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        factory=True,
+        log_enabled=False,
+        backlog=2048,
+    )
+    try:
+        server.serve()
+    except SystemExit as exc:
+        if exc.code:
+            raise RuntimeError(
+                f"the server's worker process failed (exit code {exc.code})"
+            ) from None
+
+
+def _probe(host: str, port: int) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound: int = sock.getsockname()[1]
+        return bound
+
+
+def create_app() -> _Service:
+    """Build the service in granian's worker process, from :data:`CONFIG_ENV`."""
+    configure_logging()
+    settings: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
+    if settings["sink"] is not None:
+        settings["sink"] = Path(settings["sink"])
+    return _Service(ServeConfig(**settings))
+
+
+class _Service:
+    """The ingest app plus its lifespan: start-up log, ordered drain at shutdown."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self._config = config
+        self._sink: SegmentSink | None = None
+        if config.handler is not None:
+            job: Any = HandlerJob(load_handler(config.handler))
+        else:
+            assert config.sink is not None
+            self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
+            job = self._sink.append
+        self._dispatcher = Dispatcher(
+            workers=config.workers,
+            strategy=config.strategy,
+            queue_size=config.queue_size,
+            name="dispatchkit-serve",
+        )
+        self._metrics = ServiceMetrics(self._dispatcher)
+        self._app = IngestApp(
+            self._dispatcher,
+            job,
+            self._metrics,
+            token=config.token,
+            max_body=config.max_body,
+            access_log=config.access_log,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        config = self._config
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                logger.info(
+                    "listening",
+                    extra={
+                        "host": config.host,
+                        "port": config.port,
+                        "workers": config.workers,
+                        "strategy": self._dispatcher.strategy.name,
+                        "queue_size": config.queue_size,
+                        "sink": None if config.sink is None else str(config.sink),
+                    },
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                stats = self._dispatcher.stats()
+                queued = stats.submitted - stats.succeeded - stats.failed - stats.cancelled
+                logger.info("draining", extra={"queued": queued})
+                # In a thread: the loop stays free while the workers finish the queue.
+                await asyncio.to_thread(self._drain)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _drain(self) -> None:
+        self._dispatcher.join()
+        if self._sink is not None:
+            self._sink.close()
+        stats = self._dispatcher.stats()
+        logger.info(
+            "stopped",
+            extra={
+                "accepted": self._metrics.payloads_accepted,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "lines_written": 0 if self._sink is None else self._sink.lines_written,
+            },
+        )
