@@ -27,6 +27,7 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 
 from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
@@ -56,9 +57,8 @@ def serve(config: ServeConfig) -> None:
     """
     if config.handler is not None:
         load_handler(config.handler)
-    Dispatcher(
-        workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
-    ).stop()
+    # Checked without starting threads: granian forks this process.
+    Settings(workers=config.workers, strategy=config.strategy, queue_size=config.queue_size)
     if config.sink is not None:
         config.sink.mkdir(parents=True, exist_ok=True)
     # Bind once here: a busy port is one clear error, and port 0 gets a free port.
