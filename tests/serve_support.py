@@ -16,6 +16,9 @@ from typing import Any
 
 TESTS = Path(__file__).parent
 
+#: Every server started, so that a failing test leaves none running (see kill_leftovers).
+STARTED: list[Server] = []
+
 
 @dataclass
 class Server:
@@ -84,6 +87,7 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
             env=full_env,
         )
     server = Server(process, log)
+    STARTED.append(server)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         for entry in server.log_entries() if log.exists() else []:
@@ -97,6 +101,19 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     process.kill()
     process.wait()
     raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def kill_leftovers() -> None:
+    """Stop every server a test left running (it failed before stopping it)."""
+    while STARTED:
+        server = STARTED.pop()
+        if server.process.poll() is None:
+            server.process.terminate()
+            try:
+                server.process.wait(10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
 
 
 def _wait_healthy(server: Server, deadline: float) -> None:

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from serve_support import Server, payload_body, sink_ids, start_server
+from serve_support import Server, kill_leftovers, payload_body, sink_ids, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
 GOOD = payload_body([1, 2])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leftover_servers() -> Iterator[None]:
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="module")
