@@ -148,6 +148,24 @@ class Inbox(Generic[T]):
         if self._sleepers and (wake or len(items) >= self._wake_at):
             self._wake_one()
 
+    def put_nowait_many(self, messages: list[T], wake: bool = True) -> None:
+        """Append several messages at once without waiting or checking for room.
+
+        For a caller that has checked the room itself (``Dispatcher.offer``).
+        ``wake=False`` wakes a sleeping consumer only once ``wake_at`` messages
+        wait, as in :meth:`try_put`.
+
+        Raises:
+            ClosedError: the inbox was closed.
+        """
+        items = self._items
+        items.extend(messages)
+        if self._closed:
+            for message in messages:
+                self._withdraw(message)
+        if self._sleepers and (wake or len(items) >= self._wake_at):
+            self._wake_one()
+
     def _withdraw(self, message: T) -> None:
         # Closed while we appended: take the message back if no consumer got it.
         # A consumer that did runs it: close() lets consumers drain.

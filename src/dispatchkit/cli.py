@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Final, NoReturn
 
@@ -78,6 +79,13 @@ def _strategies(text: str) -> list[str]:
         return [parse_strategy(name).name for name in names]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _one_strategy(text: str) -> str:
+    names = _strategies(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError("serve takes one --strategy")
+    return names[0]
 
 
 def _chunks(text: str) -> list[int | None]:
@@ -179,6 +187,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
     _add_worker_parser(commands)
     _add_bench_parser(commands)
+    _add_serve_parser(commands)
     return parser
 
 
@@ -232,6 +241,84 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="deliveries of one job before it is dead-lettered (default 3)",
     )
     worker.set_defaults(handler=_cmd_worker)
+
+
+_SERVE_HELP: Final = f"""\
+Serve the HTTP ingest service of the Go article on a dispatcher.
+
+POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object, ...]}}
+and answers 202 with the number of payloads accepted; each payload becomes a job
+that appends it to NDJSON segment files in --sink (or calls --handler). A full
+queue answers 503 with Retry-After; all payloads of a request are accepted
+together or not at all. GET /healthz and GET /metrics (Prometheus) too.
+SIGTERM or SIGINT stops intake, drains the queue into the sink and exits 0.
+The bearer token may come from {ENV_PREFIX}TOKEN.
+"""
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the HTTP ingest service (needs dispatchkit[serve])",
+        description=_SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_int_in("--port", 0, 65535), default=8080, help="port (default 8080)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_int_in("--workers", 1, MAX_WORKERS),
+        default=2,
+        help="workers (default 2)",
+    )
+    serve.add_argument(
+        "--queue-size",
+        type=_int_in("--queue-size", 1, MAX_QUEUE_SIZE),
+        default=4096,
+        help="payload jobs an inbox holds before requests get 503 (default 4096)",
+    )
+    serve.add_argument(
+        "--strategy",
+        type=_one_strategy,
+        default="pull",
+        help="round_robin, batch, pull or key (default pull)",
+    )
+    serve.add_argument("--sink", default=None, metavar="DIR", help="directory of NDJSON segments")
+    serve.add_argument(
+        "--handler",
+        dest="job_handler",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="call this function with each decoded payload instead of storing it",
+    )
+    serve.add_argument(
+        "--token", default=None, help=f"bearer token required to post ({ENV_PREFIX}TOKEN)"
+    )
+    serve.add_argument(
+        "--max-body",
+        type=_int_in("--max-body", 1, 1 << 30),
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest request body (default 1 MiB)",
+    )
+    serve.add_argument(
+        "--segment-bytes",
+        type=_int_in("--segment-bytes", 1, 1 << 40),
+        default=64 << 20,
+        metavar="BYTES",
+        help="size at which a new segment file starts (default 64 MiB)",
+    )
+    serve.add_argument(
+        "--fsync-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two flushes of the sink to disk (default 1)",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.set_defaults(handler=_cmd_serve)
 
 
 # -- commands ---------------------------------------------------------------
@@ -519,6 +606,38 @@ def _bench_command(options: object, args: argparse.Namespace) -> str:
     parts += [f"--{flag}" for flag in ("peers", "quick", "report") if getattr(args, flag)]
     parts += ["--out", args.out]
     return shlex.join(parts)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from . import service
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.sink is None and args.job_handler is None:
+        raise UsageError("--sink DIR is required (or --handler MODULE:FUNCTION)")
+    try:
+        config = service.ServeConfig(
+            sink=None if args.sink is None else Path(args.sink),
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            queue_size=args.queue_size,
+            strategy=args.strategy,
+            handler=args.job_handler,
+            token=args.token or os.environ.get(ENV_PREFIX + "TOKEN") or None,
+            max_body=args.max_body,
+            segment_bytes=args.segment_bytes,
+            fsync_interval=args.fsync_interval,
+            access_log=args.access_log,
+        )
+        service.configure_logging()
+        service.serve(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:
+        print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
+        return RET_FAILED
+    return RET_OK
 
 
 # -- entry point -------------------------------------------------------------

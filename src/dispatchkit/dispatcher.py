@@ -19,7 +19,7 @@ import atexit
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import islice
 from time import perf_counter
 from types import TracebackType
@@ -321,6 +321,62 @@ class Dispatcher:
             dispatched += len(block)
         self._wake_all()
         return dispatched
+
+    def offer(
+        self,
+        fn: Callable[[T], object],
+        items: Sequence[T],
+        *,
+        key: Callable[[T], Hashable] | None = None,
+        on_error: Callable[[T, BaseException], object] | None = None,
+        wake: bool = True,
+    ) -> bool:
+        """Queue ``fn(item)`` for every item at once, or for none: never waits.
+
+        The non-blocking, all-or-nothing form of :meth:`dispatch`, for callers
+        that must not wait, such as an event loop. If an inbox lacks room for
+        its share, nothing is queued or counted and False is returned. Jobs run
+        and are counted as with :meth:`dispatch`.
+
+        With ``wake=False`` a sleeping worker is woken only once a burst of
+        jobs waits for it, which spares a thread switch per call; a later
+        ``offer`` with ``wake=True`` (even of no items) wakes the workers for
+        every job waiting.
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            ValueError: the ``key`` strategy without a ``key`` function.
+        """
+        self._check_bulk(key)
+        if not items:
+            if wake:
+                self._wake_all()
+            return True
+        keys = [key(item) for item in items] if key is not None else None
+        chunk = self._chunk
+        with self._lock:  # offers are atomic against each other: no overshoot between them
+            if self._closed:
+                raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            first = self._next_seq
+            parts = self._strategy.split(items, first, self._n, keys)
+            needed: dict[int, int] = {}
+            for worker, jobs in parts:
+                index = 0 if worker == SHARED else worker
+                needed[index] = needed.get(index, 0) + -(-len(jobs) // chunk)
+            for index, count in needed.items():
+                inbox = self._inboxes[index]
+                if len(inbox) + count > inbox.capacity:
+                    return False
+            self._next_seq = first + len(items)
+            for worker, jobs in parts:
+                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
+                messages: list[Any] = (
+                    [(fn, item, on_error) for item in jobs]
+                    if chunk == 1
+                    else [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
+                )
+                inbox.put_nowait_many(messages, wake)
+        return True
 
     @overload
     def map(

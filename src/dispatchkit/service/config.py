@@ -1,0 +1,82 @@
+"""The settings of ``dispatchkit serve``, checked once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "DEFAULT_FSYNC_INTERVAL",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_SEGMENT_BYTES",
+    "MAX_FSYNC_INTERVAL",
+    "ServeConfig",
+]
+
+#: Largest request body accepted, in bytes (1 MiB).
+DEFAULT_MAX_BODY: Final = 1 << 20
+
+#: Size in bytes at which the sink starts a new segment file (64 MiB).
+DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+
+#: Seconds between two flushes of the sink to disk (write + fsync).
+DEFAULT_FSYNC_INTERVAL: Final = 1.0
+
+#: Longest flush interval accepted, in seconds (a day): beyond, a typo is likelier.
+MAX_FSYNC_INTERVAL: Final = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """How the ingest service runs.
+
+    Attributes:
+        sink: directory of the NDJSON segment files (created when missing);
+            required unless a ``handler`` replaces the sink.
+        host: address to bind; loopback unless told otherwise.
+        port: TCP port to bind.
+        workers: dispatcher workers (threads) running the payload jobs.
+        queue_size: jobs one inbox holds; a request that does not fit gets 503.
+        strategy: dispatcher strategy (round_robin, batch, pull or key).
+        handler: ``package.module:function`` called with each decoded payload
+            instead of storing it (None: the sink stores payloads).
+        token: bearer token required on ``POST /v1/payloads`` (None: no check).
+        max_body: largest request body in bytes; larger ones get 413.
+        segment_bytes: size at which the sink rotates to a new segment file.
+        fsync_interval: seconds between two flushes of the sink to disk.
+        access_log: log one structured line per request (costs throughput).
+
+    Raises:
+        ValueError: a value out of range, with a message naming it.
+    """
+
+    sink: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    queue_size: int = 4096
+    strategy: str = "pull"
+    handler: str | None = None
+    token: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    fsync_interval: float = DEFAULT_FSYNC_INTERVAL
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sink is None and self.handler is None:
+            raise ValueError("a sink directory is required unless a handler replaces it")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.max_body < 1:
+            raise ValueError(f"max_body must be at least 1 byte, got {self.max_body}")
+        if self.segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be at least 1 byte, got {self.segment_bytes}")
+        if not 0 < self.fsync_interval <= MAX_FSYNC_INTERVAL:
+            raise ValueError(
+                f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
+                f"got {self.fsync_interval}"
+            )
+        if self.token is not None and not self.token:
+            raise ValueError("token must not be empty")

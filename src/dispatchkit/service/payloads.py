@@ -1,0 +1,73 @@
+"""Decoding and checking a request body, without evaluating any payload.
+
+Payloads are kept as the raw JSON text the client sent (``msgspec.Raw``): the
+sink stores them as they are, and only a user handler decodes them, in a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = ["BadRequest", "Request", "decode_request"]
+
+#: Bytes that may open a JSON object (msgspec strips leading whitespace from Raw).
+_OBJECT_START: Final = 0x7B  # "{"
+
+
+class BadRequest(Exception):
+    """A request the service refuses, with its HTTP status and a message."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, header: tuple[bytes, bytes] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        #: Short label for the rejected-requests metric.
+        self.reason = reason
+        self.message = message
+        #: One more response header (Retry-After, WWW-Authenticate), if any.
+        self.header = header
+
+
+class Request(msgspec.Struct):
+    """The body of ``POST /v1/payloads``."""
+
+    version: str
+    token: str
+    request_id: str
+    payloads: list[msgspec.Raw]
+
+
+_decoder: Final = msgspec.json.Decoder(Request)
+
+
+def decode_request(body: bytes) -> tuple[str, list[bytes]]:
+    """Return the request id and each payload as one line of JSON text.
+
+    Raises:
+        BadRequest: 400 for malformed JSON, 422 for a wrong shape or type
+            (the message names the field).
+    """
+    try:
+        request = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(422, "invalid", f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(400, "malformed", f"malformed JSON: {exc}") from None
+    payloads = request.payloads
+    if not payloads:
+        raise BadRequest(422, "invalid", "invalid request: `$.payloads` must not be empty")
+    lines: list[bytes] = []
+    for index, raw in enumerate(payloads):
+        text = bytes(raw)
+        if text[0] != _OBJECT_START:
+            raise BadRequest(
+                422, "invalid", f"invalid request: `$.payloads[{index}]` must be an object"
+            )
+        # JSON strings cannot hold a raw newline, so any is whitespace: one line per payload.
+        if b"\n" in text or b"\r" in text:
+            text = text.replace(b"\n", b" ").replace(b"\r", b" ")
+        lines.append(text)
+    return request.request_id, lines

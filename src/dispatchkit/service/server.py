@@ -1,0 +1,185 @@
+"""Running the ingest service on granian: bind, serve until a signal, drain, flush.
+
+    dispatchkit serve (granian's main process) ── fork ──▶ worker process
+        checks the settings, the handler           create_app(): Dispatcher, sink, IngestApp
+        and the address; on SIGTERM/SIGINT         HTTP I/O in granian's Rust threads,
+        stops the worker and waits for it          the app on the worker's event loop
+
+granian was chosen by measurement (README): its HTTP I/O runs outside the GIL.
+Shutdown order (STYLE.md, practice 3): granian stops accepting and finishes the
+requests in flight; the ASGI lifespan shutdown then joins the dispatcher, so
+every queued payload job runs, and closes the sink, which writes and fsyncs
+what it buffers. Every payload answered 202 is then on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces, Loops
+
+from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.settings import Settings
+
+from .app import IngestApp, Receive, Scope, Send
+from .config import ServeConfig
+from .handler import HandlerJob, load_handler
+from .logs import configure_logging
+from .metrics import ServiceMetrics
+from .sink import SegmentSink
+
+__all__ = ["create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable that carries the settings to the worker process.
+CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then drain the queue and flush the sink.
+
+    The settings, the handler and the address are checked here, before the
+    worker process starts, so that mistakes get a clear error.
+
+    Raises:
+        ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
+        OSError: the address cannot be bound or the sink directory created.
+        RuntimeError: the worker process died.
+    """
+    if config.handler is not None:
+        load_handler(config.handler)
+    # Checked without starting threads: granian forks this process.
+    Settings(workers=config.workers, strategy=config.strategy, queue_size=config.queue_size)
+    if config.sink is not None:
+        config.sink.mkdir(parents=True, exist_ok=True)
+    # Bind once here: a busy port is one clear error, and port 0 gets a free port.
+    port = _probe(config.host, config.port)
+    settings = {
+        **asdict(config),
+        "port": port,
+        "sink": None if config.sink is None else str(config.sink),
+    }
+    os.environ[CONFIG_ENV] = json.dumps(settings)
+    server = Granian(
+        f"{__name__}:create_app",
+        address=config.host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        factory=True,
+        log_enabled=False,
+        backlog=2048,
+    )
+    try:
+        server.serve()
+    except SystemExit as exc:
+        if exc.code:
+            raise RuntimeError(
+                f"the server's worker process failed (exit code {exc.code})"
+            ) from None
+
+
+def _probe(host: str, port: int) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        bound: int = sock.getsockname()[1]
+        return bound
+
+
+def create_app() -> _Service:
+    """Build the service in granian's worker process, from :data:`CONFIG_ENV`."""
+    configure_logging()
+    settings: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
+    if settings["sink"] is not None:
+        settings["sink"] = Path(settings["sink"])
+    return _Service(ServeConfig(**settings))
+
+
+class _Service:
+    """The ingest app plus its lifespan: start-up log, ordered drain at shutdown."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self._config = config
+        self._sink: SegmentSink | None = None
+        if config.handler is not None:
+            job: Any = HandlerJob(load_handler(config.handler))
+        else:
+            assert config.sink is not None
+            self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
+            job = self._sink.append
+        self._dispatcher = Dispatcher(
+            workers=config.workers,
+            strategy=config.strategy,
+            queue_size=config.queue_size,
+            name="dispatchkit-serve",
+        )
+        self._metrics = ServiceMetrics(self._dispatcher)
+        self._app = IngestApp(
+            self._dispatcher,
+            job,
+            self._metrics,
+            token=config.token,
+            max_body=config.max_body,
+            access_log=config.access_log,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        config = self._config
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                logger.info(
+                    "listening",
+                    extra={
+                        "host": config.host,
+                        "port": config.port,
+                        "workers": config.workers,
+                        "strategy": self._dispatcher.strategy.name,
+                        "queue_size": config.queue_size,
+                        "sink": None if config.sink is None else str(config.sink),
+                    },
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                stats = self._dispatcher.stats()
+                queued = stats.submitted - stats.succeeded - stats.failed - stats.cancelled
+                logger.info("draining", extra={"queued": queued})
+                # In a thread: the loop stays free while the workers finish the queue.
+                await asyncio.to_thread(self._drain)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _drain(self) -> None:
+        self._dispatcher.join()
+        if self._sink is not None:
+            self._sink.close()
+        stats = self._dispatcher.stats()
+        logger.info(
+            "stopped",
+            extra={
+                "accepted": self._metrics.payloads_accepted,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "lines_written": 0 if self._sink is None else self._sink.lines_written,
+            },
+        )

@@ -1,0 +1,139 @@
+"""The default job: append payloads to NDJSON segment files, in batches.
+
+    worker threads ──append(line)──▶ buffer ──(batch full)──▶ segment file
+                                        ▲
+                       flusher thread ──┘ every fsync_interval: write the rest, fsync
+
+Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; one is
+closed (and fsynced) once it reaches ``segment_bytes`` and the next one opened,
+so files are only ever appended to. Lines wait in memory at most one
+``fsync_interval``; :meth:`SegmentSink.close` writes and fsyncs everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Final
+
+__all__ = ["SEGMENT_GLOB", "SegmentSink", "read_lines"]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes buffered before a worker writes them out itself.
+BATCH_BYTES: Final = 256 << 10
+
+#: File name pattern of the segments.
+SEGMENT_GLOB: Final = "segment-*.ndjson"
+
+
+class SegmentSink:
+    """Append-only NDJSON segments rotated by size, written in batches.
+
+    Args:
+        directory: where the segments go (created when missing). Numbering
+            continues after the segments already there.
+        segment_bytes: size at which a segment is closed and the next opened.
+        fsync_interval: seconds between two flushes to disk.
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
+
+    def __init__(self, directory: Path, segment_bytes: int, fsync_interval: float) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._segment_bytes = segment_bytes
+        self._interval = fsync_interval
+        self._lock = threading.Lock()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._size = 0
+        existing = sorted(directory.glob(SEGMENT_GLOB))
+        self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
+        self._fd = self._open_next()
+        #: Lines written to segment files so far.
+        self.lines_written = 0
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="sink-flusher", daemon=True)
+        self._flusher.start()
+
+    def append(self, line: bytes) -> None:
+        """Queue one line (without its newline) for the current segment.
+
+        Raises:
+            OSError: writing a full batch failed.
+        """
+        with self._lock:
+            self._buffer.append(line)
+            self._buffered += len(line) + 1
+            if self._buffered >= BATCH_BYTES:
+                self._write_locked()
+
+    def flush(self) -> None:
+        """Write what is buffered and fsync the current segment.
+
+        Raises:
+            OSError: the write or the fsync failed.
+        """
+        with self._lock:
+            self._write_locked()
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Stop the flusher, write and fsync everything, close the segment. Idempotent.
+
+        Raises:
+            OSError: the last write or fsync failed.
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._flusher.join()
+        with self._lock:
+            self._write_locked()
+            os.fsync(self._fd)
+            os.close(self._fd)
+
+    def _write_locked(self) -> None:
+        if not self._buffer:
+            return
+        data = b"\n".join(self._buffer) + b"\n"
+        count = len(self._buffer)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        # Cleared only once written: after a failed write the lines are tried again.
+        self._buffer = []
+        self._buffered = 0
+        self._size += len(data)
+        self.lines_written += count
+        if self._size >= self._segment_bytes:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = self._open_next()
+
+    def _open_next(self) -> int:
+        self._number += 1
+        self._size = 0
+        path = self.directory / f"segment-{self._number:06d}.ndjson"
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            try:
+                self.flush()
+            except OSError:
+                # Lines stay counted as written or not; the next flush tries again.
+                logger.critical("sink flush failed", exc_info=True)
+
+
+def read_lines(directory: Path) -> list[bytes]:
+    """Every line of every segment in ``directory``, in segment order."""
+    lines: list[bytes] = []
+    for path in sorted(directory.glob(SEGMENT_GLOB)):
+        lines.extend(path.read_bytes().splitlines())
+    return lines

@@ -1,0 +1,23 @@
+"""Payload handlers for the service tests, loaded by the server as ``--handler``."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+_lock = threading.Lock()
+
+
+def slow(payload: Any) -> None:
+    """Take 20 ms, then append the payload's id to the file in SERVE_TEST_OUT."""
+    time.sleep(0.02)
+    with _lock, open(os.environ["SERVE_TEST_OUT"], "a") as out:
+        out.write(json.dumps(payload["id"]) + "\n")
+
+
+def fail(payload: Any) -> None:
+    """Always raise: a failing job must not stop a worker or the server."""
+    raise RuntimeError(f"cannot handle {payload!r}")

@@ -1,0 +1,137 @@
+"""A real ``dispatchkit serve`` process on a free loopback port, for the tests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).parent
+
+#: Every server started, so that a failing test leaves none running (see kill_leftovers).
+STARTED: list[Server] = []
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int = 0
+    accepted: list[int] = field(default_factory=list)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            raw = response.read()
+            found = {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+        if found.get("content-type", "").startswith("application/json"):
+            return response.status, found, json.loads(raw)
+        return response.status, found, raw.decode()
+
+    def post(self, ids: Sequence[int], headers: dict[str, str] | None = None) -> int:
+        """Post one payload per id; remember the ids answered 202."""
+        status, _, body = self.request("POST", "/v1/payloads", payload_body(ids), headers)
+        if status == 202:
+            assert body["accepted"] == len(ids)
+            self.accepted.extend(ids)
+        return status
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        # The last line may be half written: only whole lines count.
+        lines = self.log.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def payload_body(ids: Sequence[int], request_id: str = "r") -> bytes:
+    return json.dumps(
+        {
+            "version": "1",
+            "token": "t",
+            "request_id": request_id,
+            "payloads": [{"id": i, "data": "x" * 20} for i in ids],
+        }
+    ).encode()
+
+
+def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """Start ``dispatchkit serve --port 0`` and wait until it listens."""
+    log = tmp / f"server-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    with open(log, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dispatchkit", "serve", "--port", "0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=full_env,
+        )
+    server = Server(process, log)
+    STARTED.append(server)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for entry in server.log_entries() if log.exists() else []:
+            if entry.get("message") == "listening":
+                server.port = entry["port"]
+                _wait_healthy(server, deadline)
+                return server
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def kill_leftovers() -> None:
+    """Stop every server a test left running (it failed before stopping it)."""
+    while STARTED:
+        server = STARTED.pop()
+        if server.process.poll() is None:
+            server.process.terminate()
+            try:
+                server.process.wait(10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+def _wait_healthy(server: Server, deadline: float) -> None:
+    # The app logs "listening" as its lifespan starts, a moment before the
+    # server's own socket may accept connections.
+    while True:
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
+
+
+def sink_ids(sink: Path) -> list[int]:
+    return [
+        json.loads(line)["id"]
+        for path in sorted(sink.glob("segment-*.ndjson"))
+        for line in path.read_bytes().splitlines()
+    ]

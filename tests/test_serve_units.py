@@ -1,0 +1,132 @@
+"""The pieces under the service: ``Dispatcher.offer``, the segment sink, request decoding."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from dispatchkit import ClosedError, Dispatcher
+from dispatchkit.service.payloads import BadRequest, decode_request
+from dispatchkit.service.sink import SegmentSink, read_lines
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "batch", "pull"])
+def test_offer_is_all_or_nothing_and_never_waits(strategy: str) -> None:
+    gate = threading.Event()
+    seen: list[int] = []
+    d = Dispatcher(workers=2, strategy=strategy, queue_size=4)
+    try:
+        # Block both workers, then fill the inboxes.
+        assert d.offer(lambda _: gate.wait(), [0, 0])
+        accepted = 0
+        while d.offer(seen.append, [1, 2]):
+            accepted += 2
+            assert accepted < 100, "offer never refused"
+        before = d.stats().submitted
+        assert not d.offer(seen.append, [3, 4, 5])
+        assert d.stats().submitted == before  # a refused offer counts nothing
+    finally:
+        gate.set()
+        d.join()
+    assert sorted(seen) == sorted([1, 2] * (accepted // 2))
+    stats = d.stats()
+    assert stats.submitted == stats.succeeded == accepted + 2
+
+
+def test_offer_with_chunks_and_keys() -> None:
+    seen: list[tuple[str, int]] = []
+    with Dispatcher(workers=3, strategy="key", chunk=2, queue_size=8) as d:
+        for n in range(10):
+            while not d.offer(seen.append, [("a", n), ("b", n)], key=lambda item: item[0]):
+                threading.Event().wait(0.001)  # full: retry, as a client does after a 503
+    assert [n for k, n in seen if k == "a"] == list(range(10))  # one key stays in order
+    assert d.stats().succeeded == 20
+
+
+def test_offer_counts_failures_and_refuses_after_close() -> None:
+    errors: list[BaseException] = []
+    d = Dispatcher(workers=1)
+    assert d.offer(lambda x: 1 / x, [1, 0], on_error=lambda item, exc: errors.append(exc))
+    assert d.offer(print, [])  # nothing to queue
+    d.join()
+    assert d.stats().failed == 1
+    assert isinstance(errors[0], ZeroDivisionError)
+    with pytest.raises(ClosedError):
+        d.offer(print, [1])
+    keyed = Dispatcher(workers=1, strategy="key")
+    try:
+        with pytest.raises(ValueError, match="key"):
+            keyed.offer(print, [1])
+    finally:
+        keyed.join()
+
+
+def test_sink_batches_rotates_and_flushes_on_close(tmp_path: Path) -> None:
+    sink = SegmentSink(tmp_path, segment_bytes=100, fsync_interval=60)
+    lines = [b'{"n":%d,"pad":"0123456789"}' % n for n in range(20)]
+    for line in lines[:10]:
+        sink.append(line)
+    assert read_lines(tmp_path) == []  # batched in memory until a flush
+    sink.flush()
+    for line in lines[10:]:
+        sink.append(line)
+        sink.flush()
+    sink.close()
+    sink.close()  # idempotent
+    assert read_lines(tmp_path) == lines
+    assert len(list(tmp_path.glob("segment-*.ndjson"))) > 2
+    assert sink.lines_written == 20
+    # A new sink continues the numbering: segments are never rewritten.
+    again = SegmentSink(tmp_path, segment_bytes=100, fsync_interval=60)
+    again.append(b'{"n":"last"}')
+    again.close()
+    assert read_lines(tmp_path) == [*lines, b'{"n":"last"}']
+
+
+def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
+    sink = SegmentSink(tmp_path, segment_bytes=1 << 20, fsync_interval=0.05)
+    try:
+        sink.append(b"{}")
+        for _ in range(200):
+            if read_lines(tmp_path):
+                break
+            threading.Event().wait(0.01)
+        assert read_lines(tmp_path) == [b"{}"]
+    finally:
+        sink.close()
+
+
+def test_payloads_are_kept_as_sent_on_one_line() -> None:
+    body = (
+        b'{"version":"1","token":"t","request_id":"r",'
+        b'"payloads":[{"a":\n [1,\r\n2]}, {"s":"x\\ny"}]}'
+    )
+    request_id, lines = decode_request(body)
+    assert request_id == "r"
+    assert lines == [b'{"a":  [1,  2]}', b'{"s":"x\\ny"}']
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 400),
+        (b"null", 422),
+        (b'{"version":"1","token":"t","request_id":"r","payloads":["x"]}', 422),
+    ],
+)
+def test_decode_errors(body: bytes, status: int) -> None:
+    with pytest.raises(BadRequest) as caught:
+        decode_request(body)
+    assert caught.value.status == status
+
+
+def test_lazy_offer_runs_once_woken() -> None:
+    ran = threading.Event()
+    with Dispatcher(workers=1, queue_size=1024) as d:
+        threading.Event().wait(0.05)  # let the worker fall asleep
+        assert d.offer(lambda _: ran.set(), [1], wake=False)
+        assert not ran.wait(0.1)  # one job is no burst: the worker sleeps on
+        assert d.offer(print, [], wake=True)
+        assert ran.wait(5)
