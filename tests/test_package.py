@@ -18,7 +18,8 @@ def test_all_names_exist_and_are_public() -> None:
 def test_importing_the_core_loads_no_third_party_module() -> None:
     code = (
         "import sys, dispatchkit\n"
-        "heavy = [m for m in ('rich', 'matplotlib', 'redis', 'uvicorn', 'msgspec')"
+        "heavy = [m for m in ('rich', 'matplotlib', 'redis', 'msgpack', 'granian', 'msgspec',"
+        " 'prometheus_client')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
