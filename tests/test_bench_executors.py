@@ -39,3 +39,12 @@ def test_a_sync_only_function_skips_async_workers() -> None:
     plan = make_plan(BenchOptions(workloads=("json:dumps",), inputs="range:5"))
     assert "async" not in {c.executor for c in plan.configs}
     assert any("async workers skipped" in note for note in plan.notes)
+
+
+def test_auto_runs_processes_only_where_they_help() -> None:
+    plan = make_plan(BenchOptions(workloads=("noop", "cpu")))
+    kinds = {(c.workload, c.executor) for c in plan.configs}
+    assert ("noop", "process") not in kinds
+    assert {("noop", "thread"), ("noop", "async"), ("cpu", "process")} <= kinds
+    quick = make_plan(BenchOptions(workloads=("cpu",), quick=True))
+    assert "process" not in {c.executor for c in quick.configs}

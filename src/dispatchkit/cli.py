@@ -478,10 +478,11 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     add(
         "--executor",
-        type=_list("--executor", ("thread", "process", "async", "all")),
-        default=["all"],
+        type=_list("--executor", ("thread", "process", "async", "all", "auto")),
+        default=["auto"],
         metavar="LIST",
-        help="worker kinds: thread, process, async or all available (default all)",
+        help="worker kinds: thread, process, async, all (every kind on every workload) or "
+        "auto (default: threads and asyncio everywhere, processes on cpu and mixed)",
     )
     add(
         "--strategies",

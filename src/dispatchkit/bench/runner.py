@@ -49,8 +49,10 @@ DEFAULT_WORKERS: Final = (8,)
 #: The seed's one job per hand-off, and a chunked form.
 DEFAULT_CHUNKS: Final = (1, 32)
 DEFAULT_REPEAT: Final = 3
+#: The built-in workloads that ``--executor auto`` runs on process workers too.
+CPU_BOUND: Final = ("cpu", "mixed")
 #: ``--quick`` runs this fraction of the jobs, with this many repeats.
-QUICK_JOB_DIVISOR: Final = 3
+QUICK_JOB_DIVISOR: Final = 5
 QUICK_REPEAT: Final = 2
 
 
@@ -60,8 +62,10 @@ class BenchOptions:
 
     Attributes:
         workloads: built-in names or ``package.module:function``.
-        executors: ``thread``, ``process``, ``async``, or ``all`` (every kind
-            this version has).
+        executors: ``thread``, ``process``, ``async``, ``all`` (every kind on
+            every workload), or ``auto``: threads and asyncio everywhere, and
+            processes where they are the point, on the CPU-bound built-in
+            workloads (``cpu``, ``mixed``) and on your own function.
         strategies: dispatchkit strategies.
         workers: worker counts to sweep.
         chunks: chunk sizes to sweep.
@@ -73,7 +77,7 @@ class BenchOptions:
     """
 
     workloads: tuple[str, ...] = DEFAULT_WORKLOADS
-    executors: tuple[str, ...] = ("all",)
+    executors: tuple[str, ...] = ("auto",)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     workers: tuple[int, ...] = DEFAULT_WORKERS
     chunks: tuple[int, ...] | None = None
@@ -104,7 +108,7 @@ def _check_sweep(name: str, values: tuple[object, ...] | None) -> None:
 
 
 def _executors(asked: tuple[str, ...], notes: list[str]) -> list[str]:
-    if "all" in asked:
+    if "all" in asked or "auto" in asked:
         missing = [e for e in EXECUTORS if not available(e)]
         if missing:
             notes.append(f"not measured, not available in this version: {', '.join(missing)}")
@@ -148,6 +152,12 @@ def make_plan(options: BenchOptions) -> Plan:
         raise BenchUsageError(str(exc)) from None
     notes: list[str] = []
     executors = _executors(options.executors, notes)
+    auto = "auto" in options.executors
+    if options.quick and auto:
+        # Starting worker processes for every configuration would take most of
+        # the 30 s a quick look may last; ask for them with --executor process.
+        executors = [e for e in executors if e != "process"]
+        notes.append("--quick: process workers not measured (add --executor process)")
     chunks = options.chunks or (DEFAULT_CHUNKS[:1] if options.quick else DEFAULT_CHUNKS)
     repeat = options.repeat or (QUICK_REPEAT if options.quick else DEFAULT_REPEAT)
 
@@ -161,6 +171,8 @@ def make_plan(options: BenchOptions) -> Plan:
     configs: list[Config] = []
     for spec, workload in workloads.items():
         for executor in executors:
+            if auto and executor == "process" and spec in BUILTIN and spec not in CPU_BOUND:
+                continue  # processes buy nothing on waits; --executor all measures them
             needs_async = executor == "async"
             if (workload.afn if needs_async else workload.fn) is None:
                 notes.append(

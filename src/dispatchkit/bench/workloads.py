@@ -184,11 +184,11 @@ class Workload:
 
 #: name -> (sync job, async job, default job count, description)
 BUILTIN: Final[dict[str, tuple[Callable[[int], int], Callable[[int], Any], int, str]]] = {
-    "noop": (noop, anoop, 20_000, "returns its input: the cost of dispatching alone"),
-    "cpu": (cpu, acpu, 600, "about 1 ms of pure-Python arithmetic"),
+    "noop": (noop, anoop, 10_000, "returns its input: the cost of dispatching alone"),
+    "cpu": (cpu, acpu, 400, "about 1 ms of pure-Python arithmetic"),
     "io": (io, aio, 300, "waits 5 ms (time.sleep / asyncio.sleep)"),
-    "mixed": (mixed, amixed, 600, "half the jobs cpu, half io"),
-    "skewed": (skewed, askewed, 300, "io, but 1% of jobs take 50x longer"),
+    "mixed": (mixed, amixed, 400, "half the jobs cpu, half io"),
+    "skewed": (skewed, askewed, 200, "io, but 1% of jobs take 50x longer"),
 }
 
 
