@@ -122,8 +122,9 @@ def test_plan_sweeps_and_quick_defaults() -> None:
                      chunks=(1, 8), peers=True)
     )  # fmt: skip
     ours = [c for c in plan.configs if not c.is_peer]
-    # 3 worker kinds x 2 strategies x 2 worker counts x 2 chunks
-    assert len(ours) == 3 * 2 * 2 * 2
+    # thread and async (auto leaves processes out of io) x 2 strategies x 2 worker
+    # counts x 2 chunks
+    assert len(ours) == 2 * 2 * 2 * 2
     assert {c.executor for c in plan.configs if c.is_peer} == set(peers.PEER_RUNNERS)
     quick = make_plan(BenchOptions(workloads=("io",), quick=True))
     assert quick.repeat == 2
