@@ -388,19 +388,15 @@ class AsyncDispatcher:
         sync_in_thread: bool = False,
         settings: Settings | None = None,
     ) -> None:
-        given: dict[str, Any] = {
-            k: v
-            for k, v in {
-                "workers": workers,
-                "strategy": strategy,
-                "chunk": chunk,
-                "queue_size": queue_size,
-                "block": block,
-                "put_timeout": put_timeout,
-            }.items()
-            if v is not None
-        }
-        self.settings = settings.replace(**given) if settings is not None else Settings(**given)
+        self.settings = Settings.merged(
+            settings,
+            workers=workers,
+            strategy=strategy,
+            chunk=chunk,
+            queue_size=queue_size,
+            block=block,
+            put_timeout=put_timeout,
+        )
         if job_timeout is not None and not (
             isinstance(job_timeout, int | float)
             and not isinstance(job_timeout, bool)

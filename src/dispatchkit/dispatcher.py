@@ -107,21 +107,17 @@ class Dispatcher:
         settings: Settings | None = None,
         name: str = "dispatchkit",
     ) -> None:
-        overrides = {
-            "workers": workers,
-            "strategy": strategy,
-            "chunk": chunk,
-            "queue_size": queue_size,
-            "block": block,
-            "put_timeout": put_timeout,
-            "executor": executor,
-            "job_timeout": job_timeout,
-        }
-        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
-        if settings is None:
-            settings = Settings(**given)
-        elif given:
-            settings = settings.replace(**given)
+        settings = Settings.merged(
+            settings,
+            workers=workers,
+            strategy=strategy,
+            chunk=chunk,
+            queue_size=queue_size,
+            block=block,
+            put_timeout=put_timeout,
+            executor=executor,
+            job_timeout=job_timeout,
+        )
         self.settings = settings
         self._strategy = settings.resolved_strategy
         self._n = settings.workers

@@ -115,6 +115,18 @@ class Settings:
         """Messages (hand-offs) one inbox holds: ``queue_size`` jobs, at least one chunk."""
         return max(1, -(-self.queue_size // self.chunk))
 
+    @classmethod
+    def merged(cls, base: Settings | None, **overrides: Any) -> Settings:
+        """``base`` (or the defaults) with the ``overrides`` that are not None.
+
+        Raises:
+            ValueError, TypeError: an override is invalid.
+        """
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if base is None:
+            return cls(**given)
+        return base.replace(**given) if given else base
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (and checked)."""
         if "block" in changes and "strategy" not in changes:
