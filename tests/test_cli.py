@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.signals import CLI_TAKING_SIGINT
+
 CLI = [sys.executable, "-m", "dispatchkit"]
 
 
@@ -118,7 +120,16 @@ def test_help_explains_the_strategies() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_cancels_queued_jobs_and_says_so(sig: signal.Signals) -> None:
     process = subprocess.Popen(
-        [*CLI, "run", "--jobs", "50000000", "--strategy", "round_robin", "--chunk", "1"],
+        [
+            *CLI_TAKING_SIGINT,
+            "run",
+            "--jobs",
+            "50000000",
+            "--strategy",
+            "round_robin",
+            "--chunk",
+            "1",
+        ],  # noqa: E501
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -16,6 +16,7 @@ import pytest
 from dispatchkit import Dispatcher, Job, JobStatus, RetryPolicy, TimedOut, WorkerLost
 from dispatchkit.executors._child import RemoteError, RemoteTraceback
 from tests import jobs
+from tests.signals import TAKE_SIGINT
 
 
 def wait_for_file(path: Path, timeout: float = 10) -> str:
@@ -210,7 +211,9 @@ def test_ctrl_c_in_the_submitting_thread_leaves_no_process_behind(tmp_path: Path
                 pass
         """
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TAKE_SIGINT + script], stderr=subprocess.PIPE, text=True
+    )
     pids = [int(p) for p in wait_for_file(pids_file, 60).split()]
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
