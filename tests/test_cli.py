@@ -129,7 +129,7 @@ def test_a_signal_cancels_queued_jobs_and_says_so(sig: signal.Signals) -> None:
             "round_robin",
             "--chunk",
             "1",
-        ],  # noqa: E501
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
