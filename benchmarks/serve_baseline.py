@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from granian import Granian
-from granian.constants import HTTPModes, Interfaces, Loops
 
 from dispatchkit.service.payloads import BadRequest, decode_request
+from dispatchkit.service.server import GRANIAN_OPTIONS
 
 CONSUMERS = 8
 BATCH = 512
@@ -126,12 +126,5 @@ if __name__ == "__main__":
         "serve_baseline:create",
         address="127.0.0.1",
         port=args.port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        factory=True,
-        log_enabled=False,
-        backlog=2048,
+        **GRANIAN_OPTIONS,
     ).serve()

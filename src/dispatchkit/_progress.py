@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from .stats import DispatcherStats
@@ -19,12 +19,38 @@ class _HasStats(Protocol):
     def stats(self) -> DispatcherStats: ...
 
 
-__all__ = ["RunProgress"]
+__all__ = ["RunProgress", "new_bar"]
 
 #: Seconds a run must last before the bar appears.
 SHOW_AFTER: Final = 1.0
 #: Seconds between two looks at the counters.
 POLL_EVERY: Final = 0.1
+
+
+def new_bar(description: str) -> Any:
+    """A transient rich progress bar on stderr: description, bar, n/total, times.
+
+    ``description`` is the format of the first column (a rich ``TextColumn``).
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 class RunProgress:
@@ -56,23 +82,7 @@ class RunProgress:
     def _poll(self) -> None:
         if self._stop.wait(SHOW_AFTER):
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        ) as progress:
+        with new_bar("{task.description}") as progress:
             task = progress.add_task(self._description, total=self._total)
             while not self._stop.wait(POLL_EVERY):
                 progress.update(task, completed=self._completed())

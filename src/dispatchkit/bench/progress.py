@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from dispatchkit._progress import new_bar
+
 from .config import Config
 
 __all__ = ["BenchProgress"]
@@ -21,25 +23,7 @@ class BenchProgress:
 
     def __enter__(self) -> BenchProgress:
         if self._enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description:<44}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
+            self._progress = new_bar("{task.description:<44}")
             self._progress.start()
             self._task = self._progress.add_task("runs", total=self._total)
         return self

@@ -44,6 +44,20 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 
 
+#: How granian runs the service: one worker process, uvloop, HTTP/1.1. The load
+#: benchmark's single-queue baseline runs with the same options.
+GRANIAN_OPTIONS: Final[dict[str, Any]] = {
+    "interface": Interfaces.ASGI,
+    "workers": 1,
+    "loop": Loops.uvloop,
+    "http": HTTPModes.http1,
+    "websockets": False,
+    "factory": True,
+    "log_enabled": False,
+    "backlog": 2048,
+}
+
+
 def serve(config: ServeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then drain the queue and flush the sink.
 
@@ -73,14 +87,7 @@ def serve(config: ServeConfig) -> None:
         f"{__name__}:create_app",
         address=config.host,
         port=port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        factory=True,
-        log_enabled=False,
-        backlog=2048,
+        **GRANIAN_OPTIONS,
     )
     try:
         server.serve()
