@@ -1,10 +1,10 @@
 """A plain single-queue ingest server, the baseline for ``dispatchkit serve``.
 
-The Go article's pattern at its simplest in Python: a raw ASGI app on the same
-server (granian, one worker process, uvloop), the same request decoding, one
-bounded ``asyncio.Queue`` of payloads and a few consumer tasks on the event
-loop that append them to one NDJSON file in batches. No dispatcher, no
-threads, no metrics.
+The Go article's pattern at its simplest in Python: a raw RSGI app on the same
+server with the same options (granian, one worker process, uvloop), the same
+request decoding, one bounded ``asyncio.Queue`` of payloads and a few consumer
+tasks on the event loop that append them to one NDJSON file in batches. No
+dispatcher, no threads, no metrics.
 
     python benchmarks/serve_baseline.py --port 8090 --sink /tmp/baseline
 
@@ -36,56 +36,36 @@ class Baseline:
     def __init__(self, sink: Path, queue_size: int) -> None:
         sink.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(sink / "segment-000001.ndjson", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        self.queue_size = queue_size
-        self.queue: asyncio.Queue[bytes] | None = None
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self.consumers: list[asyncio.Task[None]] = []
+        self.closing = False
         self.accepted = 0
         self.written = 0
         self.buffer: list[bytes] = []
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-            return
-        message = await receive()
-        body = message.get("body", b"")
-        while message.get("more_body"):
-            message = await receive()
-            body += message.get("body", b"")
-        status, answer = self.ingest(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(answer)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.consumers = [loop.create_task(self.consume()) for _ in range(CONSUMERS)]
 
-    async def lifespan(self, receive: Any, send: Any) -> None:
-        await receive()  # startup
-        self.queue = asyncio.Queue(self.queue_size)
-        async with asyncio.TaskGroup() as group:
-            consumers = [group.create_task(self.consume()) for _ in range(CONSUMERS)]
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # shutdown
-            await self.queue.join()
-            self.flush()
-            os.fsync(self.fd)
-            for consumer in consumers:
-                consumer.cancel()
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Requests still arriving while the queue drains are refused, not lost.
+        self.closing = True
+        loop.run_until_complete(self.queue.join())
+        self.flush()
+        os.fsync(self.fd)
+        for consumer in self.consumers:
+            consumer.cancel()
         print(json.dumps({"accepted": self.accepted, "lines_written": self.written}), flush=True)
-        await send({"type": "lifespan.shutdown.complete"})
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        status, answer = self.ingest(await protocol())
+        protocol.response_bytes(status, [("content-type", "application/json")], answer)
 
     def ingest(self, body: bytes) -> tuple[int, bytes]:
-        assert self.queue is not None
         try:
             _, lines = decode_request(body)
         except BadRequest as exc:
             return exc.status, json.dumps({"error": exc.message}).encode()
-        if self.queue.maxsize - self.queue.qsize() < len(lines):
+        if self.closing or self.queue.maxsize - self.queue.qsize() < len(lines):
             return 503, b'{"error":"queue full"}'
         for line in lines:
             self.queue.put_nowait(line)
@@ -93,7 +73,6 @@ class Baseline:
         return 202, b'{"accepted":%d}' % len(lines)
 
     async def consume(self) -> None:
-        assert self.queue is not None
         while True:
             line = await self.queue.get()
             self.buffer.append(line)

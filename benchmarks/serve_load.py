@@ -98,6 +98,16 @@ class Result:
         return self.accepted_payloads - self.lines_in_sink
 
 
+#: With --pin: the server (all its threads) on one CPU, wrk on the other.
+SERVER_CPU = 0
+WRK_CPU = 1
+
+
+def pin(args: argparse.Namespace, cpu: int) -> list[str]:
+    """The taskset prefix that keeps a command on one CPU, or nothing."""
+    return ["taskset", "--cpu-list", str(cpu)] if args.pin else []
+
+
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -150,11 +160,14 @@ def measure(
     lua.write_text(LUA % BODY)
     log = sink.parent / f"{name}.log"
     with open(log, "wb") as err:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err)
+        process = subprocess.Popen(
+            [*pin(args, SERVER_CPU), *command], stdout=subprocess.PIPE, stderr=err
+        )
     try:
         wait_ready(port, process)
         wrk = subprocess.run(
             [
+                *pin(args, WRK_CPU),
                 args.wrk,
                 f"-t{args.threads}",
                 f"-c{args.connections}",
@@ -208,12 +221,19 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="dispatcher workers (default 2)")
     parser.add_argument("--queue-size", type=int, default=4096, help="inbox size (default 4096)")
     parser.add_argument("--strategy", default="pull", help="dispatcher strategy (default pull)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"run each server on CPU {SERVER_CPU} only and wrk on CPU {WRK_CPU}",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline server")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if not 1 <= args.duration <= 120:
         parser.error("--duration must be between 1 and 120 seconds")
     args.wrk = ensure_wrk()
+    if args.pin and (os.cpu_count() or 1) < 2:
+        parser.error("--pin needs at least two CPUs")
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dispatchkit-load-") as tmp:
@@ -248,6 +268,7 @@ def main() -> int:
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
             f"{len(BODY)}-byte bodies of {PAYLOADS_PER_REQUEST} payloads, {os.cpu_count()} CPUs"
+            + (f", server on CPU {SERVER_CPU} and wrk on CPU {WRK_CPU}" if args.pin else "")
         )
         print(
             f"{'server':<12} {'req/s':>9} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} "

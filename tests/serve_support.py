@@ -31,12 +31,19 @@ class Server:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | list[bytes] | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
+        """Send one request; a list body goes chunked (no content-length)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(
+                method,
+                path,
+                body=iter(body) if isinstance(body, list) else body,
+                headers=headers or {},
+                encode_chunked=isinstance(body, list),
+            )
             response = conn.getresponse()
             raw = response.read()
             found = {k.lower(): v for k, v in response.getheaders()}

@@ -26,10 +26,15 @@ def no_leftover_servers() -> Iterator[None]:
     kill_leftovers()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["rsgi", "asgi"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """One server per interface: both must answer alike."""
     tmp = tmp_path_factory.mktemp("serve")
-    running = start_server(tmp, "--sink", str(tmp / "sink"), "--max-body", "4096")
+    running = start_server(
+        tmp, "--sink", str(tmp / "sink"), "--max-body", "4096", "--interface", request.param
+    )
     yield running
     assert running.stop() == 0
 
@@ -115,6 +120,16 @@ def test_bad_input_gets_a_json_error(
     assert message in answer["error"]
     if status == 405:
         assert headers["allow"] in ("GET", "POST")
+
+
+def test_a_chunked_body_is_read_and_limited_as_it_comes(server: Server) -> None:
+    # No content-length: the limit is checked while the chunks arrive.
+    half = len(GOOD) // 2
+    status, _, body = server.request("POST", "/v1/payloads", [GOOD[:half], GOOD[half:]])
+    assert (status, body["accepted"]) == (202, 2)
+    status, _, body = server.request("POST", "/v1/payloads", [b"x" * 3000] * 2)
+    assert status == 413
+    assert "larger than 4096" in body["error"]
 
 
 def test_the_server_still_works_after_bad_input(server: Server) -> None:
@@ -221,14 +236,25 @@ def test_retry_after_on_503(tmp_path: Path) -> None:
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("sig", "interface"),
+    [(signal.SIGTERM, "rsgi"), (signal.SIGINT, "rsgi"), (signal.SIGTERM, "asgi")],
+)
 def test_signal_drains_every_accepted_payload_into_the_sink(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, interface: str
 ) -> None:
     sink = tmp_path / "sink"
     # A long fsync interval: the drain itself must write and flush what is queued.
     server = start_server(
-        tmp_path, "--sink", str(sink), "--fsync-interval", "60", "--segment-bytes", "2000"
+        tmp_path,
+        "--sink",
+        str(sink),
+        "--fsync-interval",
+        "60",
+        "--segment-bytes",
+        "2000",
+        "--interface",
+        interface,
     )
     stop = threading.Event()
 
@@ -286,6 +312,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--sink", "s", "--strategy", "pull,batch"), "one --strategy"),
         (("--sink", "s", "--fsync-interval", "0"), "fsync_interval must be"),
         (("--sink", "s", "--fsync-interval", "inf"), "fsync_interval must be"),
+        (("--sink", "s", "--interface", "wsgi"), "--interface"),
     ],
 )
 def test_bad_command_line_gives_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

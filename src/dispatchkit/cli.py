@@ -318,6 +318,12 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="seconds between two flushes of the sink to disk (default 1)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument(
+        "--interface",
+        choices=("rsgi", "asgi"),
+        default="rsgi",
+        help="how the server calls the app: rsgi, granian's own (faster), or asgi (default rsgi)",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -630,6 +636,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
             access_log=args.access_log,
+            interface=args.interface,
         )
         service.configure_logging()
         service.serve(config)

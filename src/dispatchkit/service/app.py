@@ -1,12 +1,17 @@
-"""The ingest service as a raw ASGI application: the hot path, no framework.
+"""The ingest service's application: the hot path, no framework.
 
     POST /v1/payloads ──decode──▶ Dispatcher.offer (all payloads or none, never waits)
-                                        │ 202, or 503 + Retry-After when the queue is full
+                                        │ 202, or 503 + Retry-After when full
                                         ▼
                               worker threads ──▶ job (sink or user handler)
 
-A framework layer costs a measurable share of the throughput on a small
-machine (issue 5), so routing, body reading and responses are written out here.
+One application, two server interfaces: RSGI (``__rsgi__``), granian's own,
+which ``dispatchkit serve`` runs because it measured about a third faster here
+(README), and ASGI (``__call__``), for any ASGI server. Both hand the request
+to the same decisions (:meth:`IngestApp._ingest`, :meth:`IngestApp._other`) and
+only read bodies and write responses their own way. A framework layer costs a
+measurable share of the throughput on a small machine (issue 5), so routing,
+body reading and responses are written out here.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
+from granian.rsgi import Scope as RSGIScope
 
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import ClosedError
@@ -26,7 +32,7 @@ from dispatchkit.errors import ClosedError
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .payloads import BadRequest, decode_request
 
-__all__ = ["IngestApp"]
+__all__ = ["INGEST_PATH", "IngestApp", "Response"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("dispatchkit.service.access")
@@ -35,6 +41,19 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[str, str]]
+
+
+class HTTPProtocol(Protocol):
+    """What this app uses of granian's RSGI HTTP protocol object."""
+
+    def __call__(self) -> Awaitable[bytes]: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    def response_bytes(self, status: int, headers: Headers, body: bytes) -> None: ...
+
+
+#: Where payloads are posted.
+INGEST_PATH: Final = "/v1/payloads"
 
 #: Most seconds a payload job waits before a sleeping worker is woken for it.
 #: Offers wake workers lazily (once a burst waits), and a timer on the event loop,
@@ -46,13 +65,21 @@ WAKE_INTERVAL: Final = 0.002
 #: Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER_SECONDS: Final = 1
 
-_JSON: Final = (b"content-type", b"application/json")
-_RETRY_AFTER: Final = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+_JSON: Final = ("content-type", "application/json")
+_RETRY_AFTER: Final = ("retry-after", str(RETRY_AFTER_SECONDS))
 _encode = msgspec.json.encode
 
 
+class Response(NamedTuple):
+    """What the application answers, before a server interface writes it."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
 class IngestApp:
-    """``POST /v1/payloads``, ``GET /healthz`` and ``GET /metrics``.
+    """``POST /v1/payloads``, ``GET /healthz`` and ``GET /metrics``, on RSGI or ASGI.
 
     Args:
         dispatcher: runs one job per payload.
@@ -85,78 +112,118 @@ class IngestApp:
         self._observe = metrics.latency.observe
         self._wake_armed = False
 
+    # -- RSGI ---------------------------------------------------------------
+
+    async def __rsgi__(self, scope: RSGIScope, protocol: HTTPProtocol) -> None:
+        if scope.proto != "http":
+            return  # websockets are off (server.py)
+        start = perf_counter()
+        method = scope.method
+        path = scope.path
+        if path == INGEST_PATH and method == "POST":
+            headers = scope.headers
+            response = self._refuse_early(
+                headers.get("authorization"), headers.get("content-length")
+            )
+            if response is None:
+                if "content-length" in headers:
+                    # Checked against max_body above, and the server reads no more.
+                    body: bytes | None = await protocol()
+                else:  # chunked: count as it comes
+                    body = await _read_rsgi_chunks(protocol, self._max_body)
+                response = self._ingest(body)
+        else:
+            response = self._other(method, path)
+        protocol.response_bytes(*response)
+        self._finish(start, method, path, response.status, scope.client)
+
+    # -- ASGI ---------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # the lifespan is the server's (server.py); no websockets
         start = perf_counter()
-        path = scope["path"]
         method = scope["method"]
-        if path == "/v1/payloads":
-            if method == "POST":
-                status = await self._ingest(scope, receive, send)
-            else:
-                status = await self._refuse(send, 405, "method_not_allowed", "use POST", b"POST")
-        elif path in ("/healthz", "/metrics"):
-            if method != "GET":
-                status = await self._refuse(send, 405, "method_not_allowed", "use GET", b"GET")
-            elif path == "/healthz":
-                status = await self._health(send)
-            else:
-                body = self._metrics.render()
-                await _respond(send, 200, body, (b"content-type", CONTENT_TYPE.encode()))
-                status = 200
+        path = scope["path"]
+        if path == INGEST_PATH and method == "POST":
+            authorization = content_length = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                elif name == b"content-length":
+                    content_length = value.decode("latin-1")
+            response = self._refuse_early(authorization, content_length)
+            if response is None:
+                body = await _read_asgi_body(receive, self._max_body)
+                response = self._ingest(body)
         else:
-            status = await self._refuse(send, 404, "not_found", f"no such path: {path}")
-        elapsed = perf_counter() - start
-        self._observe(elapsed)
-        if self._access_log:
-            access_logger.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )
+            response = self._other(method, path)
+        status, headers, payload = response
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *((name.encode(), value.encode()) for name, value in headers),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        self._finish(start, method, path, status, (scope.get("client") or ("",))[0])
 
-    async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> int:
+    # -- the decisions both interfaces share --------------------------------
+
+    def _refuse_early(
+        self, authorization: str | None, content_length: str | None
+    ) -> Response | None:
+        """Refuse an ingest request on its headers alone, before reading its body."""
+        if self._expected_auth is not None and (
+            # Constant time, so the token cannot be guessed byte by byte from timings.
+            authorization is None
+            or not hmac.compare_digest(authorization.encode("latin-1"), self._expected_auth)
+        ):
+            return self._refuse(
+                401, "unauthorized", "missing or wrong bearer token", ("www-authenticate", "Bearer")
+            )
+        if content_length is not None:
+            try:
+                too_large = int(content_length) > self._max_body
+            except ValueError:
+                too_large = False  # the HTTP parser has rejected a bad length already
+            if too_large:
+                return self._too_large()
+        return None
+
+    def _ingest(self, body: bytes | None) -> Response:
+        """Decode a body (None: over ``max_body``) and queue its payloads: 202, 4xx or 503."""
+        if body is None:
+            return self._too_large()
         try:
-            count, request_id = await self._take(scope, receive)
+            request_id, lines = decode_request(body)
+            count = len(lines)
+            if count > self._max_payloads:
+                raise BadRequest(
+                    413,
+                    "too_large",
+                    f"{count} payloads in one request; the queue holds at most "
+                    f"{self._max_payloads}",
+                )
+            self._offer(lines, request_id)
         except BadRequest as exc:
-            return await self._refuse(send, exc.status, exc.reason, exc.message, extra=exc.header)
+            extra = () if exc.header is None else (exc.header,)
+            return self._refuse(exc.status, exc.reason, exc.message, *extra)
         metrics = self._metrics
         metrics.payloads_accepted += count
         metrics.requests_accepted += 1
-        await _respond(send, 202, _encode({"accepted": count, "request_id": request_id}), _JSON)
-        return 202
+        return Response(202, [_JSON], _encode({"accepted": count, "request_id": request_id}))
 
-    async def _take(self, scope: Scope, receive: Receive) -> tuple[int, str]:
-        """Check, decode and queue a request's payloads: ``(count, request_id)``.
+    def _offer(self, lines: list[bytes], request_id: str) -> None:
+        """Queue one job per line, all or none, without waiting.
 
         Raises:
-            BadRequest: the request is refused (4xx), or the queue is full or
-                closing (503).
+            BadRequest: 503, the queue is full or closing.
         """
-        if self._expected_auth is not None and not self._authorized(scope):
-            raise BadRequest(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                (b"www-authenticate", b"Bearer"),
-            )
-        body = await self._read_body(scope, receive)
-        if body is None:
-            raise BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
-        request_id, lines = decode_request(body)
-        count = len(lines)
-        if count > self._max_payloads:
-            raise BadRequest(
-                413,
-                "too_large",
-                f"{count} payloads in one request; the queue holds at most {self._max_payloads}",
-            )
         try:
             accepted = self._dispatcher.offer(
                 self._job,
@@ -172,7 +239,6 @@ class IngestApp:
         if not self._wake_armed:
             self._wake_armed = True
             asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
-        return count, request_id
 
     def _wake_workers(self) -> None:
         # Armed by the first lazy offer after the last wake-up: an idle server
@@ -181,79 +247,73 @@ class IngestApp:
         if not self._dispatcher.closed:
             self._dispatcher.offer(_no_job, [], wake=True)
 
-    def _authorized(self, scope: Scope) -> bool:
-        assert self._expected_auth is not None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                # Constant time, so the token cannot be guessed byte by byte from timings.
-                return hmac.compare_digest(value, self._expected_auth)
-        return False
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None if it is larger than ``max_body``."""
-        limit = self._max_body
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    if int(value) > limit:
-                        return None  # refused before reading a byte
-                except ValueError:
-                    pass  # the HTTP parser has rejected a bad length already
-                break
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            return body if len(body) <= limit else None
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            parts.append(chunk)
-        return b"".join(parts) if size <= limit else None
-
-    async def _health(self, send: Send) -> int:
+    def _other(self, method: str, path: str) -> Response:
+        """Every request but a POST of payloads."""
+        if path == INGEST_PATH:
+            return self._refuse(405, "method_not_allowed", "use POST", ("allow", "POST"))
+        if path not in ("/healthz", "/metrics"):
+            return self._refuse(404, "not_found", f"no such path: {path}")
+        if method != "GET":
+            return self._refuse(405, "method_not_allowed", "use GET", ("allow", "GET"))
+        if path == "/metrics":
+            return Response(200, [("content-type", CONTENT_TYPE)], self._metrics.render())
         if self._dispatcher.closed:
-            await _respond(send, 503, b'{"status":"closing"}', _JSON)
-            return 503
-        await _respond(send, 200, b'{"status":"ok"}', _JSON)
-        return 200
+            return Response(503, [_JSON], b'{"status":"closing"}')
+        return Response(200, [_JSON], b'{"status":"ok"}')
 
-    async def _refuse(
-        self,
-        send: Send,
-        status: int,
-        reason: str,
-        message: str,
-        allow: bytes | None = None,
-        extra: tuple[bytes, bytes] | None = None,
-    ) -> int:
+    def _too_large(self) -> Response:
+        return self._refuse(413, "too_large", f"body larger than {self._max_body} bytes")
+
+    def _refuse(self, status: int, reason: str, message: str, *extra: tuple[str, str]) -> Response:
         self._metrics.rejected[reason] += 1
-        headers = [_JSON]
-        if allow is not None:
-            headers.append((b"allow", allow))
-        if extra is not None:
-            headers.append(extra)
-        await _respond(send, status, _encode({"error": message}), *headers)
         if status >= 500 and reason != "queue_full":
             logger.warning("request refused", extra={"status": status, "reason": reason})
-        return status
+        return Response(status, [_JSON, *extra], _encode({"error": message}))
+
+    def _finish(self, start: float, method: str, path: str, status: int, client: str) -> None:
+        elapsed = perf_counter() - start
+        self._observe(elapsed)
+        if self._access_log:
+            access_logger.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": client,
+                },
+            )
 
 
-async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _read_rsgi_chunks(protocol: HTTPProtocol, limit: int) -> bytes | None:
+    """The whole chunked body, or None once it grows past ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in protocol:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _read_asgi_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it grows past ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
 
 
 def _no_job(_: object) -> None:

@@ -10,9 +10,13 @@ __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
     "DEFAULT_SEGMENT_BYTES",
+    "INTERFACES",
     "MAX_FSYNC_INTERVAL",
     "ServeConfig",
 ]
+
+#: Server interfaces the service runs on: granian's own (faster here) or ASGI.
+INTERFACES: Final = ("rsgi", "asgi")
 
 #: Largest request body accepted, in bytes (1 MiB).
 DEFAULT_MAX_BODY: Final = 1 << 20
@@ -46,6 +50,8 @@ class ServeConfig:
         segment_bytes: size at which the sink rotates to a new segment file.
         fsync_interval: seconds between two flushes of the sink to disk.
         access_log: log one structured line per request (costs throughput).
+        interface: how granian calls the application: ``rsgi`` (its own
+            interface, the faster) or ``asgi``.
 
     Raises:
         ValueError: a value out of range, with a message naming it.
@@ -63,6 +69,7 @@ class ServeConfig:
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     fsync_interval: float = DEFAULT_FSYNC_INTERVAL
     access_log: bool = False
+    interface: str = "rsgi"
 
     def __post_init__(self) -> None:
         if self.sink is None and self.handler is None:
@@ -77,6 +84,10 @@ class ServeConfig:
             raise ValueError(
                 f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
                 f"got {self.fsync_interval}"
+            )
+        if self.interface not in INTERFACES:
+            raise ValueError(
+                f"interface must be one of {', '.join(INTERFACES)}, got {self.interface!r}"
             )
         if self.token is not None and not self.token:
             raise ValueError("token must not be empty")

@@ -20,7 +20,7 @@ class BadRequest(Exception):
     """A request the service refuses, with its HTTP status and a message."""
 
     def __init__(
-        self, status: int, reason: str, message: str, header: tuple[bytes, bytes] | None = None
+        self, status: int, reason: str, message: str, header: tuple[str, str] | None = None
     ) -> None:
         super().__init__(message)
         self.status = status
