@@ -201,3 +201,86 @@ def test_bad_settings() -> None:
         AsyncDispatcher(2, job_timeout=-1)
     with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
         AsyncDispatcher(2, retry=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "batch", "pull"])
+def test_offer_is_all_or_nothing_and_never_waits(strategy: str) -> None:
+    seen: list[int] = []
+
+    async def main() -> int:
+        gate = asyncio.Event()
+        async with AsyncDispatcher(2, strategy=strategy, queue_size=4) as d:
+            assert d.offer(lambda _: gate.wait(), [0, 0])  # a plain function returning a coroutine
+            await asyncio.sleep(0.01)  # both workers now wait on the gate
+            accepted = 0
+            while d.offer(seen.append, [1, 2]):
+                accepted += 2
+                assert accepted < 100, "offer never refused"
+            before = d.stats().submitted
+            assert not d.offer(seen.append, [3, 4, 5])
+            assert d.stats().submitted == before  # a refused offer counts nothing
+            gate.set()
+        stats = d.stats()
+        assert stats.submitted == stats.succeeded == accepted + 2
+        return accepted
+
+    accepted = run(main())
+    assert sorted(seen) == sorted([1, 2] * (accepted // 2))  # type: ignore[operator]
+
+
+def test_offer_runs_plain_and_coroutine_functions_and_counts_failures() -> None:
+    errors: list[tuple[int, BaseException]] = []
+    doubled: list[int] = []
+
+    async def record(x: int) -> None:
+        doubled.append(await double(x))
+
+    def maybe_awaitable(x: int) -> object:
+        # A plain function that hands back a coroutine for odd numbers: awaited too.
+        return record(x) if x % 2 else doubled.append(2 * x)
+
+    async def main() -> None:
+        async with AsyncDispatcher(1, chunk=8) as d:
+            assert d.offer(lambda x: 1 / x, [1, 0, 2], on_error=lambda i, e: errors.append((i, e)))
+            assert d.offer(fail, [7], on_error=lambda i, e: errors.append((i, e)))
+            assert d.offer(maybe_awaitable, [1, 2, 3, 4])
+            assert d.offer(record, [])  # nothing to queue
+        stats = d.stats()
+        assert (stats.submitted, stats.succeeded, stats.failed) == (8, 6, 2)
+        with pytest.raises(ClosedError):
+            d.offer(print, [1])
+
+    run(main())
+    assert [(i, type(e)) for i, e in errors] == [(0, ZeroDivisionError), (7, ValueError)]
+    assert doubled == [2, 4, 6, 8]  # in order, the rest of the chunk after the awaitable
+
+
+def test_offer_needs_the_block_and_a_key_function() -> None:
+    with pytest.raises(RuntimeError, match="async with"):
+        AsyncDispatcher(1).offer(print, [1])
+
+    async def main() -> None:
+        async with AsyncDispatcher(2, strategy="key") as d:
+            with pytest.raises(ValueError, match="key"):
+                d.offer(print, [1])
+            assert d.offer(print, [], key=str)
+
+    run(main())
+
+
+def test_stop_cancels_offered_jobs_and_keeps_the_accounts() -> None:
+    ran: list[int] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        async with AsyncDispatcher(2, strategy="pull", queue_size=64) as d:
+            assert d.offer(lambda _: gate.wait(), [0, 0])
+            assert d.offer(ran.append, list(range(50)))
+            await asyncio.sleep(0.01)
+            stats = await d.stop(cancel=True)
+        assert stats.submitted == 52
+        assert stats.cancelled == 52  # the two waiting and the fifty queued
+        assert stats.succeeded + stats.failed + stats.cancelled == stats.submitted
+
+    run(main())
+    assert ran == []

@@ -25,6 +25,7 @@ from collections.abc import (
     Generator,
     Hashable,
     Iterable,
+    Sequence,
 )
 from functools import partial
 from itertools import islice
@@ -100,6 +101,9 @@ class AsyncJobHandle(Generic[R]):
     follows ``asyncio.Future``: ``done``, ``cancel``, ``cancelled``,
     ``result``, ``exception``, ``add_done_callback``.
     """
+
+    #: Run by awaiting ``_arun`` (see ``_InlineChunk``).
+    inline = False
 
     __slots__ = (
         "_call",
@@ -271,6 +275,8 @@ class _Chunk:
     ``run`` is None for fire-and-forget jobs: only counts are kept.
     """
 
+    inline = False
+
     __slots__ = ("call", "items", "on_error", "policy", "run", "seqs", "submitted_at", "timeout")
 
     def __init__(
@@ -354,6 +360,83 @@ class _Chunk:
             self.run.deliver(rows)
 
 
+class _InlineChunk:
+    """Fire-and-forget jobs of a plain function, called right in the worker's loop.
+
+    A plain function needs no coroutine around each call: ``run`` calls it
+    for every item without awaiting, which makes a job several times cheaper
+    (it matters for sub-microsecond jobs, such as the ingest service's). Only
+    used without a retry policy or a timeout, neither of which a plain call
+    in the event loop could honour. Should the function return an awaitable
+    after all, ``run`` hands back a coroutine that awaits it and the rest.
+    """
+
+    inline = True
+
+    __slots__ = ("fn", "items", "on_error")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        items: list[Any],
+        on_error: Callable[[Any, BaseException], object] | None,
+    ) -> None:
+        self.fn, self.items, self.on_error = fn, items, on_error
+
+    def _cancel_taken(self) -> int:
+        return len(self.items)
+
+    def run(self, state: _WorkerState) -> Awaitable[None] | None:
+        """Run the jobs; an awaitable if one returned an awaitable (await it)."""
+        fn, on_error = self.fn, self.on_error
+        started = perf_counter()
+        if state.first_start is None:
+            state.first_start = started
+        try:
+            for position, item in enumerate(self.items):
+                try:
+                    value = fn(item)
+                except Exception as exc:  # a failing job never stops its worker
+                    state.failed += 1
+                    if on_error is not None:
+                        on_error(item, exc)
+                    continue
+                if value is not None and inspect.isawaitable(value):
+                    return self._resume(state, position, value)
+                state.succeeded += 1
+        finally:
+            state.busy += perf_counter() - started
+        return None
+
+    async def _resume(self, state: _WorkerState, position: int, pending: Awaitable[Any]) -> None:
+        started = perf_counter()
+        try:
+            await pending
+            state.succeeded += 1
+        except asyncio.CancelledError:
+            state.cancelled += len(self.items) - position
+            raise
+        except Exception as exc:
+            state.failed += 1
+            if self.on_error is not None:
+                self.on_error(self.items[position], exc)
+        finally:
+            state.busy += perf_counter() - started
+        rest = self.items[position + 1 :]
+        if rest:
+            await _Chunk(_awaiting(self.fn), rest, [], None, None, None, self.on_error)._arun(state)
+
+
+def _awaiting(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    """``fn`` as ``item -> coroutine``, awaiting what it returns if that is awaitable."""
+
+    async def call(item: Any) -> Any:
+        value = fn(item)
+        return await value if inspect.isawaitable(value) else value
+
+    return call
+
+
 class AsyncDispatcher:
     """Dispatches coroutine jobs to N asyncio worker tasks with a chosen strategy.
 
@@ -420,12 +503,25 @@ class AsyncDispatcher:
         )
         self._states = [_WorkerState(i) for i in range(self._n)]
         self._next_seq = 0
+        self._last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None = None
         self._rejected = 0
         self._cancelled = 0
         self._closed = False
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = perf_counter()
+
+    @property
+    def workers(self) -> int:
+        return self._n
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -466,7 +562,12 @@ class AsyncDispatcher:
                 message = await inbox.get()
                 if message is None:
                     return
-            await message._arun(state)
+            if message.inline:
+                pending = message.run(state)
+                if pending is not None:
+                    await pending
+            else:
+                await message._arun(state)
 
     def close(self) -> None:
         """Take no more jobs; the workers finish what is queued. Idempotent."""
@@ -513,11 +614,7 @@ class AsyncDispatcher:
                 return lambda item: asyncio.to_thread(fn, *item)
             return lambda item: asyncio.to_thread(fn, item)
 
-        async def call(item: Any) -> Any:
-            value = fn(*item) if star else fn(item)
-            return await value if inspect.isawaitable(value) else value
-
-        return call
+        return _awaiting((lambda item: fn(*item)) if star else fn)
 
     def _take_seq(self, count: int = 1) -> int:
         first = self._next_seq
@@ -592,19 +689,86 @@ class AsyncDispatcher:
         """
         self._check_open()
         self._check_key(key)
-        call = self._caller(fn)
+        make = self._fire_and_forget(fn, on_error)
         count = 0
         async for block, first, keys in self._blocks(items, key, None):
-            await self._place(
-                block,
-                first,
-                keys,
-                lambda jobs, seqs: _Chunk(
-                    call, jobs, seqs, None, self._retry, self._job_timeout, on_error
-                ),
-            )
+            await self._place(block, first, keys, make)
             count += len(block)
         return count
+
+    def offer(
+        self,
+        fn: Callable[[T], Any],
+        items: Sequence[T],
+        *,
+        key: Callable[[T], Hashable] | None = None,
+        on_error: Callable[[T, BaseException], object] | None = None,
+    ) -> bool:
+        """Queue ``fn(item)`` for every item at once, or for none: never waits.
+
+        The non-blocking, all-or-nothing form of :meth:`dispatch`, for code on
+        the event loop that must answer at once (an HTTP handler). If an inbox
+        lacks room for its share, nothing is queued or counted and False is
+        returned. Jobs run and are counted as with :meth:`dispatch`.
+
+        Raises:
+            ClosedError: the dispatcher is closed.
+            RuntimeError: used outside ``async with``.
+            ValueError: the ``key`` strategy without a ``key`` function.
+        """
+        self._check_open()
+        self._check_key(key)
+        if not items:
+            return True
+        keys = [key(item) for item in items] if key is not None else None
+        chunk = self._chunk
+        inboxes = self._inboxes
+        parts = self._strategy.split(items, self._next_seq, self._n, keys)
+        needed: dict[int, int] = {}
+        for worker, jobs in parts:
+            index = 0 if worker == SHARED else worker
+            needed[index] = needed.get(index, 0) + -(-len(jobs) // chunk)
+        for index, count in needed.items():
+            if len(inboxes[index]) + count > inboxes[index].capacity:
+                return False
+        self._next_seq += len(items)
+        make = self._fire_and_forget(fn, on_error)
+        for worker, jobs in parts:
+            inboxes[0 if worker == SHARED else worker].put_many_nowait(
+                [make(jobs[low : low + chunk], []) for low in range(0, len(jobs), chunk)]
+            )
+        return True
+
+    def _fire_and_forget(
+        self,
+        fn: Callable[[Any], Any],
+        on_error: Callable[[Any, BaseException], object] | None,
+    ) -> Callable[[list[Any], list[int]], _Chunk | _InlineChunk]:
+        """How to wrap jobs of ``fn`` whose results nobody wants: ``(jobs, seqs) -> message``."""
+        cached = self._last_maker
+        # A server offers the same function for every request: decide once.
+        if cached is not None and cached[0] == fn and cached[1] is on_error:
+            return cached[2]
+        make = self._new_maker(fn, on_error)
+        self._last_maker = (fn, on_error, make)
+        return make
+
+    def _new_maker(
+        self,
+        fn: Callable[[Any], Any],
+        on_error: Callable[[Any, BaseException], object] | None,
+    ) -> Callable[[list[Any], list[int]], _Chunk | _InlineChunk]:
+        if (
+            not inspect.iscoroutinefunction(fn)
+            and not self._sync_in_thread
+            and self._retry is None
+            and self._job_timeout is None
+        ):
+            return lambda jobs, seqs: _InlineChunk(fn, jobs, on_error)
+        call = self._caller(fn)
+        return lambda jobs, seqs: _Chunk(
+            call, jobs, seqs, None, self._retry, self._job_timeout, on_error
+        )
 
     async def map(
         self,
@@ -716,7 +880,7 @@ class AsyncDispatcher:
         block: list[Any],
         first: int,
         keys: list[Hashable] | None,
-        make: Callable[[list[Any], list[int]], _Chunk],
+        make: Callable[[list[Any], list[int]], _Chunk | _InlineChunk],
     ) -> None:
         split = self._strategy.split
         seq_parts = dict(split(range(first, first + len(block)), first, self._n, keys))
