@@ -237,7 +237,10 @@ def test_offer_runs_plain_and_coroutine_functions_and_counts_failures() -> None:
 
     def maybe_awaitable(x: int) -> object:
         # A plain function that hands back a coroutine for odd numbers: awaited too.
-        return record(x) if x % 2 else doubled.append(2 * x)
+        if x % 2:
+            return record(x)
+        doubled.append(2 * x)
+        return None
 
     async def main() -> None:
         async with AsyncDispatcher(1, chunk=8) as d:
