@@ -222,6 +222,12 @@ def main() -> int:
     parser.add_argument("--queue-size", type=int, default=4096, help="inbox size (default 4096)")
     parser.add_argument("--strategy", default="pull", help="dispatcher strategy (default pull)")
     parser.add_argument(
+        "--executor", default="auto", help="auto, async or thread workers (default auto)"
+    )
+    parser.add_argument(
+        "--interface", default="rsgi", help="rsgi or asgi, for dispatchkit serve (default rsgi)"
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help=f"run each server on CPU {SERVER_CPU} only and wrk on CPU {WRK_CPU}",
@@ -244,7 +250,8 @@ def main() -> int:
             sys.executable, "-m", "dispatchkit", "serve",
             "--host", HOST, "--port", str(port), "--sink", str(sink),
             "--workers", str(args.workers), "--queue-size", str(args.queue_size),
-            "--strategy", args.strategy,
+            "--strategy", args.strategy, "--executor", args.executor,
+            "--interface", args.interface,
         ]  # fmt: skip
         results.append(measure("dispatchkit", command, port, sink, args))
         if not args.no_baseline:

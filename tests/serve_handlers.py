@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -21,3 +22,10 @@ def slow(payload: Any) -> None:
 def fail(payload: Any) -> None:
     """Always raise: a failing job must not stop a worker or the server."""
     raise RuntimeError(f"cannot handle {payload!r}")
+
+
+async def slow_async(payload: Any) -> None:
+    """The coroutine twin of :func:`slow`: 20 ms on the event loop, then record."""
+    await asyncio.sleep(0.02)
+    with open(os.environ["SERVE_TEST_OUT"], "a") as out:
+        out.write(json.dumps(payload["id"]) + "\n")

@@ -65,6 +65,10 @@ class Server:
         self.process.send_signal(sig)
         return self.process.wait(timeout)
 
+    def listening(self) -> dict[str, Any]:
+        """The server's start-up log entry (its settings)."""
+        return next(e for e in self.log_entries() if e["message"] == "listening")
+
     def log_entries(self) -> list[dict[str, Any]]:
         # The last line may be half written: only whole lines count.
         lines = self.log.read_text().split("\n")[:-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_support import Server, kill_leftovers, payload_body, sink_ids, start_server
+from tests.serve_support import TESTS, Server, kill_leftovers, payload_body, sink_ids, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -181,12 +182,13 @@ def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
     assert all("s3cret" not in json.dumps(e) for e in server.log_entries())
 
 
-def test_full_queue_gives_503_and_every_202_is_persisted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("handler", ["serve_handlers:slow", "serve_handlers:slow_async"])
+def test_full_queue_gives_503_and_every_202_is_persisted(tmp_path: Path, handler: str) -> None:
     out = tmp_path / "handled.txt"
     server = start_server(
         tmp_path,
         "--handler",
-        "serve_handlers:slow",
+        handler,
         "--workers",
         "1",
         "--queue-size",
@@ -237,11 +239,17 @@ def test_retry_after_on_503(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sig", "interface"),
-    [(signal.SIGTERM, "rsgi"), (signal.SIGINT, "rsgi"), (signal.SIGTERM, "asgi")],
+    ("sig", "interface", "executor"),
+    [
+        (signal.SIGTERM, "rsgi", "async"),
+        (signal.SIGINT, "rsgi", "async"),
+        (signal.SIGTERM, "asgi", "async"),
+        (signal.SIGTERM, "rsgi", "thread"),
+        (signal.SIGINT, "asgi", "thread"),
+    ],
 )
 def test_signal_drains_every_accepted_payload_into_the_sink(
-    tmp_path: Path, sig: signal.Signals, interface: str
+    tmp_path: Path, sig: signal.Signals, interface: str, executor: str
 ) -> None:
     sink = tmp_path / "sink"
     # A long fsync interval: the drain itself must write and flush what is queued.
@@ -255,7 +263,10 @@ def test_signal_drains_every_accepted_payload_into_the_sink(
         "2000",
         "--interface",
         interface,
+        "--executor",
+        executor,
     )
+    assert server.listening()["executor"] == executor
     stop = threading.Event()
 
     def client(base: int) -> None:
@@ -298,6 +309,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
         check=False,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
     )
 
 
@@ -313,6 +325,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--sink", "s", "--fsync-interval", "0"), "fsync_interval must be"),
         (("--sink", "s", "--fsync-interval", "inf"), "fsync_interval must be"),
         (("--sink", "s", "--interface", "wsgi"), "--interface"),
+        (("--sink", "s", "--executor", "process"), "--executor"),
+        (
+            ("--handler", "serve_handlers:slow_async", "--executor", "thread"),
+            "is a coroutine function",
+        ),
     ],
 )
 def test_bad_command_line_gives_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

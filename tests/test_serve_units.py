@@ -6,10 +6,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatchkit import ClosedError, Dispatcher
+from dispatchkit.service.metrics import ServiceMetrics
 from dispatchkit.service.payloads import BadRequest, decode_request
-from dispatchkit.service.sink import SegmentSink, read_lines
+from dispatchkit.service.sink import BATCH_BYTES, SegmentSink, read_lines
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "batch", "pull"])
@@ -85,6 +87,26 @@ def test_sink_batches_rotates_and_flushes_on_close(tmp_path: Path) -> None:
     assert read_lines(tmp_path) == [*lines, b'{"n":"last"}']
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_sink_closes_full_segments_at_the_next_flush(tmp_path: Path) -> None:
+    def open_descriptors() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    sink = SegmentSink(tmp_path, segment_bytes=1, fsync_interval=60)
+    before = open_descriptors()
+    for n in range(40):
+        # A full batch each: every append writes, and every write fills a segment.
+        sink.append(b'{"n":%d,"pad":"%s"}' % (n, b"x" * BATCH_BYTES))
+    # Full segments wait, still open, for the flusher to fsync them...
+    assert open_descriptors() == before + 40
+    sink.flush()
+    # ...which closes them, leaving only the current segment open.
+    assert open_descriptors() == before
+    sink.close()
+    assert open_descriptors() == before - 1
+    assert len(read_lines(tmp_path)) == 40
+
+
 def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
     sink = SegmentSink(tmp_path, segment_bytes=1 << 20, fsync_interval=0.05)
     try:
@@ -130,3 +152,22 @@ def test_lazy_offer_runs_once_woken() -> None:
         assert not ran.wait(0.1)  # one job is no burst: the worker sleeps on
         assert d.offer(print, [], wake=True)
         assert ran.wait(5)
+
+
+def test_latency_histogram_renders_cumulative_buckets() -> None:
+    with Dispatcher(workers=1) as d:
+        metrics = ServiceMetrics(d)
+        for seconds in (0.0001, 0.0005, 0.003, 0.02, 5.0):
+            metrics.observe_latency(seconds)
+        text = metrics.render().decode()
+    (family,) = (
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "dispatchkit_request_duration_seconds"
+    )
+    samples = {(s.name.rsplit("_", 1)[1], s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("bucket", "0.0005")] == 2  # a bucket counts values up to and including it
+    assert samples[("bucket", "0.005")] == 3
+    assert samples[("bucket", "1.0")] == 4
+    assert samples[("bucket", "+Inf")] == samples[("count", None)] == 5
+    assert samples[("sum", None)] == pytest.approx(5.0236)

@@ -280,6 +280,14 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="payload jobs an inbox holds before requests get 503 (default 4096)",
     )
     serve.add_argument(
+        "--executor",
+        choices=("auto", "async", "thread"),
+        default="auto",
+        help="workers: async (tasks on the server's loop), thread (for a blocking handler), "
+        "or auto: async for the sink and coroutine handlers, thread for plain handlers "
+        "(default auto)",
+    )
+    serve.add_argument(
         "--strategy",
         type=_one_strategy,
         default="pull",
@@ -628,6 +636,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            executor=args.executor,
             queue_size=args.queue_size,
             strategy=args.strategy,
             handler=args.job_handler,

@@ -1,9 +1,9 @@
 """The ingest service's application: the hot path, no framework.
 
-    POST /v1/payloads ──decode──▶ Dispatcher.offer (all payloads or none, never waits)
+    POST /v1/payloads ──decode──▶ offer (all payloads or none, never waits)
                                         │ 202, or 503 + Retry-After when full
                                         ▼
-                              worker threads ──▶ job (sink or user handler)
+                  asyncio workers on this loop, or worker threads ──▶ job (sink or handler)
 
 One application, two server interfaces: RSGI (``__rsgi__``), granian's own,
 which ``dispatchkit serve`` runs because it measured about a third faster here
@@ -26,6 +26,7 @@ from typing import Any, Final, NamedTuple, Protocol
 import msgspec
 from granian.rsgi import Scope as RSGIScope
 
+from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import ClosedError
 
@@ -55,11 +56,11 @@ class HTTPProtocol(Protocol):
 #: Where payloads are posted.
 INGEST_PATH: Final = "/v1/payloads"
 
-#: Most seconds a payload job waits before a sleeping worker is woken for it.
-#: Offers wake workers lazily (once a burst waits), and a timer on the event loop,
-#: armed by the first offer after a wake-up, wakes them for what is left: a
-#: thread switch per request would cost more than the request itself on a small
-#: machine.
+#: Most seconds a payload job waits before a sleeping worker thread is woken
+#: for it. Offers wake threads lazily (once a burst waits), and a timer on the
+#: event loop, armed by the first offer after a wake-up, wakes them for what is
+#: left: a thread switch per request would cost more than the request itself
+#: on a small machine. (asyncio workers need no such thing.)
 WAKE_INTERVAL: Final = 0.002
 
 #: Seconds a client is told to wait before retrying a 503.
@@ -82,7 +83,8 @@ class IngestApp:
     """``POST /v1/payloads``, ``GET /healthz`` and ``GET /metrics``, on RSGI or ASGI.
 
     Args:
-        dispatcher: runs one job per payload.
+        dispatcher: runs one job per payload: an :class:`AsyncDispatcher`
+            entered on the server's event loop, or a thread :class:`Dispatcher`.
         job: called by a worker with each payload's JSON text (one line).
         metrics: where requests are counted.
         token: bearer token required on ingest (None: none required).
@@ -92,7 +94,7 @@ class IngestApp:
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        dispatcher: AsyncDispatcher | Dispatcher,
         job: Callable[[bytes], object],
         metrics: ServiceMetrics,
         *,
@@ -101,6 +103,8 @@ class IngestApp:
         access_log: bool = False,
     ) -> None:
         self._dispatcher = dispatcher
+        # Thread workers are woken lazily (WAKE_INTERVAL).
+        self._threads = dispatcher if isinstance(dispatcher, Dispatcher) else None
         self._job = job
         self._metrics = metrics
         self._expected_auth = None if token is None else b"Bearer " + token.encode()
@@ -109,7 +113,7 @@ class IngestApp:
         self._max_payloads = dispatcher.settings.queue_size
         self._by_key = dispatcher.strategy.needs_key
         self._access_log = access_log
-        self._observe = metrics.latency.observe
+        self._observe = metrics.observe_latency
         self._wake_armed = False
 
     # -- RSGI ---------------------------------------------------------------
@@ -135,7 +139,9 @@ class IngestApp:
         else:
             response = self._other(method, path)
         protocol.response_bytes(*response)
-        self._finish(start, method, path, response.status, scope.client)
+        self._observe(perf_counter() - start)
+        if self._access_log:
+            self._log_access(start, method, path, response.status, scope.client)
 
     # -- ASGI ---------------------------------------------------------------
 
@@ -170,7 +176,9 @@ class IngestApp:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        self._finish(start, method, path, status, (scope.get("client") or ("",))[0])
+        self._observe(perf_counter() - start)
+        if self._access_log:
+            self._log_access(start, method, path, status, (scope.get("client") or ("",))[0])
 
     # -- the decisions both interfaces share --------------------------------
 
@@ -224,28 +232,31 @@ class IngestApp:
         Raises:
             BadRequest: 503, the queue is full or closing.
         """
+        key = (lambda _: request_id) if self._by_key else None
+        threads = self._threads
         try:
-            accepted = self._dispatcher.offer(
-                self._job,
-                lines,
-                key=(lambda _: request_id) if self._by_key else None,
-                on_error=_log_job_error,
-                wake=False,
-            )
+            if threads is None:
+                accepted = self._dispatcher.offer(
+                    self._job, lines, key=key, on_error=_log_job_error
+                )
+            else:
+                accepted = threads.offer(
+                    self._job, lines, key=key, on_error=_log_job_error, wake=False
+                )
+                if accepted and not self._wake_armed:
+                    self._wake_armed = True
+                    asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
         except ClosedError:
             raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
         if not accepted:
             raise BadRequest(503, "queue_full", "queue full, retry later", _RETRY_AFTER)
-        if not self._wake_armed:
-            self._wake_armed = True
-            asyncio.get_running_loop().call_later(WAKE_INTERVAL, self._wake_workers)
 
     def _wake_workers(self) -> None:
         # Armed by the first lazy offer after the last wake-up: an idle server
         # runs no timer at all.
         self._wake_armed = False
-        if not self._dispatcher.closed:
-            self._dispatcher.offer(_no_job, [], wake=True)
+        if self._threads is not None and not self._threads.closed:
+            self._threads.offer(_no_job, [], wake=True)
 
     def _other(self, method: str, path: str) -> Response:
         """Every request but a POST of payloads."""
@@ -270,20 +281,17 @@ class IngestApp:
             logger.warning("request refused", extra={"status": status, "reason": reason})
         return Response(status, [_JSON, *extra], _encode({"error": message}))
 
-    def _finish(self, start: float, method: str, path: str, status: int, client: str) -> None:
-        elapsed = perf_counter() - start
-        self._observe(elapsed)
-        if self._access_log:
-            access_logger.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "client": client,
-                },
-            )
+    def _log_access(self, start: float, method: str, path: str, status: int, client: str) -> None:
+        access_logger.info(
+            "request",
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((perf_counter() - start) * 1000, 3),
+                "client": client,
+            },
+        )
 
 
 async def _read_rsgi_chunks(protocol: HTTPProtocol, limit: int) -> bytes | None:
@@ -321,7 +329,8 @@ def _no_job(_: object) -> None:
 
 
 def _log_job_error(line: bytes, exc: BaseException) -> None:
-    # Runs in a worker. The payload itself is not logged: it may be large or private.
+    # Runs in a worker (a thread, or a task on the event loop). The payload
+    # itself is not logged: it may be large or private.
     logger.error(
         "payload job failed",
         extra={"error": f"{type(exc).__name__}: {exc}", "payload_bytes": len(line)},

@@ -10,10 +10,14 @@ __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
     "DEFAULT_SEGMENT_BYTES",
+    "EXECUTORS",
     "INTERFACES",
     "MAX_FSYNC_INTERVAL",
     "ServeConfig",
 ]
+
+#: Kinds of workers that run the payload jobs (``auto`` chooses: see ServeConfig).
+EXECUTORS: Final = ("auto", "async", "thread")
 
 #: Server interfaces the service runs on: granian's own (faster here) or ASGI.
 INTERFACES: Final = ("rsgi", "asgi")
@@ -40,7 +44,12 @@ class ServeConfig:
             required unless a ``handler`` replaces the sink.
         host: address to bind; loopback unless told otherwise.
         port: TCP port to bind.
-        workers: dispatcher workers (threads) running the payload jobs.
+        workers: dispatcher workers running the payload jobs.
+        executor: what the workers are: ``async``, tasks on the server's event
+            loop (the cheapest for jobs that never block, such as the sink's
+            append), ``thread``, threads (for a handler that blocks), or
+            ``auto``: asyncio for the sink and for a coroutine handler,
+            threads for a plain-function handler.
         queue_size: jobs one inbox holds; a request that does not fit gets 503.
         strategy: dispatcher strategy (round_robin, batch, pull or key).
         handler: ``package.module:function`` called with each decoded payload
@@ -61,6 +70,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
+    executor: str = "auto"
     queue_size: int = 4096
     strategy: str = "pull"
     handler: str | None = None
@@ -84,6 +94,10 @@ class ServeConfig:
             raise ValueError(
                 f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
                 f"got {self.fsync_interval}"
+            )
+        if self.executor not in EXECUTORS:
+            raise ValueError(
+                f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
         if self.interface not in INTERFACES:
             raise ValueError(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-__all__ = ["HandlerJob", "load_handler"]
+__all__ = ["HandlerJob", "handler_job", "load_handler"]
 
 
 def load_handler(spec: str) -> Callable[[Any], object]:
@@ -51,3 +52,15 @@ class HandlerJob:
 
     def __call__(self, line: bytes) -> object:
         return self._handler(self._decode(line))
+
+
+def handler_job(handler: Callable[[Any], object]) -> Callable[[bytes], object]:
+    """The payload job for ``handler``: a coroutine function if the handler is one."""
+    if not inspect.iscoroutinefunction(handler):
+        return HandlerJob(handler)
+    decode = msgspec.json.Decoder().decode
+
+    async def job(line: bytes) -> object:
+        return await handler(decode(line))
+
+    return job

@@ -16,6 +16,7 @@ Every payload answered 202 is then on disk.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -27,12 +28,13 @@ from typing import Any, Final
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 
+from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
-from .handler import HandlerJob, load_handler
+from .handler import handler_job, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .sink import SegmentSink
@@ -71,8 +73,7 @@ def serve(config: ServeConfig) -> None:
         OSError: the address cannot be bound or the sink directory created.
         RuntimeError: the worker process died.
     """
-    if config.handler is not None:
-        load_handler(config.handler)
+    choose_executor(config)
     # Checked without starting threads: granian forks this process.
     Settings(workers=config.workers, strategy=config.strategy, queue_size=config.queue_size)
     if config.sink is not None:
@@ -98,6 +99,28 @@ def serve(config: ServeConfig) -> None:
             raise RuntimeError(
                 f"the server's worker process failed (exit code {exc.code})"
             ) from None
+
+
+def choose_executor(config: ServeConfig) -> str:
+    """The kind of workers that will run the payload jobs: ``async`` or ``thread``.
+
+    ``auto`` takes asyncio workers for the sink (an append in memory never
+    blocks the event loop) and for a coroutine handler, and threads for a
+    plain-function handler, which may block.
+
+    Raises:
+        ValueError: the handler cannot be loaded, or is a coroutine function
+            and threads were asked for.
+    """
+    handler = None if config.handler is None else load_handler(config.handler)
+    coroutine = handler is not None and inspect.iscoroutinefunction(handler)
+    if config.executor == "thread" and coroutine:
+        raise ValueError(
+            f"handler {config.handler!r} is a coroutine function: it needs the async executor"
+        )
+    if config.executor != "auto":
+        return config.executor
+    return "async" if handler is None or coroutine else "thread"
 
 
 def _probe(host: str, port: int) -> int:
@@ -129,17 +152,27 @@ class _Service:
         self._config = config
         self._sink: SegmentSink | None = None
         if config.handler is not None:
-            job: Any = HandlerJob(load_handler(config.handler))
+            job: Any = handler_job(load_handler(config.handler))
         else:
             assert config.sink is not None
             self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
             job = self._sink.append
-        self._dispatcher = Dispatcher(
-            workers=config.workers,
-            strategy=config.strategy,
-            queue_size=config.queue_size,
-            name="dispatchkit-serve",
-        )
+        self._executor = choose_executor(config)
+        self._dispatcher: AsyncDispatcher | Dispatcher
+        if self._executor == "async":
+            self._dispatcher = AsyncDispatcher(
+                workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
+            )
+        else:
+            self._dispatcher = Dispatcher(
+                workers=config.workers,
+                strategy=config.strategy,
+                queue_size=config.queue_size,
+                name="dispatchkit-serve",
+            )
+        #: The task that holds the AsyncDispatcher's ``async with`` open.
+        self._owner: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
         self._metrics = ServiceMetrics(self._dispatcher)
         self._app = IngestApp(
             self._dispatcher,
@@ -153,12 +186,37 @@ class _Service:
         self.__rsgi__ = self._app.__rsgi__
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Before granian runs its loop: the workers are up before any request.
+        loop.run_until_complete(self._start_workers())
         self._log_listening()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # granian calls this once its event loop stopped: nothing else runs.
+        # granian calls this once its loop stopped serving; requests that still
+        # reach the app while the asyncio workers finish get 503 "closing".
         self._log_draining()
+        loop.run_until_complete(self._stop_workers())
         self._drain()
+
+    async def _start_workers(self) -> None:
+        if isinstance(self._dispatcher, AsyncDispatcher):
+            started = asyncio.Event()
+            self._stopping = asyncio.Event()
+            self._owner = asyncio.get_running_loop().create_task(
+                self._hold_workers(self._dispatcher, started)
+            )
+            await started.wait()
+
+    async def _hold_workers(self, dispatcher: AsyncDispatcher, started: asyncio.Event) -> None:
+        assert self._stopping is not None
+        async with dispatcher:  # the worker tasks live in its TaskGroup
+            started.set()
+            await self._stopping.wait()
+        # Leaving the block closed the dispatcher and waited for every queued job.
+
+    async def _stop_workers(self) -> None:
+        if self._owner is not None and self._stopping is not None:
+            self._stopping.set()
+            await self._owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -170,11 +228,13 @@ class _Service:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self._start_workers()
                 self._log_listening()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._log_draining()
-                # In a thread: the loop stays free while the workers finish the queue.
+                await self._stop_workers()
+                # In a thread: the loop stays free while thread workers finish the queue.
                 await asyncio.to_thread(self._drain)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -187,6 +247,7 @@ class _Service:
                 "host": config.host,
                 "port": config.port,
                 "interface": config.interface,
+                "executor": self._executor,
                 "workers": config.workers,
                 "strategy": self._dispatcher.strategy.name,
                 "queue_size": config.queue_size,
@@ -200,7 +261,8 @@ class _Service:
         logger.info("draining", extra={"queued": queued})
 
     def _drain(self) -> None:
-        self._dispatcher.join()
+        if isinstance(self._dispatcher, Dispatcher):
+            self._dispatcher.join()
         if self._sink is not None:
             self._sink.close()
         stats = self._dispatcher.stats()

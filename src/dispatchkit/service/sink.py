@@ -1,13 +1,19 @@
 """The default job: append payloads to NDJSON segment files, in batches.
 
-    worker threads ──append(line)──▶ buffer ──(batch full)──▶ segment file
-                                        ▲
-                       flusher thread ──┘ every fsync_interval: write the rest, fsync
+    workers ──append(line)──▶ buffer ──(batch full)──▶ segment file
+                                 ▲
+                flusher thread ──┘ every fsync_interval: write the rest, fsync
 
-Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; one is
-closed (and fsynced) once it reaches ``segment_bytes`` and the next one opened,
-so files are only ever appended to. Lines wait in memory at most one
-``fsync_interval``; :meth:`SegmentSink.close` writes and fsyncs everything.
+Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
+next one is opened once the current one reaches ``segment_bytes``, so files
+are only ever appended to. Lines wait in memory at most one ``fsync_interval``
+before they are written, and written lines reach the disk at the next flush;
+:meth:`SegmentSink.close` writes and fsyncs everything.
+
+Appends may come from the event loop (asyncio workers), so they never wait
+for the disk: only the flusher thread fsyncs, outside the lock, on a
+duplicate of the current segment's descriptor and on the descriptors of the
+segments filled since the last flush, which it then closes.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class SegmentSink:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._size = 0
+        #: Descriptors of full segments, fsynced and closed by the next flush.
+        self._unsynced: list[int] = []
         existing = sorted(directory.glob(SEGMENT_GLOB))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
@@ -73,14 +81,26 @@ class SegmentSink:
                 self._write_locked()
 
     def flush(self) -> None:
-        """Write what is buffered and fsync the current segment.
+        """Write what is buffered, then fsync every segment written since the last flush.
 
         Raises:
-            OSError: the write or the fsync failed.
+            OSError: the write or an fsync failed (every descriptor is closed
+                regardless, and the next flush tries the current segment again).
         """
         with self._lock:
             self._write_locked()
-            os.fsync(self._fd)
+            pending = [*self._unsynced, os.dup(self._fd)]
+            self._unsynced = []
+        failure: OSError | None = None
+        for fd in pending:  # outside the lock: appends go on meanwhile
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                failure = failure or exc
+            finally:
+                os.close(fd)
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         """Stop the flusher, write and fsync everything, close the segment. Idempotent.
@@ -92,9 +112,9 @@ class SegmentSink:
             return
         self._closed.set()
         self._flusher.join()
-        with self._lock:
-            self._write_locked()
-            os.fsync(self._fd)
+        try:
+            self.flush()
+        finally:
             os.close(self._fd)
 
     def _write_locked(self) -> None:
@@ -112,8 +132,7 @@ class SegmentSink:
         self._size += len(data)
         self.lines_written += count
         if self._size >= self._segment_bytes:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            self._unsynced.append(self._fd)
             self._fd = self._open_next()
 
     def _open_next(self) -> int:
