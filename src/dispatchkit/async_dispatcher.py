@@ -716,25 +716,24 @@ class AsyncDispatcher:
             RuntimeError: used outside ``async with``.
             ValueError: the ``key`` strategy without a ``key`` function.
         """
-        self._check_open()
-        self._check_key(key)
+        if self._closed or self._group is None:
+            self._check_open()
+        if key is None:
+            self._check_key(key)
         if not items:
             return True
         keys = [key(item) for item in items] if key is not None else None
-        chunk = self._chunk
-        inboxes = self._inboxes
+        chunk, shared, inboxes = self._chunk, self._shared, self._inboxes
         parts = self._strategy.split(items, self._next_seq, self._n, keys)
-        needed: dict[int, int] = {}
+        # A split gives a worker at most one part: one look at each inbox will do.
         for worker, jobs in parts:
-            index = 0 if worker == SHARED else worker
-            needed[index] = needed.get(index, 0) + -(-len(jobs) // chunk)
-        for index, count in needed.items():
-            if len(inboxes[index]) + count > inboxes[index].capacity:
+            inbox = inboxes[0 if shared else worker]
+            if len(inbox) + (len(jobs) + chunk - 1) // chunk > inbox.capacity:
                 return False
         self._next_seq += len(items)
         make = self._fire_and_forget(fn, on_error)
         for worker, jobs in parts:
-            inboxes[0 if worker == SHARED else worker].put_many_nowait(
+            inboxes[0 if shared else worker].put_many_nowait(
                 [make(jobs[low : low + chunk], []) for low in range(0, len(jobs), chunk)]
             )
         return True
