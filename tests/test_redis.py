@@ -222,6 +222,25 @@ def test_key_order_holds_while_a_worker_leaves_and_its_partitions_move(
         assert order == sorted(order), f"key {key} ran out of order"
 
 
+def test_key_order_holds_when_a_worker_is_killed_and_its_partitions_move(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    victim, *_others = workers.start_many(3)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace, "key") as d:
+        handles = [d.submit_job(Job(jobs.record, (log, i, 0.01), key=i % 8)) for i in range(240)]
+        wait_for(lambda: any(pid == victim.pid for _, pid in runs(client, log)), 20)
+        victim.kill()
+        victim.wait(10)
+        assert sorted(h.result(timeout=40) for h in handles) == list(range(240))
+    started = runs(client, log)
+    assert {v for v, _ in started} == set(range(240))
+    for key in range(8):
+        # A job the victim had started runs again, before any later job of its key.
+        order = [v for v, _ in started if v % 8 == key]
+        assert order == sorted(order), f"key {key} ran out of order: {order}"
+
+
 def test_a_draining_worker_keeps_its_heartbeat_until_its_last_job_is_done(
     workers: Workers, redis_url: str, namespace: str, client: Any
 ) -> None:

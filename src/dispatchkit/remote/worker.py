@@ -488,20 +488,25 @@ class RedisWorker:
         self._balance_leases(math.ceil(self._partitions / active))
 
     def _reap(self, worker: str) -> None:
-        """Claim everything a dead worker held, then forget it."""
+        """Claim what a dead worker held outside partitions, then forget it.
+
+        A partition's entries are left to whoever takes its lease next: that
+        worker claims them before it reads on (``_acquire_leases``), so they run
+        in order, one after another. Claimed here, by a worker that may not
+        hold the lease, they could run beside the partition's later entries.
+        """
         t = self._transport
-        streams = [
-            self.keys.pull,
-            *(self.keys.partition(i) for i in range(self._partitions)),
-            *self._known_worker_streams(),
-        ]
+        partitions = [self.keys.partition(i) for i in range(self._partitions)]
+        claimable = [self.keys.pull, *self._known_worker_streams()]
         total = 0
-        for stream in streams:
+        for stream in claimable:
             claimed = t.claim_from(stream, worker, self._dead_after)
             total += len(claimed)
             self._take_claimed(claimed)
         left = 0
-        for stream in streams:
+        # A consumer that still has pending entries is kept (delete_consumer says
+        # so): the worker is forgotten once the partitions' new holders took them.
+        for stream in [*claimable, *partitions]:
             if not t.delete_consumer(stream, worker):
                 left += 1
         if left == 0:
