@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable
 
 import pytest
 
@@ -287,3 +288,56 @@ def test_stop_cancels_offered_jobs_and_keeps_the_accounts() -> None:
 
     run(main())
     assert ran == []
+
+
+def test_a_job_raising_cancelled_error_fails_alone_and_its_worker_goes_on() -> None:
+    errors: list[BaseException] = []
+    ran: list[int] = []
+
+    def plain(x: int) -> None:
+        if x == 0:
+            raise asyncio.CancelledError  # e.g. the result of a future someone cancelled
+        ran.append(x)
+
+    async def coroutine(x: int) -> None:
+        if x == 0:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        ran.append(x)
+
+    def returns_coroutine(x: int) -> Awaitable[None]:
+        return coroutine(x)  # a plain function: run inline, its coroutine awaited after
+
+    async def main() -> None:
+        async with AsyncDispatcher(1) as d:  # one worker: it must survive to run the rest
+            assert d.offer(plain, [0, 1, 2], on_error=lambda _, e: errors.append(e))
+            assert d.offer(coroutine, [0, 3], on_error=lambda _, e: errors.append(e))
+            await d.dispatch(returns_coroutine, [0, 4], on_error=lambda _, e: errors.append(e))
+            handle = await d.submit(coroutine, 0)
+            assert await (await d.submit(coroutine, 5)) is None
+        assert handle.status is JobStatus.FAILED
+        assert isinstance(handle.exception(), RuntimeError)
+        stats = d.stats()
+        assert (stats.submitted, stats.succeeded, stats.failed, stats.cancelled) == (9, 5, 4, 0)
+
+    run(main())
+    assert ran == [1, 2, 3, 4, 5]
+    assert len(errors) == 3
+    assert all(isinstance(e, RuntimeError) and "CancelledError" in str(e) for e in errors)
+
+
+def test_a_failing_on_error_callback_does_not_end_the_worker() -> None:
+    ran: list[int] = []
+
+    def broken(item: object, exc: BaseException) -> None:
+        raise ValueError("callback bug")
+
+    async def main() -> None:
+        async with AsyncDispatcher(1) as d:
+            assert d.offer(lambda x: 1 / x, [0], on_error=broken)
+            assert d.offer(ran.append, [1])
+        assert (d.stats().failed, d.stats().succeeded) == (1, 1)
+
+    run(main())
+    assert ran == [1]

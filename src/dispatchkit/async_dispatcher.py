@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections import deque
 from collections.abc import (
     AsyncIterable,
@@ -44,6 +45,12 @@ from .strategies import SHARED, Strategy
 
 __all__ = ["AsyncDispatcher", "AsyncJobHandle"]
 
+logger = logging.getLogger(__name__)
+
+#: Plain-function messages a worker runs back to back before it lets the
+#: event loop run other tasks (an HTTP server's requests, say).
+_YIELD_EVERY = 64
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -58,6 +65,31 @@ class _WorkerState:
         self.succeeded = self.failed = self.cancelled = 0
         self.busy = 0.0
         self.first_start: float | None = None
+
+
+def _stopping_me() -> bool:
+    """Whether the running task is being cancelled (a ``stop``).
+
+    Tells a real cancellation from a job that raised ``CancelledError`` of
+    its own (awaiting a future someone else cancelled, say): that is the
+    job's failure, and must not end its worker.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _own_cancellation(exc: asyncio.CancelledError) -> RuntimeError:
+    """The failure recorded for a job that raised ``CancelledError`` itself."""
+    error = RuntimeError("the job raised CancelledError (it was not stopped)")
+    error.__cause__ = exc
+    return error
+
+
+def _tell(on_error: Callable[[Any, BaseException], object], item: Any, exc: BaseException) -> None:
+    try:
+        on_error(item, exc)
+    except Exception:  # a failing callback must not end the worker
+        logger.exception("on_error callback raised")
 
 
 async def _run_with_policy(
@@ -88,6 +120,10 @@ async def _run_with_policy(
                 error = TimedOut(f"job ran longer than its timeout of {timeout} s")
         except Exception as exc:  # a failing job never stops its worker
             error = exc
+        except asyncio.CancelledError as exc:
+            if _stopping_me():
+                raise
+            error = _own_cancellation(exc)
         if policy is None or not policy.should_retry(error, attempt):
             return FAILED, error, attempt
         await asyncio.sleep(policy.delay(attempt))
@@ -324,6 +360,10 @@ class _Chunk:
                         kind, value = SUCCEEDED, await call(item)
                     except Exception as exc:  # a failing job never stops its worker
                         kind, value = FAILED, exc
+                    except asyncio.CancelledError as exc:
+                        if _stopping_me():
+                            raise
+                        kind, value = FAILED, _own_cancellation(exc)
                 else:
                     kind, value, attempts = await _run_with_policy(
                         partial(call, item), policy, timeout
@@ -333,7 +373,7 @@ class _Chunk:
                 else:
                     state.failed += 1
                     if self.run is None and self.on_error is not None:
-                        self.on_error(item, value)
+                        _tell(self.on_error, item, value)
                 if self.run is not None:
                     rows.append(
                         (
@@ -399,7 +439,12 @@ class _InlineChunk:
                 except Exception as exc:  # a failing job never stops its worker
                     state.failed += 1
                     if on_error is not None:
-                        on_error(item, exc)
+                        _tell(on_error, item, exc)
+                    continue
+                except asyncio.CancelledError as exc:  # a plain call is never stopped midway
+                    state.failed += 1
+                    if on_error is not None:
+                        _tell(on_error, item, _own_cancellation(exc))
                     continue
                 if value is not None and inspect.isawaitable(value):
                     return self._resume(state, position, value)
@@ -410,18 +455,23 @@ class _InlineChunk:
 
     async def _resume(self, state: _WorkerState, position: int, pending: Awaitable[Any]) -> None:
         started = perf_counter()
+        failure: BaseException | None = None
         try:
             await pending
             state.succeeded += 1
-        except asyncio.CancelledError:
-            state.cancelled += len(self.items) - position
-            raise
+        except asyncio.CancelledError as exc:
+            if _stopping_me():
+                state.cancelled += len(self.items) - position
+                raise
+            failure = _own_cancellation(exc)
         except Exception as exc:
-            state.failed += 1
-            if self.on_error is not None:
-                self.on_error(self.items[position], exc)
+            failure = exc
         finally:
             state.busy += perf_counter() - started
+        if failure is not None:
+            state.failed += 1
+            if self.on_error is not None:
+                _tell(self.on_error, self.items[position], failure)
         rest = self.items[position + 1 :]
         if rest:
             await _Chunk(_awaiting(self.fn), rest, [], None, None, None, self.on_error)._arun(state)
@@ -556,18 +606,23 @@ class AsyncDispatcher:
         await self._group.__aexit__(exc_type, exc, tb)
 
     async def _work(self, inbox: AsyncInbox[Any], state: _WorkerState) -> None:
+        ran = 0  # plain-function messages run since the loop last had a turn
         while True:
             message = inbox.get_nowait()
             if message is None:
+                ran = 0
                 message = await inbox.get()
                 if message is None:
                     return
-            if message.inline:
-                pending = message.run(state)
-                if pending is not None:
-                    await pending
-            else:
+            if not message.inline:
                 await message._arun(state)
+            elif (pending := message.run(state)) is not None:
+                await pending
+            else:
+                ran += 1
+                if ran >= _YIELD_EVERY:
+                    ran = 0
+                    await asyncio.sleep(0)
 
     def close(self) -> None:
         """Take no more jobs; the workers finish what is queued. Idempotent."""
