@@ -29,3 +29,18 @@ async def slow_async(payload: Any) -> None:
     await asyncio.sleep(0.02)
     with open(os.environ["SERVE_TEST_OUT"], "a") as out:
         out.write(json.dumps(payload["id"]) + "\n")
+
+
+class AsyncRecorder:
+    """A handler object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, payload: Any) -> None:
+        await slow_async(payload)
+
+
+record_async = AsyncRecorder()
+
+
+def returns_coroutine(payload: Any) -> object:
+    """A plain function that hands back a coroutine: only asyncio workers can run it."""
+    return slow_async(payload)

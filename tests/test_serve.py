@@ -66,6 +66,23 @@ def test_accepts_payloads_and_stores_each_as_one_line(tmp_path: Path) -> None:
 
 BAD_INPUT = [
     ("POST", "/v1/payloads", b"{not json", 400, "malformed JSON"),
+    (
+        "POST",
+        "/v1/payloads",
+        b'{"version": "1", "token": "t", "request_id": "r", "payloads": [{"a": "\xff"}]}',
+        400,
+        "not valid UTF-8",
+    ),
+    (
+        "POST",
+        "/v1/payloads",
+        b'{"version": "1", "token": "t", "request_id": "r", "payloads": [{"a": '
+        + b"[" * 1800
+        + b"]" * 1800
+        + b"}]}",
+        400,
+        "nested too deeply",
+    ),
     ("POST", "/v1/payloads", b"", 400, "malformed JSON"),
     ("POST", "/v1/payloads", b"[1, 2]", 422, "Expected `object`"),
     ("POST", "/v1/payloads", b'{"version": 1}', 422, "$.version"),
@@ -218,6 +235,18 @@ def test_full_queue_gives_503_and_every_202_is_persisted(tmp_path: Path, handler
     assert sorted(handled) == sorted(server.accepted)
 
 
+def test_one_request_may_fill_the_shared_queue_of_pull(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path, "--sink", str(tmp_path / "s"), "--workers", "2", "--queue-size", "4"
+    )
+    assert server.post(list(range(8))) == 202  # pull: one queue of 2 x 4 jobs
+    status, _, body = server.request("POST", "/v1/payloads", payload_body(range(9)))
+    assert status == 413
+    assert "at most 8" in body["error"]
+    assert server.stop() == 0
+    assert sorted(sink_ids(tmp_path / "s")) == list(range(8))
+
+
 def test_retry_after_on_503(tmp_path: Path) -> None:
     out = tmp_path / "handled.txt"
     server = start_server(
@@ -337,6 +366,26 @@ def test_bad_command_line_gives_one_line_and_exit_2(args: tuple[str, ...], messa
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_console_script_finds_a_handler_in_the_current_directory(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "dispatchkit"
+    if not script.exists():
+        pytest.skip("the dispatchkit console script is not installed beside this Python")
+    (tmp_path / "myjobs.py").write_text("def store(payload):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(script), "serve", "--handler", "myjobs:nope"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    # Imported from the current directory: only the missing function is reported.
+    assert result.returncode == 2
+    assert "myjobs has no 'nope'" in result.stderr
 
 
 def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:

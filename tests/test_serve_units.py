@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatchkit import ClosedError, Dispatcher
+from dispatchkit.service.config import ServeConfig
+from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
 from dispatchkit.service.payloads import BadRequest, decode_request
+from dispatchkit.service.server import choose_executor
 from dispatchkit.service.sink import BATCH_BYTES, SegmentSink, read_lines
+from tests import serve_handlers
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "batch", "pull"])
@@ -107,6 +113,26 @@ def test_sink_closes_full_segments_at_the_next_flush(tmp_path: Path) -> None:
     assert len(read_lines(tmp_path)) == 40
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_a_segment_that_cannot_be_opened_leaves_the_current_one_in_use(tmp_path: Path) -> None:
+    def open_descriptors() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    before = open_descriptors()
+    directory = tmp_path / "segments"
+    sink = SegmentSink(directory, segment_bytes=1, fsync_interval=60)
+    current = sink._fd
+    shutil.rmtree(directory)
+    directory.write_text("")  # the next segment cannot be created now
+    big = b'{"pad":"%s"}' % (b"x" * BATCH_BYTES)
+    with pytest.raises(NotADirectoryError):
+        sink.append(big)  # written, then the rotation fails
+    assert sink._fd == current  # still the segment in use, not queued for closing
+    sink.flush()  # the current descriptor is still valid
+    sink.close()
+    assert open_descriptors() == before  # nothing leaked, nothing closed twice
+
+
 def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
     sink = SegmentSink(tmp_path, segment_bytes=1 << 20, fsync_interval=0.05)
     try:
@@ -136,6 +162,18 @@ def test_payloads_are_kept_as_sent_on_one_line() -> None:
         (b"{", 400),
         (b"null", 422),
         (b'{"version":"1","token":"t","request_id":"r","payloads":["x"]}', 422),
+        # Payloads are stored as sent: they must be valid UTF-8 (the sink holds text).
+        (b'{"version":"1","token":"t","request_id":"r","payloads":[{"a":"\xff"}]}', 400),
+        (b'{"version":"1","token":"t","request_id":"\xff","payloads":[{}]}', 400),
+        # Too deep for the decoder: a client error, not a crash.
+        (
+            b'{"version":"1","token":"t","request_id":"r","payloads":['
+            + b'{"a":' * 5000
+            + b"1"
+            + b"}" * 5000
+            + b"]}",
+            400,
+        ),
     ],
 )
 def test_decode_errors(body: bytes, status: int) -> None:
@@ -171,3 +209,27 @@ def test_latency_histogram_renders_cumulative_buckets() -> None:
     assert samples[("bucket", "1.0")] == 4
     assert samples[("bucket", "+Inf")] == samples[("count", None)] == 5
     assert samples[("sum", None)] == pytest.approx(5.0236)
+
+
+@pytest.mark.parametrize(
+    ("handler", "executor"),
+    [
+        (None, "async"),
+        ("tests.serve_handlers:slow", "thread"),
+        ("tests.serve_handlers:slow_async", "async"),
+        ("tests.serve_handlers:record_async", "async"),  # an object with async __call__
+    ],
+)
+def test_auto_executor_runs_coroutine_handlers_and_the_sink_on_asyncio(
+    tmp_path: Path, handler: str | None, executor: str
+) -> None:
+    config = ServeConfig(sink=None if handler else tmp_path, handler=handler)
+    assert choose_executor(config) == executor
+
+
+def test_a_handler_returning_a_coroutine_on_a_thread_fails_loudly() -> None:
+    job = HandlerJob(serve_handlers.returns_coroutine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" either
+        with pytest.raises(TypeError, match="--executor async"):
+            job(b'{"id": 1}')

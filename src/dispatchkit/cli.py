@@ -299,7 +299,8 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         dest="job_handler",
         default=None,
         metavar="MODULE:FUNCTION",
-        help="call this function with each decoded payload instead of storing it",
+        help="call this function with each decoded payload instead of storing it "
+        "(modules are found in the current directory too)",
     )
     serve.add_argument(
         "--token", default=None, help=f"bearer token required to post ({ENV_PREFIX}TOKEN)"
@@ -668,6 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    # Modules named on the command line (--handler, --import, a bench function)
+    # are found in the current directory, as with `python -m dispatchkit`.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     # SIGTERM stops a run the way Ctrl-C does: queued jobs cancelled, counts reported.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

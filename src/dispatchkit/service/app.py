@@ -109,8 +109,12 @@ class IngestApp:
         self._metrics = metrics
         self._expected_auth = None if token is None else b"Bearer " + token.encode()
         self._max_body = max_body
-        # A request with more payloads than one inbox holds could never be accepted.
-        self._max_payloads = dispatcher.settings.queue_size
+        # A request with more payloads than one inbox holds could never be accepted
+        # (all of one request may go to one inbox; pull's shared one holds more).
+        settings = dispatcher.settings
+        self._max_payloads = settings.queue_size * (
+            settings.workers if dispatcher.strategy.name == "pull" else 1
+        )
         self._by_key = dispatcher.strategy.needs_key
         self._access_log = access_log
         self._observe = metrics.observe_latency
@@ -141,7 +145,8 @@ class IngestApp:
         protocol.response_bytes(*response)
         self._observe(perf_counter() - start)
         if self._access_log:
-            self._log_access(start, method, path, response.status, scope.client)
+            client = scope.client.rpartition(":")[0]  # "host:port", as ASGI gives the host
+            self._log_access(start, method, path, response.status, client)
 
     # -- ASGI ---------------------------------------------------------------
 

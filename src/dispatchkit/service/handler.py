@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import msgspec
 
-__all__ = ["HandlerJob", "handler_job", "load_handler"]
+__all__ = ["HandlerJob", "handler_job", "is_coroutine_handler", "load_handler"]
 
 
 def load_handler(spec: str) -> Callable[[Any], object]:
@@ -51,16 +51,32 @@ class HandlerJob:
         self._decode = msgspec.json.Decoder().decode
 
     def __call__(self, line: bytes) -> object:
-        return self._handler(self._decode(line))
+        value = self._handler(self._decode(line))
+        if inspect.isawaitable(value):
+            # On a thread nothing would ever await it: the payload would be lost.
+            if inspect.iscoroutine(value):
+                value.close()
+            raise TypeError(
+                "the handler returned an awaitable on a worker thread: run it with --executor async"
+            )
+        return value
+
+
+def is_coroutine_handler(handler: Callable[[Any], object]) -> bool:
+    """Whether calling ``handler`` gives a coroutine (``async def``, or an async ``__call__``)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        type(handler).__call__
+    )
 
 
 def handler_job(handler: Callable[[Any], object]) -> Callable[[bytes], object]:
     """The payload job for ``handler``: a coroutine function if the handler is one."""
-    if not inspect.iscoroutinefunction(handler):
+    if not is_coroutine_handler(handler):
         return HandlerJob(handler)
     decode = msgspec.json.Decoder().decode
+    coroutine_handler = cast("Callable[[Any], Awaitable[object]]", handler)
 
     async def job(line: bytes) -> object:
-        return await handler(decode(line))
+        return await coroutine_handler(decode(line))
 
     return job

@@ -56,6 +56,10 @@ def decode_request(body: bytes) -> tuple[str, list[bytes]]:
         raise BadRequest(422, "invalid", f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(400, "malformed", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(400, "malformed", "malformed JSON: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise BadRequest(400, "malformed", "malformed JSON: not valid UTF-8") from None
     payloads = request.payloads
     if not payloads:
         raise BadRequest(422, "invalid", "invalid request: `$.payloads` must not be empty")
@@ -66,6 +70,14 @@ def decode_request(body: bytes) -> tuple[str, list[bytes]]:
             raise BadRequest(
                 422, "invalid", f"invalid request: `$.payloads[{index}]` must be an object"
             )
+        # Kept as sent, so checked here: the sink must hold valid UTF-8 only.
+        if not text.isascii():
+            try:
+                text.decode()
+            except UnicodeDecodeError:
+                raise BadRequest(
+                    400, "malformed", f"malformed JSON: `$.payloads[{index}]` is not valid UTF-8"
+                ) from None
         # JSON strings cannot hold a raw newline, so any is whitespace: one line per payload.
         if b"\n" in text or b"\r" in text:
             text = text.replace(b"\n", b" ").replace(b"\r", b" ")

@@ -16,7 +16,6 @@ Every payload answered 202 is then on disk.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
-from .handler import handler_job, load_handler
+from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .sink import SegmentSink
@@ -113,7 +112,7 @@ def choose_executor(config: ServeConfig) -> str:
             and threads were asked for.
     """
     handler = None if config.handler is None else load_handler(config.handler)
-    coroutine = handler is not None and inspect.iscoroutinefunction(handler)
+    coroutine = handler is not None and is_coroutine_handler(handler)
     if config.executor == "thread" and coroutine:
         raise ValueError(
             f"handler {config.handler!r} is a coroutine function: it needs the async executor"
@@ -123,11 +122,26 @@ def choose_executor(config: ServeConfig) -> str:
     return "async" if handler is None or coroutine else "thread"
 
 
+def _log_worker_crash(owner: asyncio.Task[None]) -> None:
+    if not owner.cancelled() and owner.exception() is not None:
+        # Workers do not fail on a job's error: this is a bug, and the service
+        # now answers 503 "closing". Say so loudly.
+        logger.critical("payload workers crashed", exc_info=owner.exception())
+
+
 def _probe(host: str, port: int) -> int:
+    """Bind ``host:port`` once, to fail early with a clear error; the port bound.
+
+    Raises:
+        OSError: the address cannot be bound (named in the message).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         bound: int = sock.getsockname()[1]
         return bound
 
@@ -194,8 +208,10 @@ class _Service:
         # granian calls this once its loop stopped serving; requests that still
         # reach the app while the asyncio workers finish get 503 "closing".
         self._log_draining()
-        loop.run_until_complete(self._stop_workers())
-        self._drain()
+        try:
+            loop.run_until_complete(self._stop_workers())
+        finally:
+            self._drain()  # whatever became of the workers, the sink is flushed
 
     async def _start_workers(self) -> None:
         if isinstance(self._dispatcher, AsyncDispatcher):
@@ -204,6 +220,7 @@ class _Service:
             self._owner = asyncio.get_running_loop().create_task(
                 self._hold_workers(self._dispatcher, started)
             )
+            self._owner.add_done_callback(_log_worker_crash)
             await started.wait()
 
     async def _hold_workers(self, dispatcher: AsyncDispatcher, started: asyncio.Event) -> None:
@@ -214,9 +231,11 @@ class _Service:
         # Leaving the block closed the dispatcher and waited for every queued job.
 
     async def _stop_workers(self) -> None:
-        if self._owner is not None and self._stopping is not None:
+        owner = self._owner
+        if owner is not None and self._stopping is not None:
             self._stopping.set()
-            await self._owner
+            # A crash was logged as it happened (_log_worker_crash); draining goes on.
+            await asyncio.wait([owner])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -233,9 +252,11 @@ class _Service:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._log_draining()
-                await self._stop_workers()
-                # In a thread: the loop stays free while thread workers finish the queue.
-                await asyncio.to_thread(self._drain)
+                try:
+                    await self._stop_workers()
+                finally:
+                    # In a thread: the loop stays free while thread workers finish.
+                    await asyncio.to_thread(self._drain)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -18,6 +18,7 @@ segments filled since the last flush, which it then closes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -62,6 +63,7 @@ class SegmentSink:
         existing = sorted(directory.glob(SEGMENT_GLOB))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
+        self._number += 1
         #: Lines written to segment files so far.
         self.lines_written = 0
         self._closed = threading.Event()
@@ -115,7 +117,13 @@ class SegmentSink:
         try:
             self.flush()
         finally:
-            os.close(self._fd)
+            # After a failed flush, segments may still wait: fsync and close them too.
+            with self._lock:
+                left, self._unsynced = [*self._unsynced, self._fd], []
+            for fd in left:
+                with contextlib.suppress(OSError):  # the flush above raised already
+                    os.fsync(fd)
+                os.close(fd)
 
     def _write_locked(self) -> None:
         if not self._buffer:
@@ -132,13 +140,15 @@ class SegmentSink:
         self._size += len(data)
         self.lines_written += count
         if self._size >= self._segment_bytes:
+            following = self._open_next()  # may fail: then the current one stays
             self._unsynced.append(self._fd)
-            self._fd = self._open_next()
+            self._fd = following
+            self._number += 1
+            self._size = 0
 
     def _open_next(self) -> int:
-        self._number += 1
-        self._size = 0
-        path = self.directory / f"segment-{self._number:06d}.ndjson"
+        """Open the segment after the current one (the caller counts it as opened)."""
+        path = self.directory / f"segment-{self._number + 1:06d}.ndjson"
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _flush_loop(self) -> None:
