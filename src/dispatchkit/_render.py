@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Final
+
 from .demo import SeedResult
 
-__all__ = ["print_seed_results"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["print_seed_results", "table_console"]
+
+#: Columns of a table written to a file or a pipe, where no terminal says how
+#: wide it may be (rich would take 80 and cut the cells).
+PIPED_WIDTH: Final = 160
+
+
+def table_console() -> Console:
+    """A console for tables on stdout: as wide as the terminal, or PIPED_WIDTH when piped."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPED_WIDTH)
+    return console
 
 
 def _seconds(value: float | None) -> str:
@@ -19,10 +39,9 @@ def print_seed_results(
     results: list[SeedResult], verdict: tuple[SeedResult, float | None, float | None]
 ) -> None:
     """Print the seed runs as a table, then one line naming the fastest."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = table_console()
     first = results[0]
     table = Table(
         title=f"{first.jobs:,} jobs on {first.workers} workers",

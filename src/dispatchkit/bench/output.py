@@ -125,10 +125,11 @@ def _terminal_row(r: ConfigResult) -> list[str]:
 def print_table(results: BenchResults) -> None:
     """One table per workload (medians), then the verdicts and recommendations."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from dispatchkit._render import table_console
+
+    console = table_console()
     winners = {v.workload: v.best for v in verdicts(results)}
     for name, group in results.by_workload().items():
         workload = results.plan.workloads[name]
