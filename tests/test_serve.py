@@ -321,6 +321,22 @@ def test_signal_drains_every_accepted_payload_into_the_sink(
     assert len(list(sink.glob("segment-*.ndjson"))) > 1  # rotated by size
 
 
+def test_a_plain_handler_returning_coroutines_runs_on_asyncio_workers(tmp_path: Path) -> None:
+    out = tmp_path / "handled.txt"
+    server = start_server(
+        tmp_path,
+        "--handler",
+        "serve_handlers:returns_coroutine",
+        "--executor",
+        "async",
+        env={"SERVE_TEST_OUT": str(out)},
+    )
+    assert server.post([1, 2]) == 202
+    assert server.stop() == 0
+    assert sorted(json.loads(line) for line in out.read_text().splitlines()) == [1, 2]
+    assert [e["failed"] for e in server.log_entries() if e["message"] == "stopped"] == [0]
+
+
 def test_failing_handler_counts_failures_and_keeps_serving(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--handler", "serve_handlers:fail")
     assert server.post([1, 2]) == 202

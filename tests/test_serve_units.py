@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import shutil
 import threading
 import warnings
@@ -114,7 +116,9 @@ def test_sink_closes_full_segments_at_the_next_flush(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
-def test_a_segment_that_cannot_be_opened_leaves_the_current_one_in_use(tmp_path: Path) -> None:
+def test_a_segment_that_cannot_be_opened_leaves_the_current_one_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def open_descriptors() -> int:
         return len(list(Path("/proc/self/fd").iterdir()))
 
@@ -125,12 +129,17 @@ def test_a_segment_that_cannot_be_opened_leaves_the_current_one_in_use(tmp_path:
     shutil.rmtree(directory)
     directory.write_text("")  # the next segment cannot be created now
     big = b'{"pad":"%s"}' % (b"x" * BATCH_BYTES)
-    with pytest.raises(NotADirectoryError):
-        sink.append(big)  # written, then the rotation fails
+    with caplog.at_level(logging.CRITICAL, logger="dispatchkit.service.sink"):
+        sink.append(big)  # written; the rotation fails, is logged, and waits
+        sink.append(big)  # written to the same segment, no new attempt yet
+    assert "cannot start a new segment" in caplog.text
     assert sink._fd == current  # still the segment in use, not queued for closing
-    sink.flush()  # the current descriptor is still valid
+    assert sink.lines_written == 2
+    sink.flush()  # fsyncs go on meanwhile
     sink.close()
     assert open_descriptors() == before  # nothing leaked, nothing closed twice
+    with pytest.raises(OSError, match="closed"):
+        sink.append(b"{}")
 
 
 def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
@@ -233,3 +242,8 @@ def test_a_handler_returning_a_coroutine_on_a_thread_fails_loudly() -> None:
         warnings.simplefilter("error")  # no "coroutine was never awaited" either
         with pytest.raises(TypeError, match="--executor async"):
             job(b'{"id": 1}')
+
+    # On an asyncio worker the coroutine is handed back, for the worker to await.
+    coroutine = HandlerJob(serve_handlers.returns_coroutine, on_thread=False)(b'{"id": 1}')
+    assert inspect.iscoroutine(coroutine)
+    coroutine.close()

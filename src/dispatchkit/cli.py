@@ -7,6 +7,7 @@ setting or environment variable), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -665,14 +666,24 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _look_in_current_directory() -> None:
+    """Find modules named on the command line in the current directory too.
+
+    As with ``python -m dispatchkit``, for --handler, --import and a bench
+    function. Appended, not put first: a ``redis.py`` lying there must not shadow the
+    packages dispatchkit itself imports.
+    """
+    with contextlib.suppress(OSError):  # the current directory was deleted
+        here = os.getcwd()
+        if here not in sys.path and "" not in sys.path:
+            sys.path.append(here)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    # Modules named on the command line (--handler, --import, a bench function)
-    # are found in the current directory, as with `python -m dispatchkit`.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _look_in_current_directory()
     # SIGTERM stops a run the way Ctrl-C does: queued jobs cancelled, counts reported.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -42,20 +42,26 @@ class HandlerJob:
 
     The payload is decoded as plain JSON data (dicts, lists, strings, numbers):
     nothing is evaluated or unpickled.
+
+    Args:
+        handler: the user's function.
+        on_thread: the job runs on a worker thread, where an awaitable the
+            handler returns would never be awaited: that fails the job. On an
+            asyncio worker the awaitable is returned, and the worker awaits it.
     """
 
-    __slots__ = ("_decode", "_handler")
+    __slots__ = ("_decode", "_handler", "_on_thread")
 
-    def __init__(self, handler: Callable[[Any], object]) -> None:
+    def __init__(self, handler: Callable[[Any], object], *, on_thread: bool = True) -> None:
         self._handler = handler
         self._decode = msgspec.json.Decoder().decode
+        self._on_thread = on_thread
 
     def __call__(self, line: bytes) -> object:
         value = self._handler(self._decode(line))
-        if inspect.isawaitable(value):
-            # On a thread nothing would ever await it: the payload would be lost.
+        if self._on_thread and inspect.isawaitable(value):
             if inspect.iscoroutine(value):
-                value.close()
+                value.close()  # never awaited: say so once, here, not as a warning later
             raise TypeError(
                 "the handler returned an awaitable on a worker thread: run it with --executor async"
             )
@@ -69,10 +75,13 @@ def is_coroutine_handler(handler: Callable[[Any], object]) -> bool:
     )
 
 
-def handler_job(handler: Callable[[Any], object]) -> Callable[[bytes], object]:
-    """The payload job for ``handler``: a coroutine function if the handler is one."""
+def handler_job(handler: Callable[[Any], object], *, on_thread: bool) -> Callable[[bytes], object]:
+    """The payload job for ``handler``: a coroutine function if the handler is one.
+
+    ``on_thread`` says the job runs on worker threads (see :class:`HandlerJob`).
+    """
     if not is_coroutine_handler(handler):
-        return HandlerJob(handler)
+        return HandlerJob(handler, on_thread=on_thread)
     decode = msgspec.json.Decoder().decode
     coroutine_handler = cast("Callable[[Any], Awaitable[object]]", handler)
 

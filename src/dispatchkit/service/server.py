@@ -165,13 +165,15 @@ class _Service:
     def __init__(self, config: ServeConfig) -> None:
         self._config = config
         self._sink: SegmentSink | None = None
+        self._executor = choose_executor(config)
         if config.handler is not None:
-            job: Any = handler_job(load_handler(config.handler))
+            job: Any = handler_job(
+                load_handler(config.handler), on_thread=self._executor == "thread"
+            )
         else:
             assert config.sink is not None
             self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
             job = self._sink.append
-        self._executor = choose_executor(config)
         self._dispatcher: AsyncDispatcher | Dispatcher
         if self._executor == "async":
             self._dispatcher = AsyncDispatcher(

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from time import monotonic
 from typing import Final
 
 __all__ = ["SEGMENT_GLOB", "SegmentSink", "read_lines"]
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Bytes buffered before a worker writes them out itself.
 BATCH_BYTES: Final = 256 << 10
+
+#: Seconds before a segment that could not be opened is tried again.
+ROTATION_RETRY: Final = 1.0
 
 #: File name pattern of the segments.
 SEGMENT_GLOB: Final = "segment-*.ndjson"
@@ -60,6 +64,8 @@ class SegmentSink:
         self._size = 0
         #: Descriptors of full segments, fsynced and closed by the next flush.
         self._unsynced: list[int] = []
+        #: No rotation is tried before this time (after a failed one).
+        self._next_rotation = 0.0
         existing = sorted(directory.glob(SEGMENT_GLOB))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
@@ -74,9 +80,11 @@ class SegmentSink:
         """Queue one line (without its newline) for the current segment.
 
         Raises:
-            OSError: writing a full batch failed.
+            OSError: writing a full batch failed, or the sink is closed.
         """
         with self._lock:
+            if self._closed.is_set():
+                raise OSError("the sink is closed")
             self._buffer.append(line)
             self._buffered += len(line) + 1
             if self._buffered >= BATCH_BYTES:
@@ -139,12 +147,23 @@ class SegmentSink:
         self._buffered = 0
         self._size += len(data)
         self.lines_written += count
-        if self._size >= self._segment_bytes:
-            following = self._open_next()  # may fail: then the current one stays
-            self._unsynced.append(self._fd)
-            self._fd = following
-            self._number += 1
-            self._size = 0
+        if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
+            self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
+        """Start the next segment; if it cannot be opened, keep writing to this one."""
+        try:
+            following = self._open_next()
+        except OSError:
+            # The lines are written already: not their failure. Try again later,
+            # and let flushes fsync meanwhile (out of descriptors, a full disk...).
+            self._next_rotation = monotonic() + ROTATION_RETRY
+            logger.critical("sink: cannot start a new segment; retrying", exc_info=True)
+            return
+        self._unsynced.append(self._fd)
+        self._fd = following
+        self._number += 1
+        self._size = 0
 
     def _open_next(self) -> int:
         """Open the segment after the current one (the caller counts it as opened)."""
