@@ -35,3 +35,13 @@ def record(log: str, value: int, seconds: float = 0.0) -> int:
     _redis().rpush(log, f"{value}:{os.getpid()}")
     time.sleep(seconds)
     return value
+
+
+@job("t.span")
+def span(log: str, value: int, seconds: float) -> int:
+    """Like :func:`record`, and note the end too: ``s:value:pid`` ... ``e:value:pid``."""
+    client = _redis()
+    client.rpush(log, f"s:{value}:{os.getpid()}")
+    time.sleep(seconds)
+    client.rpush(log, f"e:{value}:{os.getpid()}")
+    return value

@@ -488,16 +488,18 @@ class RedisWorker:
         self._balance_leases(math.ceil(self._partitions / active))
 
     def _reap(self, worker: str) -> None:
-        """Claim what a dead worker held outside partitions, then forget it.
+        """Claim what a dead worker held, then forget it.
 
-        A partition's entries are left to whoever takes its lease next: that
-        worker claims them before it reads on (``_acquire_leases``), so they run
-        in order, one after another. Claimed here, by a worker that may not
-        hold the lease, they could run beside the partition's later entries.
+        Of the partitions, only those whose lease this worker holds: the others'
+        entries are left to whoever holds or takes their lease (``_claim_idle``,
+        ``_acquire_leases``), since here they could run beside the partition's
+        later entries on another worker.
         """
         t = self._transport
         partitions = [self.keys.partition(i) for i in range(self._partitions)]
-        claimable = [self.keys.pull, *self._known_worker_streams()]
+        with self._lock:
+            leased = sorted(self._leases - self._releasing)
+        claimable = [self.keys.pull, *self._known_worker_streams(), *leased]
         total = 0
         for stream in claimable:
             claimed = t.claim_from(stream, worker, self._dead_after)
@@ -506,7 +508,7 @@ class RedisWorker:
         left = 0
         # A consumer that still has pending entries is kept (delete_consumer says
         # so): the worker is forgotten once the partitions' new holders took them.
-        for stream in [*claimable, *partitions]:
+        for stream in [*claimable, *(p for p in partitions if p not in leased)]:
             if not t.delete_consumer(stream, worker):
                 left += 1
         if left == 0:
@@ -590,7 +592,7 @@ class RedisWorker:
                 continue
             t.ensure_group(stream)
             # The previous holder died or left: what it held runs first, in order.
-            self._take_claimed(t.claim_idle(stream, 0))
+            self._take_claimed(t.claim_idle(stream, 0, everything=True))
             with self._lock:
                 self._leases.add(stream)
             wanted -= 1

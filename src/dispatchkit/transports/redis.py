@@ -251,22 +251,23 @@ class RedisTransport:
         with translate_errors("refreshing held jobs"):
             pipe.execute()
 
-    def claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
+    def claim_idle(self, stream: str, min_idle: float, everything: bool = False) -> list[Delivery]:
         """Take over entries of ``stream`` idle for ``min_idle`` seconds (XAUTOCLAIM).
 
-        A stream that does not exist (or has no group yet) holds nothing to claim.
+        At most a batch of entries, or every one with ``everything``. A stream
+        that does not exist (or has no group yet) holds nothing to claim.
 
         Raises:
             TransportError: Redis failed.
         """
         try:
-            return self._claim_idle(stream, min_idle)
+            return self._claim_idle(stream, min_idle, everything)
         except TransportError as exc:
             if "NOGROUP" in str(exc):
                 return []
             raise
 
-    def _claim_idle(self, stream: str, min_idle: float) -> list[Delivery]:
+    def _claim_idle(self, stream: str, min_idle: float, everything: bool) -> list[Delivery]:
         claimed: list[Delivery] = []
         cursor: bytes | str = "0-0"
         with translate_errors("claiming idle jobs"):
@@ -280,7 +281,7 @@ class RedisTransport:
                     for entry_id, fields in entries
                     if fields is not None
                 )
-                if _s(cursor) == "0-0" or len(claimed) >= _CLAIM_BATCH:
+                if _s(cursor) == "0-0" or (len(claimed) >= _CLAIM_BATCH and not everything):
                     break
             return self._with_attempts(stream, claimed)
 
