@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -44,4 +45,30 @@ def span(log: str, value: int, seconds: float) -> int:
     client.rpush(log, f"s:{value}:{os.getpid()}")
     time.sleep(seconds)
     client.rpush(log, f"e:{value}:{os.getpid()}")
+    return value
+
+
+_in_flight = 0
+_peak = 0
+
+
+@job("t.async_record")
+async def async_record(log: str, value: int, seconds: float) -> int:
+    """A coroutine job: sleep, then log ``value:peak``, the most jobs seen waiting at once."""
+    global _in_flight, _peak
+    _in_flight += 1
+    _peak = max(_peak, _in_flight)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _in_flight -= 1
+    _redis().rpush(log, f"{value}:{_peak}")
+    return value
+
+
+@job("t.async_echo")
+async def async_echo(value: object) -> object:
+    await asyncio.sleep(0)
+    if value == "fail":
+        raise ValueError("async failure")
     return value

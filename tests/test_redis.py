@@ -181,7 +181,7 @@ def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
     result = _cli("--redis", redis_url, "--executor", "process")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "executor 'process' is not available" in result.stderr
+    assert "invalid choice: 'process'" in result.stderr
     result = _cli("--redis", redis_url, "--import", "no_such_module_here")
     assert result.returncode == 2
     assert "no_such_module_here" in result.stderr
@@ -189,6 +189,31 @@ def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
     assert result.returncode == 1
     assert "unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_async_workers_run_coroutine_jobs_many_at_a_time(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    workers.start("--executor", "async", concurrency=20)
+    log = f"{namespace}:log"
+    with dispatcher(redis_url, namespace) as d:
+        handles = [d.submit(jobs.async_record, log, i, 0.2) for i in range(40)]
+        assert sorted(h.result(timeout=30) for h in handles) == list(range(40))
+        assert list(d.map(jobs.async_echo, range(12), chunk=5)) == list(range(12))
+        with pytest.raises(RemoteJobError, match="ValueError: async failure"):
+            d.submit(jobs.async_echo, "fail").result(timeout=10)
+    peaks = [int(raw.split(b":")[1]) for raw in client.lrange(log, 0, -1)]
+    assert max(peaks) >= 10  # many coroutine jobs waited at once, on one event loop
+
+
+def test_a_thread_worker_fails_a_coroutine_job_with_a_clear_error(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    workers.start(concurrency=1)
+    with dispatcher(redis_url, namespace) as d:
+        with pytest.raises(RemoteJobError, match="--executor async"):
+            d.submit(jobs.async_echo, 1).result(timeout=10)
+        assert d.submit(jobs.echo, 2).result(timeout=10) == 2  # the worker goes on
 
 
 def test_chunked_map_returns_every_result_in_order_and_raises_the_first_error(

@@ -209,7 +209,11 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="jobs run at once (default 1)",
     )
     worker.add_argument(
-        "--executor", default="thread", help="where jobs run: thread (the only kind for now)"
+        "--executor",
+        choices=("thread", "async"),
+        default="thread",
+        help="where jobs run: thread (plain functions, --concurrency threads) or async "
+        "(coroutine functions, --concurrency tasks on one event loop) (default thread)",
     )
     worker.add_argument(
         "--import",

@@ -17,11 +17,11 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
 from dispatchkit.job import Job, JobHandle, JobStatus
@@ -122,7 +122,14 @@ class RedisDispatcher:
 
     # -- submitting ----------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., R] | str, /, *args: Any, **kwargs: Any) -> JobHandle[R]:
+    # A coroutine job's result is what it returns once awaited (on an async worker).
+    @overload
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, R]], /, *args: Any, **kwargs: Any
+    ) -> JobHandle[R]: ...
+    @overload
+    def submit(self, fn: Callable[..., R] | str, /, *args: Any, **kwargs: Any) -> JobHandle[R]: ...
+    def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> JobHandle[Any]:
         """Publish a registered job; its handle settles when a worker has run it.
 
         Raises:
@@ -142,6 +149,17 @@ class RedisDispatcher:
         """
         return self._submit(job.name or job_name(job.fn), job.args, job.kwargs, job.key)
 
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+        chunk: int = 1,
+        window: int = 10_000,
+    ) -> Iterator[R]: ...
+    @overload
     def map(
         self,
         fn: Callable[..., R] | str,
@@ -150,7 +168,16 @@ class RedisDispatcher:
         key: Callable[[Any], Hashable] | None = None,
         chunk: int = 1,
         window: int = 10_000,
-    ) -> Iterator[R]:
+    ) -> Iterator[R]: ...
+    def map(
+        self,
+        fn: Callable[..., Any] | str,
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+        chunk: int = 1,
+        window: int = 10_000,
+    ) -> Iterator[Any]:
         """Run ``fn(item)`` remotely for each item; yield the results in input order.
 
         ``chunk`` jobs travel in one stream entry and come back in one outcome:

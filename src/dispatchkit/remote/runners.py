@@ -1,32 +1,42 @@
 """Where a remote worker runs its jobs: the ``--executor`` kinds.
 
 A runner takes zero-argument callables and runs them with bounded
-concurrency. Only threads exist for now; a process or asyncio runner plugs in
-by implementing :class:`JobRunner` and adding itself to :data:`RUNNERS`.
+concurrency: :class:`ThreadRunner` on ``concurrency`` threads, and
+:class:`AsyncRunner` as ``concurrency`` tasks on one event loop (in a thread
+of its own), where a callable may return an awaitable to be awaited. Another
+kind plugs in by implementing :class:`JobRunner` and adding itself to
+:data:`RUNNERS`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from queue import SimpleQueue
 from typing import Final, Protocol
 
-__all__ = ["RUNNERS", "JobRunner", "ThreadRunner", "make_runner"]
+__all__ = ["RUNNERS", "AsyncRunner", "JobRunner", "Task", "ThreadRunner", "make_runner"]
 
 logger = logging.getLogger(__name__)
+
+#: What a runner runs: a call that may return an awaitable (awaited on a loop).
+Task = Callable[[], Awaitable[None] | None]
 
 
 class JobRunner(Protocol):
     """Runs submitted callables, ``concurrency`` at a time."""
 
     concurrency: int
+    #: Whether tasks run on an event loop (and may return awaitables).
+    on_loop: bool
 
     def start(self) -> None:
         """Start the runner's workers."""
 
-    def submit(self, task: Callable[[], None]) -> None:
+    def submit(self, task: Task) -> None:
         """Queue ``task``; it must catch its own errors."""
 
     def shutdown(self, wait: bool = True) -> None:
@@ -36,11 +46,13 @@ class JobRunner(Protocol):
 class ThreadRunner:
     """``concurrency`` threads reading one queue."""
 
+    on_loop = False
+
     def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.concurrency = concurrency
-        self._queue: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
+        self._queue: SimpleQueue[Task | None] = SimpleQueue()
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-worker-{i}", daemon=True)
             for i in range(concurrency)
@@ -51,7 +63,7 @@ class ThreadRunner:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, task: Callable[[], None]) -> None:
+    def submit(self, task: Task) -> None:
         self._queue.put(task)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -77,8 +89,75 @@ class ThreadRunner:
                 logger.critical("remote worker thread: internal error", exc_info=True)
 
 
+class AsyncRunner:
+    """``concurrency`` tasks on one event loop, run by a thread of its own.
+
+    Each task is called on the loop; if it returns an awaitable, that is
+    awaited, so up to ``concurrency`` coroutine jobs wait at once. Tasks come
+    from any thread (:meth:`submit` is thread-safe).
+    """
+
+    on_loop = True
+
+    def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.concurrency = concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None  # made by the runner's thread
+        self._queue: asyncio.Queue[Task | None] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
+        self._ready = threading.Event()
+        self._stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def submit(self, task: Task) -> None:
+        loop, queue = self._loop, self._queue
+        assert loop is not None, "start() the runner first"
+        assert queue is not None
+        loop.call_soon_threadsafe(queue.put_nowait, task)
+
+    def shutdown(self, wait: bool = True) -> None:
+        loop, queue = self._loop, self._queue
+        if not self._stopped and loop is not None and queue is not None:
+            self._stopped = True
+            for _ in range(self.concurrency):  # after every task queued so far
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+        if wait and self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._queue = asyncio.Queue()
+        self._ready.set()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.concurrency):
+                group.create_task(self._consume(self._queue))
+
+    async def _consume(self, queue: asyncio.Queue[Task | None]) -> None:
+        while (task := await queue.get()) is not None:
+            try:
+                result = task()
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # Tasks catch jobs' errors themselves: this is a bug in dispatchkit.
+                logger.critical("remote worker task: internal error", exc_info=True)
+
+
 #: Runner kinds by ``--executor`` name.
-RUNNERS: Final[dict[str, Callable[[int], JobRunner]]] = {"thread": ThreadRunner}
+RUNNERS: Final[dict[str, Callable[[int], JobRunner]]] = {
+    "thread": ThreadRunner,
+    "async": AsyncRunner,
+}
 
 
 def make_runner(kind: str, concurrency: int) -> JobRunner:

@@ -1,6 +1,7 @@
 """A worker that runs jobs from Redis streams, on any host.
 
-    main thread: XREADGROUP COUNT n ──▶ lanes ──▶ runner (threads) ──▶ done queue
+    main thread: XREADGROUP COUNT n ──▶ lanes ──▶ runner ──▶ done queue
+        (the runner: threads, or tasks on one event loop: --executor)
     acker thread: done queue ──▶ XADD outcomes + XACK + XDEL (one MULTI per batch)
     heartbeat thread: ZADD heartbeat, touch held entries, claim the entries of
         dead workers, adopt streams of departed workers, hold partition leases
@@ -30,12 +31,13 @@ from typing import Any, Final
 
 from dispatchkit.errors import TransportError, WorkerLost
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
-from dispatchkit.transports._codec import CHUNK_JOB, decode_job, encode_outcome, error_info
+from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, decode_job, encode_outcome
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Delivery
 from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
 
-from .runners import JobRunner, make_runner
+from .calls import Called, call_in_loop, call_in_thread
+from .runners import JobRunner, Task, make_runner
 
 __all__ = ["RedisWorker", "WorkerReport", "run_worker"]
 
@@ -85,7 +87,10 @@ class RedisWorker:
         url: ``redis://HOST:PORT/DB``.
         queue: the queue's name.
         concurrency: jobs run at once.
-        executor: the runner kind (``thread``).
+        executor: the runner kind: ``thread`` (plain functions, on
+            ``concurrency`` threads) or ``async`` (coroutine functions, as
+            ``concurrency`` tasks on one event loop; plain functions run on the
+            loop too, so must not block).
         registry: where job names are looked up.
         namespace: first part of every key.
         name: the worker's name (default ``host-pid-random``).
@@ -300,33 +305,49 @@ class RedisWorker:
     def _partition_prefix(self) -> str:
         return self.keys.partition(0)[:-1]
 
-    def _task(self, delivery: Delivery) -> Callable[[], None]:
+    def _task(self, delivery: Delivery) -> Task:
+        if self._runner.on_loop:
+            return lambda: self._process_in_loop(delivery)
         return lambda: self._process(delivery)
 
-    # -- running one entry (runner threads) ------------------------------------------
+    # -- running one entry (runner threads, or tasks on the runner's loop) ------------
 
     def _process(self, delivery: Delivery) -> None:
         try:
-            self._run_one(delivery)
+            prepared = self._prepare(delivery)
+            if prepared is not None:
+                job, fn, chunk = prepared
+                self._finish(delivery, job, call_in_thread(fn, job, chunk))
         finally:
             self._next_in_lane(delivery)
 
-    def _run_one(self, delivery: Delivery) -> None:
+    async def _process_in_loop(self, delivery: Delivery) -> None:
+        try:
+            # Dead-lettering in _prepare talks to Redis right on the loop: rare and short.
+            prepared = self._prepare(delivery)
+            if prepared is not None:
+                job, fn, chunk = prepared
+                self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+        finally:
+            self._next_in_lane(delivery)
+
+    def _prepare(self, delivery: Delivery) -> tuple[EncodedJob, Callable[..., Any], bool] | None:
+        """The job, its function and whether it is a chunk; None if dead-lettered."""
         if delivery.payload is None:
             self._dead_letter(delivery, "not a job entry: no job field", None)
-            return
+            return None
         try:
             job = decode_job(delivery.payload)
         except ValueError as exc:
             self._dead_letter(delivery, str(exc), None)
-            return
+            return None
         if delivery.attempts > self._max_attempts:
             error = WorkerLost(
                 f"job {job.name!r} was delivered {delivery.attempts} times and its worker "
                 f"died each time (max_attempts={self._max_attempts})"
             )
             self._dead_letter(delivery, str(error), (job.reply_to, job.job_id, error))
-            return
+            return None
         chunk = job.name == CHUNK_JOB
         try:
             if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
@@ -335,18 +356,12 @@ class RedisWorker:
         except KeyError as exc:
             unknown = LookupError(str(exc.args[0]))
             self._dead_letter(delivery, str(unknown), (job.reply_to, job.job_id, unknown))
-            return
-        value: Any
-        if chunk:
-            value, failed = _run_chunk(fn, job.args[1])
-            ok = True
-            counts = (len(job.args[1]) - failed, failed)
-        else:
-            try:
-                value = fn(*job.args, **job.kwargs)
-                ok, counts = True, (1, 0)
-            except Exception as exc:  # a job's failure is its outcome, never the worker's
-                value, ok, counts = exc, False, (0, 1)
+            return None
+        return job, fn, chunk
+
+    def _finish(self, delivery: Delivery, job: EncodedJob, called: Called) -> None:
+        """Hand the outcome to the acker."""
+        value, ok, counts = called
         outcome = encode_outcome(job.job_id, ok, value, self.name, delivery.attempts)
         self._done.put((delivery, job.reply_to, outcome, counts))
 
@@ -608,19 +623,6 @@ class RedisWorker:
             with self._lock:
                 self._leases.discard(stream)
                 self._releasing.discard(stream)
-
-
-def _run_chunk(fn: Callable[..., Any], calls: list[Any]) -> tuple[list[list[Any]], int]:
-    """Run ``fn`` on each argument list; ``[[ok, value or error], ...]`` and the failures."""
-    results: list[list[Any]] = []
-    failed = 0
-    for args in calls:
-        try:
-            results.append([True, fn(*args)])
-        except Exception as exc:  # one job's failure is its own outcome
-            results.append([False, error_info(exc)])
-            failed += 1
-    return results, failed
 
 
 def stream_lease(worker: RedisWorker, stream: str) -> str:

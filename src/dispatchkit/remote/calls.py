@@ -1,0 +1,89 @@
+"""Calling a remote job's function: one call, or a chunk of calls, on a thread or a loop.
+
+A call gives ``(value, ok, (succeeded, failed))``: a job's failure is its
+outcome, never the worker's. A chunk's value is ``[[ok, value or error], ...]``,
+one per call, and the chunk itself counts as ok.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from dispatchkit.transports._codec import EncodedJob, error_info
+
+__all__ = ["Called", "call_in_loop", "call_in_thread"]
+
+#: ``(value, ok, (jobs succeeded, jobs failed))``.
+Called = tuple[Any, bool, tuple[int, int]]
+
+
+class NeedsAsyncWorker(TypeError):
+    """A job returned an awaitable on a worker thread, where nothing would await it."""
+
+
+def call_in_thread(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:
+    """Run the job (or each call of a chunk) on the current thread."""
+    if chunk:
+        results: list[list[Any]] = []
+        failed = 0
+        for args in job.args[1]:
+            ok, value = _one_in_thread(fn, args, {})
+            results.append([True, value] if ok else [False, error_info(value)])
+            failed += not ok
+        return results, True, (len(results) - failed, failed)
+    ok, value = _one_in_thread(fn, job.args, job.kwargs)
+    return value, ok, (1, 0) if ok else (0, 1)
+
+
+async def call_in_loop(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:
+    """Run the job (or each call of a chunk, one after another) on the running loop.
+
+    Coroutine functions are awaited; plain functions are called right in the
+    loop, so they must not block.
+    """
+    if chunk:
+        results: list[list[Any]] = []
+        failed = 0
+        for args in job.args[1]:
+            ok, value = await _one_in_loop(fn, args, {})
+            results.append([True, value] if ok else [False, error_info(value)])
+            failed += not ok
+        return results, True, (len(results) - failed, failed)
+    ok, value = await _one_in_loop(fn, job.args, job.kwargs)
+    return value, ok, (1, 0) if ok else (0, 1)
+
+
+def _one_in_thread(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[bool, Any]:
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:  # a job's failure is its outcome, never the worker's
+        return False, exc
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: say so here, not as a warning later
+        return False, NeedsAsyncWorker(
+            "the job is a coroutine function: run its worker with --executor async"
+        )
+    return True, value
+
+
+async def _one_in_loop(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[bool, Any]:
+    try:
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:  # a job's failure is its outcome, never the worker's
+        return False, exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the worker is being stopped
+        return False, RuntimeError(f"the job raised CancelledError: {exc!r}")
+    return True, value
