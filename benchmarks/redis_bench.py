@@ -14,6 +14,11 @@ the first job published to the last outcome read by the submitter:
   results without a results backend (which would cost more);
 * in-process: a local ``Dispatcher`` with the same total number of threads.
 
+The ``many`` workload (``--workloads many``) compares the worker kinds at high
+concurrency: one worker process running 5-ms waits 200 at a time, as 200
+threads (``time.sleep``) or as 200 tasks on one event loop (``asyncio.sleep``,
+``--executor async``), one job per entry.
+
 Needs a Redis server (``--redis``, default ``redis://127.0.0.1:6379/0``). Every
 run uses its own key namespace and deletes it afterwards.
 """
@@ -90,11 +95,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def dispatchkit_workers(url: str, ns: str, count: int, prefetch: int) -> Iterator[None]:
+def dispatchkit_workers(
+    url: str,
+    ns: str,
+    count: int,
+    prefetch: int,
+    concurrency: int = THREADS,
+    executor: str = "thread",
+) -> Iterator[None]:
     command = [
         *(sys.executable, "-m", "dispatchkit", "worker", "--redis", url, "--queue", "bench"),
         *("--namespace", ns, "--import", "benchmarks.redis_jobs"),
-        *("--concurrency", str(THREADS), "--prefetch", str(prefetch)),
+        *("--concurrency", str(concurrency), "--prefetch", str(prefetch)),
+        *("--executor", executor),
     ]
     procs = [subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL) for _ in range(count)]
     client = redis.Redis.from_url(url)
@@ -130,6 +143,30 @@ def run_dispatchkit(url: str, workload: str, count: int, chunked: bool) -> Row:
     finally:
         _cleanup(url, ns)
     return Row(workload, f"dispatchkit redis {system}", count, jobs, seconds)
+
+
+#: Jobs and jobs at once of the ``many`` workload.
+MANY_JOBS = 20_000
+MANY_AT_ONCE = 200
+
+
+def run_many(url: str, executor: str) -> Row:
+    """5-ms waits, MANY_AT_ONCE at a time in one worker process: threads or asyncio."""
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    fn = redis_jobs.aio if executor == "async" else redis_jobs.io
+    try:
+        with (
+            dispatchkit_workers(url, ns, 1, 2 * MANY_AT_ONCE, MANY_AT_ONCE, executor),
+            RedisDispatcher(url, "bench", namespace=ns) as d,
+        ):
+            list(d.map(fn, range(MANY_AT_ONCE)))  # warm up
+            start = time.perf_counter()
+            done = sum(1 for _ in d.map(fn, range(MANY_JOBS), window=100_000))
+            seconds = time.perf_counter() - start
+        assert done == MANY_JOBS
+    finally:
+        _cleanup(url, ns)
+    return Row("many", f"dispatchkit redis {executor} x{MANY_AT_ONCE}", 1, MANY_JOBS, seconds)
 
 
 def run_dramatiq(url: str, workload: str, count: int) -> Row:
@@ -188,6 +225,12 @@ def main() -> None:
     counts = [int(c) for c in args.workers.split(",")]
     rows: list[Row] = []
     for workload in args.workloads.split(","):
+        if workload == "many":
+            batch = [run_many(args.redis, "thread"), run_many(args.redis, "async")]
+            for row in batch:
+                _print(row)
+            rows.extend(batch)
+            continue
         for count in counts:
             batch = [
                 run_dispatchkit(args.redis, workload, count, chunked=True),
@@ -197,11 +240,7 @@ def main() -> None:
             if not args.no_dramatiq:
                 batch.append(run_dramatiq(args.redis, workload, count))
             for row in batch:
-                print(
-                    f"{row.workload:5} {row.system:28} workers={row.workers}  "
-                    f"{row.jobs:>8,} jobs  {row.seconds:7.2f} s  {row.rate:>10,.0f} jobs/s",
-                    flush=True,
-                )
+                _print(row)
             rows.extend(batch)
     _summary(rows)
     if args.json:
@@ -209,6 +248,14 @@ def main() -> None:
         args.json.write_text(
             json.dumps([{**asdict(r), "rate": r.rate} for r in rows], indent=2) + "\n"
         )
+
+
+def _print(row: Row) -> None:
+    print(
+        f"{row.workload:5} {row.system:28} workers={row.workers}  "
+        f"{row.jobs:>8,} jobs  {row.seconds:7.2f} s  {row.rate:>10,.0f} jobs/s",
+        flush=True,
+    )
 
 
 def _summary(rows: list[Row]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from dispatchkit.registry import job
@@ -16,4 +17,11 @@ def noop(i: int) -> int:
 def io(i: int) -> int:
     """An I/O-bound job: 5 ms of waiting."""
     time.sleep(0.005)
+    return i
+
+
+@job("bench.aio")
+async def aio(i: int) -> int:
+    """The coroutine twin of :func:`io`, for workers run with ``--executor async``."""
+    await asyncio.sleep(0.005)
     return i

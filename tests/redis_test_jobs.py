@@ -72,3 +72,9 @@ async def async_echo(value: object) -> object:
     if value == "fail":
         raise ValueError("async failure")
     return value
+
+
+@job("t.exit_now")
+def exit_now() -> None:
+    """Call sys.exit inside a job: the job fails, the worker must not."""
+    raise SystemExit(3)

@@ -123,10 +123,11 @@ def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_worker_lost(
     assert b"delivered 2 times" in dead[0][b"error"]
 
 
+@pytest.mark.parametrize("executor", ["thread", "async"])
 def test_garbage_entries_go_to_the_dead_letter_stream_and_the_worker_goes_on(
-    workers: Workers, redis_url: str, namespace: str, client: Any
+    workers: Workers, redis_url: str, namespace: str, client: Any, executor: str
 ) -> None:
-    proc = workers.start()
+    proc = workers.start("--executor", executor)
     stream = f"{namespace}:{QUEUE}:pull"
     client.xadd(stream, {b"x": b"no job field"})
     client.xadd(stream, {b"j": b"\xc1 not msgpack"})
@@ -204,6 +205,18 @@ def test_async_workers_run_coroutine_jobs_many_at_a_time(
             d.submit(jobs.async_echo, "fail").result(timeout=10)
     peaks = [int(raw.split(b":")[1]) for raw in client.lrange(log, 0, -1)]
     assert max(peaks) >= 10  # many coroutine jobs waited at once, on one event loop
+
+
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_a_job_raising_system_exit_fails_alone(
+    workers: Workers, redis_url: str, namespace: str, executor: str
+) -> None:
+    proc = workers.start("--executor", executor, concurrency=2)
+    with dispatcher(redis_url, namespace) as d:
+        with pytest.raises(RemoteJobError, match="SystemExit"):
+            d.submit(jobs.exit_now).result(timeout=10)
+        assert d.submit(jobs.echo, 5).result(timeout=10) == 5  # the worker goes on
+    assert proc.poll() is None
 
 
 def test_a_thread_worker_fails_a_coroutine_job_with_a_clear_error(

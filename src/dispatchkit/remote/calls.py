@@ -61,13 +61,14 @@ def _one_in_thread(
 ) -> tuple[bool, Any]:
     try:
         value = fn(*args, **kwargs)
-    except Exception as exc:  # a job's failure is its outcome, never the worker's
+    except BaseException as exc:  # even SystemExit: a job's failure is never the worker's
         return False, exc
     if inspect.isawaitable(value):
         if inspect.iscoroutine(value):
             value.close()  # never awaited: say so here, not as a warning later
         return False, NeedsAsyncWorker(
-            "the job is a coroutine function: run its worker with --executor async"
+            "the job returned an awaitable (a coroutine function?): "
+            "run its worker with --executor async"
         )
     return True, value
 
@@ -79,11 +80,13 @@ async def _one_in_loop(
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
-    except Exception as exc:  # a job's failure is its outcome, never the worker's
-        return False, exc
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # the worker is being stopped
-        return False, RuntimeError(f"the job raised CancelledError: {exc!r}")
+        error = RuntimeError("the job raised CancelledError (it was not stopped)")
+        error.__cause__ = exc
+        return False, error
+    except BaseException as exc:  # even SystemExit: a job's failure is never the worker's
+        return False, exc
     return True, value

@@ -117,6 +117,10 @@ class AsyncRunner:
         loop, queue = self._loop, self._queue
         assert loop is not None, "start() the runner first"
         assert queue is not None
+        if self._stopped:
+            # Its entry stays pending: another worker claims it once idle.
+            logger.error("remote worker: a task came after shutdown and was not run")
+            return
         loop.call_soon_threadsafe(queue.put_nowait, task)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -129,11 +133,11 @@ class AsyncRunner:
             self._thread.join()
 
     def _run(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
+        # asyncio.Runner closes the loop as asyncio.run does: leftover tasks
+        # cancelled, async generators and the default executor shut down.
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._queue = asyncio.Queue()
@@ -148,7 +152,9 @@ class AsyncRunner:
                 result = task()
                 if result is not None and inspect.isawaitable(result):
                     await result
-            except Exception:
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
                 # Tasks catch jobs' errors themselves: this is a bug in dispatchkit.
                 logger.critical("remote worker task: internal error", exc_info=True)
 

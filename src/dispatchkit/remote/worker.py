@@ -17,6 +17,7 @@ it goes to the dead-letter stream, and its submitter gets a ``WorkerLost``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -27,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from dispatchkit.errors import TransportError, WorkerLost
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
@@ -67,6 +68,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class _DeadLetter(NamedTuple):
+    """Why an entry goes to the dead-letter stream, and the failure its submitter gets."""
+
+    error: str
+    reply: tuple[str, int, BaseException] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +208,13 @@ class RedisWorker:
                 while self._held_count:
                     self._room.wait(0.1)
         finally:
+            # Heartbeats first: a claim after the drain would hand the runner work
+            # it no longer takes.
+            self._beat_stop.set()
+            beat.join()
             self._runner.shutdown(wait=True)
             self._done.put(None)
             acker.join()
-            self._beat_stop.set()
-            beat.join()
             self._unregister()
             self._transport.close()
         report = WorkerReport(self.name, self._succeeded, self._failed, self._dead, self._claimed)
@@ -315,7 +325,9 @@ class RedisWorker:
     def _process(self, delivery: Delivery) -> None:
         try:
             prepared = self._prepare(delivery)
-            if prepared is not None:
+            if isinstance(prepared, _DeadLetter):
+                self._dead_letter(delivery, *prepared)
+            else:
                 job, fn, chunk = prepared
                 self._finish(delivery, job, call_in_thread(fn, job, chunk))
         finally:
@@ -323,31 +335,32 @@ class RedisWorker:
 
     async def _process_in_loop(self, delivery: Delivery) -> None:
         try:
-            # Dead-lettering in _prepare talks to Redis right on the loop: rare and short.
             prepared = self._prepare(delivery)
-            if prepared is not None:
+            if isinstance(prepared, _DeadLetter):
+                # Redis round trips: in a thread, so the loop's other jobs go on.
+                await asyncio.to_thread(self._dead_letter, delivery, *prepared)
+            else:
                 job, fn, chunk = prepared
                 self._finish(delivery, job, await call_in_loop(fn, job, chunk))
         finally:
             self._next_in_lane(delivery)
 
-    def _prepare(self, delivery: Delivery) -> tuple[EncodedJob, Callable[..., Any], bool] | None:
-        """The job, its function and whether it is a chunk; None if dead-lettered."""
+    def _prepare(
+        self, delivery: Delivery
+    ) -> tuple[EncodedJob, Callable[..., Any], bool] | _DeadLetter:
+        """The job, its function and whether it is a chunk; or why to dead-letter it."""
         if delivery.payload is None:
-            self._dead_letter(delivery, "not a job entry: no job field", None)
-            return None
+            return _DeadLetter("not a job entry: no job field", None)
         try:
             job = decode_job(delivery.payload)
         except ValueError as exc:
-            self._dead_letter(delivery, str(exc), None)
-            return None
+            return _DeadLetter(str(exc), None)
         if delivery.attempts > self._max_attempts:
             error = WorkerLost(
                 f"job {job.name!r} was delivered {delivery.attempts} times and its worker "
                 f"died each time (max_attempts={self._max_attempts})"
             )
-            self._dead_letter(delivery, str(error), (job.reply_to, job.job_id, error))
-            return None
+            return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
         chunk = job.name == CHUNK_JOB
         try:
             if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
@@ -355,8 +368,7 @@ class RedisWorker:
             fn = self._registry.get(job.args[0] if chunk else job.name)
         except KeyError as exc:
             unknown = LookupError(str(exc.args[0]))
-            self._dead_letter(delivery, str(unknown), (job.reply_to, job.job_id, unknown))
-            return None
+            return _DeadLetter(str(unknown), (job.reply_to, job.job_id, unknown))
         return job, fn, chunk
 
     def _finish(self, delivery: Delivery, job: EncodedJob, called: Called) -> None:
