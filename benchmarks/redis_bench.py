@@ -19,6 +19,11 @@ concurrency: one worker process running 5-ms waits 200 at a time, as 200
 threads (``time.sleep``) or as 200 tasks on one event loop (``asyncio.sleep``,
 ``--executor async``), one job per entry.
 
+The ``cpu`` workload (``--workloads cpu``) compares them on CPU-bound jobs: one
+worker process with ``--concurrency 2`` running 400 jobs of about 20 ms of
+pure-Python arithmetic, on threads (which take turns with the GIL) or in two
+child processes (``--executor process``).
+
 Needs a Redis server (``--redis``, default ``redis://127.0.0.1:6379/0``). Every
 run uses its own key namespace and deletes it afterwards.
 """
@@ -169,6 +174,29 @@ def run_many(url: str, executor: str) -> Row:
     return Row("many", f"dispatchkit redis {executor} x{MANY_AT_ONCE}", 1, MANY_JOBS, seconds)
 
 
+#: Jobs, and the ``cpu`` job's argument (about 20 ms of arithmetic on the 2-core machine).
+CPU_JOBS = 400
+CPU_STEPS = 400_000
+
+
+def run_cpu(url: str, executor: str) -> Row:
+    """CPU-bound jobs, two at a time in one worker process: threads or child processes."""
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    try:
+        with (
+            dispatchkit_workers(url, ns, 1, 4, 2, executor),
+            RedisDispatcher(url, "bench", namespace=ns) as d,
+        ):
+            list(d.map(redis_jobs.cpu, [1000] * 8))  # warm up: start the child processes
+            start = time.perf_counter()
+            done = sum(1 for _ in d.map(redis_jobs.cpu, [CPU_STEPS] * CPU_JOBS))
+            seconds = time.perf_counter() - start
+        assert done == CPU_JOBS
+    finally:
+        _cleanup(url, ns)
+    return Row("cpu", f"dispatchkit redis {executor} x2", 1, CPU_JOBS, seconds)
+
+
 def run_dramatiq(url: str, workload: str, count: int) -> Row:
     ns = f"dkbench-{uuid.uuid4().hex[:8]}"
     jobs = JOBS[(workload, "dramatiq")]
@@ -225,8 +253,10 @@ def main() -> None:
     counts = [int(c) for c in args.workers.split(",")]
     rows: list[Row] = []
     for workload in args.workloads.split(","):
-        if workload == "many":
-            batch = [run_many(args.redis, "thread"), run_many(args.redis, "async")]
+        if workload in ("many", "cpu"):
+            run = run_many if workload == "many" else run_cpu
+            other = "async" if workload == "many" else "process"
+            batch = [run(args.redis, "thread"), run(args.redis, other)]
             for row in batch:
                 _print(row)
             rows.extend(batch)

@@ -25,3 +25,12 @@ async def aio(i: int) -> int:
     """The coroutine twin of :func:`io`, for workers run with ``--executor async``."""
     await asyncio.sleep(0.005)
     return i
+
+
+@job("bench.cpu")
+def cpu(n: int) -> int:
+    """A CPU-bound job: pure-Python arithmetic, ``n`` steps (it holds the GIL)."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total

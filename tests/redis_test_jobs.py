@@ -78,3 +78,15 @@ async def async_echo(value: object) -> object:
 def exit_now() -> None:
     """Call sys.exit inside a job: the job fails, the worker must not."""
     raise SystemExit(3)
+
+
+@job("t.pid")
+def pid(value: int) -> list[int]:
+    """``[value, the pid that ran it]``: where did the job run?"""
+    return [value, os.getpid()]
+
+
+@job("t.die")
+def die() -> None:
+    """Kill the process running the job, as a crash in native code would."""
+    os.kill(os.getpid(), 9)

@@ -179,10 +179,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
-    result = _cli("--redis", redis_url, "--executor", "process")
+    result = _cli("--redis", redis_url, "--executor", "fiber")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "invalid choice: 'process'" in result.stderr
+    assert "invalid choice: 'fiber'" in result.stderr
     result = _cli("--redis", redis_url, "--import", "no_such_module_here")
     assert result.returncode == 2
     assert "no_such_module_here" in result.stderr
@@ -216,6 +216,29 @@ def test_a_job_raising_system_exit_fails_alone(
         with pytest.raises(RemoteJobError, match="SystemExit"):
             d.submit(jobs.exit_now).result(timeout=10)
         assert d.submit(jobs.echo, 5).result(timeout=10) == 5  # the worker goes on
+    assert proc.poll() is None
+
+
+def test_process_workers_run_jobs_in_child_processes_and_survive_their_death(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    proc = workers.start("--executor", "process", concurrency=2)
+    with dispatcher(redis_url, namespace) as d:
+        ran = [d.submit(jobs.pid, i) for i in range(6)]
+        chunked = list(d.map(jobs.pid, range(10), chunk=5))
+        with pytest.raises(WorkerLost, match="died"):  # its process died, not the worker
+            d.submit(jobs.die).result(timeout=30)
+        with pytest.raises(RemoteJobError, match="ValueError: boom"):
+            d.submit(jobs.fail, "boom").result(timeout=30)
+        with pytest.raises(RemoteJobError, match="--executor async"):
+            d.submit(jobs.async_echo, 1).result(timeout=30)
+        after = d.submit(jobs.pid, 99).result(timeout=30)
+        results = [h.result(timeout=30) for h in ran]
+    assert [v for v, _ in results] == list(range(6))
+    assert [v for v, _ in chunked] == list(range(10))
+    pids = {p for _, p in [*results, *chunked, after]}
+    assert proc.pid not in pids  # the jobs ran in the worker's child processes
+    assert after[0] == 99  # a replacement process took the dead one's place
     assert proc.poll() is None
 
 

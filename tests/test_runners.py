@@ -66,7 +66,7 @@ def test_a_failing_task_is_logged_and_the_runner_goes_on(caplog: pytest.LogCaptu
 
 def test_make_runner_names_the_kinds() -> None:
     assert isinstance(make_runner("async", 3), AsyncRunner)  # no loop until started
-    with pytest.raises(ValueError, match="async, thread"):
-        make_runner("process", 1)
+    with pytest.raises(ValueError, match="async, process, thread"):
+        make_runner("fiber", 1)
     with pytest.raises(ValueError, match="at least 1"):
         AsyncRunner(0)

@@ -210,9 +210,10 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     worker.add_argument(
         "--executor",
-        choices=("thread", "async"),
+        choices=("thread", "process", "async"),
         default="thread",
-        help="where jobs run: thread (plain functions, --concurrency threads) or async "
+        help="where jobs run: thread (plain functions, --concurrency threads), process "
+        "(plain functions in --concurrency worker processes, for CPU-bound jobs) or async "
         "(coroutine functions, --concurrency tasks on one event loop) (default thread)",
     )
     worker.add_argument(

@@ -1,4 +1,4 @@
-"""Calling a remote job's function: one call, or a chunk of calls, on a thread or a loop.
+"""Calling a remote job's function: one call, or a chunk of calls, on a thread, a loop or a process.
 
 A call gives ``(value, ok, (succeeded, failed))``: a job's failure is its
 outcome, never the worker's. A chunk's value is ``[[ok, value or error], ...]``,
@@ -12,9 +12,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.transports._codec import EncodedJob, error_info
 
-__all__ = ["Called", "call_in_loop", "call_in_thread"]
+__all__ = ["Called", "call_in_loop", "call_in_pool", "call_in_thread"]
 
 #: ``(value, ok, (jobs succeeded, jobs failed))``.
 Called = tuple[Any, bool, tuple[int, int]]
@@ -36,6 +37,35 @@ def call_in_thread(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Call
         return results, True, (len(results) - failed, failed)
     ok, value = _one_in_thread(fn, job.args, job.kwargs)
     return value, ok, (1, 0) if ok else (0, 1)
+
+
+def call_in_pool(pool: Dispatcher, fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:
+    """Run the job (or a chunk's calls, spread over the pool) in the pool's processes.
+
+    The calling thread waits. A process that dies fails only the job it ran,
+    with ``WorkerLost``.
+    """
+    if inspect.iscoroutinefunction(fn):
+        error = NeedsAsyncWorker(
+            "the job is a coroutine function: run its worker with --executor async"
+        )
+        if chunk:
+            return [[False, error_info(error)] for _ in job.args[1]], True, (0, len(job.args[1]))
+        return error, False, (0, 1)
+    if chunk:
+        results: list[list[Any]] = []
+        failed = 0
+        for outcome in pool.map(fn, job.args[1], star=True, outcomes=True):
+            results.append(
+                [True, outcome.value] if outcome.ok else [False, error_info(outcome.error)]
+            )
+            failed += not outcome.ok
+        return results, True, (len(results) - failed, failed)
+    try:
+        value = pool.submit(fn, *job.args, **job.kwargs).result()
+    except Exception as exc:  # the job's failure (or its process's death) is its outcome
+        return exc, False, (0, 1)
+    return value, True, (1, 0)
 
 
 async def call_in_loop(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:

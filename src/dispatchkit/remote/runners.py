@@ -1,7 +1,10 @@
 """Where a remote worker runs its jobs: the ``--executor`` kinds.
 
 A runner takes zero-argument callables and runs them with bounded
-concurrency: :class:`ThreadRunner` on ``concurrency`` threads, and
+concurrency: :class:`ThreadRunner` on ``concurrency`` threads;
+:class:`ProcessRunner` on as many threads, each handing its job's function to
+one of ``concurrency`` worker processes (a local process ``Dispatcher``:
+CPU-bound jobs run in parallel, a process that dies fails only its job); and
 :class:`AsyncRunner` as ``concurrency`` tasks on one event loop (in a thread
 of its own), where a callable may return an awaitable to be awaited. Another
 kind plugs in by implementing :class:`JobRunner` and adding itself to
@@ -18,7 +21,17 @@ from collections.abc import Awaitable, Callable
 from queue import SimpleQueue
 from typing import Final, Protocol
 
-__all__ = ["RUNNERS", "AsyncRunner", "JobRunner", "Task", "ThreadRunner", "make_runner"]
+from dispatchkit.dispatcher import Dispatcher
+
+__all__ = [
+    "RUNNERS",
+    "AsyncRunner",
+    "JobRunner",
+    "ProcessRunner",
+    "Task",
+    "ThreadRunner",
+    "make_runner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +45,8 @@ class JobRunner(Protocol):
     concurrency: int
     #: Whether tasks run on an event loop (and may return awaitables).
     on_loop: bool
+    #: Worker processes that run the jobs' functions, for the process kind.
+    pool: Dispatcher | None
 
     def start(self) -> None:
         """Start the runner's workers."""
@@ -47,6 +62,7 @@ class ThreadRunner:
     """``concurrency`` threads reading one queue."""
 
     on_loop = False
+    pool: Dispatcher | None = None
 
     def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
         if concurrency < 1:
@@ -89,6 +105,29 @@ class ThreadRunner:
                 logger.critical("remote worker thread: internal error", exc_info=True)
 
 
+class ProcessRunner(ThreadRunner):
+    """``concurrency`` threads, each running its jobs' functions in worker processes.
+
+    :attr:`pool` is a process :class:`~dispatchkit.Dispatcher` with
+    ``concurrency`` workers, made by :meth:`start`; the threads wait on it.
+    """
+
+    def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
+        super().__init__(concurrency, name)
+        self.pool: Dispatcher | None = None
+
+    def start(self) -> None:
+        self.pool = Dispatcher(
+            workers=self.concurrency, executor="process", strategy="pull", name="remote"
+        )
+        super().start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        if wait and self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 class AsyncRunner:
     """``concurrency`` tasks on one event loop, run by a thread of its own.
 
@@ -98,6 +137,7 @@ class AsyncRunner:
     """
 
     on_loop = True
+    pool: Dispatcher | None = None
 
     def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
         if concurrency < 1:
@@ -162,6 +202,7 @@ class AsyncRunner:
 #: Runner kinds by ``--executor`` name.
 RUNNERS: Final[dict[str, Callable[[int], JobRunner]]] = {
     "thread": ThreadRunner,
+    "process": ProcessRunner,
     "async": AsyncRunner,
 }
 

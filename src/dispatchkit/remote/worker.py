@@ -37,7 +37,7 @@ from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Delivery
 from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
 
-from .calls import Called, call_in_loop, call_in_thread
+from .calls import Called, call_in_loop, call_in_pool, call_in_thread
 from .runners import JobRunner, Task, make_runner
 
 __all__ = ["RedisWorker", "WorkerReport", "run_worker"]
@@ -96,9 +96,10 @@ class RedisWorker:
         queue: the queue's name.
         concurrency: jobs run at once.
         executor: the runner kind: ``thread`` (plain functions, on
-            ``concurrency`` threads) or ``async`` (coroutine functions, as
-            ``concurrency`` tasks on one event loop; plain functions run on the
-            loop too, so must not block).
+            ``concurrency`` threads), ``process`` (plain functions in
+            ``concurrency`` worker processes, for CPU-bound jobs) or ``async``
+            (coroutine functions, as ``concurrency`` tasks on one event loop;
+            plain functions run on the loop too, so must not block).
         registry: where job names are looked up.
         namespace: first part of every key.
         name: the worker's name (default ``host-pid-random``).
@@ -329,7 +330,13 @@ class RedisWorker:
                 self._dead_letter(delivery, *prepared)
             else:
                 job, fn, chunk = prepared
-                self._finish(delivery, job, call_in_thread(fn, job, chunk))
+                pool = self._runner.pool
+                called = (
+                    call_in_thread(fn, job, chunk)
+                    if pool is None
+                    else call_in_pool(pool, fn, job, chunk)
+                )
+                self._finish(delivery, job, called)
         finally:
             self._next_in_lane(delivery)
 
