@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +156,14 @@ def count_lines(sink: Path) -> int:
 
 
 def measure(
-    name: str, command: list[str], port: int, sink: Path, args: argparse.Namespace
+    name: str,
+    command: list[str],
+    port: int,
+    sink: Path,
+    args: argparse.Namespace,
+    stored: Callable[[], int] | None = None,
 ) -> Result:
+    """Drive one server; ``stored()`` counts what it kept (default: the sink's lines)."""
     lua = sink.parent / "post.lua"
     lua.write_text(LUA % BODY)
     log = sink.parent / f"{name}.log"
@@ -184,7 +192,7 @@ def measure(
             timeout=args.duration + 60,
         )
         summary = json.loads(wrk.stdout.strip().splitlines()[-1])
-        if name == "dispatchkit":
+        if name != "baseline":
             scrape_accepted(port)  # /metrics still answers right after the load
     finally:
         process.send_signal(signal.SIGTERM)
@@ -193,7 +201,7 @@ def measure(
         sys.exit(f"{name} exited with {process.returncode}; see {log}")
     # The final count, taken once the server stopped: requests still in flight
     # when wrk ended may have been accepted after any earlier look.
-    if name == "dispatchkit":
+    if name != "baseline":
         entries = [
             json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")
         ]
@@ -209,8 +217,36 @@ def measure(
         p50_ms=summary["p50_ms"],
         p99_ms=summary["p99_ms"],
         accepted_payloads=accepted,
-        lines_in_sink=count_lines(sink),
+        lines_in_sink=count_lines(sink) if stored is None else stored(),
     )
+
+
+def measure_redis(args: argparse.Namespace, tmp: Path) -> Result:
+    """``dispatchkit serve --redis``: payloads into a Redis stream, no worker reading it.
+
+    The stream then holds exactly the accepted payloads: that is the check.
+    """
+    import redis
+
+    namespace = f"dkload-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(args.redis)
+    stream = f"{namespace}:ingest:pull"
+    port = free_port()
+    sink = tmp / "redis" / "sink"  # unused by the server: where measure() keeps its files
+    sink.parent.mkdir()
+    command = [
+        sys.executable, "-m", "dispatchkit", "serve",
+        "--host", HOST, "--port", str(port), "--redis", args.redis,
+        "--namespace", namespace, "--queue-size", str(10**8),
+        "--interface", args.interface,
+    ]  # fmt: skip
+    try:
+        return measure("dk --redis", command, port, sink, args, lambda: int(client.xlen(stream)))
+    finally:
+        keys = list(client.scan_iter(match=f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 def main() -> int:
@@ -231,6 +267,12 @@ def main() -> int:
         "--pin",
         action="store_true",
         help=f"run each server on CPU {SERVER_CPU} only and wrk on CPU {WRK_CPU}",
+    )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="also measure dispatchkit serve --redis URL (payloads into a Redis stream)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline server")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -254,6 +296,8 @@ def main() -> int:
             "--interface", args.interface,
         ]  # fmt: skip
         results.append(measure("dispatchkit", command, port, sink, args))
+        if args.redis:
+            results.append(measure_redis(args, Path(tmp)))
         if not args.no_baseline:
             port = free_port()
             sink = Path(tmp) / "baseline" / "sink"

@@ -90,3 +90,9 @@ def pid(value: int) -> list[int]:
 def die() -> None:
     """Kill the process running the job, as a crash in native code would."""
     os.kill(os.getpid(), 9)
+
+
+@job("t.payload")
+def payload(body: dict[str, object]) -> None:
+    """An ingest service's payload job: note the payload's id in the list it names."""
+    _redis().rpush(str(body["log"]), str(body["id"]))

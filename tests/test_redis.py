@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from tests.redis_support import (
     wait_for,
     workers,
 )
+from tests.serve_support import Server, start_server
 
 __all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
 
@@ -341,3 +344,85 @@ def test_a_draining_worker_keeps_its_heartbeat_until_its_last_job_is_done(
         assert handle.result(timeout=20) == 1
     assert proc.wait(20) == 0
     assert client.zscore(registry, name) is None  # unregistered once done
+
+
+def _serve_remote(tmp_path: Path, redis_url: str, namespace: str, *extra: str) -> Server:
+    return start_server(
+        tmp_path,
+        *("--redis", redis_url, "--queue", QUEUE, "--namespace", namespace),
+        *("--job", "t.payload", *extra),
+    )
+
+
+def _payloads(ids: range | list[int], log: str) -> bytes:
+    return json.dumps(
+        {
+            "version": "1",
+            "token": "t",
+            "request_id": "r",
+            "payloads": [{"id": i, "log": log} for i in ids],
+        }
+    ).encode()
+
+
+def test_serve_hands_payloads_to_remote_workers(
+    workers: Workers, redis_url: str, namespace: str, client: Any, tmp_path: Path
+) -> None:
+    log = f"{namespace}:log"
+    workers.start(concurrency=2)
+    server = _serve_remote(tmp_path, redis_url, namespace)
+    try:
+        for first in (0, 2, 4):
+            status, _, body = server.request(
+                "POST", "/v1/payloads", _payloads(range(first, first + 2), log)
+            )
+            assert (status, body["accepted"]) == (202, 2)
+        wait_for(lambda: client.llen(log) == 6, 20)
+    finally:
+        assert server.stop() == 0
+    assert sorted(int(v) for v in client.lrange(log, 0, -1)) == list(range(6))
+    assert [e["accepted"] for e in server.log_entries() if e["message"] == "stopped"] == [6]
+
+
+def test_serve_refuses_payloads_the_remote_backlog_cannot_hold(
+    workers: Workers, redis_url: str, namespace: str, client: Any, tmp_path: Path
+) -> None:
+    log = f"{namespace}:log"
+    server = _serve_remote(tmp_path, redis_url, namespace, "--queue-size", "4")
+    try:
+        statuses = [
+            server.request("POST", "/v1/payloads", _payloads([2 * n, 2 * n + 1], log))[0]
+            for n in range(3)
+        ]
+        assert statuses == [202, 202, 503]  # no worker yet: the stream holds 4
+        status, _, body = server.request("POST", "/v1/payloads", _payloads(range(5), log))
+        assert status == 413
+        assert "at most 4" in body["error"]
+        workers.start()  # a worker comes and drains the backlog
+        wait_for(lambda: client.llen(log) == 4, 20)
+        assert server.request("POST", "/v1/payloads", _payloads([8, 9], log))[0] == 202
+        wait_for(lambda: client.llen(log) == 6, 20)
+    finally:
+        assert server.stop() == 0
+    assert sorted(int(v) for v in client.lrange(log, 0, -1)) == [0, 1, 2, 3, 8, 9]
+
+
+def test_serve_with_redis_checks_its_settings(redis_url: str, tmp_path: Path) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dispatchkit", "serve", "--port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    result = serve("--redis", "redis://127.0.0.1:1/0")
+    assert result.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+    result = serve("--redis", redis_url, "--sink", str(tmp_path))
+    assert result.returncode == 2
+    assert "choose one of --sink, --redis" in result.stderr
+    result = serve("--redis", "localhost:6379")
+    assert result.returncode == 2
+    assert "redis must be a redis://, rediss:// or unix:// URL" in result.stderr

@@ -332,6 +332,28 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="SECONDS",
         help="seconds between two flushes of the sink to disk (default 1)",
     )
+    serve.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="hand each payload to remote workers (dispatchkit worker) through this Redis "
+        "server instead of a sink or handler here; needs dispatchkit[redis]",
+    )
+    serve.add_argument(
+        "--queue", default="ingest", help="with --redis: the workers' --queue (default ingest)"
+    )
+    serve.add_argument(
+        "--namespace",
+        default="dispatchkit",
+        help="with --redis: the workers' --namespace (default dispatchkit)",
+    )
+    serve.add_argument(
+        "--job",
+        default="dispatchkit.payload",
+        metavar="NAME",
+        help="with --redis: the registered job the workers run with each payload "
+        "(default dispatchkit.payload)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
     serve.add_argument(
         "--interface",
@@ -635,8 +657,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from . import service
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    if args.sink is None and args.job_handler is None:
-        raise UsageError("--sink DIR is required (or --handler MODULE:FUNCTION)")
+    chosen = [
+        flag
+        for flag, value in (
+            ("--sink", args.sink),
+            ("--handler", args.job_handler),
+            ("--redis", args.redis),
+        )
+        if value is not None
+    ]
+    if not chosen:
+        raise UsageError("--sink DIR is required (or --handler MODULE:FUNCTION, or --redis URL)")
+    if len(chosen) > 1:
+        raise UsageError(f"choose one of {', '.join(chosen)}: where payloads go")
     try:
         config = service.ServeConfig(
             sink=None if args.sink is None else Path(args.sink),
@@ -653,6 +686,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             fsync_interval=args.fsync_interval,
             access_log=args.access_log,
             interface=args.interface,
+            redis=args.redis,
+            queue=args.queue,
+            namespace=args.namespace,
+            job=args.job,
         )
         service.configure_logging()
         service.serve(config)

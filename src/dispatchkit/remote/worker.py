@@ -379,8 +379,18 @@ class RedisWorker:
         return job, fn, chunk
 
     def _finish(self, delivery: Delivery, job: EncodedJob, called: Called) -> None:
-        """Hand the outcome to the acker."""
+        """Hand the outcome to the acker (a job without ``reply_to`` wants none)."""
         value, ok, counts = called
+        if not job.reply_to:
+            # Fire and forget (an ingest service's payload): nobody reads an
+            # outcome, so a failure is told here.
+            if not ok:
+                logger.warning(
+                    "worker %s: job %r failed: %s",
+                    *(self.name, job.name, f"{type(value).__name__}: {value}"),
+                )
+            self._done.put((delivery, "", b"", counts))
+            return
         outcome = encode_outcome(job.job_id, ok, value, self.name, delivery.attempts)
         self._done.put((delivery, job.reply_to, outcome, counts))
 
@@ -392,7 +402,7 @@ class RedisWorker:
             *(self.name, delivery.entry_id, delivery.stream, error),
         )
         try:
-            if reply is not None:
+            if reply is not None and reply[0]:  # someone waits for the outcome
                 reply_to, job_id, exc = reply
                 outcome = encode_outcome(job_id, False, exc, self.name, delivery.attempts)
                 self._transport.ack([], [(reply_to, outcome)])
@@ -453,7 +463,7 @@ class RedisWorker:
                         break
                     batch.append(item)
             deliveries = [item[0] for item in batch]
-            replies = [(item[1], item[2]) for item in batch]
+            replies = [(item[1], item[2]) for item in batch if item[1]]
             failing_since = time.monotonic()
             while True:
                 try:

@@ -4,6 +4,7 @@
                                         │ 202, or 503 + Retry-After when full
                                         ▼
                   asyncio workers on this loop, or worker threads ──▶ job (sink or handler)
+                  or, with --redis, a Redis stream ──▶ remote workers (redis_queue.py)
 
 One application, two server interfaces: RSGI (``__rsgi__``), granian's own,
 which ``dispatchkit serve`` runs because it measured about a third faster here
@@ -21,17 +22,20 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from time import perf_counter
-from typing import Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import msgspec
 from granian.rsgi import Scope as RSGIScope
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
-from dispatchkit.errors import ClosedError
+from dispatchkit.errors import ClosedError, TransportError
 
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .payloads import BadRequest, decode_request
+
+if TYPE_CHECKING:
+    from .redis_queue import RedisPayloadQueue as RemoteQueue
 
 __all__ = ["INGEST_PATH", "IngestApp", "Response"]
 
@@ -94,7 +98,7 @@ class IngestApp:
 
     def __init__(
         self,
-        dispatcher: AsyncDispatcher | Dispatcher,
+        dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue,
         job: Callable[[bytes], object],
         metrics: ServiceMetrics,
         *,
@@ -102,6 +106,7 @@ class IngestApp:
         max_body: int,
         access_log: bool = False,
     ) -> None:
+        self._remote = None if isinstance(dispatcher, AsyncDispatcher | Dispatcher) else dispatcher
         self._dispatcher = dispatcher
         # Thread workers are woken lazily (WAKE_INTERVAL).
         self._threads = dispatcher if isinstance(dispatcher, Dispatcher) else None
@@ -109,13 +114,17 @@ class IngestApp:
         self._metrics = metrics
         self._expected_auth = None if token is None else b"Bearer " + token.encode()
         self._max_body = max_body
-        # A request with more payloads than one inbox holds could never be accepted
-        # (all of one request may go to one inbox; pull's shared one holds more).
-        settings = dispatcher.settings
-        self._max_payloads = settings.queue_size * (
-            settings.workers if dispatcher.strategy.name == "pull" else 1
-        )
-        self._by_key = dispatcher.strategy.needs_key
+        if isinstance(dispatcher, AsyncDispatcher | Dispatcher):
+            # A request with more payloads than one inbox holds could never be accepted
+            # (all of one request may go to one inbox; pull's shared one holds more).
+            settings = dispatcher.settings
+            self._max_payloads = settings.queue_size * (
+                settings.workers if dispatcher.strategy.name == "pull" else 1
+            )
+            self._by_key = dispatcher.strategy.needs_key
+        else:
+            self._max_payloads = dispatcher.max_backlog
+            self._by_key = False
         self._access_log = access_log
         self._observe = metrics.observe_latency
         self._wake_armed = False
@@ -139,7 +148,7 @@ class IngestApp:
                     body: bytes | None = await protocol()
                 else:  # chunked: count as it comes
                     body = await _read_rsgi_chunks(protocol, self._max_body)
-                response = self._ingest(body)
+                response = self._ingest(body) if self._remote is None else await self._send_on(body)
         else:
             response = self._other(method, path)
         protocol.response_bytes(*response)
@@ -166,7 +175,7 @@ class IngestApp:
             response = self._refuse_early(authorization, content_length)
             if response is None:
                 body = await _read_asgi_body(receive, self._max_body)
-                response = self._ingest(body)
+                response = self._ingest(body) if self._remote is None else await self._send_on(body)
         else:
             response = self._other(method, path)
         status, headers, payload = response
@@ -210,26 +219,60 @@ class IngestApp:
 
     def _ingest(self, body: bytes | None) -> Response:
         """Decode a body (None: over ``max_body``) and queue its payloads: 202, 4xx or 503."""
-        if body is None:
-            return self._too_large()
         try:
-            request_id, lines = decode_request(body)
-            count = len(lines)
-            if count > self._max_payloads:
-                raise BadRequest(
-                    413,
-                    "too_large",
-                    f"{count} payloads in one request; the queue holds at most "
-                    f"{self._max_payloads}",
-                )
+            request_id, lines = self._decode(body)
             self._offer(lines, request_id)
         except BadRequest as exc:
-            extra = () if exc.header is None else (exc.header,)
-            return self._refuse(exc.status, exc.reason, exc.message, *extra)
+            return self._refuse_request(exc)
+        return self._accepted(len(lines), request_id)
+
+    async def _send_on(self, body: bytes | None) -> Response:
+        """:meth:`_ingest` for a remote queue: 202 once Redis holds the payloads."""
+        assert self._remote is not None
+        try:
+            request_id, lines = self._decode(body)
+            try:
+                accepted = await self._remote.offer(lines)
+            except ClosedError:
+                raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
+            except TransportError as exc:
+                logger.error("remote queue failed", extra={"error": str(exc)})
+                raise BadRequest(
+                    503, "unavailable", "queue unavailable, retry later", _RETRY_AFTER
+                ) from None
+            if not accepted:
+                raise BadRequest(503, "queue_full", "queue full, retry later", _RETRY_AFTER)
+        except BadRequest as exc:
+            return self._refuse_request(exc)
+        return self._accepted(len(lines), request_id)
+
+    def _decode(self, body: bytes | None) -> tuple[str, list[bytes]]:
+        """The request id and the payload lines of a body (None: over ``max_body``).
+
+        Raises:
+            BadRequest: 400, 413 or 422.
+        """
+        if body is None:
+            raise BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
+        request_id, lines = decode_request(body)
+        if len(lines) > self._max_payloads:
+            raise BadRequest(
+                413,
+                "too_large",
+                f"{len(lines)} payloads in one request; the queue holds at most "
+                f"{self._max_payloads}",
+            )
+        return request_id, lines
+
+    def _accepted(self, count: int, request_id: str) -> Response:
         metrics = self._metrics
         metrics.payloads_accepted += count
         metrics.requests_accepted += 1
         return Response(202, [_JSON], _encode({"accepted": count, "request_id": request_id}))
+
+    def _refuse_request(self, exc: BadRequest) -> Response:
+        extra = () if exc.header is None else (exc.header,)
+        return self._refuse(exc.status, exc.reason, exc.message, *extra)
 
     def _offer(self, lines: list[bytes], request_id: str) -> None:
         """Queue one job per line, all or none, without waiting.
@@ -239,11 +282,11 @@ class IngestApp:
         """
         key = (lambda _: request_id) if self._by_key else None
         threads = self._threads
+        dispatcher = self._dispatcher
+        assert isinstance(dispatcher, AsyncDispatcher | Dispatcher)
         try:
             if threads is None:
-                accepted = self._dispatcher.offer(
-                    self._job, lines, key=key, on_error=_log_job_error
-                )
+                accepted = dispatcher.offer(self._job, lines, key=key, on_error=_log_job_error)
             else:
                 accepted = threads.offer(
                     self._job, lines, key=key, on_error=_log_job_error, wake=False

@@ -50,7 +50,8 @@ class ServeConfig:
             append), ``thread``, threads (for a handler that blocks), or
             ``auto``: asyncio for the sink and for a coroutine handler,
             threads for a plain-function handler.
-        queue_size: jobs one inbox holds; a request that does not fit gets 503.
+        queue_size: jobs one inbox holds (with ``redis``: payloads the stream
+            holds, waiting or running); a request that does not fit gets 503.
         strategy: dispatcher strategy (round_robin, batch, pull or key).
         handler: ``package.module:function`` called with each decoded payload
             instead of storing it (None: the sink stores payloads).
@@ -58,6 +59,12 @@ class ServeConfig:
         max_body: largest request body in bytes; larger ones get 413.
         segment_bytes: size at which the sink rotates to a new segment file.
         fsync_interval: seconds between two flushes of the sink to disk.
+        redis: hand each payload to remote workers through this Redis server
+            (``redis://host:port/db``) instead of a sink or a handler here.
+        queue: with ``redis``: the queue the workers read (``dispatchkit
+            worker --queue``).
+        namespace: with ``redis``: the first part of every key (as the workers').
+        job: with ``redis``: the registered job the workers run with each payload.
         access_log: log one structured line per request (costs throughput).
         interface: how granian calls the application: ``rsgi`` (its own
             interface, the faster) or ``asgi``.
@@ -80,10 +87,23 @@ class ServeConfig:
     fsync_interval: float = DEFAULT_FSYNC_INTERVAL
     access_log: bool = False
     interface: str = "rsgi"
+    redis: str | None = None
+    queue: str = "ingest"
+    namespace: str = "dispatchkit"
+    job: str = "dispatchkit.payload"
 
     def __post_init__(self) -> None:
-        if self.sink is None and self.handler is None:
-            raise ValueError("a sink directory is required unless a handler replaces it")
+        chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
+        if sum(chosen) != 1:
+            raise ValueError(
+                "where payloads go: give exactly one of a sink directory, a handler or Redis"
+            )
+        if self.redis is not None and not self.redis.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"redis must be a redis://, rediss:// or unix:// URL, got {self.redis!r}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.max_body < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,6 +24,9 @@ from prometheus_client.utils import floatToGoString
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from .redis_queue import RedisPayloadQueue as RemoteQueue
 
 __all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ServiceMetrics"]
 
@@ -40,6 +43,7 @@ REJECT_REASONS: Final = (
     "unauthorized",
     "not_found",
     "method_not_allowed",
+    "unavailable",
 )
 
 #: Latency buckets in seconds: the target is a p99 under 50 ms.
@@ -49,7 +53,9 @@ _BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class _Collector(Collector):
     """Reads the plain counters and the dispatcher's stats when scraped."""
 
-    def __init__(self, metrics: ServiceMetrics, dispatcher: AsyncDispatcher | Dispatcher) -> None:
+    def __init__(
+        self, metrics: ServiceMetrics, dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue
+    ) -> None:
         self._metrics = metrics
         self._dispatcher = dispatcher
 
@@ -71,7 +77,17 @@ class _Collector(Collector):
         for reason, count in metrics.rejected.items():
             rejected.add_metric([reason], count)
         yield rejected
-        stats = self._dispatcher.stats()
+        dispatcher = self._dispatcher
+        if not isinstance(dispatcher, AsyncDispatcher | Dispatcher):
+            # Remote workers count the jobs; here, the backlog seen by the last request.
+            yield GaugeMetricFamily(
+                "dispatchkit_queue_depth",
+                "Payload jobs in the Redis stream, not yet acknowledged by a worker "
+                "(as of the last request).",
+                value=dispatcher.backlog,
+            )
+            return
+        stats = dispatcher.stats()
         done = stats.succeeded + stats.failed + stats.cancelled
         yield GaugeMetricFamily(
             "dispatchkit_queue_depth",
@@ -103,7 +119,7 @@ class ServiceMetrics:
         dispatcher: whose counters the job metrics report.
     """
 
-    def __init__(self, dispatcher: AsyncDispatcher | Dispatcher) -> None:
+    def __init__(self, dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue) -> None:
         # Plain numbers, updated only by the event loop's thread: a prometheus
         # Counter or Histogram takes a lock per update, which shows at 30k
         # requests/s. The collector turns them into metrics when scraped.

@@ -22,7 +22,7 @@ import os
 import socket
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -37,6 +37,9 @@ from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .sink import SegmentSink
+
+if TYPE_CHECKING:
+    from .redis_queue import RedisPayloadQueue
 
 __all__ = ["create_app", "serve"]
 
@@ -75,6 +78,8 @@ def serve(config: ServeConfig) -> None:
     choose_executor(config)
     # Checked without starting threads: granian forks this process.
     Settings(workers=config.workers, strategy=config.strategy, queue_size=config.queue_size)
+    if config.redis is not None:
+        _check_redis(config.redis)
     if config.sink is not None:
         config.sink.mkdir(parents=True, exist_ok=True)
     # Bind once here: a busy port is one clear error, and port 0 gets a free port.
@@ -122,6 +127,28 @@ def choose_executor(config: ServeConfig) -> str:
     return "async" if handler is None or coroutine else "thread"
 
 
+def _check_redis(url: str) -> None:
+    """Fail early, with a clear error, when the remote queue's Redis does not answer.
+
+    Raises:
+        ValueError: the redis extra is not installed.
+        OSError: Redis cannot be reached.
+    """
+    try:
+        import redis
+    except ImportError:
+        raise ValueError(
+            "--redis needs the redis extra: pip install 'dispatchkit[redis]'"
+        ) from None
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise OSError(f"cannot reach Redis at {url}: {exc}") from None
+    finally:
+        client.close()
+
+
 def _log_worker_crash(owner: asyncio.Task[None]) -> None:
     if not owner.cancelled() and owner.exception() is not None:
         # Workers do not fail on a job's error: this is a bug, and the service
@@ -165,17 +192,23 @@ class _Service:
     def __init__(self, config: ServeConfig) -> None:
         self._config = config
         self._sink: SegmentSink | None = None
-        self._executor = choose_executor(config)
+        self._executor = "remote" if config.redis is not None else choose_executor(config)
+        job: Any = None
         if config.handler is not None:
-            job: Any = handler_job(
-                load_handler(config.handler), on_thread=self._executor == "thread"
-            )
-        else:
-            assert config.sink is not None
+            job = handler_job(load_handler(config.handler), on_thread=self._executor == "thread")
+        elif config.sink is not None:
             self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
             job = self._sink.append
-        self._dispatcher: AsyncDispatcher | Dispatcher
-        if self._executor == "async":
+        # Where payload jobs go: a local dispatcher, or (--redis) remote workers.
+        self._dispatcher: AsyncDispatcher | Dispatcher | None = None
+        self._remote: RedisPayloadQueue | None = None
+        if config.redis is not None:
+            from .redis_queue import RedisPayloadQueue  # needs the redis extra
+
+            self._remote = RedisPayloadQueue(
+                config.redis, config.queue, config.namespace, config.job, config.queue_size
+            )
+        elif self._executor == "async":
             self._dispatcher = AsyncDispatcher(
                 workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
             )
@@ -186,12 +219,14 @@ class _Service:
                 queue_size=config.queue_size,
                 name="dispatchkit-serve",
             )
+        target = self._remote if self._dispatcher is None else self._dispatcher
+        assert target is not None
         #: The task that holds the AsyncDispatcher's ``async with`` open.
         self._owner: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
-        self._metrics = ServiceMetrics(self._dispatcher)
+        self._metrics = ServiceMetrics(target)
         self._app = IngestApp(
-            self._dispatcher,
+            target,
             job,
             self._metrics,
             token=config.token,
@@ -216,6 +251,8 @@ class _Service:
             self._drain()  # whatever became of the workers, the sink is flushed
 
     async def _start_workers(self) -> None:
+        if self._remote is not None:
+            await self._remote.ping()
         if isinstance(self._dispatcher, AsyncDispatcher):
             started = asyncio.Event()
             self._stopping = asyncio.Event()
@@ -233,6 +270,8 @@ class _Service:
         # Leaving the block closed the dispatcher and waited for every queued job.
 
     async def _stop_workers(self) -> None:
+        if self._remote is not None:
+            await self._remote.close()  # every 202 is in Redis already
         owner = self._owner
         if owner is not None and self._stopping is not None:
             self._stopping.set()
@@ -264,6 +303,16 @@ class _Service:
 
     def _log_listening(self) -> None:
         config = self._config
+        where: dict[str, Any]
+        if self._remote is not None:  # the URL is not logged: it may hold a password
+            where = {"queue": config.queue, "namespace": config.namespace, "job": config.job}
+        else:
+            assert self._dispatcher is not None
+            where = {
+                "workers": config.workers,
+                "strategy": self._dispatcher.strategy.name,
+                "sink": None if config.sink is None else str(config.sink),
+            }
         logger.info(
             "listening",
             extra={
@@ -271,14 +320,15 @@ class _Service:
                 "port": config.port,
                 "interface": config.interface,
                 "executor": self._executor,
-                "workers": config.workers,
-                "strategy": self._dispatcher.strategy.name,
                 "queue_size": config.queue_size,
-                "sink": None if config.sink is None else str(config.sink),
+                **where,
             },
         )
 
     def _log_draining(self) -> None:
+        if self._dispatcher is None:
+            logger.info("draining", extra={"queued": 0})  # the remote workers have them
+            return
         stats = self._dispatcher.stats()
         queued = stats.submitted - stats.succeeded - stats.failed - stats.cancelled
         logger.info("draining", extra={"queued": queued})
@@ -288,13 +338,15 @@ class _Service:
             self._dispatcher.join()
         if self._sink is not None:
             self._sink.close()
-        stats = self._dispatcher.stats()
+        counts: dict[str, int] = {}
+        if self._dispatcher is not None:
+            stats = self._dispatcher.stats()
+            counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         logger.info(
             "stopped",
             extra={
                 "accepted": self._metrics.payloads_accepted,
-                "succeeded": stats.succeeded,
-                "failed": stats.failed,
+                **counts,
                 "lines_written": 0 if self._sink is None else self._sink.lines_written,
             },
         )
