@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -426,3 +427,26 @@ def test_serve_with_redis_checks_its_settings(redis_url: str, tmp_path: Path) ->
     result = serve("--redis", "localhost:6379")
     assert result.returncode == 2
     assert "redis must be a redis://, rediss:// or unix:// URL" in result.stderr
+
+
+def test_the_remote_queue_commits_concurrent_requests_together_each_whole_or_not(
+    redis_url: str, namespace: str, client: Any
+) -> None:
+    from dispatchkit.service.redis_queue import RedisPayloadQueue
+
+    async def main() -> list[bool]:
+        queue = RedisPayloadQueue(redis_url, QUEUE, namespace, "t.payload", max_backlog=61)
+        try:
+            return await asyncio.gather(
+                *(
+                    queue.offer([b'{"id":%d}' % (2 * i), b'{"id":%d}' % (2 * i + 1)])
+                    for i in range(50)
+                )
+            )
+        finally:
+            await queue.close()
+
+    # 30 requests fit in 61 places; the 31st would need 62 and is refused whole, as
+    # are the others: none is split, whatever call to Redis carried it.
+    assert asyncio.run(main()) == [True] * 30 + [False] * 20
+    assert client.xlen(f"{namespace}:{QUEUE}:pull") == 60

@@ -10,12 +10,15 @@ job ``job_name(payload)`` on the queue's pull stream, read by ``dispatchkit
 worker`` processes on any host (the job registered with ``@job(job_name)``).
 One Lua script checks the room and adds every payload of a request, so a
 request is queued whole or refused (503), and the answer 202 comes only once
-Redis holds the payloads. The stream's length counts the entries not yet
-acknowledged by a worker: the backlog, which ``max_backlog`` bounds.
+Redis holds the payloads. The requests that arrive while one call is on its
+way go together in the next (a group commit: one round trip for many
+requests). The stream's length counts the entries not yet acknowledged by a
+worker: the backlog, which ``max_backlog`` bounds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Final
 
@@ -39,17 +42,30 @@ __all__ = ["RedisPayloadQueue"]
 logger = logging.getLogger(__name__)
 
 #: KEYS[1]: the stream; ARGV[1]: the most entries it may hold; ARGV[2]: the
-#: field of a job entry; ARGV[3..]: the jobs. Returns the stream's new length,
-#: or -1 (and adds nothing) if they do not fit.
+#: field of a job entry; then, for each request in turn, its number of jobs
+#: and the jobs. Each request is added whole if it fits, or not at all.
+#: Returns the stream's length, then 1 or 0 for each request.
 _ADD_IF_ROOM: Final = """
+local limit = tonumber(ARGV[1])
+local field = ARGV[2]
 local length = redis.call('XLEN', KEYS[1])
-if length + #ARGV - 2 > tonumber(ARGV[1]) then
-  return -1
+local answers = {length}
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  if length + n <= limit then
+    for j = i + 1, i + n do
+      redis.call('XADD', KEYS[1], '*', field, ARGV[j])
+    end
+    length = length + n
+    answers[#answers + 1] = 1
+  else
+    answers[#answers + 1] = 0
+  end
+  i = i + n + 1
 end
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[i])
-end
-return length + #ARGV - 2
+answers[1] = length
+return answers
 """
 
 
@@ -73,6 +89,9 @@ class RedisPayloadQueue:
         self._client: Any = aioredis.Redis.from_url(url)
         self._script: Any = self._client.register_script(_ADD_IF_ROOM)
         self._decode = msgspec.json.Decoder().decode
+        # Requests waiting for the next call to Redis: (encoded jobs, their answer).
+        self._waiting: list[tuple[list[bytes], asyncio.Future[bool]]] = []
+        self._sender: asyncio.Task[None] | None = None
         #: The backlog seen by the last offer (the queue-depth metric).
         self.backlog = 0
         #: Set by :meth:`close`: offers are refused from then on.
@@ -100,19 +119,43 @@ class RedisPayloadQueue:
         if self.closed:
             raise ClosedError("the service is shutting down")
         jobs = [encode_job(0, self.job_name, (self._decode(line),), {}, "") for line in lines]
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((jobs, answer))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await answer
+
+    async def _send(self) -> None:
+        """Send every waiting request in one call, until none waits (group commit).
+
+        While one call is on its way, the requests that arrive meanwhile wait
+        for the next: under load, a call carries many requests.
+        """
         try:
-            length: int = await self._script(
-                keys=[self.keys.pull], args=[self.max_backlog, JOB_FIELD, *jobs]
-            )
-        except (RedisError, OSError) as exc:
-            raise TransportError(f"cannot queue payloads in Redis: {exc}") from exc
-        if length < 0:
-            return False
-        self.backlog = length
-        return True
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                args: list[Any] = [self.max_backlog, JOB_FIELD]
+                for jobs, _ in batch:
+                    args += [len(jobs), *jobs]
+                try:
+                    length, *fitted = await self._script(keys=[self.keys.pull], args=args)
+                except (RedisError, OSError) as exc:
+                    error = TransportError(f"cannot queue payloads in Redis: {exc}")
+                    for _, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
+                    continue
+                self.backlog = length
+                for (_, answer), fit in zip(batch, fitted, strict=True):
+                    if not answer.done():  # its request may have been cancelled
+                        answer.set_result(bool(fit))
+        finally:
+            self._sender = None
 
     async def close(self) -> None:
         """Refuse further offers and close the connections. Idempotent."""
         if not self.closed:
             self.closed = True
+            if self._sender is not None:
+                await self._sender  # the requests on their way get their answer first
             await self._client.aclose()
