@@ -383,6 +383,7 @@ def test_serve_hands_payloads_to_remote_workers(
         assert server.stop() == 0
     assert sorted(int(v) for v in client.lrange(log, 0, -1)) == list(range(6))
     assert [e["accepted"] for e in server.log_entries() if e["message"] == "stopped"] == [6]
+    assert not client.exists("")  # no outcome written for jobs nobody waits on
 
 
 def test_serve_refuses_payloads_the_remote_backlog_cannot_hold(
@@ -399,6 +400,10 @@ def test_serve_refuses_payloads_the_remote_backlog_cannot_hold(
         status, _, body = server.request("POST", "/v1/payloads", _payloads(range(5), log))
         assert status == 413
         assert "at most 4" in body["error"]
+        big = b'{"version":"1","token":"t","request_id":"r","payloads":[{"n":%d}]}' % (10**30)
+        status, _, body = server.request("POST", "/v1/payloads", big)
+        assert status == 422  # valid JSON that msgpack cannot carry: refused, not a crash
+        assert "cannot be sent" in body["error"]
         workers.start()  # a worker comes and drains the backlog
         wait_for(lambda: client.llen(log) == 4, 20)
         assert server.request("POST", "/v1/payloads", _payloads([8, 9], log))[0] == 202
@@ -418,9 +423,10 @@ def test_serve_with_redis_checks_its_settings(redis_url: str, tmp_path: Path) ->
             check=False,
         )
 
-    result = serve("--redis", "redis://127.0.0.1:1/0")
+    result = serve("--redis", "redis://user:s3cret@127.0.0.1:1/0")
     assert result.returncode == 1
-    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+    assert "cannot reach Redis at redis://user:***@127.0.0.1:1/0" in result.stderr
+    assert "s3cret" not in result.stderr
     result = serve("--redis", redis_url, "--sink", str(tmp_path))
     assert result.returncode == 2
     assert "choose one of --sink, --redis" in result.stderr
@@ -450,3 +456,32 @@ def test_the_remote_queue_commits_concurrent_requests_together_each_whole_or_not
     # are the others: none is split, whatever call to Redis carried it.
     assert asyncio.run(main()) == [True] * 30 + [False] * 20
     assert client.xlen(f"{namespace}:{QUEUE}:pull") == 60
+
+
+def test_requests_arriving_during_a_call_go_together_in_the_next(
+    redis_url: str, namespace: str, client: Any
+) -> None:
+    from dispatchkit.service.redis_queue import RedisPayloadQueue
+
+    requests_per_call: list[int] = []
+
+    async def main() -> list[bool]:
+        queue = RedisPayloadQueue(redis_url, QUEUE, namespace, "t.payload", max_backlog=100)
+        script = queue._script
+
+        async def counted(keys: list[str], args: list[Any]) -> Any:
+            requests_per_call.append(len(args[2:]) // 2)  # one job per request here
+            return await script(keys=keys, args=args)
+
+        queue._script = counted
+        try:
+            first = asyncio.ensure_future(queue.offer([b'{"id":0}']))
+            await asyncio.sleep(0)  # the first call leaves...
+            rest = [queue.offer([b'{"id":%d}' % i]) for i in range(1, 6)]  # ...these wait
+            return await asyncio.gather(first, *rest)
+        finally:
+            await queue.close()
+
+    assert asyncio.run(main()) == [True] * 6
+    assert requests_per_call == [1, 5]
+    assert client.xlen(f"{namespace}:{QUEUE}:pull") == 6

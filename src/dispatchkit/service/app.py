@@ -233,6 +233,8 @@ class IngestApp:
             request_id, lines = self._decode(body)
             try:
                 accepted = await self._remote.offer(lines)
+            except ValueError as exc:  # a payload the workers' encoding cannot carry
+                raise BadRequest(422, "invalid", f"invalid request: {exc}") from None
             except ClosedError:
                 raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
             except TransportError as exc:

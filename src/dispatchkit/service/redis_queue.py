@@ -19,8 +19,10 @@ worker: the backlog, which ``max_backlog`` bounds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -37,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"dispatchkit serve --redis needs the redis extra: pip install 'dispatchkit[redis]' ({exc})"
     ) from exc
 
-__all__ = ["RedisPayloadQueue"]
+__all__ = ["PayloadNotSendable", "RedisPayloadQueue", "redacted"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,24 @@ end
 answers[1] = length
 return answers
 """
+
+
+#: The most bytes of jobs, and the most requests, one call to Redis carries.
+_CALL_BYTES: Final = 8 << 20
+_CALL_REQUESTS: Final = 1000
+
+
+class PayloadNotSendable(ValueError):
+    """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisPayloadQueue:
@@ -112,13 +132,17 @@ class RedisPayloadQueue:
         """Queue one job per payload line, all or none; False if the backlog has no room.
 
         Raises:
+            PayloadNotSendable: a payload msgpack cannot encode (nothing queued).
             ClosedError: the queue was closed (the service is stopping).
             TransportError: Redis failed (nothing, or everything, was queued:
                 the script runs whole or not at all).
         """
         if self.closed:
             raise ClosedError("the service is shutting down")
-        jobs = [encode_job(0, self.job_name, (self._decode(line),), {}, "") for line in lines]
+        try:
+            jobs = [encode_job(0, self.job_name, (self._decode(line),), {}, "") for line in lines]
+        except TypeError as exc:
+            raise PayloadNotSendable(str(exc)) from None
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((jobs, answer))
         if self._sender is None:
@@ -126,36 +150,62 @@ class RedisPayloadQueue:
         return await answer
 
     async def _send(self) -> None:
-        """Send every waiting request in one call, until none waits (group commit).
+        """Send the waiting requests, a call at a time, until none waits (group commit).
 
         While one call is on its way, the requests that arrive meanwhile wait
-        for the next: under load, a call carries many requests.
+        for the next: under load, a call carries many requests (up to
+        ``_CALL_REQUESTS``, or ``_CALL_BYTES`` of jobs).
         """
+        batch: list[tuple[list[bytes], asyncio.Future[bool]]] = []
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting, []
+                batch = self._take_batch()
                 args: list[Any] = [self.max_backlog, JOB_FIELD]
                 for jobs, _ in batch:
                     args += [len(jobs), *jobs]
                 try:
                     length, *fitted = await self._script(keys=[self.keys.pull], args=args)
                 except (RedisError, OSError) as exc:
-                    error = TransportError(f"cannot queue payloads in Redis: {exc}")
-                    for _, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(error)
+                    _fail(batch, TransportError(f"cannot queue payloads in Redis: {exc}"))
                     continue
                 self.backlog = length
                 for (_, answer), fit in zip(batch, fitted, strict=True):
                     if not answer.done():  # its request may have been cancelled
                         answer.set_result(bool(fit))
+        except BaseException as exc:
+            # Never leave a request without an answer: a 503, and the error goes on.
+            error = TransportError(f"cannot queue payloads in Redis: {exc!r}")
+            _fail(batch, error)
+            _fail(self._waiting, error)
+            self._waiting = []
+            raise
         finally:
             self._sender = None
+
+    def _take_batch(self) -> list[tuple[list[bytes], asyncio.Future[bool]]]:
+        """The waiting requests from the front, as many as one call may carry."""
+        size = count = 0
+        for jobs, _ in self._waiting:
+            if count and (count >= _CALL_REQUESTS or size + sum(map(len, jobs)) > _CALL_BYTES):
+                break
+            size += sum(map(len, jobs))
+            count += 1
+        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+        return batch
 
     async def close(self) -> None:
         """Refuse further offers and close the connections. Idempotent."""
         if not self.closed:
             self.closed = True
             if self._sender is not None:
-                await self._sender  # the requests on their way get their answer first
+                # The requests on their way get their answer first; a cancelled
+                # close does not cancel the call they wait on.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._sender)
             await self._client.aclose()
+
+
+def _fail(batch: list[tuple[list[bytes], asyncio.Future[bool]]], error: Exception) -> None:
+    for _, answer in batch:
+        if not answer.done():
+            answer.set_exception(error)

@@ -144,7 +144,9 @@ def _check_redis(url: str) -> None:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        raise OSError(f"cannot reach Redis at {url}: {exc}") from None
+        from .redis_queue import redacted
+
+        raise OSError(f"cannot reach Redis at {redacted(url)}: {exc}") from None
     finally:
         client.close()
 
