@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -190,9 +191,11 @@ def test_worker_cli_rejects_bad_input_in_one_line(redis_url: str) -> None:
     result = _cli("--redis", redis_url, "--import", "no_such_module_here")
     assert result.returncode == 2
     assert "no_such_module_here" in result.stderr
-    result = _cli("--redis", "redis://127.0.0.1:1/0")
+    result = _cli("--redis", "redis://user:s3cret@127.0.0.1:1/0")
     assert result.returncode == 1
     assert "unreachable" in result.stderr
+    assert "redis://user:***@127.0.0.1:1/0" in result.stderr
+    assert "s3cret" not in result.stderr  # a password is never printed
     assert "Traceback" not in result.stderr
 
 
@@ -379,6 +382,12 @@ def test_serve_hands_payloads_to_remote_workers(
             )
             assert (status, body["accepted"]) == (202, 2)
         wait_for(lambda: client.llen(log) == 6, 20)
+        status, _, text = server.request("GET", "/metrics")
+        assert status == 200
+        counted = re.search(r"^dispatchkit_request_duration_seconds_count (\S+)$", text, re.M)
+        assert counted is not None
+        assert float(counted[1]) >= 3  # the three posts (and the health checks)
+        assert "dispatchkit_queue_depth" in text
     finally:
         assert server.stop() == 0
     assert sorted(int(v) for v in client.lrange(log, 0, -1)) == list(range(6))

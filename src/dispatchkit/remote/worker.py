@@ -147,6 +147,7 @@ class RedisWorker:
             raise ValueError("heartbeat and visibility_timeout must be positive")
         self.name = name or default_consumer_name()
         self._runner: JobRunner = make_runner(executor, concurrency)
+        self._executor = executor
         self._transport = RedisTransport(url, queue=queue, namespace=namespace, consumer=self.name)
         self.keys = self._transport.keys
         self._registry = registry
@@ -198,6 +199,10 @@ class RedisWorker:
         self._transport.ping()
         self._register()
         self._runner.start()
+        logger.info(
+            "worker %s started: queue %s, %s executor, concurrency %d",
+            *(self.name, self.keys.prefix, self._executor, self._runner.concurrency),
+        )
         acker = threading.Thread(target=self._ack_loop, name=f"{self.name}-acker", daemon=True)
         beat = threading.Thread(target=self._beat_loop, name=f"{self.name}-heartbeat", daemon=True)
         acker.start()

@@ -77,9 +77,22 @@ class _Collector(Collector):
         for reason, count in metrics.rejected.items():
             rejected.add_metric([reason], count)
         yield rejected
+        yield from self._jobs()
+        cumulative = list(accumulate(metrics.latency_counts))
+        yield HistogramMetricFamily(
+            "dispatchkit_request_duration_seconds",
+            "Time from request to response, in seconds.",
+            buckets=[
+                *zip(map(floatToGoString, _BUCKETS), cumulative, strict=False),
+                ("+Inf", cumulative[-1]),
+            ],
+            sum_value=metrics.latency_sum,
+        )
+
+    def _jobs(self) -> Iterator[Metric]:
         dispatcher = self._dispatcher
         if not isinstance(dispatcher, AsyncDispatcher | Dispatcher):
-            # Remote workers count the jobs; here, the backlog seen by the last request.
+            # Remote workers run and count the jobs; here, the backlog seen last.
             yield GaugeMetricFamily(
                 "dispatchkit_queue_depth",
                 "Payload jobs in the Redis stream, not yet acknowledged by a worker "
@@ -99,16 +112,6 @@ class _Collector(Collector):
         )
         yield CounterMetricFamily(
             "dispatchkit_jobs_failed", "Payload jobs that raised.", value=stats.failed
-        )
-        cumulative = list(accumulate(metrics.latency_counts))
-        yield HistogramMetricFamily(
-            "dispatchkit_request_duration_seconds",
-            "Time from request to response, in seconds.",
-            buckets=[
-                *zip(map(floatToGoString, _BUCKETS), cumulative, strict=False),
-                ("+Inf", cumulative[-1]),
-            ],
-            sum_value=metrics.latency_sum,
         )
 
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -39,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"dispatchkit serve --redis needs the redis extra: pip install 'dispatchkit[redis]' ({exc})"
     ) from exc
 
-__all__ = ["PayloadNotSendable", "RedisPayloadQueue", "redacted"]
+__all__ = ["PayloadNotSendable", "RedisPayloadQueue"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +77,6 @@ _CALL_REQUESTS: Final = 1000
 
 class PayloadNotSendable(ValueError):
     """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class RedisPayloadQueue:

@@ -144,9 +144,9 @@ def _check_redis(url: str) -> None:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        from .redis_queue import redacted
+        from dispatchkit.transports.redis import redacted_url
 
-        raise OSError(f"cannot reach Redis at {redacted(url)}: {exc}") from None
+        raise OSError(f"cannot reach Redis at {redacted_url(url)}: {exc}") from None
     finally:
         client.close()
 
@@ -344,11 +344,6 @@ class _Service:
         if self._dispatcher is not None:
             stats = self._dispatcher.stats()
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
-        logger.info(
-            "stopped",
-            extra={
-                "accepted": self._metrics.payloads_accepted,
-                **counts,
-                "lines_written": 0 if self._sink is None else self._sink.lines_written,
-            },
-        )
+        if self._sink is not None:
+            counts["lines_written"] = self._sink.lines_written
+        logger.info("stopped", extra={"accepted": self._metrics.payloads_accepted, **counts})

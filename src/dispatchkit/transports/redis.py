@@ -17,6 +17,7 @@ import contextlib
 import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from dispatchkit.errors import TransportError, TransportUnavailable
 
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-__all__ = ["RedisTransport", "translate_errors"]
+__all__ = ["RedisTransport", "redacted_url", "translate_errors"]
 
 #: Field of a job entry holding the encoded job.
 JOB_FIELD: Final = b"j"
@@ -70,10 +71,21 @@ def translate_errors(what: str) -> Iterator[None]:
     """
     try:
         yield
+    except redis.AuthenticationError as exc:
+        raise TransportUnavailable(f"Redis refused the credentials while {what}: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise TransportUnavailable(f"Redis unreachable while {what}: {exc}") from exc
     except redis.RedisError as exc:
         raise TransportError(f"Redis error while {what}: {exc}") from exc
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _s(value: bytes | str) -> str:
@@ -106,7 +118,7 @@ class RedisTransport:
                 url, socket_keepalive=True, health_check_interval=30
             )
         except ValueError as exc:
-            raise ValueError(f"not a Redis URL: {url!r} ({exc})") from None
+            raise ValueError(f"not a Redis URL: {redacted_url(url)!r} ({exc})") from None
         self.url = url
         self.keys = Keys(namespace, queue)
         self.consumer = consumer
@@ -119,7 +131,7 @@ class RedisTransport:
         Raises:
             TransportUnavailable: it does not.
         """
-        with translate_errors(f"connecting to {self.url}"):
+        with translate_errors(f"connecting to {redacted_url(self.url)}"):
             self.client.ping()
 
     # -- the Transport protocol ------------------------------------------------
