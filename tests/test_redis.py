@@ -412,7 +412,7 @@ def test_serve_refuses_payloads_the_remote_backlog_cannot_hold(
         big = b'{"version":"1","token":"t","request_id":"r","payloads":[{"n":%d}]}' % (10**30)
         status, _, body = server.request("POST", "/v1/payloads", big)
         assert status == 422  # valid JSON that msgpack cannot carry: refused, not a crash
-        assert "cannot be sent" in body["error"]
+        assert "`$.payloads[0]` cannot be sent to the workers" in body["error"]
         workers.start()  # a worker comes and drains the backlog
         wait_for(lambda: client.llen(log) == 4, 20)
         assert server.request("POST", "/v1/payloads", _payloads([8, 9], log))[0] == 202

@@ -129,10 +129,15 @@ class RedisPayloadQueue:
         """
         if self.closed:
             raise ClosedError("the service is shutting down")
-        try:
-            jobs = [encode_job(0, self.job_name, (self._decode(line),), {}, "") for line in lines]
-        except TypeError as exc:
-            raise PayloadNotSendable(str(exc)) from None
+        jobs: list[bytes] = []
+        for index, line in enumerate(lines):
+            try:
+                jobs.append(encode_job(0, self.job_name, (self._decode(line),), {}, ""))
+            except TypeError as exc:
+                reason = str(exc).rpartition(": ")[2]  # e.g. "Integer value out of range"
+                raise PayloadNotSendable(
+                    f"`$.payloads[{index}]` cannot be sent to the workers: {reason}"
+                ) from None
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((jobs, answer))
         if self._sender is None:
