@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatchkit.dispatcher import Dispatcher
@@ -28,13 +28,7 @@ class NeedsAsyncWorker(TypeError):
 def call_in_thread(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:
     """Run the job (or each call of a chunk) on the current thread."""
     if chunk:
-        results: list[list[Any]] = []
-        failed = 0
-        for args in job.args[1]:
-            ok, value = _one_in_thread(fn, args, {})
-            results.append([True, value] if ok else [False, error_info(value)])
-            failed += not ok
-        return results, True, (len(results) - failed, failed)
+        return _chunk_called(_one_in_thread(fn, args, {}) for args in job.args[1])
     ok, value = _one_in_thread(fn, job.args, job.kwargs)
     return value, ok, (1, 0) if ok else (0, 1)
 
@@ -50,17 +44,11 @@ def call_in_pool(pool: Dispatcher, fn: Callable[..., Any], job: EncodedJob, chun
             "the job is a coroutine function: run its worker with --executor async"
         )
         if chunk:
-            return [[False, error_info(error)] for _ in job.args[1]], True, (0, len(job.args[1]))
+            return _chunk_called((False, error) for _ in job.args[1])
         return error, False, (0, 1)
     if chunk:
-        results: list[list[Any]] = []
-        failed = 0
-        for outcome in pool.map(fn, job.args[1], star=True, outcomes=True):
-            results.append(
-                [True, outcome.value] if outcome.ok else [False, error_info(outcome.error)]
-            )
-            failed += not outcome.ok
-        return results, True, (len(results) - failed, failed)
+        outcomes = pool.map(fn, job.args[1], star=True, outcomes=True)
+        return _chunk_called((o.ok, o.value if o.ok else o.error) for o in outcomes)
     try:
         value = pool.submit(fn, *job.args, **job.kwargs).result()
     except Exception as exc:  # the job's failure (or its process's death) is its outcome
@@ -75,15 +63,16 @@ async def call_in_loop(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> 
     loop, so they must not block.
     """
     if chunk:
-        results: list[list[Any]] = []
-        failed = 0
-        for args in job.args[1]:
-            ok, value = await _one_in_loop(fn, args, {})
-            results.append([True, value] if ok else [False, error_info(value)])
-            failed += not ok
-        return results, True, (len(results) - failed, failed)
+        return _chunk_called([await _one_in_loop(fn, args, {}) for args in job.args[1]])
     ok, value = await _one_in_loop(fn, job.args, job.kwargs)
     return value, ok, (1, 0) if ok else (0, 1)
+
+
+def _chunk_called(ends: Iterable[tuple[bool, Any]]) -> Called:
+    """A chunk's outcome from each call's ``(ok, value or error)``; the chunk itself is ok."""
+    results = [[True, value] if ok else [False, error_info(value)] for ok, value in ends]
+    failed = sum(not ok for ok, _ in results)
+    return results, True, (len(results) - failed, failed)
 
 
 def _one_in_thread(

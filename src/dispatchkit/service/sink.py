@@ -18,7 +18,6 @@ segments filled since the last flush, which it then closes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -101,14 +100,7 @@ class SegmentSink:
             self._write_locked()
             pending = [*self._unsynced, os.dup(self._fd)]
             self._unsynced = []
-        failure: OSError | None = None
-        for fd in pending:  # outside the lock: appends go on meanwhile
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                failure = failure or exc
-            finally:
-                os.close(fd)
+        failure = _sync_and_close(pending)  # outside the lock: appends go on meanwhile
         if failure is not None:
             raise failure
 
@@ -128,10 +120,7 @@ class SegmentSink:
             # After a failed flush, segments may still wait: fsync and close them too.
             with self._lock:
                 left, self._unsynced = [*self._unsynced, self._fd], []
-            for fd in left:
-                with contextlib.suppress(OSError):  # the flush above raised already
-                    os.fsync(fd)
-                os.close(fd)
+            _sync_and_close(left)  # a failure was raised by the flush above already
 
     def _write_locked(self) -> None:
         if not self._buffer:
@@ -177,6 +166,19 @@ class SegmentSink:
             except OSError:
                 # Lines stay counted as written or not; the next flush tries again.
                 logger.critical("sink flush failed", exc_info=True)
+
+
+def _sync_and_close(fds: list[int]) -> OSError | None:
+    """Fsync and close every descriptor, whatever fails; the first failure, if any."""
+    failure: OSError | None = None
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            failure = failure or exc
+        finally:
+            os.close(fd)
+    return failure
 
 
 def read_lines(directory: Path) -> list[bytes]:
