@@ -214,7 +214,7 @@ class IngestApp:
             except ValueError:
                 too_large = False  # the HTTP parser has rejected a bad length already
             if too_large:
-                return self._too_large()
+                return self._refuse_request(self._too_large())
         return None
 
     def _ingest(self, body: bytes | None) -> Response:
@@ -255,7 +255,7 @@ class IngestApp:
             BadRequest: 400, 413 or 422.
         """
         if body is None:
-            raise BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
+            raise self._too_large()
         request_id, lines = decode_request(body)
         if len(lines) > self._max_payloads:
             raise BadRequest(
@@ -322,8 +322,8 @@ class IngestApp:
             return Response(503, [_JSON], b'{"status":"closing"}')
         return Response(200, [_JSON], b'{"status":"ok"}')
 
-    def _too_large(self) -> Response:
-        return self._refuse(413, "too_large", f"body larger than {self._max_body} bytes")
+    def _too_large(self) -> BadRequest:
+        return BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
 
     def _refuse(self, status: int, reason: str, message: str, *extra: tuple[str, str]) -> Response:
         self._metrics.rejected[reason] += 1
