@@ -3,14 +3,21 @@
 # python3 and pip.
 
 PYTHON ?= python3
-# The interpreter the environment is built on; `make test UV_PYTHON=3.13` tries another.
+# The interpreter the environment is built on: `make test UV_PYTHON=3.13` tries
+# another, given as a version, a command or a path. scripts/find-python finds a
+# version on PATH, among pyenv's versions (whose shims answer only for the
+# selected one) or among uv's own interpreters.
 UV_PYTHON ?= $(PYTHON)
+override UV_PYTHON := $(shell scripts/find-python '$(UV_PYTHON)')
+ifeq ($(UV_PYTHON),)
+$(error no working Python interpreter found: see the line above)
+endif
 UV := $(PYTHON) -m uv
 export UV_PYTHON
 # Never download an interpreter: use the one given.
 export UV_PYTHON_DOWNLOADS := never
 
-SYNC_STAMP := .venv/.synced-$(notdir $(UV_PYTHON))
+SYNC_STAMP := .venv/.synced-$(subst /,_,$(UV_PYTHON))
 
 .PHONY: run test lint typecheck unit bench bench-redis format clean uv
 
