@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .._durations import check_seconds
+from dispatchkit._durations import check_seconds
 
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
