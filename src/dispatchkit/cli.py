@@ -72,9 +72,10 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 
 
 def _seconds(*, zero_ok: bool = False, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
-    """An argparse type for a duration: a finite number of seconds, > 0 (or >= 0), at most
-    ``maximum``; e.g. "argument --heartbeat: must be a finite number of seconds > 0, not
-    'nan'"."""
+    """An argparse type for a duration: finite seconds, > 0 (>= 0 if ``zero_ok``), <= ``maximum``.
+
+    Its error reads "argument --heartbeat: must be a finite number of seconds > 0, not 'nan'".
+    """
 
     def parse(text: str) -> float:
         try:
