@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.signals import CLI_TAKING_SIGINT
 
+#: A Redis port where nothing listens: a worker that got past its flags exits at once.
+NO_REDIS = "redis://127.0.0.1:1/0"
+
 CLI = [sys.executable, "-m", "dispatchkit"]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
         check=False,
     )
@@ -86,15 +93,29 @@ def test_env_settings_are_used(tmp_path: object) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["run", "--workers", "0"], {}, "--workers must be between 1"),
-        (["run", "--workers", "-2"], {}, "--workers must be between 1"),
-        (["run", "--workers", "many"], {}, "--workers must be a whole number"),
-        (["run", "--jobs", "0"], {}, "--jobs must be between 1"),
-        (["run", "--chunk", "0"], {}, "--chunk must be between 1"),
+        (["run", "--workers", "0"], {}, "argument --workers: must be between 1"),
+        (["run", "--workers", "-2"], {}, "argument --workers: must be between 1"),
+        (["run", "--workers", "many"], {}, "argument --workers: must be a whole number"),
+        (["run", "--jobs", "0"], {}, "argument --jobs: must be between 1"),
+        (["run", "--chunk", "0"], {}, "argument --chunk: must be between 1"),
+        (["run", "--chunk", ","], {}, "argument --chunk: needs at least one value"),
         (["run", "--strategy", "fifo"], {}, "unknown strategy 'fifo'"),
-        (["run", "--queue-size", "x"], {}, "--queue-size must be a whole number"),
+        (["run", "--queue-size", "x"], {}, "argument --queue-size: must be a whole number"),
         (["run"], {"DISPATCHKIT_WORKERS": "zero"}, "DISPATCHKIT_WORKERS='zero' is not valid"),
         (["run"], {"DISPATCHKIT_QUEUE_SIZE": "-5"}, "DISPATCHKIT_QUEUE_SIZE='-5' is not valid"),
+        (["run"], {"DISPATCHKIT_STRATEGY": "fifo"}, "DISPATCHKIT_STRATEGY='fifo' is not valid"),
+        (["run"], {"DISPATCHKIT_CHUNK": "0"}, "DISPATCHKIT_CHUNK='0' is not valid"),
+        (["run"], {"DISPATCHKIT_PUT_TIMEOUT": "nan"}, "DISPATCHKIT_PUT_TIMEOUT='nan' is not"),
+        (
+            ["run"],
+            {"DISPATCHKIT_EXECUTOR": "process", "DISPATCHKIT_JOB_TIMEOUT": "inf"},
+            "DISPATCHKIT_JOB_TIMEOUT='inf' is not valid",
+        ),
+        (
+            ["run", "--job-timeout", "1", "--executor", "async"],
+            {},
+            "--job-timeout needs --executor process",
+        ),
         (["run", "--bogus"], {}, "unrecognized arguments: --bogus"),
         (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
     ],
@@ -107,6 +128,7 @@ def test_bad_input_gives_one_line_and_exit_2(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not re.search(r"argument (--[\w-]+): \1", result.stderr), "the flag named twice"
     assert result.stdout == ""
 
 
@@ -175,3 +197,180 @@ def test_unknown_executor_is_one_line() -> None:
     assert result.returncode == 2
     assert "invalid choice: 'gpu'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- settings from the environment, read together ----------------------------------
+
+
+def test_a_job_timeout_from_the_environment_runs_with_process_workers_from_it() -> None:
+    result = run_cli(
+        "run",
+        "--jobs",
+        "200",
+        "--workers",
+        "2",
+        "--strategy",
+        "pull",
+        "--chunk",
+        "10",
+        "--json",
+        env={"DISPATCHKIT_EXECUTOR": "process", "DISPATCHKIT_JOB_TIMEOUT": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert (row["executor"], row["completed"], row["failed"]) == ("process", 200, 0)
+
+
+def test_a_job_timeout_flag_goes_with_process_workers_from_the_environment() -> None:
+    result = run_cli(
+        "run",
+        "--jobs",
+        "100",
+        "--workers",
+        "1",
+        "--strategy",
+        "round_robin",
+        "--chunk",
+        "10",
+        "--job-timeout",
+        "5",
+        "--json",
+        env={"DISPATCHKIT_EXECUTOR": "process"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["executor"] == "process"
+
+
+def test_run_takes_its_strategy_and_chunk_from_the_environment() -> None:
+    result = run_cli(
+        "run",
+        "--jobs",
+        "300",
+        "--json",
+        env={"DISPATCHKIT_STRATEGY": "pull", "DISPATCHKIT_CHUNK": "7", "DISPATCHKIT_WORKERS": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"], r["workers"]) for r in rows] == [("pull", 7, 3)]
+
+
+def test_flags_win_over_the_environment_which_is_then_not_read() -> None:
+    result = run_cli(
+        "run",
+        "--jobs",
+        "300",
+        "--workers",
+        "2",
+        "--strategy",
+        "batch,round_robin",
+        "--chunk",
+        "3",
+        "--json",
+        env={"DISPATCHKIT_STRATEGY": "fifo", "DISPATCHKIT_CHUNK": "0", "DISPATCHKIT_WORKERS": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"], r["workers"]) for r in rows] == [
+        ("batch", 3, 2),
+        ("round_robin", 3, 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "DISPATCHKIT_WORKERS",
+        "DISPATCHKIT_QUEUE_SIZE",
+        "DISPATCHKIT_STRATEGY",
+        "DISPATCHKIT_CHUNK",
+        "DISPATCHKIT_BLOCK",
+        "DISPATCHKIT_PUT_TIMEOUT",
+        "DISPATCHKIT_EXECUTOR",
+        "DISPATCHKIT_JOB_TIMEOUT",
+    ],
+)
+def test_an_empty_variable_is_refused_by_name(variable: str) -> None:
+    result = run_cli("run", "--jobs", "100", "--json", env={variable: ""}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"dispatchkit run: error: {variable} is empty: unset it")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {"DISPATCHKIT_TOKEN": ""}, "DISPATCHKIT_TOKEN is empty: unset it"),
+        (["--token", ""], {}, "token must not be empty"),
+    ],
+)
+def test_serve_refuses_an_empty_token_rather_than_serving_without_one(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run_cli(
+        "serve", "--sink", str(tmp_path / "sink"), "--port", "0", *args, env=env, timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_fails_in_one_line_when_the_put_timeout_runs_out() -> None:
+    # One worker, a one-job inbox and no wait for room: a hand-off soon finds it full.
+    result = run_cli(
+        "run",
+        "--jobs",
+        "200000",
+        "--workers",
+        "1",
+        "--queue-size",
+        "1",
+        "--strategy",
+        "pull",
+        "--chunk",
+        "1",
+        "--put-timeout",
+        "0",
+        "--json",
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("dispatchkit run: failed: inbox full")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- every duration flag of every command --------------------------------------------
+
+#: (command and the other arguments it needs, duration flag, whether 0 is valid).
+#: bench has no duration flag.
+DURATION_FLAGS = [
+    (["run", "--jobs", "10"], "--put-timeout", True),
+    (["run", "--jobs", "10", "--executor", "process"], "--job-timeout", False),
+    (["worker", "--redis", NO_REDIS], "--heartbeat", False),
+    (["worker", "--redis", NO_REDIS], "--visibility-timeout", False),
+    (["serve", "--sink", "{tmp}", "--port", "0"], "--fsync-interval", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "flag", "value"),
+    [
+        (base, flag, value)
+        for base, flag, zero_ok in DURATION_FLAGS
+        for value in ("nan", "inf", "-1", *(() if zero_ok else ("0",)))
+    ],
+)
+def test_every_duration_flag_refuses_what_is_not_a_finite_number_of_seconds(
+    tmp_path: Path, base: list[str], flag: str, value: str
+) -> None:
+    args = [part.replace("{tmp}", str(tmp_path / "sink")) for part in base]
+    result = run_cli(*args, f"{flag}={value}", timeout=30)
+    assert result.returncode == 2, result.stderr
+    bound = ">= 0" if flag == "--put-timeout" else "> 0"
+    assert result.stderr.startswith(
+        f"dispatchkit {args[0]}: error: argument {flag}: "
+        f"must be a finite number of seconds {bound}, not '{value}'"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""

@@ -337,7 +337,7 @@ def test_stats_per_worker() -> None:
         ({"strategy": "fifo"}, ValueError, "unknown strategy"),
         ({"chunk": 0}, ValueError, "chunk must be at least 1"),
         ({"queue_size": -1}, ValueError, "queue_size must be at least 1"),
-        ({"put_timeout": -1}, ValueError, "put_timeout must be 0 or more"),
+        ({"put_timeout": -1}, ValueError, "put_timeout must be a finite number of seconds >= 0"),
         ({"put_timeout": "soon"}, TypeError, "put_timeout must be a number"),
     ],
 )

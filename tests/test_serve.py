@@ -364,11 +364,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         ((), "--sink DIR is required"),
         (("--handler", "no_such_module_xyz:f"), "cannot import handler module"),
         (("--handler", "json"), "package.module:function"),
-        (("--sink", "s", "--port", "70000"), "--port must be between"),
+        (("--sink", "s", "--port", "70000"), "argument --port: must be between"),
         (("--sink", "s", "--strategy", "fastest"), "strategy"),
-        (("--sink", "s", "--strategy", "pull,batch"), "one --strategy"),
-        (("--sink", "s", "--fsync-interval", "0"), "fsync_interval must be"),
-        (("--sink", "s", "--fsync-interval", "inf"), "fsync_interval must be"),
+        (
+            ("--sink", "s", "--strategy", "pull,batch"),
+            "argument --strategy: takes only one strategy",
+        ),
+        (("--sink", "s", "--fsync-interval", "0"), "argument --fsync-interval: must be"),
+        (("--sink", "s", "--fsync-interval", "inf"), "argument --fsync-interval: must be"),
         (("--sink", "s", "--interface", "wsgi"), "--interface"),
         (("--sink", "s", "--executor", "process"), "--executor"),
         (

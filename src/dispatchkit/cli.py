@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Final, NoReturn
 
 from . import __version__
+from ._durations import MAX_SECONDS, parse_seconds
 from .demo import (
     DEFAULT_JOBS,
     DEFAULT_STRATEGIES,
@@ -28,7 +29,8 @@ from .demo import (
     fastest,
     run_seed,
 )
-from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings
+from .errors import QueueFull
+from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
 from .strategies import parse_strategy
 
 __all__ = ["main"]
@@ -55,27 +57,45 @@ class _Parser(argparse.ArgumentParser):
 # -- argument types ---------------------------------------------------------
 
 
-def _int_in(name: str, low: int, high: int) -> Callable[[str], int]:
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    # argparse puts "argument --flag: " before these messages: they do not name the flag.
     def parse(text: str) -> int:
         try:
             value = int(text.replace("_", ""))
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be a whole number, got {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be between {low:,} and {high:,}, got {value:,}"
-            )
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
         return value
 
     return parse
 
 
+def _seconds(*, zero_ok: bool = False, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    """An argparse type for a duration: finite seconds, > 0 (>= 0 if ``zero_ok``), <= ``maximum``.
+
+    Its error reads "argument --heartbeat: must be a finite number of seconds > 0, not 'nan'".
+    """
+
+    def parse(text: str) -> float:
+        try:
+            return parse_seconds(text, zero_ok=zero_ok, maximum=maximum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+#: The argparse type of every duration flag where 0 makes no sense (an interval, a timeout).
+_positive_seconds: Final = _seconds()
+#: The argparse type of a duration flag where 0 means "do not wait".
+_non_negative_seconds: Final = _seconds(zero_ok=True)
+
+
 def _strategies(text: str) -> list[str]:
     names = [part for part in text.replace(" ", "").split(",") if part]
     if not names:
-        raise argparse.ArgumentTypeError("--strategy needs at least one strategy")
+        raise argparse.ArgumentTypeError("needs at least one strategy")
     try:
         return [parse_strategy(name).name for name in names]
     except ValueError as exc:
@@ -85,20 +105,20 @@ def _strategies(text: str) -> list[str]:
 def _one_strategy(text: str) -> str:
     names = _strategies(text)
     if len(names) != 1:
-        raise argparse.ArgumentTypeError("serve takes one --strategy")
+        raise argparse.ArgumentTypeError(f"takes only one strategy, got {len(names)}")
     return names[0]
 
 
 def _chunks(text: str) -> list[int | None]:
     """A comma list of chunk sizes; ``auto`` (None) picks one from the job count."""
     values: list[int | None] = []
-    parse = _int_in("--chunk", 1, MAX_QUEUE_SIZE)
+    parse = _int_in(1, MAX_QUEUE_SIZE)
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
         values.append(None if part == "auto" else parse(part))
     if not values:
-        raise argparse.ArgumentTypeError("--chunk needs at least one value")
+        raise argparse.ArgumentTypeError("needs at least one value")
     return values
 
 
@@ -116,8 +136,10 @@ the next), round_robin (seed approach 2: one job to each worker in turn), pull
 (one shared queue, idle workers take the next job: the Go article's design),
 key (a hash of the job's key picks the worker).
 
-Defaults come from the environment when set: {ENV_PREFIX}WORKERS,
-{ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}BLOCK.
+Defaults come from the environment when set (a flag wins over its variable):
+{ENV_PREFIX}WORKERS, {ENV_PREFIX}STRATEGY (one strategy), {ENV_PREFIX}CHUNK (one
+chunk), {ENV_PREFIX}BLOCK, {ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}EXECUTOR,
+{ENV_PREFIX}PUT_TIMEOUT, {ENV_PREFIX}JOB_TIMEOUT. An empty variable is an error.
 """
 
 
@@ -139,40 +161,41 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--jobs",
-        type=_int_in("--jobs", 1, 10**10),
+        type=_int_in(1, 10**10),
         default=DEFAULT_JOBS,
         help=f"number of jobs (default {DEFAULT_JOBS:,})",
     )
     run.add_argument(
         "--workers",
-        type=_int_in("--workers", 1, MAX_WORKERS),
+        type=_int_in(1, MAX_WORKERS),
         default=None,
         help=f"number of workers (default {ENV_PREFIX}WORKERS or {DEFAULT_WORKERS})",
     )
     run.add_argument(
         "--strategy",
         type=_strategies,
-        default=list(DEFAULT_STRATEGIES),
+        default=None,
         metavar="LIST",
-        help="comma-separated strategies to run (default batch,round_robin,pull)",
+        help=f"comma-separated strategies to run (default {ENV_PREFIX}STRATEGY or "
+        f"{','.join(DEFAULT_STRATEGIES)})",
     )
     run.add_argument(
         "--chunk",
         type=_chunks,
-        default=[1, None],
+        default=None,
         metavar="LIST",
         help="comma-separated jobs per hand-off; 'auto' picks the best chunked form "
-        "for the job count (default 1,auto)",
+        f"for the job count (default {ENV_PREFIX}CHUNK or 1,auto)",
     )
     run.add_argument(
         "--block",
-        type=_int_in("--block", 1, MAX_QUEUE_SIZE),
+        type=_int_in(1, MAX_QUEUE_SIZE),
         default=None,
         help=f"block size of the batch strategy (default {ENV_PREFIX}BLOCK or 100)",
     )
     run.add_argument(
         "--queue-size",
-        type=_int_in("--queue-size", 1, MAX_QUEUE_SIZE),
+        type=_int_in(1, MAX_QUEUE_SIZE),
         default=None,
         help=f"jobs an inbox holds before dispatch waits (default {ENV_PREFIX}QUEUE_SIZE or 1024)",
     )
@@ -182,6 +205,22 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"where the workers run: threads, processes or asyncio tasks "
         f"(default {ENV_PREFIX}EXECUTOR or thread)",
+    )
+    run.add_argument(
+        "--put-timeout",
+        type=_non_negative_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds a hand-off waits for room in a full inbox before the run fails "
+        f"(default {ENV_PREFIX}PUT_TIMEOUT or no limit)",
+    )
+    run.add_argument(
+        "--job-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds one job may run before it is stopped, with --executor process "
+        f"(default {ENV_PREFIX}JOB_TIMEOUT or no limit)",
     )
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
@@ -204,7 +243,7 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     worker.add_argument("--queue", default="default", help="the queue's name (default 'default')")
     worker.add_argument(
         "--concurrency",
-        type=_int_in("--concurrency", 1, MAX_WORKERS),
+        type=_int_in(1, MAX_WORKERS),
         default=1,
         help="jobs run at once (default 1)",
     )
@@ -227,22 +266,25 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     worker.add_argument("--namespace", default=None, help="first part of every Redis key")
     worker.add_argument(
         "--prefetch",
-        type=_int_in("--prefetch", 1, 100_000),
+        type=_int_in(1, 100_000),
         default=None,
         help="entries held at once, read in one request (default 2 x concurrency)",
     )
     worker.add_argument(
-        "--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)"
+        "--heartbeat",
+        type=_positive_seconds,
+        default=1.0,
+        help="seconds between heartbeats (default 1)",
     )
     worker.add_argument(
         "--visibility-timeout",
-        type=float,
+        type=_positive_seconds,
         default=60.0,
         help="seconds an untouched entry waits before another worker claims it (default 60)",
     )
     worker.add_argument(
         "--max-attempts",
-        type=_int_in("--max-attempts", 1, 1000),
+        type=_int_in(1, 1000),
         default=3,
         help="deliveries of one job before it is dead-lettered (default 3)",
     )
@@ -270,18 +312,16 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=_int_in("--port", 0, 65535), default=8080, help="port (default 8080)"
-    )
+    serve.add_argument("--port", type=_int_in(0, 65535), default=8080, help="port (default 8080)")
     serve.add_argument(
         "--workers",
-        type=_int_in("--workers", 1, MAX_WORKERS),
+        type=_int_in(1, MAX_WORKERS),
         default=2,
         help="workers (default 2)",
     )
     serve.add_argument(
         "--queue-size",
-        type=_int_in("--queue-size", 1, MAX_QUEUE_SIZE),
+        type=_int_in(1, MAX_QUEUE_SIZE),
         default=4096,
         help="payload jobs an inbox holds before requests get 503 (default 4096)",
     )
@@ -313,21 +353,21 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument(
         "--max-body",
-        type=_int_in("--max-body", 1, 1 << 30),
+        type=_int_in(1, 1 << 30),
         default=1 << 20,
         metavar="BYTES",
         help="largest request body (default 1 MiB)",
     )
     serve.add_argument(
         "--segment-bytes",
-        type=_int_in("--segment-bytes", 1, 1 << 40),
+        type=_int_in(1, 1 << 40),
         default=64 << 20,
         metavar="BYTES",
         help="size at which a new segment file starts (default 64 MiB)",
     )
     serve.add_argument(
         "--fsync-interval",
-        type=float,
+        type=_positive_seconds,
         default=1.0,
         metavar="SECONDS",
         help="seconds between two flushes of the sink to disk (default 1)",
@@ -368,22 +408,37 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.job_timeout is not None and args.executor in ("thread", "async"):
+        raise UsageError(
+            "--job-timeout needs --executor process: a running thread, or a plain function "
+            "on the event loop, cannot be stopped"
+        )
     try:
         settings = Settings.from_env(
-            workers=args.workers if args.workers is not None else None,
+            workers=args.workers,
             queue_size=args.queue_size,
             block=args.block,
             # Settings knows thread and process; async workers need no check there.
             executor=None if args.executor == "async" else args.executor,
+            put_timeout=args.put_timeout,
+            job_timeout=args.job_timeout,
+            # A flag's list stands for its variable, which is then not read.
+            strategy=args.strategy[0] if args.strategy else None,
+            chunk=1 if args.chunk else None,
         )
+        in_env = env_fields()
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    workers = args.workers or (
-        settings.workers if ENV_PREFIX + "WORKERS" in os.environ else DEFAULT_WORKERS
+    # The demo's own defaults (the seed's 20 workers, every strategy, chunk 1 and auto)
+    # apply where neither a flag nor a variable says otherwise.
+    workers = args.workers or (settings.workers if "workers" in in_env else DEFAULT_WORKERS)
+    strategies = args.strategy or (
+        [settings.resolved_strategy.name] if "strategy" in in_env else list(DEFAULT_STRATEGIES)
     )
+    chunks: list[int | None] = args.chunk or ([settings.chunk] if "chunk" in in_env else [1, None])
     plan: list[tuple[str, int]] = []
-    for strategy in args.strategy:
-        for chunk in args.chunk:
+    for strategy in strategies:
+        for chunk in chunks:
             resolved = auto_chunk(args.jobs, workers) if chunk is None else chunk
             if (strategy, resolved) not in plan:
                 plan.append((strategy, resolved))
@@ -392,20 +447,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     results: list[SeedResult] = []
     show_progress = not args.json and not args.no_progress and sys.stderr.isatty()
-    with RunProgress(total=args.jobs * len(plan), enabled=show_progress) as progress:
-        for strategy, chunk in plan:
-            result = run_seed(
-                jobs=args.jobs,
-                workers=workers,
-                strategy=strategy,
-                chunk=chunk,
-                block=settings.block,
-                queue_size=settings.queue_size,
-                executor=args.executor or settings.executor,
-                on_start=progress.follow,
-            )
-            progress.finish_one(args.jobs)
-            results.append(result)
+    try:
+        with RunProgress(total=args.jobs * len(plan), enabled=show_progress) as progress:
+            for strategy, chunk in plan:
+                result = run_seed(
+                    jobs=args.jobs,
+                    workers=workers,
+                    strategy=strategy,
+                    chunk=chunk,
+                    block=settings.block,
+                    queue_size=settings.queue_size,
+                    executor=args.executor or settings.executor,
+                    put_timeout=settings.put_timeout,
+                    job_timeout=settings.job_timeout,
+                    on_start=progress.follow,
+                )
+                progress.finish_one(args.jobs)
+                results.append(result)
+    except QueueFull as exc:
+        # Only with a put timeout: the workers did not make room in time.
+        print(f"dispatchkit run: failed: {exc} (the put timeout)", file=sys.stderr)
+        return RET_FAILED
 
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -473,26 +535,26 @@ Charts need the bench extra: pip install 'dispatchkit[bench]'.
 """
 
 
-def _list(name: str, choices: Sequence[str] | None = None) -> Callable[[str], list[str]]:
+def _list(choices: Sequence[str] | None = None) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         values = [part for part in text.replace(" ", "").split(",") if part]
         if not values:
-            raise argparse.ArgumentTypeError(f"{name} needs at least one value")
+            raise argparse.ArgumentTypeError("needs at least one value")
         for value in values:
             if choices is not None and value not in choices:
                 raise argparse.ArgumentTypeError(
-                    f"{name}: unknown value {value!r} (expected {', '.join(choices)})"
+                    f"unknown value {value!r} (expected {', '.join(choices)})"
                 )
         return values
 
     return parse
 
 
-def _int_list(name: str, low: int, high: int) -> Callable[[str], list[int]]:
-    parse_one = _int_in(name, low, high)
+def _int_list(low: int, high: int) -> Callable[[str], list[int]]:
+    parse_one = _int_in(low, high)
 
     def parse(text: str) -> list[int]:
-        return [parse_one(part) for part in _list(name)(text)]
+        return [parse_one(part) for part in _list()(text)]
 
     return parse
 
@@ -507,7 +569,7 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     add = bench.add_argument
     add(
         "--workload",
-        type=_list("--workload"),
+        type=_list(),
         default=None,
         metavar="LIST",
         help="comma-separated built-in workloads or package.module:function "
@@ -521,7 +583,7 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     add(
         "--executor",
-        type=_list("--executor", ("thread", "process", "async", "all", "auto")),
+        type=_list(("thread", "process", "async", "all", "auto")),
         default=["auto"],
         metavar="LIST",
         help="worker kinds: thread, process, async, all (every kind on every workload) or "
@@ -536,28 +598,28 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     add(
         "--workers",
-        type=_int_list("--workers", 1, MAX_WORKERS),
+        type=_int_list(1, MAX_WORKERS),
         default=None,
         metavar="LIST",
         help="worker counts to sweep (default 8)",
     )
     add(
         "--chunk",
-        type=_int_list("--chunk", 1, MAX_QUEUE_SIZE),
+        type=_int_list(1, MAX_QUEUE_SIZE),
         default=None,
         metavar="LIST",
         help="jobs per hand-off to sweep (default 1,32; 1 with --quick)",
     )
     add(
         "--jobs",
-        type=_int_in("--jobs", 1, 10**8),
+        type=_int_in(1, 10**8),
         default=None,
         help="jobs per run (default per workload: noop 20,000, cpu and mixed 600, "
         "io and skewed 300)",
     )
     add(
         "--repeat",
-        type=_int_in("--repeat", 1, 1000),
+        type=_int_in(1, 1000),
         default=None,
         help="runs per configuration; medians are reported (default 3, 2 with --quick)",
     )
@@ -680,7 +742,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             queue_size=args.queue_size,
             strategy=args.strategy,
             handler=args.job_handler,
-            token=args.token or os.environ.get(ENV_PREFIX + "TOKEN") or None,
+            token=args.token if args.token is not None else _token_from_env(),
             max_body=args.max_body,
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
@@ -699,6 +761,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
         return RET_FAILED
     return RET_OK
+
+
+def _token_from_env() -> str | None:
+    try:
+        return env_value(ENV_PREFIX + "TOKEN", "the bearer token")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- entry point -------------------------------------------------------------

@@ -106,6 +106,8 @@ def run_seed(
     block: int = DEFAULT_BLOCK,
     queue_size: int | None = None,
     executor: str = "thread",
+    put_timeout: float | None = None,
+    job_timeout: float | None = None,
     job: Callable[[int], object] = seed_job,
     on_start: Callable[[Any], None] | None = None,
     stop_timeout: float = 5.0,
@@ -118,17 +120,30 @@ def run_seed(
 
     Args:
         executor: ``thread``, ``process`` or ``async`` workers.
+        put_timeout, job_timeout: as for :class:`Dispatcher` (None: no limit).
         on_start: called with the dispatcher before the jobs are sent (used to
             show progress).
 
     Raises:
         ValueError, TypeError: an invalid setting.
+        QueueFull: an inbox stayed full past ``put_timeout``.
         Interrupted: a KeyboardInterrupt arrived; queued jobs were cancelled
             and the workers stopped within ``stop_timeout`` seconds.
     """
     if executor == "async":
         return asyncio.run(
-            _run_seed_async(jobs, workers, strategy, chunk, block, queue_size, job, on_start)
+            _run_seed_async(
+                jobs,
+                workers,
+                strategy,
+                chunk,
+                block,
+                queue_size,
+                put_timeout,
+                job_timeout,
+                job,
+                on_start,
+            )
         )
     dispatcher = Dispatcher(
         workers,
@@ -137,6 +152,8 @@ def run_seed(
         block=block,
         queue_size=queue_size,
         executor=executor,
+        put_timeout=put_timeout,
+        job_timeout=job_timeout,
     )
     try:
         if on_start is not None:
@@ -162,11 +179,19 @@ async def _run_seed_async(
     chunk: int,
     block: int,
     queue_size: int | None,
+    put_timeout: float | None,
+    job_timeout: float | None,
     job: Callable[[int], object],
     on_start: Callable[[Any], None] | None,
 ) -> SeedResult:
     dispatcher = AsyncDispatcher(
-        workers, strategy=strategy, chunk=chunk, block=block, queue_size=queue_size
+        workers,
+        strategy=strategy,
+        chunk=chunk,
+        block=block,
+        queue_size=queue_size,
+        put_timeout=put_timeout,
+        job_timeout=job_timeout,
     )
     try:
         async with dispatcher:

@@ -10,9 +10,13 @@ variable                    meaning                                default
 ``DISPATCHKIT_STRATEGY``    round_robin, batch, pull or key        ``round_robin``
 ``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker          ``1``
 ``DISPATCHKIT_BLOCK``       block size of the batch strategy       ``100``
+``DISPATCHKIT_PUT_TIMEOUT`` seconds a submit waits for room       no limit
 ``DISPATCHKIT_EXECUTOR``    thread or process workers              ``thread``
 ``DISPATCHKIT_JOB_TIMEOUT`` seconds one job may run (process)      no limit
 ==========================  =====================================  =========
+
+An argument wins over its variable. A variable that is set but empty is an error
+(not "unset"), as is a duration that is not a finite number of seconds in range.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from ._durations import MAX_SECONDS, check_seconds
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
-__all__ = ["ENV_PREFIX", "EXECUTORS", "Settings"]
+__all__ = ["ENV_PREFIX", "EXECUTORS", "Settings", "env_fields", "env_value"]
 
 #: Prefix of the environment variables read by :meth:`Settings.from_env`.
 ENV_PREFIX: Final = "DISPATCHKIT_"
@@ -77,32 +82,12 @@ class Settings:
     job_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
+        for name in _FIELD_ORDER:
+            _check_field(name, getattr(self, name))
+        if _needs_process(self.executor, self.job_timeout):
             raise ValueError(
-                f"unknown executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}"
+                "job_timeout needs process workers: a running thread cannot be stopped"
             )
-        if self.job_timeout is not None:
-            if isinstance(self.job_timeout, bool) or not isinstance(self.job_timeout, int | float):
-                raise TypeError(
-                    f"job_timeout must be a number of seconds, not {self.job_timeout!r}"
-                )
-            if not self.job_timeout > 0:
-                raise ValueError(f"job_timeout must be more than 0, got {self.job_timeout}")
-            if self.executor == "thread":
-                raise ValueError(
-                    "job_timeout needs process workers: a running thread cannot be stopped"
-                )
-        _check_int("workers", self.workers, MAX_WORKERS)
-        _check_int("chunk", self.chunk, MAX_QUEUE_SIZE)
-        _check_int("queue_size", self.queue_size, MAX_QUEUE_SIZE)
-        _check_int("block", self.block, MAX_QUEUE_SIZE)
-        if self.put_timeout is not None:
-            if isinstance(self.put_timeout, bool) or not isinstance(self.put_timeout, int | float):
-                raise TypeError(
-                    f"put_timeout must be a number of seconds, not {self.put_timeout!r}"
-                )
-            if not self.put_timeout >= 0:
-                raise ValueError(f"put_timeout must be 0 or more, got {self.put_timeout}")
         object.__setattr__(self, "strategy", parse_strategy(self.strategy, block=self.block))
 
     @property
@@ -137,27 +122,117 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``DISPATCHKIT_*`` variables; ``overrides`` that are not None win.
 
+        Every value is read first, each checked on its own, then the whole combination
+        once (a job timeout from the environment is valid with ``executor="process"``
+        given as an argument).
+
         Raises:
-            ValueError: a variable holds something that is not a valid value; the
-                message names the variable.
+            ValueError: a variable is empty or holds something that is not a valid
+                value, or the values do not go together; the message names the
+                variable or the argument at fault.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {name: v for name, v in overrides.items() if v is not None}
+        from_variables: dict[str, str] = {}
         for name, parse in _ENV_FIELDS.items():
+            if name in values:  # an argument wins: the variable is not read
+                continue
             variable = ENV_PREFIX + name.upper()
-            raw = env.get(variable)
-            if raw is None or raw.strip() == "" or overrides.get(name) is not None:
+            raw = env_value(variable, _ENV_EXPECTED[name], env)
+            if raw is None:
                 continue
             try:
-                values[name] = parse(raw.strip())
-                cls(**{name: values[name]})  # check it alone, to name the variable
+                values[name] = parse(raw)
+                _check_field(name, values[name])
             except (ValueError, TypeError) as exc:
                 raise ValueError(
                     f"{variable}={raw!r} is not valid: expected {_ENV_EXPECTED[name]}"
                 ) from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
+            from_variables[name] = f"{variable}={raw!r}"
+        if _needs_process(values.get("executor", "thread"), values.get("job_timeout")):
+
+            def origin(name: str) -> str:
+                if name in from_variables:
+                    return from_variables[name]
+                if name in values:
+                    return f"{name}={values[name]!r}"
+                return f"{name} is {getattr(cls(), name)!r} (the default)"
+
+            raise ValueError(
+                f"{origin('job_timeout')} needs process workers, but {origin('executor')}: "
+                "a running thread cannot be stopped"
+            )
         return cls(**values)
 
+
+def env_value(variable: str, expected: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of an environment variable, stripped; None when it is not set.
+
+    An empty value is an error rather than "unset": a setting that is silently
+    ignored is worse than one refused.
+
+    Args:
+        variable: its name, e.g. ``DISPATCHKIT_WORKERS``.
+        expected: what a valid value is, for the message ("a whole number ...").
+        environ: where to look (default ``os.environ``).
+
+    Raises:
+        ValueError: the variable is set but empty (or only blanks).
+    """
+    raw = (os.environ if environ is None else environ).get(variable)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ValueError(f"{variable} is empty: unset it or give {expected}")
+    return raw.strip()
+
+
+def env_fields(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The names of the settings a ``DISPATCHKIT_*`` variable gives (set, even if empty)."""
+    env = os.environ if environ is None else environ
+    return frozenset(name for name in _ENV_FIELDS if ENV_PREFIX + name.upper() in env)
+
+
+def _needs_process(executor: object, job_timeout: object) -> bool:
+    """Whether a job timeout is asked of thread workers, which cannot be stopped."""
+    return job_timeout is not None and executor == "thread"
+
+
+def _check_field(name: str, value: object) -> None:
+    """Check one setting on its own (what it goes with is checked afterwards).
+
+    Raises:
+        ValueError, TypeError: the value is not valid for ``name``.
+    """
+    if name == "executor":
+        if value not in EXECUTORS:
+            raise ValueError(f"unknown executor {value!r}: choose one of {', '.join(EXECUTORS)}")
+    elif name == "strategy":
+        parse_strategy(cast("Strategy | str", value))  # it raises TypeError for others
+    elif name in _INT_LIMITS:
+        _check_int(name, value, _INT_LIMITS[name])
+    elif value is not None:  # put_timeout, job_timeout: None means no limit
+        check_seconds(name, value, zero_ok=name == "put_timeout")
+
+
+#: The order in which the fields are checked (the first error is reported).
+_FIELD_ORDER: Final = (
+    "executor",
+    "job_timeout",
+    "workers",
+    "chunk",
+    "queue_size",
+    "block",
+    "put_timeout",
+    "strategy",
+)
+
+_INT_LIMITS: Final = {
+    "workers": MAX_WORKERS,
+    "chunk": MAX_QUEUE_SIZE,
+    "queue_size": MAX_QUEUE_SIZE,
+    "block": MAX_QUEUE_SIZE,
+}
 
 _ENV_FIELDS: Final = {
     "workers": int,
@@ -175,9 +250,10 @@ _ENV_EXPECTED: Final = {
     "strategy": "round_robin, batch, pull or key",
     "chunk": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
     "block": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
-    "put_timeout": "a number of seconds, 0 or more",
+    "put_timeout": f"a finite number of seconds from 0 to {MAX_SECONDS:,g}",
     "executor": "thread or process",
-    "job_timeout": "a number of seconds, more than 0 (process workers only)",
+    "job_timeout": f"a finite number of seconds > 0, at most {MAX_SECONDS:,g} "
+    "(process workers only)",
 }
 
 

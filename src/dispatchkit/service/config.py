@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from dispatchkit._durations import check_seconds
+
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
@@ -71,6 +73,7 @@ class ServeConfig:
 
     Raises:
         ValueError: a value out of range, with a message naming it.
+        TypeError: a duration that is not a number.
     """
 
     sink: Path | None = None
@@ -110,11 +113,7 @@ class ServeConfig:
             raise ValueError(f"max_body must be at least 1 byte, got {self.max_body}")
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be at least 1 byte, got {self.segment_bytes}")
-        if not 0 < self.fsync_interval <= MAX_FSYNC_INTERVAL:
-            raise ValueError(
-                f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
-                f"got {self.fsync_interval}"
-            )
+        check_seconds("fsync_interval", self.fsync_interval, maximum=MAX_FSYNC_INTERVAL)
         if self.executor not in EXECUTORS:
             raise ValueError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
