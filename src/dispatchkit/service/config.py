@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
     "DEFAULT_SEGMENT_BYTES",
     "EXECUTORS",
     "INTERFACES",
+    "MAX_DRAIN_TIMEOUT",
     "MAX_FSYNC_INTERVAL",
     "ServeConfig",
 ]
@@ -33,6 +35,12 @@ DEFAULT_FSYNC_INTERVAL: Final = 1.0
 
 #: Longest flush interval accepted, in seconds (a day): beyond, a typo is likelier.
 MAX_FSYNC_INTERVAL: Final = 86400.0
+
+#: Seconds a signal waits for open requests before their connections are closed.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+
+#: Longest drain deadline accepted, in seconds (a day).
+MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,9 @@ class ServeConfig:
         access_log: log one structured line per request (costs throughput).
         interface: how granian calls the application: ``rsgi`` (its own
             interface, the faster) or ``asgi``.
+        drain_timeout: seconds SIGTERM or SIGINT waits for the open requests;
+            then their connections are closed, and the payloads already
+            accepted are still written.
 
     Raises:
         ValueError: a value out of range, with a message naming it.
@@ -91,6 +102,7 @@ class ServeConfig:
     queue: str = "ingest"
     namespace: str = "dispatchkit"
     job: str = "dispatchkit.payload"
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
     def __post_init__(self) -> None:
         chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
@@ -114,6 +126,11 @@ class ServeConfig:
             raise ValueError(
                 f"fsync_interval must be more than 0 and at most {MAX_FSYNC_INTERVAL:g} s, "
                 f"got {self.fsync_interval}"
+            )
+        if not 0 <= self.drain_timeout <= MAX_DRAIN_TIMEOUT:  # nan fails too
+            raise ValueError(
+                f"drain_timeout must be at least 0 and at most {MAX_DRAIN_TIMEOUT:g} s, "
+                f"got {self.drain_timeout}"
             )
         if self.executor not in EXECUTORS:
             raise ValueError(
