@@ -7,8 +7,11 @@ connection, SIGTERM and SIGKILL.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +168,31 @@ def test_the_worker_process_dies_with_a_killed_main_process_and_the_port_is_free
     assert second.post([4]) == 202
     assert second.stop() == 0
     assert sorted(sink_ids(sink)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize(
+    ("flag", "env"),
+    [("nan", None), ("-1", None), ("inf", None), ("soon", None), (None, "abc"), (None, "-2")],
+)
+def test_a_bad_drain_timeout_is_one_line_and_exit_2(
+    tmp_path: Path, command: str, flag: str | None, env: str | None
+) -> None:
+    where = (
+        ["--sink", str(tmp_path / "sink"), "--port", "0"]
+        if command == "serve"
+        else ["--redis", "redis://127.0.0.1:1/0"]
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "dispatchkit", command, *where]
+        + ([] if flag is None else [f"--drain-timeout={flag}"]),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **({} if env is None else {"DISPATCHKIT_DRAIN_TIMEOUT": env})},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "DRAIN_TIMEOUT" in lines[0].upper().replace("-", "_"), lines

@@ -244,7 +244,8 @@ def _probe(host: str, port: int) -> int:
 def create_app() -> _Service:
     """Build the service in granian's worker process, from :data:`CONFIG_ENV`."""
     configure_logging()
-    die_with_parent(int(os.environ[PARENT_ENV]))
+    if PARENT_ENV in os.environ:  # set by serve(); absent when granian is run by hand
+        die_with_parent(int(os.environ[PARENT_ENV]))
     settings: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
     if settings["sink"] is not None:
         settings["sink"] = Path(settings["sink"])
@@ -416,7 +417,7 @@ class _Service:
     async def _drain_now(self) -> None:
         """Write what was accepted, then exit: that closes the open connections."""
         closed = open_connections(self._config.port)
-        orphaned = os.getppid() != int(os.environ[PARENT_ENV])
+        orphaned = os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid()))
         self._log_draining()
         watchdog = threading.Timer(FLUSH_GRACE, self._give_up)
         watchdog.daemon = True
