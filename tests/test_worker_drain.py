@@ -40,15 +40,17 @@ def _pending(client: Any, namespace: str) -> dict[str, int]:
     return {c["name"].decode(): int(c["pending"]) for c in summary["consumers"]}
 
 
-@pytest.mark.parametrize("executor", ["thread", "process"])
+@pytest.mark.parametrize("executor", ["thread", "process", "async"])
 def test_a_job_still_running_at_the_drain_deadline_is_left_for_another_worker(
     workers: Workers, redis_url: str, namespace: str, client: Any, executor: str
 ) -> None:
-    leaving = workers.start("--drain-timeout", str(DEADLINE), "--executor", executor, concurrency=1)
+    options = ("--drain-timeout", str(DEADLINE), "--executor", executor, "--import", "drain_jobs")
+    leaving = workers.start(*options, concurrency=1)
     log = f"{namespace}:log"
     d = RedisDispatcher(redis_url, QUEUE, namespace=namespace)
     try:
-        d.submit(jobs.record, log, 7, 30.0)  # far longer than the deadline
+        # Far longer than the deadline.
+        d.submit("t.async_started" if executor == "async" else "t.record", log, 7, 30.0)
         wait_for(lambda: len(runs(client, log)) == 1, 20)
         (holder,) = _pending(client, namespace)
 
@@ -68,7 +70,7 @@ def test_a_job_still_running_at_the_drain_deadline_is_left_for_another_worker(
         # Not acknowledged: still pending, in the leaving worker's name ...
         assert _pending(client, namespace) == {holder: 1}
         # ... so another worker claims it and runs it again.
-        workers.start("--drain-timeout", str(DEADLINE), concurrency=1)
+        workers.start(*options, concurrency=1)
         wait_for(lambda: len(runs(client, log)) == 2, 20)
         assert [value for value, _ in runs(client, log)] == [7, 7]
         assert holder not in _pending(client, namespace)
