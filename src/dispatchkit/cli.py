@@ -1,7 +1,8 @@
 """The ``dispatchkit`` command. It parses arguments and calls public functions; no logic.
 
 Exit codes: 0 success, 1 a failure while running, 2 bad input (a wrong flag,
-setting or environment variable), 130 interrupted.
+setting or environment variable), 3 ``serve`` or ``worker`` stopped at its
+drain deadline (--drain-timeout) with work still open, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ __all__ = ["main"]
 RET_OK: Final = 0
 RET_FAILED: Final = 1
 RET_USAGE: Final = 2
+RET_DRAIN_DEADLINE: Final = 3
 RET_INTERRUPTED: Final = 130
 
 #: Worker kinds every command that runs jobs accepts with --executor.
 EXECUTOR_CHOICES: Final = ("thread", "process", "async")
+
+#: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up on it.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+#: Longest --drain-timeout accepted, in seconds (a day).
+MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
 class UsageError(Exception):
@@ -90,6 +97,40 @@ def _seconds(*, zero_ok: bool = False, maximum: float = MAX_SECONDS) -> Callable
 _positive_seconds: Final = _seconds()
 #: The argparse type of a duration flag where 0 means "do not wait".
 _non_negative_seconds: Final = _seconds(zero_ok=True)
+
+
+def _add_drain_timeout(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds(zero_ok=True, maximum=MAX_DRAIN_TIMEOUT),
+        default=None,
+        metavar="SECONDS",
+        help=f"seconds SIGTERM or SIGINT waits for {what}, then gives up on them and "
+        f"exits {RET_DRAIN_DEADLINE} (default {ENV_PREFIX}DRAIN_TIMEOUT or "
+        f"{DEFAULT_DRAIN_TIMEOUT:g})",
+    )
+
+
+def _drain_timeout(args: argparse.Namespace) -> float:
+    """--drain-timeout, else its environment variable, else the default.
+
+    Raises:
+        UsageError: the environment variable is not a valid number of seconds.
+    """
+    if args.drain_timeout is not None:
+        value: float = args.drain_timeout
+        return value
+    variable = ENV_PREFIX + "DRAIN_TIMEOUT"
+    try:
+        text = env_value(variable, "a number of seconds")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if text is None:
+        return DEFAULT_DRAIN_TIMEOUT
+    try:
+        return parse_seconds(text, zero_ok=True, maximum=MAX_DRAIN_TIMEOUT)
+    except ValueError as exc:
+        raise UsageError(f"{variable} {exc}") from None
 
 
 def _strategies(text: str) -> list[str]:
@@ -237,7 +278,8 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="run jobs from a Redis queue (on this or any other host)",
         description="Run the registered jobs published to a Redis queue until SIGTERM or "
         "Ctrl-C, which drain: jobs in hand finish and are acknowledged, then it exits 0. "
-        "Needs dispatchkit[redis].",
+        f"Jobs still running at --drain-timeout are left unacknowledged, for other workers "
+        f"to claim, and it exits {RET_DRAIN_DEADLINE}. Needs dispatchkit[redis].",
     )
     worker.add_argument("--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB")
     worker.add_argument("--queue", default="default", help="the queue's name (default 'default')")
@@ -288,6 +330,7 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=3,
         help="deliveries of one job before it is dead-lettered (default 3)",
     )
+    _add_drain_timeout(worker, "the jobs in hand")
     worker.set_defaults(handler=_cmd_worker)
 
 
@@ -299,7 +342,9 @@ and answers 202 with the number of payloads accepted; each payload becomes a job
 that appends it to NDJSON segment files in --sink (or calls --handler). A full
 queue answers 503 with Retry-After; all payloads of a request are accepted
 together or not at all. GET /healthz and GET /metrics (Prometheus) too.
-SIGTERM or SIGINT stops intake, drains the queue into the sink and exits 0.
+SIGTERM or SIGINT stops intake, drains the queue into the sink and exits 0;
+requests still open after --drain-timeout have their connections closed, the
+queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}.
 The bearer token may come from {ENV_PREFIX}TOKEN.
 """
 
@@ -401,6 +446,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         default="rsgi",
         help="how the server calls the app: rsgi, granian's own (faster), or asgi (default rsgi)",
     )
+    _add_drain_timeout(serve, "open requests")
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -493,6 +539,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         "heartbeat": args.heartbeat,
         "visibility_timeout": args.visibility_timeout,
         "max_attempts": args.max_attempts,
+        "drain_timeout": _drain_timeout(args),
     }
     if args.namespace:
         options["namespace"] = args.namespace
@@ -510,11 +557,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"dispatchkit worker: {exc}", file=sys.stderr)
         return RET_FAILED
-    print(
-        f"dispatchkit worker: stopped: {report.succeeded} succeeded, {report.failed} failed, "
-        f"{report.dead_lettered} dead-lettered",
-        file=sys.stderr,
+    counts = (
+        f"{report.succeeded} succeeded, {report.failed} failed, "
+        f"{report.dead_lettered} dead-lettered"
     )
+    if report.abandoned:
+        print(
+            f"dispatchkit worker: drain deadline passed: {report.abandoned} entries left "
+            f"unacknowledged for other workers to claim; {counts}",
+            file=sys.stderr,
+        )
+        return RET_DRAIN_DEADLINE
+    print(f"dispatchkit worker: stopped: {counts}", file=sys.stderr)
     return RET_OK
 
 
@@ -752,15 +806,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             queue=args.queue,
             namespace=args.namespace,
             job=args.job,
+            drain_timeout=_drain_timeout(args),
         )
         service.configure_logging()
-        service.serve(config)
+        clean = service.serve(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except (OSError, RuntimeError) as exc:
         print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
         return RET_FAILED
-    return RET_OK
+    # The worker logged the final line: stopped, or what the deadline cut short.
+    return RET_OK if clean else RET_DRAIN_DEADLINE
 
 
 def _token_from_env() -> str | None:

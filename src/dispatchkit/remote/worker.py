@@ -86,6 +86,8 @@ class WorkerReport:
     failed: int
     dead_lettered: int
     claimed: int
+    #: Entries still held at the drain deadline, left unacknowledged for others to claim.
+    abandoned: int = 0
 
 
 class RedisWorker:
@@ -113,6 +115,9 @@ class RedisWorker:
             worker claims it (XAUTOCLAIM), whatever its holder's heartbeat says.
         max_attempts: deliveries of one entry before it is dead-lettered.
         partitions: partitions of the key strategy.
+        drain_timeout: seconds :meth:`stop` waits for the jobs in hand (None:
+            as long as they take); past it, the entries still held are left
+            unacknowledged, for other workers to claim, and :meth:`run` returns.
 
     Raises:
         ValueError: a bad argument (unknown executor, non-positive numbers, bad URL).
@@ -134,6 +139,7 @@ class RedisWorker:
         visibility_timeout: float = 60.0,
         max_attempts: int = 3,
         partitions: int = DEFAULT_PARTITIONS,
+        drain_timeout: float | None = None,
     ) -> None:
         for what, value in (
             ("concurrency", concurrency),
@@ -145,6 +151,9 @@ class RedisWorker:
                 raise ValueError(f"{what} must be at least 1, got {value}")
         if heartbeat <= 0 or visibility_timeout <= 0:
             raise ValueError("heartbeat and visibility_timeout must be positive")
+        if drain_timeout is not None and not 0 <= drain_timeout < math.inf:  # nan fails too
+            raise ValueError(f"drain_timeout must be a number of seconds, got {drain_timeout}")
+        self._drain_timeout = drain_timeout
         self.name = name or default_consumer_name()
         self._runner: JobRunner = make_runner(executor, concurrency)
         self._executor = executor
@@ -176,6 +185,10 @@ class RedisWorker:
         # (entry, reply stream, encoded outcome, (jobs succeeded, jobs failed))
         self._done: SimpleQueue[tuple[Delivery, str, bytes, tuple[int, int]] | None] = SimpleQueue()
         self._stopping = threading.Event()
+        self._stop_asked: float | None = None  # time.monotonic() of the first stop()
+        # Past the drain deadline: outcomes of jobs still running are dropped, so
+        # their entries stay pending for other workers.
+        self._abandoning = threading.Event()
         self._beat_stop = threading.Event()
         self._succeeded = self._failed = self._dead = self._claimed = 0
 
@@ -184,8 +197,11 @@ class RedisWorker:
     def stop(self) -> None:
         """Ask the worker to stop: it reads no more, finishes and acknowledges what it holds.
 
-        Safe to call from a signal handler and more than once.
+        Safe to call from a signal handler and more than once; the drain deadline
+        counts from the first call.
         """
+        if self._stop_asked is None:
+            self._stop_asked = time.monotonic()
         self._stopping.set()
 
     def run(self) -> WorkerReport:
@@ -207,28 +223,82 @@ class RedisWorker:
         beat = threading.Thread(target=self._beat_loop, name=f"{self.name}-heartbeat", daemon=True)
         acker.start()
         beat.start()
+        abandoned = 0
         try:
             self._fetch_loop()
             # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
-            with self._room:
-                while self._held_count:
-                    self._room.wait(0.1)
+            abandoned = self._wait_for_held()
         finally:
             # Heartbeats first: a claim after the drain would hand the runner work
             # it no longer takes.
             self._beat_stop.set()
             beat.join()
-            self._runner.shutdown(wait=True)
+            self._runner.shutdown(wait=not abandoned)
+            if abandoned and self._runner.pool is not None:
+                # Worker processes running past the deadline are killed: the
+                # outcomes they end with are dropped, as the jobs did not finish.
+                self._runner.pool.stop(cancel=True, timeout=0)
             self._done.put(None)
             acker.join()
-            self._unregister()
+            if abandoned:
+                self._abandon()
+            else:
+                self._unregister()
             self._transport.close()
-        report = WorkerReport(self.name, self._succeeded, self._failed, self._dead, self._claimed)
-        logger.info(
-            "worker %s stopped: %d succeeded, %d failed, %d dead-lettered, %d claimed",
-            *(report.name, report.succeeded, report.failed, report.dead_lettered, report.claimed),
+        report = WorkerReport(
+            self.name, self._succeeded, self._failed, self._dead, self._claimed, abandoned
         )
+        counts = (report.succeeded, report.failed, report.dead_lettered, report.claimed)
+        if abandoned:
+            logger.warning(
+                "worker %s: drain deadline passed after %g s: %d entries left unacknowledged "
+                "for other workers to claim; %d succeeded, %d failed, %d dead-lettered, "
+                "%d claimed",
+                *(report.name, self._drain_timeout, abandoned, *counts),
+            )
+        else:
+            logger.info(
+                "worker %s stopped: %d succeeded, %d failed, %d dead-lettered, %d claimed",
+                *(report.name, *counts),
+            )
         return report
+
+    def _wait_for_held(self) -> int:
+        """Wait until every held entry is acknowledged, or the drain deadline passes.
+
+        Returns:
+            How many entries are still held at the deadline (0: all were done).
+        """
+        deadline = (
+            math.inf
+            if self._drain_timeout is None
+            else (self._stop_asked or time.monotonic()) + self._drain_timeout
+        )
+        with self._room:
+            while self._held_count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # From now on a job that ends is not acknowledged: its entry
+                    # stays pending, so another worker runs it (at least once).
+                    self._abandoning.set()
+                    return self._held_count
+                self._room.wait(min(0.1, left))
+        return 0
+
+    def _abandon(self) -> None:
+        """Leave at the drain deadline: the held entries stay pending, for others to claim.
+
+        The worker stays in the registry with its last heartbeat, so the others
+        take it for dead and claim its entries, and its partitions' leases are
+        given up, so their new holders take those at once.
+        """
+        try:
+            with translate_errors("leaving at the drain deadline"):
+                for stream in list(self._leases):
+                    self._release(keys=[stream_lease(self, stream)], args=[self.name])
+                self._transport.client.srem(self.keys.draining, self.name)
+        except TransportError:
+            logger.warning("worker %s: could not give up its leases", self.name, exc_info=True)
 
     # -- registration --------------------------------------------------------------
 
@@ -385,6 +455,8 @@ class RedisWorker:
 
     def _finish(self, delivery: Delivery, job: EncodedJob, called: Called) -> None:
         """Hand the outcome to the acker (a job without ``reply_to`` wants none)."""
+        if self._abandoning.is_set():
+            return  # past the drain deadline: the entry is left for another worker
         value, ok, counts = called
         if not job.reply_to:
             # Fire and forget (an ingest service's payload): nobody reads an

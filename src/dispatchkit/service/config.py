@@ -9,11 +9,13 @@ from typing import Final
 from dispatchkit._durations import check_seconds
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
     "DEFAULT_SEGMENT_BYTES",
     "EXECUTORS",
     "INTERFACES",
+    "MAX_DRAIN_TIMEOUT",
     "MAX_FSYNC_INTERVAL",
     "ServeConfig",
 ]
@@ -35,6 +37,12 @@ DEFAULT_FSYNC_INTERVAL: Final = 1.0
 
 #: Longest flush interval accepted, in seconds (a day): beyond, a typo is likelier.
 MAX_FSYNC_INTERVAL: Final = 86400.0
+
+#: Seconds a signal waits for open requests before their connections are closed.
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+
+#: Longest drain deadline accepted, in seconds (a day).
+MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,9 @@ class ServeConfig:
         access_log: log one structured line per request (costs throughput).
         interface: how granian calls the application: ``rsgi`` (its own
             interface, the faster) or ``asgi``.
+        drain_timeout: seconds SIGTERM or SIGINT waits for the open requests;
+            then their connections are closed, and the payloads already
+            accepted are still written.
 
     Raises:
         ValueError: a value out of range, with a message naming it.
@@ -94,6 +105,7 @@ class ServeConfig:
     queue: str = "ingest"
     namespace: str = "dispatchkit"
     job: str = "dispatchkit.payload"
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
     def __post_init__(self) -> None:
         chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
@@ -114,6 +126,7 @@ class ServeConfig:
         if self.segment_bytes < 1:
             raise ValueError(f"segment_bytes must be at least 1 byte, got {self.segment_bytes}")
         check_seconds("fsync_interval", self.fsync_interval, maximum=MAX_FSYNC_INTERVAL)
+        check_seconds("drain_timeout", self.drain_timeout, zero_ok=True, maximum=MAX_DRAIN_TIMEOUT)
         if self.executor not in EXECUTORS:
             raise ValueError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"

@@ -3,29 +3,38 @@
     dispatchkit serve (granian's main process) ── fork ──▶ worker process
         checks the settings, the handler           create_app(): Dispatcher, sink, IngestApp
         and the address; on SIGTERM/SIGINT         HTTP I/O in granian's Rust threads,
-        stops the worker and waits for it          the app on the worker's event loop
+        stops the worker and waits for it,         the app on the worker's event loop;
+        at most --drain-timeout (shutdown.py)      dies with the main process
 
 granian was chosen by measurement (README): its HTTP I/O runs outside the GIL,
 and its own interface, RSGI, costs less per request than ASGI. Shutdown order
 (STYLE.md, practice 3): granian stops accepting; then the RSGI ``__rsgi_del__``
 hook (or the ASGI lifespan shutdown) joins the dispatcher, so every queued
 payload job runs, and closes the sink, which writes and fsyncs what it buffers.
-Every payload answered 202 is then on disk.
+Every payload answered 202 is then on disk. granian runs that hook only once
+every open connection has ended: a client that never finishes its request
+would hold the service forever, so past ``--drain-timeout`` the main process
+tells the worker to drain at once (shutdown.py); the worker writes what it
+accepted and exits, which closes the connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
+import multiprocessing
 import os
 import socket
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.server import MPServer
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
@@ -36,6 +45,13 @@ from .config import ServeConfig
 from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
+from .shutdown import (
+    DRAIN_DEADLINE_EXIT,
+    DRAIN_NOW,
+    FLUSH_GRACE,
+    die_with_parent,
+    open_connections,
+)
 from .sink import SegmentSink
 
 if TYPE_CHECKING:
@@ -47,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable that carries the settings to the worker process.
 CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
+#: Environment variable that carries the main process's pid to the worker.
+PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
 
 
 #: How granian runs the service: one worker process, uvloop, HTTP/1.1, RSGI
@@ -64,16 +82,21 @@ GRANIAN_OPTIONS: Final[dict[str, Any]] = {
 }
 
 
-def serve(config: ServeConfig) -> None:
+def serve(config: ServeConfig) -> bool:
     """Serve until SIGTERM or SIGINT, then drain the queue and flush the sink.
 
     The settings, the handler and the address are checked here, before the
     worker process starts, so that mistakes get a clear error.
 
+    Returns:
+        True after a clean drain; False when requests were still open at the
+        drain deadline and their connections were closed (the payloads
+        accepted are written all the same).
+
     Raises:
         ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
         OSError: the address cannot be bound or the sink directory created.
-        RuntimeError: the worker process died.
+        RuntimeError: the worker process died, or failed to drain.
     """
     choose_executor(config)
     # Checked without starting threads: granian forks this process.
@@ -90,8 +113,10 @@ def serve(config: ServeConfig) -> None:
         "sink": None if config.sink is None else str(config.sink),
     }
     os.environ[CONFIG_ENV] = json.dumps(settings)
-    server = Granian(
+    os.environ[PARENT_ENV] = str(os.getpid())
+    server = _Server(
         f"{__name__}:create_app",
+        drain_timeout=config.drain_timeout,
         address=config.host,
         port=port,
         **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface)},
@@ -103,6 +128,47 @@ def serve(config: ServeConfig) -> None:
             raise RuntimeError(
                 f"the server's worker process failed (exit code {exc.code})"
             ) from None
+    codes = server.worker_exit_codes()
+    failed = [code for code in codes if code not in (0, DRAIN_DEADLINE_EXIT)]
+    if failed:
+        raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
+    return DRAIN_DEADLINE_EXIT not in codes
+
+
+class _Server(MPServer):
+    """granian's server, whose stop waits for open requests at most ``drain_timeout``.
+
+    At the deadline the worker gets :data:`DRAIN_NOW`: it writes what it accepted
+    and exits with :data:`DRAIN_DEADLINE_EXIT`. granian's ``workers_kill_timeout``
+    SIGKILLs it only if it did not manage that within :data:`FLUSH_GRACE`.
+    """
+
+    def __init__(self, target: str, *, drain_timeout: float, **options: Any) -> None:
+        kill_after = math.ceil(drain_timeout + FLUSH_GRACE) + 1
+        super().__init__(target, workers_kill_timeout=kill_after, **options)
+        self._drain_timeout = drain_timeout
+        self._deadline: threading.Timer | None = None
+        self._workers: list[multiprocessing.process.BaseProcess] = []
+
+    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+        if self._deadline is None:  # the first signal starts the clock
+            self._workers = multiprocessing.active_children()
+            self._deadline = threading.Timer(self._drain_timeout, self._deadline_passed)
+            self._deadline.daemon = True
+            self._deadline.start()
+        super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _deadline_passed(self) -> None:
+        for worker in self._workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # it just ended
+                    os.kill(worker.pid, DRAIN_NOW)
+
+    def worker_exit_codes(self) -> list[int | None]:
+        """How the worker processes ended, once :meth:`serve` returned."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        return [worker.exitcode for worker in self._workers]
 
 
 def choose_executor(config: ServeConfig) -> str:
@@ -178,6 +244,8 @@ def _probe(host: str, port: int) -> int:
 def create_app() -> _Service:
     """Build the service in granian's worker process, from :data:`CONFIG_ENV`."""
     configure_logging()
+    if PARENT_ENV in os.environ:  # set by serve(); absent when granian is run by hand
+        die_with_parent(int(os.environ[PARENT_ENV]))
     settings: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
     if settings["sink"] is not None:
         settings["sink"] = Path(settings["sink"])
@@ -226,6 +294,9 @@ class _Service:
         #: The task that holds the AsyncDispatcher's ``async with`` open.
         self._owner: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
+        #: Set once a drain began: the ordinary one, or :meth:`_drain_now`.
+        self._drain_begun = False
+        self._drain_now_task: asyncio.Task[None] | None = None
         self._metrics = ServiceMetrics(target)
         self._app = IngestApp(
             target,
@@ -241,11 +312,16 @@ class _Service:
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Before granian runs its loop: the workers are up before any request.
         loop.run_until_complete(self._start_workers())
+        loop.add_signal_handler(DRAIN_NOW, self._on_drain_now)
         self._log_listening()
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         # granian calls this once its loop stopped serving; requests that still
         # reach the app while the asyncio workers finish get 503 "closing".
+        if self._drain_now_task is not None:
+            loop.run_until_complete(self._drain_now_task)  # it ends the process
+            return
+        self._drain_begun = True
         self._log_draining()
         try:
             loop.run_until_complete(self._stop_workers())
@@ -291,9 +367,14 @@ class _Service:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._start_workers()
+                asyncio.get_running_loop().add_signal_handler(DRAIN_NOW, self._on_drain_now)
                 self._log_listening()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._drain_now_task is not None:
+                    await self._drain_now_task  # it ends the process
+                    return
+                self._drain_begun = True
                 self._log_draining()
                 try:
                     await self._stop_workers()
@@ -327,15 +408,54 @@ class _Service:
             },
         )
 
-    def _log_draining(self) -> None:
-        if self._dispatcher is None:
-            logger.info("draining", extra={"queued": 0})  # the remote workers have them
-            return
-        stats = self._dispatcher.stats()
-        queued = stats.submitted - stats.succeeded - stats.failed - stats.cancelled
-        logger.info("draining", extra={"queued": queued})
+    def _on_drain_now(self) -> None:
+        # DRAIN_NOW: the drain deadline passed, or the main process died.
+        if not self._drain_begun:  # else the ordinary drain runs: no connection is left
+            self._drain_begun = True
+            self._drain_now_task = asyncio.get_running_loop().create_task(self._drain_now())
 
-    def _drain(self) -> None:
+    async def _drain_now(self) -> None:
+        """Write what was accepted, then exit: that closes the open connections."""
+        closed = open_connections(self._config.port)
+        orphaned = os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid()))
+        self._log_draining()
+        watchdog = threading.Timer(FLUSH_GRACE, self._give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            await self._stop_workers()
+            await asyncio.to_thread(
+                self._drain, "main process gone" if orphaned else "drain deadline passed", closed
+            )
+        except BaseException:
+            logger.critical("the drain failed", exc_info=True)
+            os._exit(1)
+        os._exit(DRAIN_DEADLINE_EXIT)
+
+    def _give_up(self) -> None:
+        logger.critical(
+            "accepted payloads still unwritten %g s after the drain deadline; exiting",
+            FLUSH_GRACE,
+            extra={"queued": self._queued()},
+        )
+        os._exit(1)
+
+    def _queued(self) -> int:
+        if self._dispatcher is None:
+            return 0  # the remote workers have them
+        stats = self._dispatcher.stats()
+        return stats.submitted - stats.succeeded - stats.failed - stats.cancelled
+
+    def _log_draining(self) -> None:
+        logger.info("draining", extra={"queued": self._queued()})
+
+    def _drain(self, cut_short: str | None = None, closed: int | None = None) -> None:
+        """Run what is queued, close the sink, log the final line.
+
+        Args:
+            cut_short: why the drain did not wait for the open requests (None: it did).
+            closed: how many connections were then closed (None: not known).
+        """
         if isinstance(self._dispatcher, Dispatcher):
             self._dispatcher.join()
         if self._sink is not None:
@@ -346,4 +466,13 @@ class _Service:
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         if self._sink is not None:
             counts["lines_written"] = self._sink.lines_written
-        logger.info("stopped", extra={"accepted": self._metrics.payloads_accepted, **counts})
+        facts: dict[str, Any] = {"accepted": self._metrics.payloads_accepted, **counts}
+        if cut_short is None:
+            logger.info("stopped", extra=facts)
+            return
+        logger.warning(
+            "%s: %s connections closed",
+            cut_short,
+            "the open" if closed is None else closed,
+            extra={**facts, "connections_closed": closed, "exit_code": DRAIN_DEADLINE_EXIT},
+        )
