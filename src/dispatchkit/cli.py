@@ -1,7 +1,8 @@
 """The ``dispatchkit`` command. It parses arguments and calls public functions; no logic.
 
 Exit codes: 0 success, 1 a failure while running, 2 bad input (a wrong flag,
-setting or environment variable), 130 interrupted.
+setting or environment variable), 3 (serve) payloads answered 202 could not be
+stored, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ RET_OK: Final = 0
 RET_FAILED: Final = 1
 RET_USAGE: Final = 2
 RET_INTERRUPTED: Final = 130
+#: serve: payloads answered 202 could not be stored (an fsync failed).
+RET_UNSTORED: Final = 3
 
 #: Worker kinds every command that runs jobs accepts with --executor.
 EXECUTOR_CHOICES: Final = ("thread", "process", "async")
@@ -310,6 +313,20 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument(
         "--token", default=None, help=f"bearer token required to post ({ENV_PREFIX}TOKEN)"
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=None,
+        help=f"bearer token required on GET /metrics ({ENV_PREFIX}METRICS_TOKEN; "
+        "default: /metrics is open)",
+    )
+    serve.add_argument(
+        "--max-depth",
+        type=_int_in("--max-depth", 3, 512),  # the service's MAX_MAX_DEPTH
+        default=64,
+        metavar="LEVELS",
+        help="deepest nesting of arrays and objects in a request body, the body's own "
+        "object counting 1; deeper bodies get 400 (default 64, at most 512)",
     )
     serve.add_argument(
         "--max-body",
@@ -681,6 +698,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             handler=args.job_handler,
             token=args.token or os.environ.get(ENV_PREFIX + "TOKEN") or None,
+            metrics_token=args.metrics_token
+            or os.environ.get(ENV_PREFIX + "METRICS_TOKEN")
+            or None,
+            max_depth=args.max_depth,
             max_body=args.max_body,
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
@@ -695,6 +716,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         service.serve(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except service.UnstoredPayloads as exc:
+        print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
+        return RET_UNSTORED
     except (OSError, RuntimeError) as exc:
         print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
         return RET_FAILED

@@ -9,8 +9,9 @@ granian was chosen by measurement (README): its HTTP I/O runs outside the GIL,
 and its own interface, RSGI, costs less per request than ASGI. Shutdown order
 (STYLE.md, practice 3): granian stops accepting; then the RSGI ``__rsgi_del__``
 hook (or the ASGI lifespan shutdown) joins the dispatcher, so every queued
-payload job runs, and closes the sink, which writes and fsyncs what it buffers.
-Every payload answered 202 is then on disk.
+payload job runs, and closes the sink, which fsyncs what it wrote. Every
+payload answered 202 is then on disk, or the worker says how many are not
+(an fsync failed): :func:`serve` then raises :class:`UnstoredPayloads`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -41,12 +43,24 @@ from .sink import SegmentSink
 if TYPE_CHECKING:
     from .redis_queue import RedisPayloadQueue
 
-__all__ = ["create_app", "serve"]
+__all__ = ["UnstoredPayloads", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable that carries the settings to the worker process.
 CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
+
+#: Environment variable naming the file where the worker process leaves the
+#: number of payloads answered 202 that could not be stored, for serve().
+OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
+
+
+class UnstoredPayloads(RuntimeError):
+    """Payloads answered 202 could not be stored (their fsync failed)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} payloads answered 202 could not be stored (fsync failed)")
+        self.count = count
 
 
 #: How granian runs the service: one worker process, uvloop, HTTP/1.1, RSGI
@@ -73,6 +87,7 @@ def serve(config: ServeConfig) -> None:
     Raises:
         ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
         OSError: the address cannot be bound or the sink directory created.
+        UnstoredPayloads: some payloads answered 202 are perhaps not on disk.
         RuntimeError: the worker process died.
     """
     choose_executor(config)
@@ -96,13 +111,19 @@ def serve(config: ServeConfig) -> None:
         port=port,
         **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface)},
     )
-    try:
-        server.serve()
-    except SystemExit as exc:
-        if exc.code:
-            raise RuntimeError(
-                f"the server's worker process failed (exit code {exc.code})"
-            ) from None
+    with tempfile.TemporaryDirectory(prefix="dispatchkit-serve-") as scratch:
+        outcome = Path(scratch) / "unstored"
+        os.environ[OUTCOME_ENV] = str(outcome)
+        try:
+            server.serve()
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(
+                    f"the server's worker process failed (exit code {exc.code})"
+                ) from None
+        unstored = int(outcome.read_text()) if outcome.exists() else 0
+    if unstored:
+        raise UnstoredPayloads(unstored)
 
 
 def choose_executor(config: ServeConfig) -> str:
@@ -226,13 +247,16 @@ class _Service:
         #: The task that holds the AsyncDispatcher's ``async with`` open.
         self._owner: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
-        self._metrics = ServiceMetrics(target)
+        self._metrics = ServiceMetrics(target, self._sink)
         self._app = IngestApp(
             target,
             job,
             self._metrics,
+            sink=self._sink,
             token=config.token,
+            metrics_token=config.metrics_token,
             max_body=config.max_body,
+            max_depth=config.max_depth,
             access_log=config.access_log,
         )
         # The app's own method, not a wrapper: one coroutine less per request.
@@ -346,4 +370,10 @@ class _Service:
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         if self._sink is not None:
             counts["lines_written"] = self._sink.lines_written
+            counts["unstored"] = unstored = self._sink.unstored
+            if unstored:
+                logger.error("payloads answered 202 could not be stored", extra=counts)
+                outcome = os.environ.get(OUTCOME_ENV)
+                if outcome is not None:  # for serve() in the main process
+                    Path(outcome).write_text(str(unstored))
         logger.info("stopped", extra={"accepted": self._metrics.payloads_accepted, **counts})
