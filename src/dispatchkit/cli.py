@@ -256,12 +256,15 @@ _SERVE_HELP: Final = f"""\
 Serve the HTTP ingest service of the Go article on a dispatcher.
 
 POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object, ...]}}
-and answers 202 with the number of payloads accepted; each payload becomes a job
-that appends it to NDJSON segment files in --sink (or calls --handler). A full
-queue answers 503 with Retry-After; all payloads of a request are accepted
-together or not at all. GET /healthz and GET /metrics (Prometheus) too.
-SIGTERM or SIGINT stops intake, drains the queue into the sink and exits 0.
-The bearer token may come from {ENV_PREFIX}TOKEN.
+and answers 202 with the number of payloads accepted: written to NDJSON segment
+files in --sink before the answer (fsynced within --fsync-interval), or each
+queued as a job that calls --handler. A full queue or a sink that cannot write
+answers 503 with Retry-After; all payloads of a request are accepted together or
+not at all. GET /healthz (503 with the reason when no work can be taken) and
+GET /metrics (Prometheus; open unless --metrics-token) too.
+SIGTERM or SIGINT stops intake, drains the queue, fsyncs the sink and exits 0,
+or 3 if payloads answered 202 could not be stored (an fsync failed).
+The bearer tokens may come from {ENV_PREFIX}TOKEN and {ENV_PREFIX}METRICS_TOKEN.
 """
 
 
