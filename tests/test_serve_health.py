@@ -289,8 +289,9 @@ def test_healthz_says_503_while_redis_is_down(tmp_path: Path, own_redis: RedisSe
         assert server.stop() == 0
 
 
-def test_metrics_are_open_unless_a_metrics_token_is_set(tmp_path: Path) -> None:
-    server = start_server(tmp_path, "--sink", str(tmp_path / "a"))
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_metrics_are_open_unless_a_metrics_token_is_set(tmp_path: Path, interface: str) -> None:
+    server = start_server(tmp_path, "--sink", str(tmp_path / "a"), "--interface", interface)
     try:
         assert server.request("GET", "/metrics")[0] == 200  # open by default
     finally:
@@ -301,6 +302,8 @@ def test_metrics_are_open_unless_a_metrics_token_is_set(tmp_path: Path) -> None:
         str(tmp_path / "b"),
         "--token",
         "ingest",
+        "--interface",
+        interface,
         env={"DISPATCHKIT_METRICS_TOKEN": "scrape"},
     )
     try:
