@@ -152,7 +152,7 @@ def test_a_full_disk_is_never_acknowledged_and_writing_resumes(small_disk: Small
     assert sorted(sink_ids(sink)) == sorted(server.accepted)
 
     small_disk.free(server)
-    assert server.post([7, 8]) == 202  # writing resumes at once
+    assert server.post([8 * 10**6, 8 * 10**6 + 1]) == 202  # writing resumes at once
     status, _, health = server.request("GET", "/healthz")
     assert (status, health) == (200, {"status": "ok"})
     _, _, metrics = server.request("GET", "/metrics")
