@@ -70,7 +70,7 @@ class _Collector(Collector):
         metrics = self._metrics
         yield CounterMetricFamily(
             "dispatchkit_payloads_accepted",
-            "Payloads answered 202 and queued as jobs.",
+            "Payloads answered 202: stored by the sink, queued as jobs or held by Redis.",
             value=metrics.payloads_accepted,
         )
         yield CounterMetricFamily(
