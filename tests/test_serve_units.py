@@ -224,14 +224,21 @@ def test_lines_whose_fsync_failed_are_counted_and_writes_refused(tmp_path: Path)
     assert read_lines(tmp_path) == [b'{"n":1}', b'{"n":2}']
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
 def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
-    sink = SegmentSink(tmp_path, segment_bytes=1 << 20, fsync_interval=0.05)
+    def open_descriptors() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    sink = SegmentSink(tmp_path, segment_bytes=1, fsync_interval=0.05)
     try:
-        sink.append(b"{}")
-        for _ in range(200):
-            if read_lines(tmp_path):
+        before = open_descriptors()
+        sink.append(b"{}")  # fills its segment, which waits open for the flusher
+        assert len(list(tmp_path.glob("segment-*.ndjson"))) == 2  # and the next one is open
+        for _ in range(200):  # no flush() here: the flusher thread fsyncs and closes it
+            if open_descriptors() == before:
                 break
             threading.Event().wait(0.01)
+        assert open_descriptors() == before
         assert read_lines(tmp_path) == [b"{}"]
     finally:
         sink.close()
