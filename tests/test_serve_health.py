@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatchkit.cli import RET_UNSTORED
 from tests.serve_support import (
     Server,
     fill,
@@ -31,9 +32,6 @@ from tests.serve_support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-#: Exit code of ``dispatchkit serve`` when payloads answered 202 could not be stored.
-RET_UNSTORED = 3
 
 
 @pytest.fixture(autouse=True, scope="module")
