@@ -164,7 +164,9 @@ def mount_tmpfs(directory: Path, size: int) -> str | None:
 
 
 def unmount(directory: Path) -> None:
-    subprocess.run(["umount", str(directory)], check=True, timeout=10)
+    """Unmount ``directory``; if something still holds it, detach it all the same (lazily)."""
+    if subprocess.run(["umount", str(directory)], check=False, timeout=10).returncode:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True, timeout=10)
 
 
 def fill(path: Path, leave: int) -> None:
