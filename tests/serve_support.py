@@ -146,3 +146,44 @@ def sink_ids(sink: Path) -> list[int]:
         for path in sorted(sink.glob("segment-*.ndjson"))
         for line in path.read_bytes().splitlines()
     ]
+
+
+def mount_tmpfs(directory: Path, size: int) -> str | None:
+    """Mount a tmpfs of ``size`` bytes on ``directory``; None, or why it cannot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    return None if result.returncode == 0 else f"mount -t tmpfs failed: {result.stderr.strip()}"
+
+
+def unmount(directory: Path) -> None:
+    """Unmount ``directory``; if something still holds it, detach it all the same (lazily)."""
+    if subprocess.run(["umount", str(directory)], check=False, timeout=10).returncode:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True, timeout=10)
+
+
+def fill(path: Path, leave: int) -> None:
+    """Write ``path`` until its filesystem has at most ``leave`` bytes left for others."""
+    stats = os.statvfs(path.parent)
+    free = stats.f_bavail * stats.f_frsize
+    with open(path, "wb") as filler:
+        filler.write(b"\0" * max(0, free - leave))
+
+
+def worker_pid(server: Server) -> int:
+    """The pid of the server's worker process (the child granian forks)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == server.process.pid:  # its parent
+            return int(stat.parent.name)
+    raise RuntimeError("the server has no worker process")

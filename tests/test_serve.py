@@ -21,6 +21,12 @@ pytestmark = pytest.mark.timeout(60)
 GOOD = payload_body([1, 2])
 
 
+def nested(levels: int) -> bytes:
+    """A body ``levels`` deep: its object, ``payloads``, then nested payload objects."""
+    inner = b'{"a":' * (levels - 3) + b"{}" + b"}" * (levels - 3)
+    return b'{"version": "1", "token": "t", "request_id": "r", "payloads": [%s]}' % inner
+
+
 @pytest.fixture(autouse=True, scope="module")
 def no_leftover_servers() -> Iterator[None]:
     yield
@@ -83,6 +89,7 @@ BAD_INPUT = [
         400,
         "nested too deeply",
     ),
+    ("POST", "/v1/payloads", nested(65), 400, "more than 64 levels"),  # --max-depth, default
     ("POST", "/v1/payloads", b"", 400, "malformed JSON"),
     ("POST", "/v1/payloads", b"[1, 2]", 422, "Expected `object`"),
     ("POST", "/v1/payloads", b'{"version": 1}', 422, "$.version"),
@@ -138,6 +145,22 @@ def test_bad_input_gets_a_json_error(
     assert message in answer["error"]
     if status == 405:
         assert headers["allow"] in ("GET", "POST")
+
+
+def test_a_body_at_the_nesting_limit_is_accepted(server: Server) -> None:
+    status, _, body = server.request("POST", "/v1/payloads", nested(64))
+    assert (status, body["accepted"]) == (202, 1)
+
+
+def test_max_depth_sets_the_nesting_limit(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--sink", str(tmp_path / "s"), "--max-depth", "5")
+    try:
+        assert server.request("POST", "/v1/payloads", nested(5))[0] == 202
+        status, _, body = server.request("POST", "/v1/payloads", nested(6))
+        assert status == 400
+        assert "more than 5 levels" in body["error"]
+    finally:
+        assert server.stop() == 0
 
 
 def test_a_chunked_body_is_read_and_limited_as_it_comes(server: Server) -> None:
@@ -373,6 +396,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--sink", "s", "--fsync-interval", "0"), "argument --fsync-interval: must be"),
         (("--sink", "s", "--fsync-interval", "inf"), "argument --fsync-interval: must be"),
         (("--sink", "s", "--interface", "wsgi"), "--interface"),
+        (("--sink", "s", "--max-depth", "2"), "argument --max-depth: must be between 3 and 512"),
         (("--sink", "s", "--executor", "process"), "--executor"),
         (
             ("--handler", "serve_handlers:slow_async", "--executor", "thread"),

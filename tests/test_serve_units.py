@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import shutil
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatchkit import ClosedError, Dispatcher
-from dispatchkit.service.config import ServeConfig
+from dispatchkit.service.config import DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH, ServeConfig
 from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
-from dispatchkit.service.payloads import BadRequest, decode_request
+from dispatchkit.service.payloads import BadRequest, decode_request, depth
 from dispatchkit.service.server import choose_executor
-from dispatchkit.service.sink import BATCH_BYTES, SegmentSink, read_lines
+from dispatchkit.service.sink import SegmentSink, SinkClosed, SinkFailure, read_lines
 from tests import serve_handlers
+from tests.serve_support import fill, mount_tmpfs, unmount
 
 
 @pytest.mark.parametrize("strategy", ["round_robin", "batch", "pull"])
@@ -73,12 +76,13 @@ def test_offer_counts_failures_and_refuses_after_close() -> None:
         keyed.join()
 
 
-def test_sink_batches_rotates_and_flushes_on_close(tmp_path: Path) -> None:
+def test_sink_writes_at_once_rotates_and_flushes_on_close(tmp_path: Path) -> None:
     sink = SegmentSink(tmp_path, segment_bytes=100, fsync_interval=60)
     lines = [b'{"n":%d,"pad":"0123456789"}' % n for n in range(20)]
-    for line in lines[:10]:
+    sink.write(lines[:5])
+    for line in lines[5:10]:
         sink.append(line)
-    assert read_lines(tmp_path) == []  # batched in memory until a flush
+    assert read_lines(tmp_path) == lines[:10]  # with the OS before write() returns
     sink.flush()
     for line in lines[10:]:
         sink.append(line)
@@ -103,8 +107,7 @@ def test_sink_closes_full_segments_at_the_next_flush(tmp_path: Path) -> None:
     sink = SegmentSink(tmp_path, segment_bytes=1, fsync_interval=60)
     before = open_descriptors()
     for n in range(40):
-        # A full batch each: every append writes, and every write fills a segment.
-        sink.append(b'{"n":%d,"pad":"%s"}' % (n, b"x" * BATCH_BYTES))
+        sink.append(b'{"n":%d}' % n)  # every write fills a segment
     # Full segments wait, still open, for the flusher to fsync them...
     assert open_descriptors() == before + 40
     sink.flush()
@@ -128,28 +131,114 @@ def test_a_segment_that_cannot_be_opened_leaves_the_current_one_in_use(
     current = sink._fd
     shutil.rmtree(directory)
     directory.write_text("")  # the next segment cannot be created now
-    big = b'{"pad":"%s"}' % (b"x" * BATCH_BYTES)
     with caplog.at_level(logging.CRITICAL, logger="dispatchkit.service.sink"):
-        sink.append(big)  # written; the rotation fails, is logged, and waits
-        sink.append(big)  # written to the same segment, no new attempt yet
+        sink.append(b"{}")  # written; the rotation fails, is logged, and waits
+        sink.append(b"{}")  # written to the same segment, no new attempt yet
     assert "cannot start a new segment" in caplog.text
     assert sink._fd == current  # still the segment in use, not queued for closing
     assert sink.lines_written == 2
     sink.flush()  # fsyncs go on meanwhile
     sink.close()
     assert open_descriptors() == before  # nothing leaked, nothing closed twice
-    with pytest.raises(OSError, match="closed"):
+    with pytest.raises(SinkClosed, match="closed"):
         sink.append(b"{}")
 
 
-def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
-    sink = SegmentSink(tmp_path, segment_bytes=1 << 20, fsync_interval=0.05)
+@pytest.fixture
+def full_tmpfs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A 256 KiB tmpfs with 8 KiB left free, and the filler file that takes the rest."""
+    mount = tmp_path / "disk"
+    why_not = mount_tmpfs(mount, 256 << 10)
+    if why_not is not None:
+        pytest.skip(f"needs a real small filesystem: {why_not}")
+    filler = mount / "filler"
+    fill(filler, leave=8 << 10)
     try:
-        sink.append(b"{}")
-        for _ in range(200):
-            if read_lines(tmp_path):
+        yield mount / "sink", filler
+    finally:
+        unmount(mount)
+
+
+def test_a_failed_write_is_cut_back_to_the_last_whole_line(
+    full_tmpfs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    directory, filler = full_tmpfs
+    sink = SegmentSink(directory, segment_bytes=1 << 20, fsync_interval=60)
+    (segment,) = directory.glob("segment-*.ndjson")
+    lines = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 990) for n in range(100)]
+    written = 0
+    failure: SinkFailure | None = None
+    with caplog.at_level(logging.CRITICAL, logger="dispatchkit.service.sink"):
+        for line in lines:
+            try:
+                sink.append(line)
+            except SinkFailure as exc:
+                failure = exc
+                break
+            written += 1
+    assert "No space left on device" in str(failure)
+    assert 0 < written < len(lines)
+    assert "write failed" in caplog.text
+    # The filesystem takes part of that write (a short write, as the sink saw it):
+    # the sink cut it off again, so the segment ends on its last whole line.
+    size = segment.stat().st_size
+    assert size == written * (len(lines[0]) + 1)
+    fd = os.open(segment, os.O_WRONLY | os.O_APPEND)
+    try:
+        short = os.write(fd, lines[written] + b"\n")
+    finally:
+        os.ftruncate(fd, size)
+        os.close(fd)
+    assert 0 < short < len(lines[written]) + 1
+    assert sink.failure() is not None
+    assert "No space left on device" in (sink.failure() or "")
+    with pytest.raises(SinkFailure):
+        sink.write(lines[written : written + 2])  # tried again, refused again, cut again
+    assert segment.stat().st_size == size
+    assert sink.lines_written == written
+
+    filler.unlink()
+    assert sink.failure() is None  # room again: healthy before the next write
+    sink.write(lines[written : written + 2])
+    sink.close()
+    assert read_lines(directory) == lines[: written + 2]  # nothing partial, fused or twice
+    assert sink.lines_written == written + 2
+    assert sink.unstored == 0
+
+
+def test_lines_whose_fsync_failed_are_counted_and_writes_refused(tmp_path: Path) -> None:
+    sink = SegmentSink(tmp_path, segment_bytes=10, fsync_interval=60)
+    # The next segment is a device that takes writes but cannot be fsynced.
+    (tmp_path / "segment-000002.ndjson").symlink_to("/dev/null")
+    sink.write([b'{"n":1}', b'{"n":2}'])  # fills segment 1: the next is opened
+    sink.write([b'{"n":3}'])  # into the device
+    with pytest.raises(OSError, match="Invalid argument"):
+        sink.flush()
+    assert sink.unstored == 1  # only the line of the segment whose fsync failed
+    assert "sink cannot fsync" in (sink.failure() or "")
+    with pytest.raises(SinkFailure, match="cannot be fsynced"):
+        sink.write([b'{"n":4}'])
+    sink.close()  # never raises: the count says it
+    assert sink.unstored == 1
+    assert sink.lines_written == 3
+    assert read_lines(tmp_path) == [b'{"n":1}', b'{"n":2}']
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_sink_flushes_on_its_interval(tmp_path: Path) -> None:
+    def open_descriptors() -> int:
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    sink = SegmentSink(tmp_path, segment_bytes=1, fsync_interval=0.05)
+    try:
+        before = open_descriptors()
+        sink.append(b"{}")  # fills its segment, which waits open for the flusher
+        assert len(list(tmp_path.glob("segment-*.ndjson"))) == 2  # and the next one is open
+        for _ in range(200):  # no flush() here: the flusher thread fsyncs and closes it
+            if open_descriptors() == before:
                 break
             threading.Event().wait(0.01)
+        assert open_descriptors() == before
         assert read_lines(tmp_path) == [b"{}"]
     finally:
         sink.close()
@@ -174,7 +263,7 @@ def test_payloads_are_kept_as_sent_on_one_line() -> None:
         # Payloads are stored as sent: they must be valid UTF-8 (the sink holds text).
         (b'{"version":"1","token":"t","request_id":"r","payloads":[{"a":"\xff"}]}', 400),
         (b'{"version":"1","token":"t","request_id":"\xff","payloads":[{}]}', 400),
-        # Too deep for the decoder: a client error, not a crash.
+        # Past --max-depth (64): 400 on every Python, not the decoder's recursion limit.
         (
             b'{"version":"1","token":"t","request_id":"r","payloads":['
             + b'{"a":' * 5000
@@ -189,6 +278,38 @@ def test_decode_errors(body: bytes, status: int) -> None:
     with pytest.raises(BadRequest) as caught:
         decode_request(body)
     assert caught.value.status == status
+
+
+def nested_body(levels: int, inside: bytes = b"1") -> bytes:
+    """A request whose body is ``levels`` deep: its object, ``payloads``, then objects."""
+    assert levels >= 3
+    payload = b'{"a":' * (levels - 3) + b"{}" + b"}" * (levels - 3)
+    return b'{"version":"1","token":"t","request_id":"r","payloads":[%s, %s]}' % (
+        payload,
+        inside,
+    )
+
+
+@pytest.mark.parametrize("limit", [DEFAULT_MAX_DEPTH, 3, 10, MAX_MAX_DEPTH])
+def test_the_nesting_limit_is_the_service_s_own(limit: int) -> None:
+    _, lines = decode_request(nested_body(limit, b"{}"), limit)  # at the limit: accepted
+    assert len(lines) == 2
+    with pytest.raises(BadRequest) as caught:
+        decode_request(nested_body(limit + 1, b"{}"), limit)  # one past it: 400
+    assert caught.value.status == 400
+    assert f"more than {limit} levels" in caught.value.message
+
+
+def test_the_nesting_limit_counts_brackets_outside_strings_only() -> None:
+    strings = b'{"s":"[[[[{{{{","t":"\\"[[[[[","u":"\\\\"}'
+    body = nested_body(DEFAULT_MAX_DEPTH, strings)
+    assert body.count(b"[") + body.count(b"{") > DEFAULT_MAX_DEPTH  # the cheap count says maybe
+    _, lines = decode_request(body)
+    assert lines[1] == strings
+    assert depth(b'["]"]') == 1
+    assert depth(b"]][[[") == 1  # counted from the start, where the decoder reads
+    assert depth(b"]" + b"[" * 100) == 99
+    assert depth(b"") == 0
 
 
 def test_lazy_offer_runs_once_woken() -> None:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 a failure while running, 2 bad input (a wrong flag,
 setting or environment variable), 3 ``serve`` or ``worker`` stopped at its
-drain deadline (--drain-timeout) with work still open, 130 interrupted.
+drain deadline (--drain-timeout) with work still open, 4 (serve) payloads
+answered 202 could not be stored, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ RET_FAILED: Final = 1
 RET_USAGE: Final = 2
 RET_DRAIN_DEADLINE: Final = 3
 RET_INTERRUPTED: Final = 130
+#: serve: payloads answered 202 could not be stored (an fsync failed).
+RET_UNSTORED: Final = 4
 
 #: Worker kinds every command that runs jobs accepts with --executor.
 EXECUTOR_CHOICES: Final = ("thread", "process", "async")
@@ -338,14 +341,17 @@ _SERVE_HELP: Final = f"""\
 Serve the HTTP ingest service of the Go article on a dispatcher.
 
 POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object, ...]}}
-and answers 202 with the number of payloads accepted; each payload becomes a job
-that appends it to NDJSON segment files in --sink (or calls --handler). A full
-queue answers 503 with Retry-After; all payloads of a request are accepted
-together or not at all. GET /healthz and GET /metrics (Prometheus) too.
-SIGTERM or SIGINT stops intake, drains the queue into the sink and exits 0;
+and answers 202 with the number of payloads accepted: written to NDJSON segment
+files in --sink before the answer (fsynced within --fsync-interval), or each
+queued as a job that calls --handler. A full queue or a sink that cannot write
+answers 503 with Retry-After; all payloads of a request are accepted together or
+not at all. GET /healthz (503 with the reason when no work can be taken) and
+GET /metrics (Prometheus; open unless --metrics-token) too.
+SIGTERM or SIGINT stops intake, drains the queue, fsyncs the sink and exits 0;
 requests still open after --drain-timeout have their connections closed, the
-queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}.
-The bearer token may come from {ENV_PREFIX}TOKEN.
+queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}. It exits
+{RET_UNSTORED} if payloads answered 202 could not be stored (an fsync failed).
+The bearer tokens may come from {ENV_PREFIX}TOKEN and {ENV_PREFIX}METRICS_TOKEN.
 """
 
 
@@ -395,6 +401,20 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument(
         "--token", default=None, help=f"bearer token required to post ({ENV_PREFIX}TOKEN)"
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=None,
+        help=f"bearer token required on GET /metrics ({ENV_PREFIX}METRICS_TOKEN; "
+        "default: /metrics is open)",
+    )
+    serve.add_argument(
+        "--max-depth",
+        type=_int_in(3, 512),  # the service's MAX_MAX_DEPTH
+        default=64,
+        metavar="LEVELS",
+        help="deepest nesting of arrays and objects in a request body, the body's own "
+        "object counting 1; deeper bodies get 400 (default 64, at most 512)",
     )
     serve.add_argument(
         "--max-body",
@@ -797,6 +817,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             handler=args.job_handler,
             token=args.token if args.token is not None else _token_from_env(),
+            metrics_token=args.metrics_token
+            if args.metrics_token is not None
+            else _token_from_env("METRICS_TOKEN"),
+            max_depth=args.max_depth,
             max_body=args.max_body,
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
@@ -812,6 +836,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         clean = service.serve(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except service.UnstoredPayloads as exc:
+        print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
+        return RET_UNSTORED
     except (OSError, RuntimeError) as exc:
         print(f"dispatchkit serve: error: {exc}", file=sys.stderr)
         return RET_FAILED
@@ -819,9 +846,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return RET_OK if clean else RET_DRAIN_DEADLINE
 
 
-def _token_from_env() -> str | None:
+def _token_from_env(name: str = "TOKEN") -> str | None:
     try:
-        return env_value(ENV_PREFIX + "TOKEN", "the bearer token")
+        return env_value(ENV_PREFIX + name, "a bearer token")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

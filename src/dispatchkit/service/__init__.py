@@ -18,13 +18,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from .app import IngestApp
 from .config import ServeConfig
 from .logs import configure_logging
-from .server import serve
+from .server import UnstoredPayloads, serve
 from .sink import SegmentSink, read_lines
 
 __all__ = [
     "IngestApp",
     "SegmentSink",
     "ServeConfig",
+    "UnstoredPayloads",
     "configure_logging",
     "read_lines",
     "serve",

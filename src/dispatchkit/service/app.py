@@ -1,10 +1,13 @@
 """The ingest service's application: the hot path, no framework.
 
-    POST /v1/payloads ──decode──▶ offer (all payloads or none, never waits)
+    POST /v1/payloads ──decode──▶ with --sink: the sink writes the lines (sink.py)
+                                        │ 202 once written; 503 + Retry-After if it failed
+                                 ──▶ with --handler: offer (all payloads or none, never waits)
                                         │ 202, or 503 + Retry-After when full
                                         ▼
-                  asyncio workers on this loop, or worker threads ──▶ job (sink or handler)
-                  or, with --redis, a Redis stream ──▶ remote workers (redis_queue.py)
+                  asyncio workers on this loop, or worker threads ──▶ the handler
+                                 ──▶ with --redis: a Redis stream ──▶ remote workers
+                                        (redis_queue.py); 202 once Redis holds them
 
 One application, two server interfaces: RSGI (``__rsgi__``), granian's own,
 which ``dispatchkit serve`` runs because it measured about a third faster here
@@ -31,8 +34,10 @@ from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import ClosedError, TransportError
 
+from .config import DEFAULT_MAX_DEPTH
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .payloads import BadRequest, decode_request
+from .sink import SegmentSink, SinkClosed, SinkFailure
 
 if TYPE_CHECKING:
     from .redis_queue import RedisPayloadQueue as RemoteQueue
@@ -70,6 +75,9 @@ WAKE_INTERVAL: Final = 0.002
 #: Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER_SECONDS: Final = 1
 
+#: Seconds ``/healthz`` waits for Redis to answer (with ``--redis``).
+HEALTH_TIMEOUT: Final = 2.0
+
 _JSON: Final = ("content-type", "application/json")
 _RETRY_AFTER: Final = ("retry-after", str(RETRY_AFTER_SECONDS))
 _encode = msgspec.json.encode
@@ -91,8 +99,12 @@ class IngestApp:
             entered on the server's event loop, or a thread :class:`Dispatcher`.
         job: called by a worker with each payload's JSON text (one line).
         metrics: where requests are counted.
+        sink: where payloads are stored instead, written by the request itself
+            before it is answered (None: each payload is a ``job``).
         token: bearer token required on ingest (None: none required).
+        metrics_token: bearer token required on ``/metrics`` (None: open).
         max_body: largest body in bytes; larger ones get 413.
+        max_depth: deepest nesting of arrays and objects in a body; deeper get 400.
         access_log: log one structured line per request.
     """
 
@@ -102,8 +114,11 @@ class IngestApp:
         job: Callable[[bytes], object],
         metrics: ServiceMetrics,
         *,
+        sink: SegmentSink | None = None,
         token: str | None = None,
+        metrics_token: str | None = None,
         max_body: int,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         access_log: bool = False,
     ) -> None:
         self._remote = None if isinstance(dispatcher, AsyncDispatcher | Dispatcher) else dispatcher
@@ -111,9 +126,12 @@ class IngestApp:
         # Thread workers are woken lazily (WAKE_INTERVAL).
         self._threads = dispatcher if isinstance(dispatcher, Dispatcher) else None
         self._job = job
+        self._sink = sink
         self._metrics = metrics
-        self._expected_auth = None if token is None else b"Bearer " + token.encode()
+        self._expected_auth = _bearer(token)
+        self._metrics_auth = _bearer(metrics_token)
         self._max_body = max_body
+        self._max_depth = max_depth
         if isinstance(dispatcher, AsyncDispatcher | Dispatcher):
             # A request with more payloads than one inbox holds could never be accepted
             # (all of one request may go to one inbox; pull's shared one holds more).
@@ -150,7 +168,7 @@ class IngestApp:
                     body = await _read_rsgi_chunks(protocol, self._max_body)
                 response = self._ingest(body) if self._remote is None else await self._send_on(body)
         else:
-            response = self._other(method, path)
+            response = await self._other(method, path, scope.headers.get("authorization"))
         protocol.response_bytes(*response)
         self._observe(perf_counter() - start)
         if self._access_log:
@@ -177,7 +195,10 @@ class IngestApp:
                 body = await _read_asgi_body(receive, self._max_body)
                 response = self._ingest(body) if self._remote is None else await self._send_on(body)
         else:
-            response = self._other(method, path)
+            authorization = next(
+                (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+            )
+            response = await self._other(method, path, authorization)
         status, headers, payload = response
         await send(
             {
@@ -200,14 +221,8 @@ class IngestApp:
         self, authorization: str | None, content_length: str | None
     ) -> Response | None:
         """Refuse an ingest request on its headers alone, before reading its body."""
-        if self._expected_auth is not None and (
-            # Constant time, so the token cannot be guessed byte by byte from timings.
-            authorization is None
-            or not hmac.compare_digest(authorization.encode("latin-1"), self._expected_auth)
-        ):
-            return self._refuse(
-                401, "unauthorized", "missing or wrong bearer token", ("www-authenticate", "Bearer")
-            )
+        if not _authorized(authorization, self._expected_auth):
+            return self._unauthorized()
         if content_length is not None:
             try:
                 too_large = int(content_length) > self._max_body
@@ -218,13 +233,36 @@ class IngestApp:
         return None
 
     def _ingest(self, body: bytes | None) -> Response:
-        """Decode a body (None: over ``max_body``) and queue its payloads: 202, 4xx or 503."""
+        """Decode a body (None: over ``max_body``), store or queue its payloads: 202, 4xx or 503."""
         try:
             request_id, lines = self._decode(body)
-            self._offer(lines, request_id)
+            if self._sink is None:
+                self._offer(lines, request_id)
+            else:
+                self._store(lines)
         except BadRequest as exc:
             return self._refuse_request(exc)
         return self._accepted(len(lines), request_id)
+
+    def _store(self, lines: list[bytes]) -> None:
+        """Write the lines to the sink before the answer, all or none.
+
+        Raises:
+            BadRequest: 503, the sink cannot write them now (nothing of them is
+                kept: the client may send them again), or the service is closing.
+        """
+        assert self._sink is not None
+        if self._dispatcher.closed:
+            raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
+        try:
+            self._sink.write(lines)
+        except SinkClosed:
+            raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
+        except SinkFailure as exc:
+            # Logged by the sink when it starts failing, not once per request.
+            raise BadRequest(
+                503, "sink_failed", f"payloads not stored: {exc}; retry later", _RETRY_AFTER
+            ) from None
 
     async def _send_on(self, body: bytes | None) -> Response:
         """:meth:`_ingest` for a remote queue: 202 once Redis holds the payloads."""
@@ -256,7 +294,7 @@ class IngestApp:
         """
         if body is None:
             raise self._too_large()
-        request_id, lines = decode_request(body)
+        request_id, lines = decode_request(body, self._max_depth)
         if len(lines) > self._max_payloads:
             raise BadRequest(
                 413,
@@ -308,7 +346,7 @@ class IngestApp:
         if self._threads is not None and not self._threads.closed:
             self._threads.offer(_no_job, [], wake=True)
 
-    def _other(self, method: str, path: str) -> Response:
+    async def _other(self, method: str, path: str, authorization: str | None) -> Response:
         """Every request but a POST of payloads."""
         if path == INGEST_PATH:
             return self._refuse(405, "method_not_allowed", "use POST", ("allow", "POST"))
@@ -317,17 +355,40 @@ class IngestApp:
         if method != "GET":
             return self._refuse(405, "method_not_allowed", "use GET", ("allow", "GET"))
         if path == "/metrics":
+            if not _authorized(authorization, self._metrics_auth):
+                return self._unauthorized()
             return Response(200, [("content-type", CONTENT_TYPE)], self._metrics.render())
+        return await self._health()
+
+    async def _health(self) -> Response:
+        """200 while the service can accept work; 503 with the reason when it cannot."""
         if self._dispatcher.closed:
             return Response(503, [_JSON], b'{"status":"closing"}')
+        reason: str | None = None
+        if self._sink is not None:
+            reason = self._sink.failure()
+        elif self._remote is not None:
+            try:
+                await asyncio.wait_for(self._remote.ping(), HEALTH_TIMEOUT)
+            except TransportError as exc:
+                reason = str(exc)
+            except TimeoutError:
+                reason = f"Redis did not answer within {HEALTH_TIMEOUT:g} s"
+        if reason is not None:
+            return Response(503, [_JSON], _encode({"status": "failing", "reason": reason}))
         return Response(200, [_JSON], b'{"status":"ok"}')
+
+    def _unauthorized(self) -> Response:
+        return self._refuse(
+            401, "unauthorized", "missing or wrong bearer token", ("www-authenticate", "Bearer")
+        )
 
     def _too_large(self) -> BadRequest:
         return BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
 
     def _refuse(self, status: int, reason: str, message: str, *extra: tuple[str, str]) -> Response:
         self._metrics.rejected[reason] += 1
-        if status >= 500 and reason != "queue_full":
+        if status >= 500 and reason not in ("queue_full", "sink_failed"):
             logger.warning("request refused", extra={"status": status, "reason": reason})
         return Response(status, [_JSON, *extra], _encode({"error": message}))
 
@@ -372,6 +433,18 @@ async def _read_asgi_body(receive: Receive, limit: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return b"".join(parts)
+
+
+def _bearer(token: str | None) -> bytes | None:
+    """The Authorization header that carries ``token`` (None: no token required)."""
+    return None if token is None else b"Bearer " + token.encode()
+
+
+def _authorized(authorization: str | None, expected: bytes | None) -> bool:
+    # Constant time, so that a token cannot be guessed byte by byte from timings.
+    return expected is None or (
+        authorization is not None and hmac.compare_digest(authorization.encode("latin-1"), expected)
+    )
 
 
 def _no_job(_: object) -> None:

@@ -12,11 +12,13 @@ __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_DEPTH",
     "DEFAULT_SEGMENT_BYTES",
     "EXECUTORS",
     "INTERFACES",
     "MAX_DRAIN_TIMEOUT",
     "MAX_FSYNC_INTERVAL",
+    "MAX_MAX_DEPTH",
     "ServeConfig",
 ]
 
@@ -44,6 +46,15 @@ DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 #: Longest drain deadline accepted, in seconds (a day).
 MAX_DRAIN_TIMEOUT: Final = 86400.0
 
+#: Deepest nesting of arrays and objects a request body may have by default:
+#: the body's own object is level 1, ``payloads`` 2, a payload object 3.
+DEFAULT_MAX_DEPTH: Final = 64
+
+#: Highest ``max_depth`` accepted: the decoder must stay well within every
+#: Python's recursion limit (3.11's gives up near 1,000), so that the limit is
+#: the service's own and the same on every interpreter.
+MAX_MAX_DEPTH: Final = 512
+
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -66,6 +77,9 @@ class ServeConfig:
         handler: ``package.module:function`` called with each decoded payload
             instead of storing it (None: the sink stores payloads).
         token: bearer token required on ``POST /v1/payloads`` (None: no check).
+        metrics_token: bearer token required on ``GET /metrics`` (None: open).
+        max_depth: deepest nesting of arrays and objects in a request body (the
+            body's object is level 1); deeper bodies get 400.
         max_body: largest request body in bytes; larger ones get 413.
         segment_bytes: size at which the sink rotates to a new segment file.
         fsync_interval: seconds between two flushes of the sink to disk.
@@ -107,6 +121,9 @@ class ServeConfig:
     job: str = "dispatchkit.payload"
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
+    metrics_token: str | None = None
+    max_depth: int = DEFAULT_MAX_DEPTH
+
     def __post_init__(self) -> None:
         chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
         if sum(chosen) != 1:
@@ -137,3 +154,10 @@ class ServeConfig:
             )
         if self.token is not None and not self.token:
             raise ValueError("token must not be empty")
+        if self.metrics_token is not None and not self.metrics_token:
+            raise ValueError("metrics_token must not be empty")
+        # 3: the body's object, its payloads array and a payload object.
+        if not 3 <= self.max_depth <= MAX_MAX_DEPTH:
+            raise ValueError(
+                f"max_depth must be between 3 and {MAX_MAX_DEPTH}, got {self.max_depth}"
+            )

@@ -27,6 +27,7 @@ from dispatchkit.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
     from .redis_queue import RedisPayloadQueue as RemoteQueue
+    from .sink import SegmentSink
 
 __all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ServiceMetrics"]
 
@@ -36,6 +37,7 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: Labels of the rejected-requests counter.
 REJECT_REASONS: Final = (
     "malformed",
+    "too_deep",
     "invalid",
     "too_large",
     "queue_full",
@@ -44,6 +46,7 @@ REJECT_REASONS: Final = (
     "not_found",
     "method_not_allowed",
     "unavailable",
+    "sink_failed",
 )
 
 #: Latency buckets in seconds: the target is a p99 under 50 ms.
@@ -54,16 +57,20 @@ class _Collector(Collector):
     """Reads the plain counters and the dispatcher's stats when scraped."""
 
     def __init__(
-        self, metrics: ServiceMetrics, dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue
+        self,
+        metrics: ServiceMetrics,
+        dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue,
+        sink: SegmentSink | None,
     ) -> None:
         self._metrics = metrics
         self._dispatcher = dispatcher
+        self._sink = sink
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
         yield CounterMetricFamily(
             "dispatchkit_payloads_accepted",
-            "Payloads answered 202 and queued as jobs.",
+            "Payloads answered 202: stored by the sink, queued as jobs or held by Redis.",
             value=metrics.payloads_accepted,
         )
         yield CounterMetricFamily(
@@ -78,6 +85,17 @@ class _Collector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         yield from self._jobs()
+        if self._sink is not None:
+            yield CounterMetricFamily(
+                "dispatchkit_sink_lines_written",
+                "Payloads written to the sink's segments (each answered 202).",
+                value=self._sink.lines_written,
+            )
+            yield CounterMetricFamily(
+                "dispatchkit_sink_unstored",
+                "Payloads answered 202 whose fsync failed: perhaps not on disk.",
+                value=self._sink.unstored,
+            )
         cumulative = list(accumulate(metrics.latency_counts))
         yield HistogramMetricFamily(
             "dispatchkit_request_duration_seconds",
@@ -120,9 +138,14 @@ class ServiceMetrics:
 
     Args:
         dispatcher: whose counters the job metrics report.
+        sink: whose counts the sink metrics report (None: no sink).
     """
 
-    def __init__(self, dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue) -> None:
+    def __init__(
+        self,
+        dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue,
+        sink: SegmentSink | None = None,
+    ) -> None:
         # Plain numbers, updated only by the event loop's thread: a prometheus
         # Counter or Histogram takes a lock per update, which shows at 30k
         # requests/s. The collector turns them into metrics when scraped.
@@ -137,7 +160,7 @@ class ServiceMetrics:
         #: Seconds spent answering, all requests together.
         self.latency_sum = 0.0
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_Collector(self, dispatcher))
+        self.registry.register(_Collector(self, dispatcher, sink))
 
     def observe_latency(self, seconds: float) -> None:
         """Count one request that took ``seconds`` to answer."""

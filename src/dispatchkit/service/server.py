@@ -10,12 +10,14 @@ granian was chosen by measurement (README): its HTTP I/O runs outside the GIL,
 and its own interface, RSGI, costs less per request than ASGI. Shutdown order
 (STYLE.md, practice 3): granian stops accepting; then the RSGI ``__rsgi_del__``
 hook (or the ASGI lifespan shutdown) joins the dispatcher, so every queued
-payload job runs, and closes the sink, which writes and fsyncs what it buffers.
-Every payload answered 202 is then on disk. granian runs that hook only once
-every open connection has ended: a client that never finishes its request
-would hold the service forever, so past ``--drain-timeout`` the main process
-tells the worker to drain at once (shutdown.py); the worker writes what it
-accepted and exits, which closes the connections.
+payload job runs, and closes the sink, which fsyncs what it wrote. Every
+payload answered 202 is then on disk, or the worker says how many are not
+(an fsync failed): :func:`serve` then raises :class:`UnstoredPayloads`.
+granian runs that hook only once every open connection has ended: a client
+that never finishes its request would hold the service forever, so past
+``--drain-timeout`` the main process tells the worker to drain at once
+(shutdown.py); the worker writes what it accepted and exits, which closes the
+connections.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import multiprocessing
 import os
 import socket
+import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -57,7 +60,7 @@ from .sink import SegmentSink
 if TYPE_CHECKING:
     from .redis_queue import RedisPayloadQueue
 
-__all__ = ["create_app", "serve"]
+__all__ = ["UnstoredPayloads", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,18 @@ logger = logging.getLogger(__name__)
 CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 #: Environment variable that carries the main process's pid to the worker.
 PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
+
+#: Environment variable naming the file where the worker process leaves the
+#: number of payloads answered 202 that could not be stored, for serve().
+OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
+
+
+class UnstoredPayloads(RuntimeError):
+    """Payloads answered 202 could not be stored (their fsync failed)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} payloads answered 202 could not be stored (fsync failed)")
+        self.count = count
 
 
 #: How granian runs the service: one worker process, uvloop, HTTP/1.1, RSGI
@@ -96,6 +111,7 @@ def serve(config: ServeConfig) -> bool:
     Raises:
         ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
         OSError: the address cannot be bound or the sink directory created.
+        UnstoredPayloads: some payloads answered 202 are perhaps not on disk.
         RuntimeError: the worker process died, or failed to drain.
     """
     choose_executor(config)
@@ -121,17 +137,23 @@ def serve(config: ServeConfig) -> bool:
         port=port,
         **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface)},
     )
-    try:
-        server.serve()
-    except SystemExit as exc:
-        if exc.code:
-            raise RuntimeError(
-                f"the server's worker process failed (exit code {exc.code})"
-            ) from None
-    codes = server.worker_exit_codes()
-    failed = [code for code in codes if code not in (0, DRAIN_DEADLINE_EXIT)]
-    if failed:
-        raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
+    with tempfile.TemporaryDirectory(prefix="dispatchkit-serve-") as scratch:
+        outcome = Path(scratch) / "unstored"
+        os.environ[OUTCOME_ENV] = str(outcome)
+        try:
+            server.serve()
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(
+                    f"the server's worker process failed (exit code {exc.code})"
+                ) from None
+        codes = server.worker_exit_codes()
+        failed = [code for code in codes if code not in (0, DRAIN_DEADLINE_EXIT)]
+        if failed:
+            raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
+        unstored = int(outcome.read_text()) if outcome.exists() else 0
+    if unstored:
+        raise UnstoredPayloads(unstored)
     return DRAIN_DEADLINE_EXIT not in codes
 
 
@@ -297,13 +319,16 @@ class _Service:
         #: Set once a drain began: the ordinary one, or :meth:`_drain_now`.
         self._drain_begun = False
         self._drain_now_task: asyncio.Task[None] | None = None
-        self._metrics = ServiceMetrics(target)
+        self._metrics = ServiceMetrics(target, self._sink)
         self._app = IngestApp(
             target,
             job,
             self._metrics,
+            sink=self._sink,
             token=config.token,
+            metrics_token=config.metrics_token,
             max_body=config.max_body,
+            max_depth=config.max_depth,
             access_log=config.access_log,
         )
         # The app's own method, not a wrapper: one coroutine less per request.
@@ -466,6 +491,12 @@ class _Service:
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         if self._sink is not None:
             counts["lines_written"] = self._sink.lines_written
+            counts["unstored"] = unstored = self._sink.unstored
+            if unstored:
+                logger.error("payloads answered 202 could not be stored", extra=counts)
+                outcome = os.environ.get(OUTCOME_ENV)
+                if outcome is not None:  # for serve() in the main process
+                    Path(outcome).write_text(str(unstored))
         facts: dict[str, Any] = {"accepted": self._metrics.payloads_accepted, **counts}
         if cut_short is None:
             logger.info("stopped", extra=facts)

@@ -1,23 +1,27 @@
-"""The default job: append payloads to NDJSON segment files, in batches.
+"""The default store: append payloads to NDJSON segment files, written within the request.
 
-    workers ──append(line)──▶ buffer ──(batch full)──▶ segment file
-                                 ▲
-                flusher thread ──┘ every fsync_interval: write the rest, fsync
+    request ──write(lines)──▶ os.write to the current segment (the OS page cache)
+       │ 202 once written,         ▲
+       │ 503 if it failed          │ flusher thread: every fsync_interval, fsync
+       ▼                           │ (outside the lock, on a duplicate descriptor)
 
 Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
 next one is opened once the current one reaches ``segment_bytes``, so files
-are only ever appended to. Lines wait in memory at most one ``fsync_interval``
-before they are written, and written lines reach the disk at the next flush;
-:meth:`SegmentSink.close` writes and fsyncs everything.
+are only ever appended to. A request's lines are written in one ``os.write``
+before it is answered, so a full disk is seen before the 202 and refused; only
+the fsync is deferred, to the next flush (at most one ``fsync_interval`` later).
 
-Appends may come from the event loop (asyncio workers), so they never wait
-for the disk: only the flusher thread fsyncs, outside the lock, on a
-duplicate of the current segment's descriptor and on the descriptors of the
-segments filled since the last flush, which it then closes.
+A write that fails (a full disk, a short write) is undone: the segment is
+truncated back to its last whole line before anything else is written, so a
+segment never holds a partial or fused line, and the request is refused, so
+nothing is written twice. Lines written but whose fsync failed are counted in
+:attr:`SegmentSink.unstored`: they were answered 202 and may be lost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import threading
@@ -25,12 +29,9 @@ from pathlib import Path
 from time import monotonic
 from typing import Final
 
-__all__ = ["SEGMENT_GLOB", "SegmentSink", "read_lines"]
+__all__ = ["SEGMENT_GLOB", "SegmentSink", "SinkClosed", "SinkFailure", "read_lines"]
 
 logger = logging.getLogger(__name__)
-
-#: Bytes buffered before a worker writes them out itself.
-BATCH_BYTES: Final = 256 << 10
 
 #: Seconds before a segment that could not be opened is tried again.
 ROTATION_RETRY: Final = 1.0
@@ -38,18 +39,33 @@ ROTATION_RETRY: Final = 1.0
 #: File name pattern of the segments.
 SEGMENT_GLOB: Final = "segment-*.ndjson"
 
+#: Write errors that free space cures: the sink reports itself healthy again
+#: once the filesystem has room for the write that failed.
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class SinkFailure(OSError):
+    """The sink cannot store lines now (nothing of them was kept)."""
+
+
+class SinkClosed(SinkFailure):
+    """The sink is closed: the service is stopping."""
+
 
 class SegmentSink:
-    """Append-only NDJSON segments rotated by size, written in batches.
+    """Append-only NDJSON segments rotated by size, written at once, fsynced in the background.
+
+    Used from one thread at a time for writes (the server's event loop), and
+    from its own flusher thread for fsyncs.
 
     Args:
         directory: where the segments go (created when missing). Numbering
             continues after the segments already there.
         segment_bytes: size at which a segment is closed and the next opened.
-        fsync_interval: seconds between two flushes to disk.
+        fsync_interval: seconds between two fsyncs.
 
     Raises:
-        OSError: the directory cannot be created or written.
+        OSError: the directory cannot be created or the first segment opened.
     """
 
     def __init__(self, directory: Path, segment_bytes: int, fsync_interval: float) -> None:
@@ -58,86 +74,183 @@ class SegmentSink:
         self._segment_bytes = segment_bytes
         self._interval = fsync_interval
         self._lock = threading.Lock()
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._size = 0
-        #: Descriptors of full segments, fsynced and closed by the next flush.
-        self._unsynced: list[int] = []
+        #: Full segments, fsynced and closed by the next flush: (descriptor,
+        #: lines written to it since its last fsync).
+        self._unsynced: list[tuple[int, int]] = []
         #: No rotation is tried before this time (after a failed one).
         self._next_rotation = 0.0
         existing = sorted(directory.glob(SEGMENT_GLOB))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
         self._number += 1
+        #: Bytes of whole lines in the current segment: where a failed write is cut back to.
+        self._size = os.fstat(self._fd).st_size
         #: Lines written to segment files so far.
         self.lines_written = 0
+        #: Lines written whose fsync failed: answered 202, perhaps not on disk.
+        self.unstored = 0
+        #: Lines written to the current segment since the last flush took its count.
+        self._lines_unsynced = 0
+        #: Why the last write failed (None: it succeeded), and how many bytes it had.
+        self._write_failure: OSError | None = None
+        self._failed_bytes = 0
+        #: Why the last flush failed (None: it succeeded); writes are refused meanwhile.
+        self._sync_failure: OSError | None = None
+        #: The current segment ends on a partial line that could not be cut off yet.
+        self._torn = False
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="sink-flusher", daemon=True)
         self._flusher.start()
 
-    def append(self, line: bytes) -> None:
-        """Queue one line (without its newline) for the current segment.
+    def write(self, lines: list[bytes]) -> None:
+        """Write lines (each without a newline) to the current segment: all of them or none.
+
+        On success they are with the OS (fsynced by the next flush). On failure
+        the segment is cut back to its last whole line, and none of them is kept.
 
         Raises:
-            OSError: writing a full batch failed, or the sink is closed.
+            SinkClosed: the sink is closed.
+            SinkFailure: they could not be written (the disk is full, say), or
+                the last fsync failed and no fsync has succeeded since.
         """
+        data = b"\n".join(lines) + b"\n"
         with self._lock:
             if self._closed.is_set():
-                raise OSError("the sink is closed")
-            self._buffer.append(line)
-            self._buffered += len(line) + 1
-            if self._buffered >= BATCH_BYTES:
-                self._write_locked()
+                raise SinkClosed("the sink is closed")
+            if self._sync_failure is not None:
+                reason = _describe(self._sync_failure)
+                raise SinkFailure(f"the segments cannot be fsynced: {reason}")
+            if self._torn:
+                self._cut_back_locked()  # raises while the partial line stays
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    view = view[written:]
+            except OSError as exc:
+                self._fail_write_locked(exc, len(data))
+                raise SinkFailure(f"cannot write to the sink: {_describe(exc)}") from exc
+            if self._write_failure is not None:
+                logger.warning("sink: writing again", extra={"segment": self._segment_name()})
+                self._write_failure = None
+            self._size += len(data)
+            self.lines_written += len(lines)
+            self._lines_unsynced += len(lines)
+            if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
+                self._rotate_locked()
 
-    def flush(self) -> None:
-        """Write what is buffered, then fsync every segment written since the last flush.
+    def append(self, line: bytes) -> None:
+        """Write one line: :meth:`write` of ``[line]``.
 
         Raises:
-            OSError: the write or an fsync failed (every descriptor is closed
-                regardless, and the next flush tries the current segment again).
+            SinkFailure: as :meth:`write`.
+        """
+        self.write([line])
+
+    def failure(self) -> str | None:
+        """Why the sink cannot take lines now, or None when it can.
+
+        A write that failed for want of room counts as cured once the
+        filesystem has room for it again (so that a health check does not keep
+        traffic away for good); any other failure lasts until a write (or,
+        for an fsync failure, a flush) succeeds.
         """
         with self._lock:
-            self._write_locked()
-            pending = [*self._unsynced, os.dup(self._fd)]
+            sync_failure, write_failure, needed = (
+                self._sync_failure,
+                self._write_failure,
+                self._failed_bytes,
+            )
+        if sync_failure is not None:
+            return f"sink cannot fsync: {_describe(sync_failure)}"
+        if write_failure is None:
+            return None
+        if write_failure.errno in _NO_ROOM and _room(self.directory) > needed:
+            return None
+        return f"sink cannot write: {_describe(write_failure)}"
+
+    def flush(self) -> None:
+        """Fsync every segment written since the last flush; close the full ones.
+
+        A failure counts, in :attr:`unstored`, the lines written since the
+        last flush to the segments whose fsync failed, and refuses writes until
+        a flush succeeds.
+
+        Raises:
+            OSError: an fsync failed (every descriptor is closed regardless).
+        """
+        with self._lock:
+            pending = [*self._unsynced, (os.dup(self._fd), self._lines_unsynced)]
             self._unsynced = []
-        failure = _sync_and_close(pending)  # outside the lock: appends go on meanwhile
+            self._lines_unsynced = 0
+        failure, lost = _sync_and_close(pending)  # outside the lock: writes go on meanwhile
+        first = False
+        with self._lock:
+            if failure is not None:
+                self.unstored += lost
+                first = self._sync_failure is None
+                self._sync_failure = failure
+            elif self._sync_failure is not None:
+                logger.warning("sink: fsync works again")
+                self._sync_failure = None
         if failure is not None:
+            if first:
+                logger.critical(
+                    "sink: fsync failed; refusing payloads until one succeeds",
+                    extra={"error": _describe(failure), "unstored": self.unstored},
+                )
             raise failure
 
     def close(self) -> None:
-        """Stop the flusher, write and fsync everything, close the segment. Idempotent.
+        """Stop the flusher, fsync and close every segment. Idempotent, never raises.
 
-        Raises:
-            OSError: the last write or fsync failed.
+        Lines whose fsync failed are counted in :attr:`unstored`.
         """
         if self._closed.is_set():
             return
-        self._closed.set()
+        with self._lock:
+            self._closed.set()  # under the lock: no write is half done
         self._flusher.join()
-        try:
+        with contextlib.suppress(OSError):  # counted in unstored and logged by the flush
             self.flush()
-        finally:
-            # After a failed flush, segments may still wait: fsync and close them too.
-            with self._lock:
-                left, self._unsynced = [*self._unsynced, self._fd], []
-            _sync_and_close(left)  # a failure was raised by the flush above already
+        with self._lock:
+            if self._torn:  # one more try: leave no partial line behind
+                try:
+                    self._cut_back_locked()
+                except SinkFailure:
+                    logger.critical("sink: the last segment ends on a partial line")
+            os.close(self._fd)
 
-    def _write_locked(self) -> None:
-        if not self._buffer:
-            return
-        data = b"\n".join(self._buffer) + b"\n"
-        count = len(self._buffer)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        # Cleared only once written: after a failed write the lines are tried again.
-        self._buffer = []
-        self._buffered = 0
-        self._size += len(data)
-        self.lines_written += count
-        if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
-            self._rotate_locked()
+    def _fail_write_locked(self, exc: OSError, size: int) -> None:
+        """Undo a failed write: cut the segment back to its last whole line."""
+        if self._write_failure is None:
+            logger.critical(
+                "sink: write failed; refusing payloads until a write succeeds",
+                extra={"error": _describe(exc), "segment": self._segment_name()},
+            )
+        self._write_failure = exc
+        self._failed_bytes = size
+        self._torn = True
+        try:
+            self._cut_back_locked()
+        except SinkFailure:
+            logger.critical("sink: cannot cut the segment back; retried before the next write")
+
+    def _cut_back_locked(self) -> None:
+        """Truncate the current segment to its whole lines.
+
+        Raises:
+            SinkFailure: the truncation failed (the next write tries again first).
+        """
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            raise SinkFailure(
+                f"cannot cut a partial line off the sink's segment: {_describe(exc)}"
+            ) from exc
+        self._torn = False
 
     def _rotate_locked(self) -> None:
         """Start the next segment; if it cannot be opened, keep writing to this one."""
@@ -149,7 +262,8 @@ class SegmentSink:
             self._next_rotation = monotonic() + ROTATION_RETRY
             logger.critical("sink: cannot start a new segment; retrying", exc_info=True)
             return
-        self._unsynced.append(self._fd)
+        self._unsynced.append((self._fd, self._lines_unsynced))
+        self._lines_unsynced = 0
         self._fd = following
         self._number += 1
         self._size = 0
@@ -159,26 +273,48 @@ class SegmentSink:
         path = self.directory / f"segment-{self._number + 1:06d}.ndjson"
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    def _segment_name(self) -> str:
+        return f"segment-{self._number:06d}.ndjson"
+
     def _flush_loop(self) -> None:
         while not self._closed.wait(self._interval):
-            try:
+            with contextlib.suppress(OSError):  # counted and logged; the next one tries again
                 self.flush()
-            except OSError:
-                # Lines stay counted as written or not; the next flush tries again.
-                logger.critical("sink flush failed", exc_info=True)
 
 
-def _sync_and_close(fds: list[int]) -> OSError | None:
-    """Fsync and close every descriptor, whatever fails; the first failure, if any."""
+def _sync_and_close(pending: list[tuple[int, int]]) -> tuple[OSError | None, int]:
+    """Fsync and close every descriptor, whatever fails.
+
+    Args:
+        pending: (descriptor, lines written to it since its last fsync).
+
+    Returns:
+        The first failure (None: none), and the lines of the descriptors whose fsync failed.
+    """
     failure: OSError | None = None
-    for fd in fds:
+    lost = 0
+    for fd, lines in pending:
         try:
             os.fsync(fd)
         except OSError as exc:
             failure = failure or exc
+            lost += lines
         finally:
             os.close(fd)
-    return failure
+    return failure, lost
+
+
+def _room(directory: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of ``directory``."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
+
+
+def _describe(exc: OSError) -> str:
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
 
 
 def read_lines(directory: Path) -> list[bytes]:
