@@ -24,6 +24,7 @@ import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import pickle
+import select
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -134,6 +135,9 @@ class _Liaison:
         self._name = name
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        # Watches the process's sentinel, which becomes readable once it exits:
+        # one poll(0) before each hand-off (cheaper than exitcode under forkserver).
+        self._exited = select.poll()
         self._jobs_in_process = 0
         self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
 
@@ -145,7 +149,8 @@ class _Liaison:
         A process that died while idle (killed, out of memory) is seen here, before
         a job is sent to it, so that no job is blamed for a death it did not see.
         """
-        if self._process is not None and self._process.exitcode is not None:
+        if self._process is not None and self._exited.poll(0):
+            self._process.join(1)  # reaps it, so that its exit code is known
             logger.warning(
                 "%s: worker process %s died while idle (exit code %s); starting a new one",
                 self._name,
@@ -164,6 +169,8 @@ class _Liaison:
             process.start()
             child_end.close()
             self._process, self._conn = process, parent_end
+            self._exited = select.poll()
+            self._exited.register(process.sentinel, select.POLLIN)
             self._jobs_in_process = 0
         return self._process, self._conn
 
@@ -518,6 +525,10 @@ def _let_go_after_fork() -> None:
         for liaison in pool._liaisons:
             if isinstance(children, set):
                 children.discard(liaison._process)
+            if liaison._conn is not None:
+                # Only this copy of the pipe's end: the worker still sees EOF
+                # when the parent goes, whatever the child does.
+                liaison._conn.close()
             liaison._process = liaison._conn = None
     _pools.clear()
     server: Any = getattr(multiprocessing.forkserver, "_forkserver", None)
