@@ -78,7 +78,8 @@ def _refuse_work_after_fork() -> None:
     _live.clear()
 
 
-os.register_at_fork(after_in_child=_refuse_work_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_refuse_work_after_fork)
 
 
 class Dispatcher:

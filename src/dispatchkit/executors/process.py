@@ -12,7 +12,12 @@ the pipe *and* on the process's sentinel, so a worker that dies (a signal,
 ``WorkerLost`` (or is retried, if the policy allows), a new process takes its
 place, and every other job goes on. Per-job timeouts are enforced the same
 way: past its deadline the process is killed, the job is ``TimedOut``, and the
-jobs of its chunk that had not started run on the replacement.
+jobs of its chunk that had not started run on the replacement. A process that
+dies while idle is seen before the next hand-off (a poll of its sentinel) and
+replaced, so no job is blamed for it.
+
+After ``os.fork()`` the worker processes stay the parent's: the child forgets
+them (see :func:`_let_go_after_fork`) and its copy of the dispatcher refuses work.
 """
 
 from __future__ import annotations
@@ -539,7 +544,8 @@ def _let_go_after_fork() -> None:
         server._lock = threading.Lock()  # another thread may have held it during the fork
 
 
-os.register_at_fork(after_in_child=_let_go_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
 class ProcessWorkerPool:
