@@ -59,3 +59,14 @@ def raise_ghost_on_two(x: int) -> int:
     if x == 2:
         raise_ghost()
     return x
+
+
+class Frozen(Exception):
+    """An exception that refuses every attribute, ``__cause__`` and ``__traceback__`` too."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} takes no attributes")
+
+
+def raise_frozen(_: object = None) -> None:
+    raise Frozen("cold")

@@ -142,6 +142,19 @@ def test_fire_and_forget_jobs_whose_error_cannot_be_loaded_are_counted_and_repor
     assert "GhostError: haunted" in str(reported[0][1])
 
 
+@pytest.mark.parametrize("job_timeout", [None, 30.0], ids=["whole-chunk", "job-by-job"])
+def test_an_exception_that_refuses_attributes_fails_its_job_and_the_worker_goes_on(
+    job_timeout: float | None,
+) -> None:
+    with Dispatcher(1, executor="process", job_timeout=job_timeout) as d:
+        first = d.submit(jobs.pid).result(timeout=30)
+        error = d.submit(process_fault_jobs.raise_frozen).exception(timeout=10)
+        assert isinstance(error, process_fault_jobs.Frozen)
+        assert str(error) == "cold"
+        assert d.submit(jobs.pid).result(timeout=10) == first  # not WorkerLost, not replaced
+    assert_accounted(d.stats(), succeeded=2, failed=1)
+
+
 # -- a worker that dies while idle --------------------------------------------
 
 

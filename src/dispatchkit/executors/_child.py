@@ -28,6 +28,7 @@ a streamed ``"one"`` is always sealed (it is one job anyway).
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import traceback
@@ -104,8 +105,11 @@ def _portable_error(exc: BaseException) -> tuple[BaseException, str]:
     except Exception:
         exc = RemoteError(f"{type(exc).__qualname__}: {exc}")
     else:
-        exc.__traceback__ = None
-        exc.__context__ = exc.__cause__ = None
+        # Drops the frames (the error may be kept for a RESEND); an exception
+        # type that refuses attributes keeps them, and fails its job alone.
+        with contextlib.suppress(Exception):
+            exc.__traceback__ = None
+            exc.__context__ = exc.__cause__ = None
     return exc, text
 
 
@@ -189,9 +193,16 @@ def _unseal(sealed: Sealed) -> Result:
                 f"{what} (the exception could not be loaded in the dispatcher's process: {reason})"
             )
         ok = False
-    if not ok and text:
-        obj.__cause__ = RemoteTraceback(text)
+    if not ok:
+        _attach_traceback(obj, text)
     return ok, obj, started, finished
+
+
+def _attach_traceback(error: BaseException, text: str) -> None:
+    if text:
+        # An exception type that refuses attributes goes without it.
+        with contextlib.suppress(Exception):
+            error.__cause__ = RemoteTraceback(text)
 
 
 def _unwrap(result: Result) -> Result:
@@ -199,8 +210,7 @@ def _unwrap(result: Result) -> Result:
     if ok:
         return result
     error, text = value
-    if text:
-        error.__cause__ = RemoteTraceback(text)
+    _attach_traceback(error, text)
     return False, error, started, finished
 
 
