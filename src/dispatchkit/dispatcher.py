@@ -16,6 +16,7 @@ submitted = succeeded + failed + cancelled.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import weakref
 from collections import deque
@@ -36,7 +37,7 @@ from ._work import (
     cancel_message,
     map_result,
 )
-from .errors import ClosedError
+from .errors import ClosedError, DispatchError, ForkedError
 from .executors.process import ProcessOptions, ProcessWorkerPool
 from .executors.thread import ThreadWorkerPool
 from .job import Job, JobHandle, Outcome, PolicyHandle
@@ -64,6 +65,21 @@ def _drain_at_exit() -> None:
     # ``concurrent.futures`` does for its executors.
     for dispatcher in list(_live):
         dispatcher.join()
+
+
+def _refuse_work_after_fork() -> None:
+    # os.fork() copies every dispatcher but none of its worker threads, and its
+    # worker processes stay the parent's: in the child each copy refuses work
+    # (ForkedError) instead of queueing jobs that never run, and is not drained
+    # at exit. Its lock is new: another thread may have held it during the fork.
+    for dispatcher in list(_live):
+        dispatcher._lock = threading.Lock()
+        dispatcher._closed = True
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_refuse_work_after_fork)
 
 
 class Dispatcher:
@@ -162,6 +178,7 @@ class Dispatcher:
         self._rejected = 0
         self._cancelled = 0
         self._closed = False
+        self._pid = os.getpid()  # a copy in a forked child refuses work
         self._needs_key = self._strategy.needs_key
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
@@ -213,13 +230,14 @@ class Dispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
+            ForkedError: this is a copy made by ``os.fork()``.
             QueueFull: the inbox stayed full past ``put_timeout``.
             ValueError: the strategy is ``key`` (use :meth:`submit_job` with a key).
         """
         # The hot path of the per-job API: kept to one Python call beyond the
         # handle itself (see benchmarks/seed.py).
         if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            raise self._refusal()
         if self._needs_key:
             raise ValueError(
                 "the key strategy needs a key for every job: use submit_job(Job(fn, args, key=...))"
@@ -247,12 +265,13 @@ class Dispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
+            ForkedError: this is a copy made by ``os.fork()``.
             QueueFull: the inbox stayed full past the timeout.
             ValueError: the ``key`` strategy and a job without a key.
             TypeError: a key that is not an int, str or bytes.
         """
         if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            raise self._refusal()
         if job.key is None and self._needs_key:
             raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
         if job.timeout is not None and self.settings.executor == "thread":
@@ -296,6 +315,7 @@ class Dispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
+            ForkedError: this is a copy made by ``os.fork()``.
             ValueError: the ``key`` strategy without a ``key`` function.
             QueueFull: an inbox stayed full past ``put_timeout`` (jobs dispatched
                 before stay dispatched and counted).
@@ -341,6 +361,7 @@ class Dispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
+            ForkedError: this is a copy made by ``os.fork()``.
             ValueError: the ``key`` strategy without a ``key`` function.
         """
         self._check_bulk(key)
@@ -352,7 +373,7 @@ class Dispatcher:
         chunk = self._chunk
         with self._lock:  # offers are atomic against each other: no overshoot between them
             if self._closed:
-                raise ClosedError("the dispatcher is closed: it takes no more jobs")
+                raise self._refusal()
             first = self._next_seq
             parts = self._strategy.split(items, first, self._n, keys)
             needed: dict[int, int] = {}
@@ -428,6 +449,7 @@ class Dispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
+            ForkedError: this is a copy made by ``os.fork()``.
             ValueError: a bad ``window``, or the ``key`` strategy without ``key``.
             BaseException: without ``outcomes``, the exception of a failed job,
                 raised when its result is reached (the remaining jobs go on).
@@ -500,7 +522,7 @@ class Dispatcher:
 
     def _check_bulk(self, key: Callable[[Any], Hashable] | None) -> None:
         if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            raise self._refusal()
         if self._strategy.needs_key and key is None:
             raise ValueError("the key strategy needs key=<function giving each item's key>")
 
@@ -529,7 +551,7 @@ class Dispatcher:
             keys = [key(item) for item in block] if key is not None else None
             with self._lock:
                 if self._closed:
-                    raise ClosedError("the dispatcher is closed: it takes no more jobs")
+                    raise self._refusal()
                 first = self._next_seq
                 self._next_seq = first + len(block)
             yield block, first, keys
@@ -563,6 +585,15 @@ class Dispatcher:
             with self._lock:
                 self._rejected += len(block) - placed
             raise
+
+    def _refusal(self) -> DispatchError:
+        """Why a closed dispatcher takes no job: closed, or a copy made by os.fork()."""
+        if self._pid != os.getpid():
+            return ForkedError(
+                f"this Dispatcher was created in process {self._pid}; "
+                "after os.fork() create a new one in the child"
+            )
+        return ClosedError("the dispatcher is closed: it takes no more jobs")
 
     def _wake_all(self) -> None:
         for inbox in self._inboxes:

@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError
 __all__ = [
     "ClosedError",
     "DispatchError",
+    "ForkedError",
     "JobCancelled",
     "QueueFull",
     "RemoteJobError",
@@ -23,6 +24,15 @@ class DispatchError(Exception):
 
 class ClosedError(DispatchError, RuntimeError):
     """The dispatcher was closed (by us): it takes no more jobs."""
+
+
+class ForkedError(DispatchError, RuntimeError):
+    """The dispatcher was created in another process and copied here by ``os.fork()``.
+
+    A fork copies only the thread that called it, so the copy has no workers of its
+    own (and the worker processes belong to the parent): it refuses work. Create a
+    new dispatcher in the child.
+    """
 
 
 class QueueFull(DispatchError):

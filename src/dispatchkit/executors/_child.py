@@ -1,11 +1,11 @@
 """The main loop of a worker process, and the wire format it speaks.
 
 Everything crossing the pipe is pickled once per message (a chunk of jobs),
-not once per job. Parent to child: a :class:`Task`, or ``None`` to stop.
-Child to parent, per task:
+not once per job. Parent to child: a :class:`Task`, :data:`RESEND`, or ``None``
+to stop. Child to parent, per task:
 
 * without a timeout, one ``("done", results)`` when the whole task has run;
-* with a timeout, ``("start", k, t)`` before job ``k`` and ``("one", k, result)``
+* with a timeout, ``("start", k, t)`` before job ``k`` and ``("one", k, sealed)``
   after it, so that the parent can enforce the deadline and, if it kills the
   process, loses only the job that was running; then ``("done", None)``;
 * for fire-and-forget chunks, one ``("summary", ok, failures, started,
@@ -14,10 +14,21 @@ Child to parent, per task:
 A result is ``(ok, value_or_error, started, finished)``; an error travels with
 its formatted traceback, and one that cannot be pickled is replaced by a
 :class:`RemoteError` carrying its text.
+
+Some values pickle here but cannot be unpickled in the parent (a class from a
+module only the worker imported, a ``__reduce__`` whose loader raises). So
+that such a value fails its own job only, a result can travel *sealed*: its
+value pickled on its own, beside the type's name (see :func:`seal`). The parent
+decodes every message with :func:`decode`; when a whole message fails to load,
+it sends :data:`RESEND` and the worker sends the same reply again with every
+result sealed (``"sealed"`` for ``"done"``, ``"sealed-summary"`` for
+``"summary"``). A reply whose whole pickle fails here goes sealed at once, and
+a streamed ``"one"`` is always sealed (it is one job anyway).
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import traceback
@@ -25,12 +36,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from time import perf_counter
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["CALL", "EACH", "RemoteError", "RemoteTraceback", "Task", "child_main"]
+__all__ = [
+    "CALL",
+    "EACH",
+    "RESEND",
+    "RemoteError",
+    "RemoteTraceback",
+    "Task",
+    "child_main",
+    "decode",
+]
 
 #: Task kinds: one call ``fn(*args, **kwargs)``, or ``fn(item)`` per item.
 CALL, EACH = "call", "each"
+
+#: Parent to child: "your last reply could not be loaded here: send it again sealed".
+RESEND: Final = "resend"
+
+#: One result, as the parent uses it: ``(ok, value or exception, started, finished)``.
+Result = tuple[bool, Any, float, float]
+
+#: A result whose value is pickled on its own: ``(ok, pickled value or error,
+#: what it is, started, finished, traceback text)``.
+Sealed = tuple[bool, bytes, str, float, float, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +80,11 @@ class Task:
 
 
 class RemoteError(Exception):
-    """Stands in for an exception that could not be pickled in the worker process."""
+    """Stands in for a job's exception that could not travel between the processes.
+
+    Either it could not be pickled in the worker process or it could not be
+    unpickled in the dispatcher's; the message names its type and says why.
+    """
 
 
 class RemoteTraceback(Exception):
@@ -71,8 +105,11 @@ def _portable_error(exc: BaseException) -> tuple[BaseException, str]:
     except Exception:
         exc = RemoteError(f"{type(exc).__qualname__}: {exc}")
     else:
-        exc.__traceback__ = None
-        exc.__context__ = exc.__cause__ = None
+        # Drops the frames (the error may be kept for a RESEND); an exception
+        # type that refuses attributes keeps them, and fails its job alone.
+        with contextlib.suppress(Exception):
+            exc.__traceback__ = None
+            exc.__context__ = exc.__cause__ = None
     return exc, text
 
 
@@ -100,26 +137,108 @@ def _run_summary(task: Task) -> tuple[Any, ...]:
     return "summary", len(task.items) - len(failures), failures, started, perf_counter()
 
 
-def _dumps(message: Any) -> bytes:
+def _qualified_name(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def seal(result: Result) -> Sealed:
+    """Pickle a result's value (or error) on its own, so that it fails alone."""
+    ok, value, started, finished = result
+    obj, text = (value, "") if ok else value
     try:
-        return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        # Only a value can fail here: errors were made portable when raised.
+        error = TypeError(f"the job's result cannot be sent back: {exc}")
+        return False, pickle.dumps(error), "TypeError", started, finished, ""
+    what = _qualified_name(obj) if ok else f"{_qualified_name(obj)}: {obj}"
+    return ok, data, what, started, finished, text
+
+
+def _sealed(reply: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The same reply with every result sealed."""
+    if reply[0] == "summary":
+        _, ok, failures, started, finished = reply
+        sealed = [(position, seal((False, error, 0.0, 0.0))) for position, error in failures]
+        return "sealed-summary", ok, sealed, started, finished
+    return "sealed", [seal(result) for result in reply[1]]
+
+
+def _dumps(reply: tuple[Any, ...]) -> bytes:
+    try:
+        return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
     except Exception:
-        # A value that cannot be pickled: send an error in its place, for
-        # that result only.
-        kind, results = message[0], message[-1]
-        if kind == "one":
-            results = [results]
-        fixed = []
-        for result in results or ():
-            try:
-                pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-                fixed.append(result)
-            except Exception as exc:
-                error = TypeError(f"the job's result cannot be sent back: {exc}")
-                fixed.append((False, (error, ""), result[2], result[3]))
-        if kind == "one":
-            return pickle.dumps((kind, message[1], fixed[0]), pickle.HIGHEST_PROTOCOL)
-        return pickle.dumps((kind, fixed), pickle.HIGHEST_PROTOCOL)
+        # A value that cannot be pickled: seal each result, so that it fails alone.
+        return pickle.dumps(_sealed(reply), pickle.HIGHEST_PROTOCOL)
+
+
+# -- in the parent -------------------------------------------------------------
+
+
+def _unseal(sealed: Sealed) -> Result:
+    ok, data, what, started, finished, text = sealed
+    try:
+        obj = pickle.loads(data)
+    except BaseException as exc:  # the loader ran the value's code: anything may come out
+        reason = f"{type(exc).__name__}: {exc}"
+        if ok:
+            obj = TypeError(
+                f"the job's result, a {what}, cannot be loaded in the dispatcher's process: "
+                f"{reason}"
+            )
+            obj.__cause__ = exc
+        else:
+            obj = RemoteError(
+                f"{what} (the exception could not be loaded in the dispatcher's process: {reason})"
+            )
+        ok = False
+    if not ok:
+        _attach_traceback(obj, text)
+    return ok, obj, started, finished
+
+
+def _attach_traceback(error: BaseException, text: str) -> None:
+    if text:
+        # An exception type that refuses attributes goes without it.
+        with contextlib.suppress(Exception):
+            error.__cause__ = RemoteTraceback(text)
+
+
+def _unwrap(result: Result) -> Result:
+    ok, value, started, finished = result
+    if ok:
+        return result
+    error, text = value
+    _attach_traceback(error, text)
+    return False, error, started, finished
+
+
+def decode(reply: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A loaded reply with its results ready to use: errors carry their remote traceback.
+
+    ``"sealed"`` becomes ``"done"`` and ``"sealed-summary"`` becomes ``"summary"``;
+    a value that cannot be loaded becomes the failure of its job alone.
+    """
+    kind = reply[0]
+    if kind == "one":
+        return "one", reply[1], _unseal(reply[2])
+    if kind == "done":
+        return "done", None if reply[1] is None else [_unwrap(r) for r in reply[1]]
+    if kind == "sealed":
+        return "done", [_unseal(sealed) for sealed in reply[1]]
+    if kind == "summary":
+        _, ok, failures, started, finished = reply
+        errors = [(position, _unwrap((False, error, 0.0, 0.0))[1]) for position, error in failures]
+        return "summary", ok, errors, started, finished
+    if kind == "sealed-summary":
+        _, ok, failures, started, finished = reply
+        errors = [(position, _unseal(sealed)[1]) for position, sealed in failures]
+        return "summary", ok, errors, started, finished
+    return reply  # "start"
+
+
+# -- in the worker process -----------------------------------------------------
 
 
 def child_main(
@@ -133,20 +252,32 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
+    # The last reply, kept until the next message in case the parent asks for
+    # it again (RESEND); dropped then, so at most one chunk's values are kept.
+    last: tuple[Any, ...] | None = None
     while True:
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the parent is gone
-        task: Task | None = pickle.loads(data)
-        if task is None:
+        message: Task | str | None = pickle.loads(data)
+        if message is None:
             return
+        if isinstance(message, str):  # RESEND
+            assert last is not None, "RESEND without a reply to send again"
+            conn.send_bytes(pickle.dumps(_sealed(last), pickle.HIGHEST_PROTOCOL))
+            last = None
+            continue
+        task, last = message, None
         if task.summary:
-            conn.send_bytes(_dumps(_run_summary(task)))
+            last = _run_summary(task)
+            conn.send_bytes(_dumps(last))
         elif task.stream:
             for index, item in enumerate(task.items):
-                conn.send_bytes(_dumps(("start", index, perf_counter())))
-                conn.send_bytes(_dumps(("one", index, _run_one(task, item))))
-            conn.send_bytes(_dumps(("done", None)))
+                conn.send_bytes(pickle.dumps(("start", index, perf_counter())))
+                one = ("one", index, seal(_run_one(task, item)))
+                conn.send_bytes(pickle.dumps(one, pickle.HIGHEST_PROTOCOL))
+            conn.send_bytes(pickle.dumps(("done", None)))
         else:
-            conn.send_bytes(_dumps(("done", [_run_one(task, item) for item in task.items])))
+            last = ("done", [_run_one(task, item) for item in task.items])
+            conn.send_bytes(_dumps(last))

@@ -12,7 +12,12 @@ the pipe *and* on the process's sentinel, so a worker that dies (a signal,
 ``WorkerLost`` (or is retried, if the policy allows), a new process takes its
 place, and every other job goes on. Per-job timeouts are enforced the same
 way: past its deadline the process is killed, the job is ``TimedOut``, and the
-jobs of its chunk that had not started run on the replacement.
+jobs of its chunk that had not started run on the replacement. A process that
+dies while idle is seen before the next hand-off (a poll of its sentinel) and
+replaced, so no job is blamed for it.
+
+After ``os.fork()`` the worker processes stay the parent's: the child forgets
+them (see :func:`_let_go_after_fork`) and its copy of the dispatcher refuses work.
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.process
+import os
 import pickle
+import select
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -35,7 +45,7 @@ from dispatchkit.errors import TimedOut, WorkerLost
 from dispatchkit.job import JobHandle, JobStatus, PolicyHandle
 from dispatchkit.retry import RetryPolicy
 
-from ._child import CALL, EACH, RemoteTraceback, Task, child_main
+from ._child import CALL, EACH, RESEND, Result, Task, child_main, decode
 
 __all__ = ["START_METHODS", "ProcessOptions", "ProcessWorkerPool"]
 
@@ -47,8 +57,8 @@ START_METHODS: Final = ("fork", "forkserver", "spawn")
 #: Seconds between two looks at a worker that is running a job.
 _POLL: Final = 0.2
 
-#: One result from the child: (ok, value or (error, traceback text), started, finished).
-_Result = tuple[bool, Any, float, float]
+#: RESEND, as sent down the pipe.
+_RESEND_BYTES: Final = pickle.dumps(RESEND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +140,29 @@ class _Liaison:
         self._name = name
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        # Watches the process's sentinel, which becomes readable once it exits:
+        # one poll(0) before each hand-off (cheaper than exitcode under forkserver).
+        self._exited = select.poll()
         self._jobs_in_process = 0
         self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
 
     # -- the process ---------------------------------------------------------
 
     def _ensure_process(self) -> tuple[BaseProcess, Connection]:
+        """The live process to give work to: a new one if there is none, or it died.
+
+        A process that died while idle (killed, out of memory) is seen here, before
+        a job is sent to it, so that no job is blamed for a death it did not see.
+        """
+        if self._process is not None and self._exited.poll(0):
+            self._process.join(1)  # reaps it, so that its exit code is known
+            logger.warning(
+                "%s: worker process %s died while idle (exit code %s); starting a new one",
+                self._name,
+                self._process.pid,
+                self._process.exitcode,
+            )
+            self._discard_process(kill=True)
         if self._process is None or self._conn is None:
             parent_end, child_end = self._context.Pipe()
             process = self._context.Process(
@@ -147,6 +174,8 @@ class _Liaison:
             process.start()
             child_end.close()
             self._process, self._conn = process, parent_end
+            self._exited = select.poll()
+            self._exited.register(process.sentinel, select.POLLIN)
             self._jobs_in_process = 0
         return self._process, self._conn
 
@@ -283,9 +312,7 @@ class _Liaison:
             state.busy += finished - started
             if state.first_start is None or started < state.first_start:
                 state.first_start = started
-            for position, (error, text) in failures:
-                if text:
-                    error.__cause__ = RemoteTraceback(text)
+            for position, error in failures:
                 report_error(spec.items[position], error, state, on_error)
             self._recycle_if_due()
         if message.__class__ is not tuple:
@@ -295,23 +322,50 @@ class _Liaison:
         """Send one task and wait for its one reply; None if the process died."""
         try:
             conn.send_bytes(data)
-            while True:
-                ready = wait([conn, process.sentinel], _POLL)
-                if conn in ready:
-                    return pickle.loads(conn.recv_bytes())
-                if process.sentinel in ready:
-                    break
-        except (EOFError, OSError):
+        except OSError:
             pass
+        else:
+            if self._wait_for_reply(process, conn):
+                reply = self._receive(process, conn)
+                if reply is not None:
+                    return reply
         self._discard_process(kill=True)
         return None
+
+    def _wait_for_reply(self, process: BaseProcess, conn: Connection) -> bool:
+        """Wait until ``conn`` has data: True, or False if the process died first."""
+        while True:
+            ready = wait([conn, process.sentinel], _POLL)
+            if conn in ready:
+                return True
+            if process.sentinel in ready:
+                return False
+
+    def _receive(self, process: BaseProcess, conn: Connection) -> tuple[Any, ...] | None:
+        """The process's next reply, decoded (data is waiting); None if it died."""
+        try:
+            data = conn.recv_bytes()
+            try:
+                reply = pickle.loads(data)
+            except BaseException as exc:  # the loader ran the values' code: anything may come out
+                # A value that pickled in the worker cannot be loaded here: have
+                # the reply again with each result pickled on its own, so that
+                # only the jobs whose values fail to load fail.
+                logger.debug("%s: a reply cannot be loaded (%r): asking again", self._name, exc)
+                conn.send_bytes(_RESEND_BYTES)
+                if not self._wait_for_reply(process, conn):
+                    return None
+                reply = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return None
+        return decode(reply)
 
     def _recycle_if_due(self) -> None:
         limit = self._options.max_jobs_per_worker
         if limit is not None and self._jobs_in_process >= limit:
             self._discard_process(kill=False)
 
-    def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, _Result], set[int]]:
+    def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, Result], set[int]]:
         """Run ``items`` in the process; results by position, and positions never started."""
         task = Task(
             spec.kind, spec.fn, items, spec.star, spec.timeout is not None, spec.keep_values
@@ -325,7 +379,7 @@ class _Liaison:
             conn.send_bytes(data)
         except OSError:
             return self._lost(spec, items, {}, None, process, conn)
-        results: dict[int, _Result] = {}
+        results: dict[int, Result] = {}
         running: tuple[int, float] | None = None  # (position, started) in stream mode
         while True:
             deadline = None
@@ -336,18 +390,17 @@ class _Liaison:
             )
             ready = wait([conn, process.sentinel], wait_for)
             if conn in ready:
-                try:
-                    event = pickle.loads(conn.recv_bytes())
-                except (EOFError, OSError):
+                event = self._receive(process, conn)
+                if event is None:
                     return self._lost(spec, items, results, running, process, conn)
                 if event[0] == "start":
                     running = (event[1], event[2])
                 elif event[0] == "one":
-                    results[event[1]] = _unwrap(event[2])
+                    results[event[1]] = event[2]
                     running = None
                 else:  # "done"
                     for position, result in enumerate(event[1] or ()):
-                        results[position] = _unwrap(result)
+                        results[position] = result
                     self._jobs_in_process += len(items)
                     self._recycle_if_due()
                     return results, set()
@@ -364,11 +417,11 @@ class _Liaison:
         self,
         spec: _Spec,
         items: list[Any],
-        results: dict[int, _Result],
+        results: dict[int, Result],
         running: tuple[int, float] | None,
         process: BaseProcess,
         conn: Connection,
-    ) -> tuple[dict[int, _Result], set[int]]:
+    ) -> tuple[dict[int, Result], set[int]]:
         """The process died: what it held is lost, the rest of the chunk runs again."""
         process.join(1)
         code = process.exitcode
@@ -386,7 +439,7 @@ class _Liaison:
 
     def _unpicklable(
         self, spec: _Spec, items: list[Any], exc: Exception
-    ) -> tuple[dict[int, _Result], set[int]]:
+    ) -> tuple[dict[int, Result], set[int]]:
         """A job that cannot be pickled fails with a clear error; its chunk mates still run."""
         now = perf_counter()
         try:
@@ -455,14 +508,44 @@ class _Liaison:
                 message.items = []
 
 
-def _unwrap(result: tuple[bool, Any, float, float]) -> _Result:
-    ok, value, started, finished = result
-    if ok:
-        return result
-    error, text = value
-    if text:
-        error.__cause__ = RemoteTraceback(text)
-    return False, error, started, finished
+#: Every pool not yet garbage-collected, for :func:`_let_go_after_fork`.
+_pools: weakref.WeakSet[ProcessWorkerPool] = weakref.WeakSet()
+
+#: Whether a pool of this process uses the fork server (see :func:`_let_go_after_fork`).
+_uses_fork_server = False
+
+
+def _let_go_after_fork() -> None:
+    """In a child made by ``os.fork()``: the worker processes are the parent's.
+
+    multiprocessing's exit handler in the child would otherwise SIGTERM every
+    daemon process it finds in its inherited list of children, the parent's
+    workers among them; forgetting them also means that nothing in the child
+    can kill them. The fork server is the parent's too: its ``ensure_running``
+    would fail in the child (``waitpid`` of a process that is not its child),
+    so the child is set to start its own, and a new dispatcher there works.
+    """
+    children: Any = getattr(multiprocessing.process, "_children", None)
+    for pool in list(_pools):
+        for liaison in pool._liaisons:
+            if isinstance(children, set):
+                children.discard(liaison._process)
+            if liaison._conn is not None:
+                # Only this copy of the pipe's end: the worker still sees EOF
+                # when the parent goes, whatever the child does.
+                liaison._conn.close()
+            liaison._process = liaison._conn = None
+    _pools.clear()
+    server: Any = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if _uses_fork_server and getattr(server, "_forkserver_pid", None) is not None:
+        with contextlib.suppress(OSError, TypeError):
+            os.close(server._forkserver_alive_fd)
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+        server._lock = threading.Lock()  # another thread may have held it during the fork
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
 class ProcessWorkerPool:
@@ -475,8 +558,10 @@ class ProcessWorkerPool:
         name: str,
         options: ProcessOptions,
     ) -> None:
+        global _uses_fork_server
         context = multiprocessing.get_context(options.start_method)
         if options.start_method == "forkserver":
+            _uses_fork_server = True
             # Import dispatchkit once in the fork server rather than in every
             # worker it forks (each would pay ~0.1 s of imports on its first job).
             context.set_forkserver_preload(["dispatchkit", "dispatchkit.demo"])
@@ -484,6 +569,7 @@ class ProcessWorkerPool:
             _Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
             for inbox, state in zip(inboxes, states, strict=True)
         ]
+        _pools.add(self)
 
     def start(self) -> None:
         # Processes start here, not at the first job, so that start-up (a
