@@ -12,7 +12,15 @@ Importing this package loads only the standard library.
 
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
-from .errors import ClosedError, DispatchError, JobCancelled, QueueFull, TimedOut, WorkerLost
+from .errors import (
+    ClosedError,
+    DispatchError,
+    ForkedError,
+    JobCancelled,
+    QueueFull,
+    TimedOut,
+    WorkerLost,
+)
 from .job import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -43,6 +51,7 @@ __all__ = [
     "DispatchError",
     "Dispatcher",
     "DispatcherStats",
+    "ForkedError",
     "Job",
     "JobCancelled",
     "JobHandle",
