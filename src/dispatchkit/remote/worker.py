@@ -13,6 +13,12 @@ keeps its order; everything else runs ``concurrency`` at a time.
 
 A claimed entry's delivery count is its attempt count; past ``max_attempts``
 it goes to the dead-letter stream, and its submitter gets a ``WorkerLost``.
+An entry that fails for good (Redis refuses its outcome, say a ``WRONGTYPE``
+reply stream, or its outcome cannot be encoded) is dead-lettered at once;
+only failures that may pass (Redis unreachable or busy) are retried.
+
+A worker that cannot reach Redis for ``unreachable_timeout`` seconds exits,
+whatever it holds: its entries stay pending and live workers claim them.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Any, Final, NamedTuple
 
-from dispatchkit.errors import TransportError, WorkerLost
+from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable, WorkerLost
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
 from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, decode_job, encode_outcome
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Delivery
 from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
 
+from ._checks import check_duration
 from .calls import Called, call_in_loop, call_in_pool, call_in_thread
 from .runners import JobRunner, Task, make_runner
 
@@ -47,8 +54,8 @@ logger = logging.getLogger(__name__)
 #: Default number of partitions of the key strategy (dispatchers must agree).
 DEFAULT_PARTITIONS: Final = 16
 
-#: Seconds a worker keeps retrying an unreachable Redis before it gives up.
-_GIVE_UP_AFTER: Final = 30.0
+#: Seconds a worker keeps retrying an unreachable Redis before it exits (by default).
+DEFAULT_UNREACHABLE_TIMEOUT: Final = 30.0
 
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
@@ -75,6 +82,42 @@ class _DeadLetter(NamedTuple):
 
     error: str
     reply: tuple[str, int, BaseException] | None
+
+
+def _unprocessable(job: EncodedJob, exc: Exception) -> _DeadLetter:
+    """Why an entry whose processing failed (not its job: dispatchkit) is dead-lettered."""
+    error = RuntimeError(f"processing the entry failed: {_describe(exc)}")
+    return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # its message cannot be formed either
+        return type(exc).__name__
+
+
+class _Outage:
+    """Since when the worker's calls to Redis fail for want of a server.
+
+    Every thread reports: a call that reached Redis (even one it refused) ends
+    the outage, one that could not reach it (or found it busy) starts it.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._since: float | None = None
+
+    def reached(self) -> None:
+        self._since = None
+
+    def missed(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def over(self) -> bool:
+        since = self._since
+        return since is not None and time.monotonic() - since >= self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +156,13 @@ class RedisWorker:
             worker claims it (XAUTOCLAIM), whatever its holder's heartbeat says.
         max_attempts: deliveries of one entry before it is dead-lettered.
         partitions: partitions of the key strategy.
+        unreachable_timeout: seconds Redis may stay unreachable before the
+            worker gives up and :meth:`run` raises, whatever it holds (its
+            entries stay pending, for live workers to claim).
 
     Raises:
-        ValueError: a bad argument (unknown executor, non-positive numbers, bad URL).
+        ValueError: a bad argument (unknown executor, non-positive numbers, a
+            duration that is not a finite number of seconds above 0, bad URL).
     """
 
     def __init__(
@@ -134,7 +181,14 @@ class RedisWorker:
         visibility_timeout: float = 60.0,
         max_attempts: int = 3,
         partitions: int = DEFAULT_PARTITIONS,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
+        heartbeat = check_duration("heartbeat", heartbeat)
+        dead_after = check_duration(
+            "dead_after", 5 * heartbeat if dead_after is None else dead_after
+        )
+        visibility_timeout = check_duration("visibility_timeout", visibility_timeout)
+        self._outage = _Outage(check_duration("unreachable_timeout", unreachable_timeout))
         for what, value in (
             ("concurrency", concurrency),
             ("prefetch", 2 * concurrency if prefetch is None else prefetch),
@@ -143,8 +197,6 @@ class RedisWorker:
         ):
             if value < 1:
                 raise ValueError(f"{what} must be at least 1, got {value}")
-        if heartbeat <= 0 or visibility_timeout <= 0:
-            raise ValueError("heartbeat and visibility_timeout must be positive")
         self.name = name or default_consumer_name()
         self._runner: JobRunner = make_runner(executor, concurrency)
         self._executor = executor
@@ -154,7 +206,7 @@ class RedisWorker:
         self._prefetch = 2 * concurrency if prefetch is None else prefetch
         self._refill = max(1, self._prefetch // 2)
         self._heartbeat = heartbeat
-        self._dead_after = dead_after if dead_after is not None else 5 * heartbeat
+        self._dead_after = dead_after
         self._visibility = visibility_timeout
         self._max_attempts = max_attempts
         self._partitions = partitions
@@ -193,7 +245,8 @@ class RedisWorker:
 
         Raises:
             TransportUnavailable: Redis could not be reached at start, or for
-                longer than 30 s while running.
+                ``unreachable_timeout`` seconds while running (then the worker
+                stops at once, even with entries in hand).
             TransportError: another Redis failure.
         """
         self._transport.ping()
@@ -212,16 +265,21 @@ class RedisWorker:
             # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
             with self._room:
                 while self._held_count:
+                    self._check_reachable()
                     self._room.wait(0.1)
         finally:
+            lost = self._outage.over()
             # Heartbeats first: a claim after the drain would hand the runner work
             # it no longer takes.
             self._beat_stop.set()
             beat.join()
-            self._runner.shutdown(wait=True)
+            # Redis gone: jobs in hand are not waited for (their entries, still
+            # pending, run again elsewhere); the runner's threads do not keep us.
+            self._stop_runner(wait=not lost)
             self._done.put(None)
             acker.join()
-            self._unregister()
+            if not lost:
+                self._unregister()
             self._transport.close()
         report = WorkerReport(self.name, self._succeeded, self._failed, self._dead, self._claimed)
         logger.info(
@@ -229,6 +287,32 @@ class RedisWorker:
             *(report.name, report.succeeded, report.failed, report.dead_lettered, report.claimed),
         )
         return report
+
+    def _check_reachable(self) -> None:
+        """Raise once Redis has been unreachable for ``unreachable_timeout`` seconds.
+
+        Raises:
+            TransportUnavailable: it has.
+        """
+        if not self._outage.over():
+            return
+        with self._lock:
+            held = self._held_count
+        logger.critical(
+            "worker %s: Redis unreachable for %g s; exiting, the %d entries it held stay "
+            "pending for other workers",
+            *(self.name, self._outage.limit, held),
+        )
+        raise TransportUnavailable(
+            f"Redis unreachable for {self._outage.limit:g} s; the {held} entries it held "
+            "stay pending, for other workers to claim"
+        )
+
+    def _stop_runner(self, wait: bool) -> None:
+        self._runner.shutdown(wait=wait)
+        pool = self._runner.pool
+        if not wait and pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- registration --------------------------------------------------------------
 
@@ -267,8 +351,8 @@ class RedisWorker:
             return [self._own, self.keys.pull, *sorted(self._adopted), *live_leases]
 
     def _fetch_loop(self) -> None:
-        failing_since: float | None = None
         while not self._stopping.is_set():
+            self._check_reachable()
             with self._room:
                 room = self._prefetch - self._held_count
                 # Refill in gulps of half the prefetch, not entry by entry: a round
@@ -279,9 +363,8 @@ class RedisWorker:
             try:
                 deliveries = self._transport.fetch(self._streams(), room, 0.2)
             except TransportError as exc:
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > _GIVE_UP_AFTER:
-                    raise
+                if not isinstance(exc, TransportRejected):
+                    self._outage.missed()
                 if "NOGROUP" in str(exc):
                     # A stream went away: an adopted one deleted by another worker once
                     # empty, or our own if we were taken for dead. Start afresh.
@@ -293,7 +376,7 @@ class RedisWorker:
                     logger.warning("worker %s: %s; retrying", self.name, exc)
                     time.sleep(0.5)
                 continue
-            failing_since = None
+            self._outage.reached()
             self._accept(deliveries)
 
     def _accept(self, deliveries: Iterable[Delivery]) -> None:
@@ -333,8 +416,9 @@ class RedisWorker:
             prepared = self._prepare(delivery)
             if isinstance(prepared, _DeadLetter):
                 self._dead_letter(delivery, *prepared)
-            else:
-                job, fn, chunk = prepared
+                return
+            job, fn, chunk = prepared
+            try:
                 pool = self._runner.pool
                 called = (
                     call_in_thread(fn, job, chunk)
@@ -342,6 +426,8 @@ class RedisWorker:
                     else call_in_pool(pool, fn, job, chunk)
                 )
                 self._finish(delivery, job, called)
+            except Exception as exc:  # it would fail again: never leave it pending
+                self._dead_letter(delivery, *_unprocessable(job, exc))
         finally:
             self._next_in_lane(delivery)
 
@@ -353,7 +439,11 @@ class RedisWorker:
                 await asyncio.to_thread(self._dead_letter, delivery, *prepared)
             else:
                 job, fn, chunk = prepared
-                self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                try:
+                    self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                except Exception as exc:  # it would fail again: never leave it pending
+                    dead = _unprocessable(job, exc)
+                    await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
             self._next_in_lane(delivery)
 
@@ -410,8 +500,16 @@ class RedisWorker:
             if reply is not None and reply[0]:  # someone waits for the outcome
                 reply_to, job_id, exc = reply
                 outcome = encode_outcome(job_id, False, exc, self.name, delivery.attempts)
-                self._transport.ack([], [(reply_to, outcome)])
+                try:
+                    self._transport.ack([], [(reply_to, outcome)])
+                except TransportRejected as refused:  # dead-lettered all the same
+                    error = f"{error}; its failure could not be stored either: {refused}"
             self._transport.nack(delivery, error)
+        except TransportRejected:
+            # Retrying cannot help: said here, the entry is given up.
+            logger.error(
+                "worker %s: Redis refused to dead-letter an entry", self.name, exc_info=True
+            )
         except TransportError:
             # Left pending: it is claimed again later and lands here once more.
             logger.error("worker %s: could not dead-letter an entry", self.name, exc_info=True)
@@ -467,29 +565,42 @@ class RedisWorker:
                         finished = True
                         break
                     batch.append(item)
-            deliveries = [item[0] for item in batch]
-            replies = [(item[1], item[2]) for item in batch if item[1]]
-            failing_since = time.monotonic()
-            while True:
-                try:
-                    self._transport.ack(deliveries, replies)
-                    break
-                except TransportError:
-                    if time.monotonic() - failing_since > _GIVE_UP_AFTER:
-                        # Unacknowledged, the entries stay pending in Redis: another
-                        # worker claims and runs them again. Nothing is lost.
-                        logger.critical(
-                            "worker %s: could not store %d outcomes; they will run again",
-                            *(self.name, len(batch)),
-                            exc_info=True,
-                        )
-                        break
-                    # Keep the outcomes: the entries stay ours (touched) until stored.
-                    logger.error("worker %s: acknowledging failed; retrying", self.name)
-                    time.sleep(0.5)
-            self._succeeded += sum(item[3][0] for item in batch)
-            self._failed += sum(item[3][1] for item in batch)
-            self._release_held(deliveries)
+            refused = self._store([(d, reply_to, outcome) for d, reply_to, outcome, _ in batch])
+            for delivery, error in refused:
+                self._dead_letter(delivery, f"its outcome could not be stored: {error}", None)
+            given_up = {(d.stream, d.entry_id) for d, _ in refused}
+            counted = [
+                item[3] for item in batch if (item[0].stream, item[0].entry_id) not in given_up
+            ]
+            self._succeeded += sum(succeeded for succeeded, _ in counted)
+            self._failed += sum(failed for _, failed in counted)
+            self._release_held([item[0] for item in batch])
+
+    def _store(self, done: list[tuple[Delivery, str, bytes]]) -> list[tuple[Delivery, str]]:
+        """Store the outcomes and acknowledge the entries; return those Redis refused.
+
+        A failure that may pass is retried until Redis has been unreachable for
+        ``unreachable_timeout``; then the entries stay pending in Redis, and
+        another worker claims and runs them again. Nothing is lost.
+        """
+        while True:
+            try:
+                refused = self._transport.ack_outcomes(done)
+            except TransportError:
+                self._outage.missed()
+                if self._outage.over():
+                    logger.critical(
+                        "worker %s: could not store %d outcomes; they will run again",
+                        *(self.name, len(done)),
+                        exc_info=True,
+                    )
+                    return []
+                # Keep the outcomes: the entries stay ours (touched) until stored.
+                logger.error("worker %s: acknowledging failed; retrying", self.name)
+                time.sleep(0.5)
+                continue
+            self._outage.reached()
+            return refused
 
     # -- heartbeats, claims, leases (heartbeat thread) --------------------------------
 
@@ -497,7 +608,10 @@ class RedisWorker:
         while not self._beat_stop.wait(self._heartbeat * random.uniform(0.8, 1.0)):
             try:
                 self._beat()
-            except TransportError:
+                self._outage.reached()
+            except TransportError as exc:
+                if not isinstance(exc, TransportRejected):
+                    self._outage.missed()
                 logger.warning("worker %s: heartbeat failed", self.name, exc_info=True)
             except Exception:
                 logger.critical("worker %s: heartbeat crashed", self.name, exc_info=True)
