@@ -73,6 +73,7 @@ def test_a_poisoned_entry_is_dead_lettered_at_once_and_the_jobs_behind_it_go_on(
     (dead,) = dead_letters(client, namespace)
     assert dead[b"id"].decode() == entry_id
     assert b"WRONGTYPE" in dead[b"error"]
+    assert f"storing its outcome in {namespace}:not-a-stream".encode() in dead[b"error"]
     assert proc.poll() is None
 
 
@@ -229,36 +230,38 @@ from dispatchkit.remote import run_worker
 logging.basicConfig(level=logging.INFO)
 try:
     run_worker(sys.argv[1], "q", imports=["redis_test_jobs"], concurrency=1, prefetch=1,
-               heartbeat=0.2, unreachable_timeout=float(sys.argv[2]))
+               heartbeat=0.2, unreachable_timeout=float(sys.argv[2]), executor=sys.argv[3])
 except TransportError as exc:
     print(f"worker: {exc}", file=sys.stderr)
     sys.exit(1)
 """
 
 
-def test_a_worker_exits_1_when_redis_stays_unreachable_whether_it_holds_entries_or_not(
-    own_redis: tuple[str, subprocess.Popen[bytes]],
-) -> None:
-    url, server = own_redis
+def _script_worker(url: str, unreachable_timeout: float, executor: str) -> subprocess.Popen[str]:
+    """A worker process (``run_worker``, as the CLI runs it) on the server at ``url``."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "DK_TEST_REDIS": url,
     }
+    return subprocess.Popen(
+        [sys.executable, "-c", _WORKER_SCRIPT, url, str(unreachable_timeout), executor],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_worker_exits_1_when_redis_stays_unreachable_whether_it_holds_entries_or_not(
+    own_redis: tuple[str, subprocess.Popen[bytes]], executor: str
+) -> None:
+    url, server = own_redis
     client = Redis.from_url(url)
-
-    def start_worker() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-c", _WORKER_SCRIPT, url, "1.5"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    busy = start_worker()
+    busy = _script_worker(url, 1.5, executor)
     wait_for(lambda: client.zcard(f"dispatchkit:{QUEUE}:workers") == 1, 20)
-    idle = start_worker()
+    idle = _script_worker(url, 1.5, executor)
     wait_for(lambda: client.zcard(f"dispatchkit:{QUEUE}:workers") == 2, 20)
     d = RedisDispatcher(url, QUEUE)
     handle = d.submit(jobs.record, "log", 1, 30.0)  # the busy one holds it, unacknowledged
@@ -280,6 +283,42 @@ def test_a_worker_exits_1_when_redis_stays_unreachable_whether_it_holds_entries_
     assert "1 entries it held stay pending" in "".join(outputs)
     with pytest.raises(TransportError, match="shut down"):
         handle.result(timeout=1)
+
+
+_BUSY_SCRIPT = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1]) then
+    return 1
+  end
+end
+"""
+
+
+def test_a_busy_server_is_retried_not_taken_for_a_poisoned_entry(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, _ = own_redis
+    client = Redis.from_url(url)
+    client.config_set("busy-reply-threshold", 50)  # other clients get BUSY after 50 ms
+    worker = _script_worker(url, 30.0, "thread")
+    try:
+        wait_for(lambda: client.zcard(f"dispatchkit:{QUEUE}:workers") == 1, 20)
+        with RedisDispatcher(url, QUEUE) as d:
+            handle = d.submit(jobs.record, "log", 1, 0.3)
+            wait_for(lambda: client.llen("log") == 1, 10)
+            # The job ends, and its outcome is stored, while a script keeps Redis busy.
+            client.eval(_BUSY_SCRIPT, 0, 1_500_000)
+            assert handle.result(timeout=10) == 1
+        assert client.xlen(f"dispatchkit:{QUEUE}:dead") == 0
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        out = worker.communicate(timeout=15)[0]
+        client.close()
+    assert worker.returncode == 0, out
+    assert "acknowledging failed; retrying" in out  # refused for a while (BUSY), retried
 
 
 # -- item: durations given to the API are checked -------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-__all__ = ["check_duration"]
+__all__ = ["LONGEST", "check_duration"]
 
 #: Seconds above which a duration is refused (about 31 years): threading's waits and
 #: Redis's millisecond arguments overflow well before an infinity.

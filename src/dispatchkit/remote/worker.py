@@ -43,7 +43,7 @@ from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Delivery
 from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
 
-from ._checks import check_duration
+from ._checks import LONGEST, check_duration
 from .calls import Called, call_in_loop, call_in_pool, call_in_thread
 from .runners import JobRunner, Task, make_runner
 
@@ -115,6 +115,13 @@ class _Outage:
         if self._since is None:
             self._since = time.monotonic()
 
+    def failed(self, exc: TransportError) -> None:
+        """A call failed: a refusal came from Redis, anything else did not."""
+        if isinstance(exc, TransportRejected):
+            self.reached()
+        else:
+            self.missed()
+
     def over(self) -> bool:
         since = self._since
         return since is not None and time.monotonic() - since >= self.limit
@@ -184,9 +191,9 @@ class RedisWorker:
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
         heartbeat = check_duration("heartbeat", heartbeat)
-        dead_after = check_duration(
-            "dead_after", 5 * heartbeat if dead_after is None else dead_after
-        )
+        if dead_after is None:
+            dead_after = min(5 * heartbeat, LONGEST)
+        dead_after = check_duration("dead_after", dead_after)
         visibility_timeout = check_duration("visibility_timeout", visibility_timeout)
         self._outage = _Outage(check_duration("unreachable_timeout", unreachable_timeout))
         for what, value in (
@@ -298,11 +305,6 @@ class RedisWorker:
             return
         with self._lock:
             held = self._held_count
-        logger.critical(
-            "worker %s: Redis unreachable for %g s; exiting, the %d entries it held stay "
-            "pending for other workers",
-            *(self.name, self._outage.limit, held),
-        )
         raise TransportUnavailable(
             f"Redis unreachable for {self._outage.limit:g} s; the {held} entries it held "
             "stay pending, for other workers to claim"
@@ -363,8 +365,7 @@ class RedisWorker:
             try:
                 deliveries = self._transport.fetch(self._streams(), room, 0.2)
             except TransportError as exc:
-                if not isinstance(exc, TransportRejected):
-                    self._outage.missed()
+                self._outage.failed(exc)
                 if "NOGROUP" in str(exc):
                     # A stream went away: an adopted one deleted by another worker once
                     # empty, or our own if we were taken for dead. Start afresh.
@@ -506,7 +507,7 @@ class RedisWorker:
                     error = f"{error}; its failure could not be stored either: {refused}"
             self._transport.nack(delivery, error)
         except TransportRejected:
-            # Retrying cannot help: said here, the entry is given up.
+            # Retrying cannot help: the entry is given up, and the log says so.
             logger.error(
                 "worker %s: Redis refused to dead-letter an entry", self.name, exc_info=True
             )
@@ -586,8 +587,8 @@ class RedisWorker:
         while True:
             try:
                 refused = self._transport.ack_outcomes(done)
-            except TransportError:
-                self._outage.missed()
+            except TransportError as exc:
+                self._outage.failed(exc)
                 if self._outage.over():
                     logger.critical(
                         "worker %s: could not store %d outcomes; they will run again",
@@ -610,8 +611,7 @@ class RedisWorker:
                 self._beat()
                 self._outage.reached()
             except TransportError as exc:
-                if not isinstance(exc, TransportRejected):
-                    self._outage.missed()
+                self._outage.failed(exc)
                 logger.warning("worker %s: heartbeat failed", self.name, exc_info=True)
             except Exception:
                 logger.critical("worker %s: heartbeat crashed", self.name, exc_info=True)

@@ -85,9 +85,16 @@ def is_rejection(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, redis.ResponseError) or isinstance(exc, _BUSY_ERRORS):
         return False
-    # A pipeline's error reads "Command # 2 (XADD ...) of pipeline caused error: CODE ...".
-    reply = str(exc).rpartition("caused error: ")[2]
-    return reply.split(" ", 1)[0] not in _BUSY_REPLIES
+    return _reply_text(exc).split(" ", 1)[0] not in _BUSY_REPLIES
+
+
+def _reply_text(exc: BaseException) -> str:
+    """The server's error reply, without the command a pipeline puts before it.
+
+    A pipeline's error reads "Command # 2 (XADD key field value) of pipeline caused
+    error: CODE message"; the command may carry a whole outcome.
+    """
+    return str(exc).rpartition("caused error: ")[2]
 
 
 @contextlib.contextmanager
@@ -258,30 +265,32 @@ class RedisTransport:
         self, done: Sequence[tuple[Delivery, str, bytes]]
     ) -> list[tuple[Delivery, str]]:
         pipe = self.client.pipeline(transaction=True)
-        # For each command queued, the entries whose acknowledgement it decides.
-        decides: list[list[Delivery]] = []
+        # For each command queued: what it does, and the entries whose fate it decides.
+        decides: list[tuple[str, list[Delivery]]] = []
         replying: dict[str, list[Delivery]] = {}
         for delivery, reply_to, outcome in done:
             if reply_to:
                 pipe.xadd(reply_to, {OUTCOME_FIELD: outcome})
-                decides.append([delivery])
+                decides.append((f"storing its outcome in {reply_to}", [delivery]))
                 replying.setdefault(reply_to, []).append(delivery)
         for stream, deliveries in replying.items():
             # A dispatcher deletes its results stream on shutdown; one that died cannot.
             pipe.expire(stream, RESULTS_TTL)
-            decides.append(deliveries)
+            decides.append((f"setting the expiry of {stream}", deliveries))
         decides.extend(self._ack_into(pipe, [delivery for delivery, _, _ in done]))
         with translate_errors("acknowledging jobs"):
             results: list[Any] = pipe.execute(raise_on_error=False)
         refused: dict[tuple[str, str], tuple[Delivery, str]] = {}
-        for result, deliveries in zip(results, decides, strict=True):
+        for result, (what, deliveries) in zip(results, decides, strict=True):
             if not isinstance(result, Exception):
                 continue
             if not is_rejection(result):
-                raise TransportError(f"Redis error while acknowledging jobs: {result}") from result
+                raise TransportError(
+                    f"Redis error while acknowledging jobs: {_reply_text(result)}"
+                ) from result
             for delivery in deliveries:
-                key = (delivery.stream, delivery.entry_id)
-                refused.setdefault(key, (delivery, f"Redis refused it: {result}"))
+                error = f"Redis refused {what}: {_reply_text(result)}"
+                refused.setdefault((delivery.stream, delivery.entry_id), (delivery, error))
         return list(refused.values())
 
     def vanished(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
@@ -488,19 +497,22 @@ class RedisTransport:
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
-    def _ack_into(pipe: Pipeline, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
-        """Queue the XACK and XDEL of ``deliveries``; return the entries of each command."""
+    def _ack_into(
+        pipe: Pipeline, deliveries: Sequence[Delivery]
+    ) -> list[tuple[str, list[Delivery]]]:
+        """Queue the XACK and XDEL of ``deliveries``; say what each command does, to which."""
         by_stream: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             by_stream.setdefault(delivery.stream, []).append(delivery)
-        decides: list[list[Delivery]] = []
+        decides: list[tuple[str, list[Delivery]]] = []
         for stream, of_stream in by_stream.items():
             ids = [delivery.entry_id for delivery in of_stream]
             pipe.xack(stream, GROUP, *ids)
             # Acknowledged entries are deleted, so a stream holds only what is
             # still to do: its length is its backlog, and it never grows unbounded.
             pipe.xdel(stream, *ids)
-            decides += [of_stream, of_stream]
+            decides += [(f"acknowledging it in {stream}", of_stream)]
+            decides += [(f"deleting it from {stream}", of_stream)]
         return decides
 
     def _with_attempts(self, stream: str, claimed: list[Delivery]) -> list[Delivery]:
