@@ -383,6 +383,8 @@ class RedisDispatcher:
             # read every outcome up to now before calling any entry lost.
             while self._read_outcomes(block_ms=None) == _READ_BATCH:
                 pass
+            with self._lock:
+                lost_jobs = [d for d in lost_jobs if d[0] in self._pending]
             for job_id, stream, entry_id in lost_jobs:
                 error = JobVanished(
                     f"job {job_id} vanished from Redis: its entry {entry_id} is neither in "
@@ -390,7 +392,8 @@ class RedisDispatcher:
                     "without persistence?)"
                 )
                 self._settle(job_id, False, error, 0)
-            logger.error("%d jobs vanished from Redis: their handles fail", len(lost_jobs))
+            if lost_jobs:
+                logger.error("%d jobs vanished from Redis: their handles fail", len(lost_jobs))
 
     def _due_for_a_look(self) -> list[tuple[int, str, str]]:
         now = time.monotonic()
