@@ -59,6 +59,10 @@ _PUBLISH_BATCH: Final = 2048
 #: Outcomes read in one XREAD, at most.
 _READ_BATCH: Final = 2048
 
+#: Seconds a connection or a reply from Redis may take before the call fails as
+#: unreachable (a blocking read waits 0.2 s).
+_REPLY_TIMEOUT: Final = 10.0
+
 #: Handles whose entries are looked for in one pipelined round trip, at most.
 _CHECK_BATCH: Final = 1024
 #: Seconds between two looks for vanished entries, at most.
@@ -117,7 +121,10 @@ class RedisDispatcher:
             raise ValueError("capacity and partitions must be at least 1")
         self._strategy = parse_strategy(strategy, block=block)
         self.name = secrets.token_hex(6)
-        self._transport = RedisTransport(url, queue=queue, namespace=namespace)
+        # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
+        self._transport = RedisTransport(
+            url, queue=queue, namespace=namespace, socket_timeout=_REPLY_TIMEOUT
+        )
         self._transport.ping()
         self.keys = self._transport.keys
         self._results = self.keys.results(self.name)

@@ -57,6 +57,10 @@ DEFAULT_PARTITIONS: Final = 16
 #: Seconds a worker keeps retrying an unreachable Redis before it exits (by default).
 DEFAULT_UNREACHABLE_TIMEOUT: Final = 30.0
 
+#: Seconds a connection or reply may take before the worker's call fails as unreachable:
+#: this or ``unreachable_timeout`` if shorter, plus 0.5 s (a blocking read waits 0.2 s).
+_LONGEST_REPLY: Final = 10.0
+
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
 #: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
@@ -207,7 +211,15 @@ class RedisWorker:
         self.name = name or default_consumer_name()
         self._runner: JobRunner = make_runner(executor, concurrency)
         self._executor = executor
-        self._transport = RedisTransport(url, queue=queue, namespace=namespace, consumer=self.name)
+        # Bounded waits on Redis: a server that hangs (or a network that drops
+        # packets) must count as unreachable too, not block a thread for good.
+        self._transport = RedisTransport(
+            url,
+            queue=queue,
+            namespace=namespace,
+            consumer=self.name,
+            socket_timeout=min(self._outage.limit, _LONGEST_REPLY) + 0.5,
+        )
         self.keys = self._transport.keys
         self._registry = registry
         self._prefetch = 2 * concurrency if prefetch is None else prefetch

@@ -138,6 +138,9 @@ class RedisTransport:
         queue: the queue's name; every key of it starts with ``namespace:queue``.
         namespace: the first part of every key.
         consumer: this worker's name in the consumer groups (workers only).
+        socket_timeout: seconds a connection or a reply may take before the call
+            fails as unreachable (None: as long as it takes). A server that hangs,
+            or a network that drops packets, then counts as unreachable.
 
     Raises:
         ValueError: a malformed URL.
@@ -150,10 +153,15 @@ class RedisTransport:
         queue: str,
         namespace: str = DEFAULT_NAMESPACE,
         consumer: str = "",
+        socket_timeout: float | None = None,
     ) -> None:
         try:
             self.client: redis.Redis = redis.Redis.from_url(
-                url, socket_keepalive=True, health_check_interval=30
+                url,
+                socket_keepalive=True,
+                health_check_interval=30,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
             )
         except ValueError as exc:
             raise ValueError(f"not a Redis URL: {redacted_url(url)!r} ({exc})") from None
