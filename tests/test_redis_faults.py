@@ -135,7 +135,7 @@ def test_ack_stores_every_good_outcome_once_and_refuses_only_the_poisoned_entry(
     t.close()
 
 
-@pytest.mark.parametrize("executor", ["thread", "async"])
+@pytest.mark.parametrize("executor", ["thread", "process", "async"])
 def test_a_job_whose_outcome_cannot_be_encoded_is_dead_lettered_and_reported(
     workers: Workers, redis_url: str, namespace: str, client: Any, executor: str
 ) -> None:
