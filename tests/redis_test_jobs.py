@@ -96,3 +96,14 @@ def die() -> None:
 def payload(body: dict[str, object]) -> None:
     """An ingest service's payload job: note the payload's id in the list it names."""
     _redis().rpush(str(body["log"]), str(body["id"]))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this error cannot be turned into text")
+
+
+@job("t.unprintable")
+def unprintable() -> None:
+    """Raise an error whose message cannot be formed: its outcome cannot be encoded."""
+    raise _Unprintable

@@ -348,6 +348,7 @@ DURATION_FLAGS = [
     (["run", "--jobs", "10", "--executor", "process"], "--job-timeout", False),
     (["worker", "--redis", NO_REDIS], "--heartbeat", False),
     (["worker", "--redis", NO_REDIS], "--visibility-timeout", False),
+    (["worker", "--redis", NO_REDIS], "--unreachable-timeout", False),
     (["serve", "--sink", "{tmp}", "--port", "0"], "--fsync-interval", False),
 ]
 

@@ -54,8 +54,11 @@ def parse_seconds(text: str, *, zero_ok: bool = False, maximum: float = MAX_SECO
 
 def check_seconds(
     name: str, value: object, *, zero_ok: bool = False, maximum: float = MAX_SECONDS
-) -> None:
+) -> float:
     """Check a duration given to the API.
+
+    Returns:
+        ``value`` as a float.
 
     Raises:
         TypeError: ``value`` is not a number.
@@ -66,3 +69,4 @@ def check_seconds(
     problem = seconds_problem(value, zero_ok=zero_ok, maximum=maximum)
     if problem is not None:
         raise ValueError(f"{name} {problem}, not {value!r}")
+    return float(value)

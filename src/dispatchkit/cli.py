@@ -333,6 +333,14 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=3,
         help="deliveries of one job before it is dead-lettered (default 3)",
     )
+    worker.add_argument(
+        "--unreachable-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds Redis may stay unreachable before the worker exits 1, whatever it "
+        "holds; its entries stay pending for live workers to claim (default 30)",
+    )
     _add_drain_timeout(worker, "the jobs in hand")
     worker.set_defaults(handler=_cmd_worker)
 
@@ -560,6 +568,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         "visibility_timeout": args.visibility_timeout,
         "max_attempts": args.max_attempts,
         "drain_timeout": _drain_timeout(args),
+        "unreachable_timeout": args.unreachable_timeout,
     }
     if args.namespace:
         options["namespace"] = args.namespace

@@ -9,10 +9,12 @@ __all__ = [
     "DispatchError",
     "ForkedError",
     "JobCancelled",
+    "JobVanished",
     "QueueFull",
     "RemoteJobError",
     "TimedOut",
     "TransportError",
+    "TransportRejected",
     "TransportUnavailable",
     "WorkerLost",
 ]
@@ -65,6 +67,25 @@ class TransportError(DispatchError):
 
 class TransportUnavailable(TransportError):
     """The transport's server cannot be reached, or its client library is not installed."""
+
+
+class TransportRejected(TransportError):
+    """The transport's server refused the request itself, so retrying it cannot help.
+
+    For Redis: an error reply such as ``WRONGTYPE`` (a key of another type where a
+    stream was expected), or a value that cannot be encoded. Replies that say the
+    server is busy for now (``LOADING``, ``BUSY``, ``READONLY``, ``OOM``, ...) are not
+    rejections: they are retried.
+    """
+
+
+class JobVanished(TransportError):
+    """The job's entry vanished from the transport before its outcome arrived.
+
+    Raised by a remote handle whose entry is neither queued, nor held by a worker,
+    nor answered, checked once the visibility timeout has passed: for instance
+    after Redis restarted without persistence. The job may or may not have run.
+    """
 
 
 class RemoteJobError(DispatchError):

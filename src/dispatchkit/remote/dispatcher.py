@@ -7,6 +7,12 @@
 dispatcher; its outcome arrives from whichever worker ran the job. Outcomes
 are delivered at least once: a duplicate (the job ran twice after its worker
 died) finds its handle settled already and is dropped.
+
+A handle still waiting ``visibility_timeout`` seconds after its job was
+published is checked (by the listener, many in one pipelined round trip, each
+at most once per timeout): if its entry is neither in its stream nor pending
+in the group, and no outcome came, the entry vanished (Redis restarted without
+persistence, say) and the handle fails with :class:`~dispatchkit.errors.JobVanished`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
-from dispatchkit.errors import ClosedError, QueueFull, RemoteJobError, TransportError, WorkerLost
+from dispatchkit._durations import check_seconds
+from dispatchkit.errors import (
+    ClosedError,
+    JobVanished,
+    QueueFull,
+    RemoteJobError,
+    TransportError,
+    WorkerLost,
+)
 from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
 from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
@@ -44,6 +58,15 @@ _PUBLISH_BATCH: Final = 2048
 
 #: Outcomes read in one XREAD, at most.
 _READ_BATCH: Final = 2048
+
+#: Seconds a connection or a reply from Redis may take before the call fails as
+#: unreachable (a blocking read waits 0.2 s).
+_REPLY_TIMEOUT: Final = 10.0
+
+#: Handles whose entries are looked for in one pipelined round trip, at most.
+_CHECK_BATCH: Final = 1024
+#: Seconds between two looks for vanished entries, at most.
+_CHECK_EVERY: Final = 5.0
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:  # the local stand-in of every remote job
@@ -66,9 +89,13 @@ class RedisDispatcher:
             (None: as long as it takes).
         worker_wait: seconds to wait for a registered worker (round_robin and
             batch cannot place a job without one) before failing the jobs.
+        visibility_timeout: seconds after which a handle whose entry is gone
+            from Redis (neither queued, nor held by a worker, nor answered)
+            fails with ``JobVanished`` (as given to the workers).
 
     Raises:
-        ValueError: an unknown strategy or a bad number.
+        ValueError: an unknown strategy or a bad number (a duration that is not
+            a finite number of seconds).
         TransportUnavailable: Redis cannot be reached.
     """
 
@@ -84,12 +111,20 @@ class RedisDispatcher:
         capacity: int = 100_000,
         put_timeout: float | None = None,
         worker_wait: float = 30.0,
+        visibility_timeout: float = 60.0,
     ) -> None:
+        if put_timeout is not None:
+            put_timeout = check_seconds("put_timeout", put_timeout, zero_ok=True)
+        worker_wait = check_seconds("worker_wait", worker_wait, zero_ok=True)
+        self._visibility = check_seconds("visibility_timeout", visibility_timeout)
         if capacity < 1 or partitions < 1:
             raise ValueError("capacity and partitions must be at least 1")
         self._strategy = parse_strategy(strategy, block=block)
         self.name = secrets.token_hex(6)
-        self._transport = RedisTransport(url, queue=queue, namespace=namespace)
+        # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
+        self._transport = RedisTransport(
+            url, queue=queue, namespace=namespace, socket_timeout=_REPLY_TIMEOUT
+        )
         self._transport.ping()
         self.keys = self._transport.keys
         self._results = self.keys.results(self.name)
@@ -102,6 +137,11 @@ class RedisDispatcher:
         self._wake = threading.Condition(self._lock)
         self._outbox: deque[tuple[int, Hashable, bytes]] = deque()
         self._pending: dict[int, JobHandle[Any]] = {}
+        # Where each published, unsettled job's entry is, and when to look for it:
+        # in order of that time (published in order; one looked at goes last).
+        self._placed: dict[int, tuple[str, str, float]] = {}
+        self._last_outcome: Any = b"0-0"
+        self._unread = 0
         self._closed = False
         self._stopping = threading.Event()
         self._workers: list[str] = []
@@ -243,8 +283,13 @@ class RedisDispatcher:
                 batch = [self._outbox.popleft() for _ in range(count)]
             try:
                 entries = [(self._stream_of(seq, key), payload) for seq, key, payload in batch]
-                self._transport.put(entries)
+                ids = self._transport.put(entries)
                 self.published += len(entries)
+                due = time.monotonic() + self._visibility
+                with self._lock:
+                    for (seq, _, _), (stream, _), entry_id in zip(batch, entries, ids, strict=True):
+                        if seq in self._pending:  # not settled already
+                            self._placed[seq] = (stream, entry_id, due)
             except (TransportError, LookupError) as exc:
                 logger.error("publishing %d jobs failed: %s", len(batch), exc)
                 for seq, _, _ in batch:
@@ -289,27 +334,93 @@ class RedisDispatcher:
     # -- outcomes (listener thread) ------------------------------------------------------
 
     def _listen(self) -> None:
-        client = self._transport.client
-        last: Any = b"0-0"
-        unread = 0
+        check_every = min(self._visibility / 2, _CHECK_EVERY)
+        next_check = time.monotonic() + check_every
         while not (self._stopping.is_set() and not self._pending):
             try:
-                with translate_errors("reading outcomes"):
-                    reply: Any = client.xread({self._results: last}, count=_READ_BATCH, block=200)
-                    if not reply:
-                        continue
-                    entries = reply[0][1]
-                    last = entries[-1][0]
-                    for _, fields in entries:
-                        self._on_outcome(fields.get(OUTCOME_FIELD))
-                    unread += len(entries)
-                    if unread >= _READ_BATCH or not self._pending:
-                        # Trim what was read, in one command per many outcomes.
-                        client.xtrim(self._results, minid=last, approximate=False)
-                        unread = 0
+                self._read_outcomes(block_ms=200)
+                if time.monotonic() >= next_check:
+                    self._fail_vanished()
+                    next_check = time.monotonic() + check_every
             except TransportError as exc:
                 logger.error("reading outcomes failed: %s; retrying", exc)
                 time.sleep(0.5)
+
+    def _read_outcomes(self, block_ms: int | None) -> int:
+        """Read and settle the next outcomes (waiting ``block_ms`` for some); how many.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        client = self._transport.client
+        with translate_errors("reading outcomes"):
+            reply: Any = client.xread(
+                {self._results: self._last_outcome}, count=_READ_BATCH, block=block_ms
+            )
+            if not reply:
+                return 0
+            entries = reply[0][1]
+            self._last_outcome = entries[-1][0]
+            for _, fields in entries:
+                self._on_outcome(fields.get(OUTCOME_FIELD))
+            self._unread += len(entries)
+            if self._unread >= _READ_BATCH or not self._pending:
+                # Trim what was read, in one command per many outcomes.
+                client.xtrim(self._results, minid=self._last_outcome, approximate=False)
+                self._unread = 0
+        return len(entries)
+
+    def _fail_vanished(self) -> None:
+        """Fail the handles, due for a look, whose entries are gone from Redis.
+
+        Raises:
+            TransportError: Redis failed (the handles are looked at next time).
+        """
+        while due := self._due_for_a_look():
+            try:
+                gone = self._transport.vanished([(stream, eid) for _, stream, eid in due])
+            except TransportError:
+                self._look_again(due)
+                raise
+            self._look_again([d for d, lost in zip(due, gone, strict=True) if not lost])
+            lost_jobs = [d for d, lost in zip(due, gone, strict=True) if lost]
+            if not lost_jobs:
+                continue
+            # An entry acknowledged before the look had its outcome stored with it:
+            # read every outcome up to now before calling any entry lost.
+            while self._read_outcomes(block_ms=None) == _READ_BATCH:
+                pass
+            with self._lock:
+                lost_jobs = [d for d in lost_jobs if d[0] in self._pending]
+            for job_id, stream, entry_id in lost_jobs:
+                error = JobVanished(
+                    f"job {job_id} vanished from Redis: its entry {entry_id} is neither in "
+                    f"{stream} nor held by a worker, and no outcome came (did Redis restart "
+                    "without persistence?)"
+                )
+                self._settle(job_id, False, error, 0)
+            if lost_jobs:
+                logger.error("%d jobs vanished from Redis: their handles fail", len(lost_jobs))
+
+    def _due_for_a_look(self) -> list[tuple[int, str, str]]:
+        now = time.monotonic()
+        due: list[tuple[int, str, str]] = []
+        with self._lock:
+            for job_id, (stream, entry_id, when) in self._placed.items():
+                if when > now or len(due) == _CHECK_BATCH:
+                    break
+                due.append((job_id, stream, entry_id))
+            for job_id, _, _ in due:
+                del self._placed[job_id]
+        return due
+
+    def _look_again(self, jobs: list[tuple[int, str, str]]) -> None:
+        """Put jobs still unsettled back, to be looked at one timeout from now."""
+        when = time.monotonic() + self._visibility
+        with self._lock:
+            for job_id, stream, entry_id in jobs:
+                if job_id in self._pending:
+                    self._placed[job_id] = (stream, entry_id, when)
 
     def _on_outcome(self, payload: bytes | None) -> None:
         try:
@@ -324,6 +435,7 @@ class RedisDispatcher:
     def _settle(self, job_id: int, ok: bool, value: Any, attempts: int) -> None:
         with self._lock:
             handle = self._pending.pop(job_id, None)
+            self._placed.pop(job_id, None)
         if handle is None:
             self.duplicates += 1  # at-least-once: the job ran again after a worker died
             return

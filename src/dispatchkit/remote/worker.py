@@ -13,6 +13,12 @@ keeps its order; everything else runs ``concurrency`` at a time.
 
 A claimed entry's delivery count is its attempt count; past ``max_attempts``
 it goes to the dead-letter stream, and its submitter gets a ``WorkerLost``.
+An entry that fails for good (Redis refuses its outcome, say a ``WRONGTYPE``
+reply stream, or its outcome cannot be encoded) is dead-lettered at once;
+only failures that may pass (Redis unreachable or busy) are retried.
+
+A worker that cannot reach Redis for ``unreachable_timeout`` seconds exits,
+whatever it holds: its entries stay pending and live workers claim them.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Any, Final, NamedTuple
 
-from dispatchkit.errors import TransportError, WorkerLost
+from dispatchkit._durations import MAX_SECONDS, check_seconds
+from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable, WorkerLost
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
 from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, decode_job, encode_outcome
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
@@ -47,8 +54,12 @@ logger = logging.getLogger(__name__)
 #: Default number of partitions of the key strategy (dispatchers must agree).
 DEFAULT_PARTITIONS: Final = 16
 
-#: Seconds a worker keeps retrying an unreachable Redis before it gives up.
-_GIVE_UP_AFTER: Final = 30.0
+#: Seconds a worker keeps retrying an unreachable Redis before it exits (by default).
+DEFAULT_UNREACHABLE_TIMEOUT: Final = 30.0
+
+#: Seconds a connection or reply may take before the worker's call fails as unreachable:
+#: this or ``unreachable_timeout`` if shorter, plus 0.5 s (a blocking read waits 0.2 s).
+_LONGEST_REPLY: Final = 10.0
 
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
@@ -75,6 +86,49 @@ class _DeadLetter(NamedTuple):
 
     error: str
     reply: tuple[str, int, BaseException] | None
+
+
+def _unprocessable(job: EncodedJob, exc: Exception) -> _DeadLetter:
+    """Why an entry whose processing failed (not its job: dispatchkit) is dead-lettered."""
+    error = RuntimeError(f"processing the entry failed: {_describe(exc)}")
+    return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # its message cannot be formed either
+        return type(exc).__name__
+
+
+class _Outage:
+    """Since when the worker's calls to Redis fail for want of a server.
+
+    Every thread reports: a call that reached Redis (even one it refused) ends
+    the outage, one that could not reach it (or found it busy) starts it.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._since: float | None = None
+
+    def reached(self) -> None:
+        self._since = None
+
+    def missed(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def failed(self, exc: TransportError) -> None:
+        """A call failed: a refusal came from Redis, anything else did not."""
+        if isinstance(exc, TransportRejected):
+            self.reached()
+        else:
+            self.missed()
+
+    def over(self) -> bool:
+        since = self._since
+        return since is not None and time.monotonic() - since >= self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +172,13 @@ class RedisWorker:
         drain_timeout: seconds :meth:`stop` waits for the jobs in hand (None:
             as long as they take); past it, the entries still held are left
             unacknowledged, for other workers to claim, and :meth:`run` returns.
+        unreachable_timeout: seconds Redis may stay unreachable before the
+            worker gives up and :meth:`run` raises, whatever it holds (its
+            entries stay pending, for live workers to claim).
 
     Raises:
-        ValueError: a bad argument (unknown executor, non-positive numbers, bad URL).
+        ValueError: a bad argument (unknown executor, non-positive numbers, a
+            duration that is not a finite number of seconds above 0, bad URL).
     """
 
     def __init__(
@@ -140,7 +198,14 @@ class RedisWorker:
         max_attempts: int = 3,
         partitions: int = DEFAULT_PARTITIONS,
         drain_timeout: float | None = None,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
+        heartbeat = check_seconds("heartbeat", heartbeat)
+        if dead_after is None:
+            dead_after = min(5 * heartbeat, MAX_SECONDS)
+        dead_after = check_seconds("dead_after", dead_after)
+        visibility_timeout = check_seconds("visibility_timeout", visibility_timeout)
+        self._outage = _Outage(check_seconds("unreachable_timeout", unreachable_timeout))
         for what, value in (
             ("concurrency", concurrency),
             ("prefetch", 2 * concurrency if prefetch is None else prefetch),
@@ -149,21 +214,29 @@ class RedisWorker:
         ):
             if value < 1:
                 raise ValueError(f"{what} must be at least 1, got {value}")
-        if heartbeat <= 0 or visibility_timeout <= 0:
-            raise ValueError("heartbeat and visibility_timeout must be positive")
-        if drain_timeout is not None and not 0 <= drain_timeout < math.inf:  # nan fails too
-            raise ValueError(f"drain_timeout must be a number of seconds, got {drain_timeout}")
-        self._drain_timeout = drain_timeout
+        self._drain_timeout = (
+            None
+            if drain_timeout is None
+            else check_seconds("drain_timeout", drain_timeout, zero_ok=True)
+        )
         self.name = name or default_consumer_name()
         self._runner: JobRunner = make_runner(executor, concurrency)
         self._executor = executor
-        self._transport = RedisTransport(url, queue=queue, namespace=namespace, consumer=self.name)
+        # Bounded waits on Redis: a server that hangs (or a network that drops
+        # packets) must count as unreachable too, not block a thread for good.
+        self._transport = RedisTransport(
+            url,
+            queue=queue,
+            namespace=namespace,
+            consumer=self.name,
+            socket_timeout=min(self._outage.limit, _LONGEST_REPLY) + 0.5,
+        )
         self.keys = self._transport.keys
         self._registry = registry
         self._prefetch = 2 * concurrency if prefetch is None else prefetch
         self._refill = max(1, self._prefetch // 2)
         self._heartbeat = heartbeat
-        self._dead_after = dead_after if dead_after is not None else 5 * heartbeat
+        self._dead_after = dead_after
         self._visibility = visibility_timeout
         self._max_attempts = max_attempts
         self._partitions = partitions
@@ -209,7 +282,8 @@ class RedisWorker:
 
         Raises:
             TransportUnavailable: Redis could not be reached at start, or for
-                longer than 30 s while running.
+                ``unreachable_timeout`` seconds while running (then the worker
+                stops at once, even with entries in hand).
             TransportError: another Redis failure.
         """
         self._transport.ping()
@@ -229,21 +303,24 @@ class RedisWorker:
             # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
             abandoned = self._wait_for_held()
         finally:
+            lost = self._outage.over()
             # Heartbeats first: a claim after the drain would hand the runner work
             # it no longer takes.
             self._beat_stop.set()
             beat.join()
-            self._runner.shutdown(wait=not abandoned)
-            if abandoned and self._runner.pool is not None:
-                # Worker processes running past the deadline are killed: the
-                # outcomes they end with are dropped, as the jobs did not finish.
+            self._runner.shutdown(wait=not (abandoned or lost))
+            if (abandoned or lost) and self._runner.pool is not None:
+                # Worker processes running past the deadline, or after Redis was
+                # lost, are killed: the outcomes they end with would be dropped,
+                # as their entries stay pending and run again elsewhere.
                 self._runner.pool.stop(cancel=True, timeout=0)
             self._done.put(None)
             acker.join()
-            if abandoned:
-                self._abandon()
-            else:
-                self._unregister()
+            if not lost:  # once Redis is lost nothing reaches it: the others take us for dead
+                if abandoned:
+                    self._abandon()
+                else:
+                    self._unregister()
             self._transport.close()
         report = WorkerReport(
             self.name, self._succeeded, self._failed, self._dead, self._claimed, abandoned
@@ -282,6 +359,7 @@ class RedisWorker:
                     # stays pending, so another worker runs it (at least once).
                     self._abandoning.set()
                     return self._held_count
+                self._check_reachable()
                 self._room.wait(min(0.1, left))
         return 0
 
@@ -299,6 +377,21 @@ class RedisWorker:
                 self._transport.client.srem(self.keys.draining, self.name)
         except TransportError:
             logger.warning("worker %s: could not give up its leases", self.name, exc_info=True)
+
+    def _check_reachable(self) -> None:
+        """Raise once Redis has been unreachable for ``unreachable_timeout`` seconds.
+
+        Raises:
+            TransportUnavailable: it has.
+        """
+        if not self._outage.over():
+            return
+        with self._lock:
+            held = self._held_count
+        raise TransportUnavailable(
+            f"Redis unreachable for {self._outage.limit:g} s; the {held} entries it held "
+            "stay pending, for other workers to claim"
+        )
 
     # -- registration --------------------------------------------------------------
 
@@ -337,8 +430,8 @@ class RedisWorker:
             return [self._own, self.keys.pull, *sorted(self._adopted), *live_leases]
 
     def _fetch_loop(self) -> None:
-        failing_since: float | None = None
         while not self._stopping.is_set():
+            self._check_reachable()
             with self._room:
                 room = self._prefetch - self._held_count
                 # Refill in gulps of half the prefetch, not entry by entry: a round
@@ -349,9 +442,7 @@ class RedisWorker:
             try:
                 deliveries = self._transport.fetch(self._streams(), room, 0.2)
             except TransportError as exc:
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > _GIVE_UP_AFTER:
-                    raise
+                self._outage.failed(exc)
                 if "NOGROUP" in str(exc):
                     # A stream went away: an adopted one deleted by another worker once
                     # empty, or our own if we were taken for dead. Start afresh.
@@ -363,7 +454,7 @@ class RedisWorker:
                     logger.warning("worker %s: %s; retrying", self.name, exc)
                     time.sleep(0.5)
                 continue
-            failing_since = None
+            self._outage.reached()
             self._accept(deliveries)
 
     def _accept(self, deliveries: Iterable[Delivery]) -> None:
@@ -403,8 +494,9 @@ class RedisWorker:
             prepared = self._prepare(delivery)
             if isinstance(prepared, _DeadLetter):
                 self._dead_letter(delivery, *prepared)
-            else:
-                job, fn, chunk = prepared
+                return
+            job, fn, chunk = prepared
+            try:
                 pool = self._runner.pool
                 called = (
                     call_in_thread(fn, job, chunk)
@@ -412,6 +504,8 @@ class RedisWorker:
                     else call_in_pool(pool, fn, job, chunk)
                 )
                 self._finish(delivery, job, called)
+            except Exception as exc:  # it would fail again: never leave it pending
+                self._dead_letter(delivery, *_unprocessable(job, exc))
         finally:
             self._next_in_lane(delivery)
 
@@ -423,7 +517,11 @@ class RedisWorker:
                 await asyncio.to_thread(self._dead_letter, delivery, *prepared)
             else:
                 job, fn, chunk = prepared
-                self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                try:
+                    self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                except Exception as exc:  # it would fail again: never leave it pending
+                    dead = _unprocessable(job, exc)
+                    await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
             self._next_in_lane(delivery)
 
@@ -482,8 +580,16 @@ class RedisWorker:
             if reply is not None and reply[0]:  # someone waits for the outcome
                 reply_to, job_id, exc = reply
                 outcome = encode_outcome(job_id, False, exc, self.name, delivery.attempts)
-                self._transport.ack([], [(reply_to, outcome)])
+                try:
+                    self._transport.ack([], [(reply_to, outcome)])
+                except TransportRejected as refused:  # dead-lettered all the same
+                    error = f"{error}; its failure could not be stored either: {refused}"
             self._transport.nack(delivery, error)
+        except TransportRejected:
+            # Retrying cannot help: the entry is given up, and the log says so.
+            logger.error(
+                "worker %s: Redis refused to dead-letter an entry", self.name, exc_info=True
+            )
         except TransportError:
             # Left pending: it is claimed again later and lands here once more.
             logger.error("worker %s: could not dead-letter an entry", self.name, exc_info=True)
@@ -539,29 +645,42 @@ class RedisWorker:
                         finished = True
                         break
                     batch.append(item)
-            deliveries = [item[0] for item in batch]
-            replies = [(item[1], item[2]) for item in batch if item[1]]
-            failing_since = time.monotonic()
-            while True:
-                try:
-                    self._transport.ack(deliveries, replies)
-                    break
-                except TransportError:
-                    if time.monotonic() - failing_since > _GIVE_UP_AFTER:
-                        # Unacknowledged, the entries stay pending in Redis: another
-                        # worker claims and runs them again. Nothing is lost.
-                        logger.critical(
-                            "worker %s: could not store %d outcomes; they will run again",
-                            *(self.name, len(batch)),
-                            exc_info=True,
-                        )
-                        break
-                    # Keep the outcomes: the entries stay ours (touched) until stored.
-                    logger.error("worker %s: acknowledging failed; retrying", self.name)
-                    time.sleep(0.5)
-            self._succeeded += sum(item[3][0] for item in batch)
-            self._failed += sum(item[3][1] for item in batch)
-            self._release_held(deliveries)
+            refused = self._store([(d, reply_to, outcome) for d, reply_to, outcome, _ in batch])
+            for delivery, error in refused:
+                self._dead_letter(delivery, f"its outcome could not be stored: {error}", None)
+            given_up = {(d.stream, d.entry_id) for d, _ in refused}
+            counted = [
+                item[3] for item in batch if (item[0].stream, item[0].entry_id) not in given_up
+            ]
+            self._succeeded += sum(succeeded for succeeded, _ in counted)
+            self._failed += sum(failed for _, failed in counted)
+            self._release_held([item[0] for item in batch])
+
+    def _store(self, done: list[tuple[Delivery, str, bytes]]) -> list[tuple[Delivery, str]]:
+        """Store the outcomes and acknowledge the entries; return those Redis refused.
+
+        A failure that may pass is retried until Redis has been unreachable for
+        ``unreachable_timeout``; then the entries stay pending in Redis, and
+        another worker claims and runs them again. Nothing is lost.
+        """
+        while True:
+            try:
+                refused = self._transport.ack_outcomes(done)
+            except TransportError as exc:
+                self._outage.failed(exc)
+                if self._outage.over():
+                    logger.critical(
+                        "worker %s: could not store %d outcomes; they will run again",
+                        *(self.name, len(done)),
+                        exc_info=True,
+                    )
+                    return []
+                # Keep the outcomes: the entries stay ours (touched) until stored.
+                logger.error("worker %s: acknowledging failed; retrying", self.name)
+                time.sleep(0.5)
+                continue
+            self._outage.reached()
+            return refused
 
     # -- heartbeats, claims, leases (heartbeat thread) --------------------------------
 
@@ -569,7 +688,9 @@ class RedisWorker:
         while not self._beat_stop.wait(self._heartbeat * random.uniform(0.8, 1.0)):
             try:
                 self._beat()
-            except TransportError:
+                self._outage.reached()
+            except TransportError as exc:
+                self._outage.failed(exc)
                 logger.warning("worker %s: heartbeat failed", self.name, exc_info=True)
             except Exception:
                 logger.critical("worker %s: heartbeat crashed", self.name, exc_info=True)

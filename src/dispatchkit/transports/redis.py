@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from dispatchkit.errors import TransportError, TransportUnavailable
+from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
 
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
 from .base import Delivery
@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-__all__ = ["RedisTransport", "redacted_url", "translate_errors"]
+__all__ = ["RedisTransport", "is_rejection", "redacted_url", "translate_errors"]
 
 #: Field of a job entry holding the encoded job.
 JOB_FIELD: Final = b"j"
@@ -61,13 +61,50 @@ return 0
 """
 
 
+#: Error replies saying that the server cannot serve for now, not that the request is
+#: wrong: a request refused with one of these is retried, never dead-lettered.
+_BUSY_REPLIES: Final = frozenset(
+    {"BUSY", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS", "OOM"}
+    | {"READONLY", "TRYAGAIN"}
+)
+_BUSY_ERRORS: Final = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Whether Redis refused the request itself, so that sending it again cannot help.
+
+    An error reply (``WRONGTYPE``, ``ERR``, ``NOGROUP``, ...) other than those saying
+    the server is busy for now, or a value redis-py cannot encode.
+    """
+    if isinstance(exc, redis.DataError):
+        return True
+    if not isinstance(exc, redis.ResponseError) or isinstance(exc, _BUSY_ERRORS):
+        return False
+    return _reply_text(exc).split(" ", 1)[0] not in _BUSY_REPLIES
+
+
+def _reply_text(exc: BaseException) -> str:
+    """The server's error reply, without the command a pipeline puts before it.
+
+    A pipeline's error reads "Command # 2 (XADD key field value) of pipeline caused
+    error: CODE message"; the command may carry a whole outcome.
+    """
+    return str(exc).rpartition("caused error: ")[2]
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Raise redis-py's errors as :class:`TransportError` subclasses.
 
     Raises:
         TransportUnavailable: the server cannot be reached.
-        TransportError: any other Redis error.
+        TransportRejected: the server refused the request itself (:func:`is_rejection`).
+        TransportError: any other Redis error (the server busy for now, say).
     """
     try:
         yield
@@ -76,7 +113,8 @@ def translate_errors(what: str) -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise TransportUnavailable(f"Redis unreachable while {what}: {exc}") from exc
     except redis.RedisError as exc:
-        raise TransportError(f"Redis error while {what}: {exc}") from exc
+        kind = TransportRejected if is_rejection(exc) else TransportError
+        raise kind(f"Redis error while {what}: {exc}") from exc
 
 
 def redacted_url(url: str) -> str:
@@ -100,6 +138,9 @@ class RedisTransport:
         queue: the queue's name; every key of it starts with ``namespace:queue``.
         namespace: the first part of every key.
         consumer: this worker's name in the consumer groups (workers only).
+        socket_timeout: seconds a connection or a reply may take before the call
+            fails as unreachable (None: as long as it takes). A server that hangs,
+            or a network that drops packets, then counts as unreachable.
 
     Raises:
         ValueError: a malformed URL.
@@ -112,10 +153,15 @@ class RedisTransport:
         queue: str,
         namespace: str = DEFAULT_NAMESPACE,
         consumer: str = "",
+        socket_timeout: float | None = None,
     ) -> None:
         try:
             self.client: redis.Redis = redis.Redis.from_url(
-                url, socket_keepalive=True, health_check_interval=30
+                url,
+                socket_keepalive=True,
+                health_check_interval=30,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
             )
         except ValueError as exc:
             raise ValueError(f"not a Redis URL: {redacted_url(url)!r} ({exc})") from None
@@ -136,8 +182,11 @@ class RedisTransport:
 
     # -- the Transport protocol ------------------------------------------------
 
-    def put(self, entries: Sequence[tuple[str, bytes]]) -> None:
+    def put(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
         """Append job entries in one pipelined round trip.
+
+        Returns:
+            The id of each entry, in order.
 
         Raises:
             TransportError: Redis failed.
@@ -152,7 +201,8 @@ class RedisTransport:
             # Recorded so that a stream whose worker left is found and adopted.
             pipe.sadd(self.keys.worker_streams, *worker_streams)
         with translate_errors("publishing jobs"):
-            pipe.execute()
+            ids: list[Any] = pipe.execute()
+        return [_s(entry_id) for entry_id in ids[: len(entries)]]
 
     def fetch(self, streams: Sequence[str], count: int, block: float) -> list[Delivery]:
         """Read up to ``count`` new entries of ``streams`` for this consumer.
@@ -192,6 +242,88 @@ class RedisTransport:
         self._ack_into(pipe, deliveries)
         with translate_errors("acknowledging jobs"):
             pipe.execute()
+
+    def ack_outcomes(
+        self, done: Sequence[tuple[Delivery, str, bytes]]
+    ) -> list[tuple[Delivery, str]]:
+        """Store each entry's outcome, then XACK and XDEL the entries, in one transaction.
+
+        ``done`` holds ``(entry, reply stream, outcome)``; an entry whose reply
+        stream is ``""`` wants no outcome.
+
+        Returns:
+            The entries Redis refused (:func:`is_rejection`: retrying cannot help),
+            each with the error, for the caller to dead-letter. Redis runs the rest
+            of a transaction when one command fails, so every other outcome is
+            stored, once, and its entry acknowledged. A batch refused before any
+            of it ran is tried again entry by entry.
+
+        Raises:
+            TransportError: Redis failed otherwise (unreachable, busy): nothing was
+                acknowledged, or (rarely) all but the refused entries were.
+        """
+        try:
+            return self._ack_outcomes(done)
+        except TransportRejected as exc:
+            if len(done) == 1:
+                return [(done[0][0], str(exc))]
+            return [refused for item in done for refused in self.ack_outcomes([item])]
+
+    def _ack_outcomes(
+        self, done: Sequence[tuple[Delivery, str, bytes]]
+    ) -> list[tuple[Delivery, str]]:
+        pipe = self.client.pipeline(transaction=True)
+        # For each command queued: what it does, and the entries whose fate it decides.
+        decides: list[tuple[str, list[Delivery]]] = []
+        replying: dict[str, list[Delivery]] = {}
+        for delivery, reply_to, outcome in done:
+            if reply_to:
+                pipe.xadd(reply_to, {OUTCOME_FIELD: outcome})
+                decides.append((f"storing its outcome in {reply_to}", [delivery]))
+                replying.setdefault(reply_to, []).append(delivery)
+        for stream, deliveries in replying.items():
+            # A dispatcher deletes its results stream on shutdown; one that died cannot.
+            pipe.expire(stream, RESULTS_TTL)
+            decides.append((f"setting the expiry of {stream}", deliveries))
+        decides.extend(self._ack_into(pipe, [delivery for delivery, _, _ in done]))
+        with translate_errors("acknowledging jobs"):
+            results: list[Any] = pipe.execute(raise_on_error=False)
+        refused: dict[tuple[str, str], tuple[Delivery, str]] = {}
+        for result, (what, deliveries) in zip(results, decides, strict=True):
+            if not isinstance(result, Exception):
+                continue
+            if not is_rejection(result):
+                raise TransportError(
+                    f"Redis error while acknowledging jobs: {_reply_text(result)}"
+                ) from result
+            for delivery in deliveries:
+                error = f"Redis refused {what}: {_reply_text(result)}"
+                refused.setdefault((delivery.stream, delivery.entry_id), (delivery, error))
+        return list(refused.values())
+
+    def vanished(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each ``(stream, entry id)`` is gone: neither in its stream nor pending.
+
+        Checked in one pipelined round trip (XPENDING and XRANGE by id). A stream
+        or group that no longer exists holds nothing; any other error reply
+        counts as "not gone".
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entry_id in entries:
+            pipe.xpending_range(stream, GROUP, entry_id, entry_id, 1)
+            pipe.xrange(stream, entry_id, entry_id, count=1)
+        with translate_errors("looking for job entries"):
+            results: list[Any] = pipe.execute(raise_on_error=False)
+        gone: list[bool] = []
+        for pending, present in zip(results[::2], results[1::2], strict=True):
+            not_pending = pending == [] or (
+                isinstance(pending, redis.ResponseError) and "NOGROUP" in str(pending)
+            )
+            gone.append(not_pending and present == [])
+        return gone
 
     def nack(self, delivery: Delivery, error: str) -> None:
         """Move an entry to the dead-letter stream with its error, and acknowledge it.
@@ -373,15 +505,23 @@ class RedisTransport:
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
-    def _ack_into(pipe: Pipeline, deliveries: Sequence[Delivery]) -> None:
-        by_stream: dict[str, list[str]] = {}
+    def _ack_into(
+        pipe: Pipeline, deliveries: Sequence[Delivery]
+    ) -> list[tuple[str, list[Delivery]]]:
+        """Queue the XACK and XDEL of ``deliveries``; say what each command does, to which."""
+        by_stream: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
-        for stream, ids in by_stream.items():
+            by_stream.setdefault(delivery.stream, []).append(delivery)
+        decides: list[tuple[str, list[Delivery]]] = []
+        for stream, of_stream in by_stream.items():
+            ids = [delivery.entry_id for delivery in of_stream]
             pipe.xack(stream, GROUP, *ids)
             # Acknowledged entries are deleted, so a stream holds only what is
             # still to do: its length is its backlog, and it never grows unbounded.
             pipe.xdel(stream, *ids)
+            decides += [(f"acknowledging it in {stream}", of_stream)]
+            decides += [(f"deleting it from {stream}", of_stream)]
+        return decides
 
     def _with_attempts(self, stream: str, claimed: list[Delivery]) -> list[Delivery]:
         """Fill in the delivery counts of claimed entries (XPENDING): they are the attempts."""
