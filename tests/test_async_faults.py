@@ -8,14 +8,19 @@ asyncio lets KeyboardInterrupt and SystemExit out of a task and out of the loop.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dispatchkit import AsyncDispatcher, Job, JobStatus, RetryPolicy, TimedOut
+from tests.signals import CLI_TAKING_SIGINT
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -228,3 +233,43 @@ def test_a_timed_out_job_in_a_thread_is_abandoned_and_its_thread_runs_on() -> No
 
     asyncio.run(main())  # waits for the default executor's threads at its end
     assert ended.is_set()  # the thread ran on to its end
+
+
+# -- the command line ------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_still_interrupts_an_async_run(sig: signal.Signals) -> None:
+    """A signal's KeyboardInterrupt must not be taken for one job's failure: the
+    run with asyncio workers stops, says what it cancelled, exits 130."""
+    process = subprocess.Popen(
+        [
+            *CLI_TAKING_SIGINT,
+            *("run", "--jobs", "50000000", "--executor", "async"),
+            *("--strategy", "round_robin", "--chunk", "1", "--no-progress"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while _cpu_seconds(process.pid) < 1.5:  # well into the jobs
+            assert process.poll() is None, "the run ended before the signal"
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "interrupted:" in stderr
+    assert "cancelled" in stderr
+    assert "Traceback" not in stderr

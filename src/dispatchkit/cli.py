@@ -705,7 +705,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    # SIGTERM does what Ctrl-C does: Python's handler raises KeyboardInterrupt;
+    # under asyncio.run, asyncio's handler cancels the main task instead, since
+    # a KeyboardInterrupt raised inside an asyncio job only fails that job.
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if callable(on_sigint):
+        on_sigint(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def _look_in_current_directory() -> None:
