@@ -8,6 +8,7 @@ asyncio lets KeyboardInterrupt and SystemExit out of a task and out of the loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 
 from dispatchkit import AsyncDispatcher, Job, JobStatus, RetryPolicy, TimedOut
+from tests.serve_fatal_handlers import FATAL_ID
+from tests.serve_support import kill_leftovers, start_server
 from tests.signals import CLI_TAKING_SIGINT
 
 pytestmark = pytest.mark.timeout(30)
@@ -273,3 +276,41 @@ def test_a_signal_still_interrupts_an_async_run(sig: signal.Signals) -> None:
     assert "interrupted:" in stderr
     assert "cancelled" in stderr
     assert "Traceback" not in stderr
+
+
+# -- the service ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("handler", ["exit_on_13", "interrupt_on_13"])
+def test_serve_keeps_serving_when_an_async_handler_raises_exit_or_interrupt(
+    tmp_path: Path, handler: str
+) -> None:
+    pytest.importorskip("granian")
+    out = tmp_path / "handled.txt"
+    server = start_server(
+        tmp_path,
+        *("--handler", f"serve_fatal_handlers:{handler}", "--workers", "2"),
+        env={"SERVE_TEST_OUT": str(out)},
+    )
+    try:
+        assert server.listening()["executor"] == "async"
+        assert server.post([1, FATAL_ID, 2]) == 202
+        deadline = time.monotonic() + 10
+        while sorted(_handled(out)) != [1, 2]:
+            assert server.process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, _handled(out)
+            time.sleep(0.02)
+        # Still serving: the next payloads run, on both workers.
+        assert server.post([3, 4, 5]) == 202
+        assert server.request("GET", "/healthz")[0] == 200
+        assert server.stop() == 0
+    finally:
+        kill_leftovers()
+    assert sorted(_handled(out)) == [1, 2, 3, 4, 5]
+    failed = [e for e in server.log_entries() if e["message"] == "payload job failed"]
+    assert len(failed) == 1
+    assert failed[0]["error"].startswith(("SystemExit", "KeyboardInterrupt"))
+
+
+def _handled(out: Path) -> list[int]:
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
