@@ -12,7 +12,15 @@ Importing this package loads only the standard library.
 
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
-from .errors import ClosedError, DispatchError, JobCancelled, QueueFull, TimedOut, WorkerLost
+from .errors import (
+    ClosedError,
+    DispatchError,
+    JobCancelled,
+    QueueFull,
+    TimedOut,
+    WorkerLost,
+    WorkerStartError,
+)
 from .job import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -56,6 +64,7 @@ __all__ = [
     "Strategy",
     "TimedOut",
     "WorkerLost",
+    "WorkerStartError",
     "WorkerStats",
     "as_completed",
     "parse_strategy",

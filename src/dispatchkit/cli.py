@@ -28,6 +28,7 @@ from .demo import (
     fastest,
     run_seed,
 )
+from .errors import WorkerStartError
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings
 from .strategies import parse_strategy
 
@@ -394,16 +395,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     show_progress = not args.json and not args.no_progress and sys.stderr.isatty()
     with RunProgress(total=args.jobs * len(plan), enabled=show_progress) as progress:
         for strategy, chunk in plan:
-            result = run_seed(
-                jobs=args.jobs,
-                workers=workers,
-                strategy=strategy,
-                chunk=chunk,
-                block=settings.block,
-                queue_size=settings.queue_size,
-                executor=args.executor or settings.executor,
-                on_start=progress.follow,
-            )
+            try:
+                result = run_seed(
+                    jobs=args.jobs,
+                    workers=workers,
+                    strategy=strategy,
+                    chunk=chunk,
+                    block=settings.block,
+                    queue_size=settings.queue_size,
+                    executor=args.executor or settings.executor,
+                    on_start=progress.follow,
+                )
+            except WorkerStartError as exc:  # more workers than this machine allows
+                raise UsageError(str(exc)) from None
             progress.finish_one(args.jobs)
             results.append(result)
 
