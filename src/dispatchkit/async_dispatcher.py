@@ -80,11 +80,22 @@ class _StopSignal:
 
 
 class _WorkerState:
-    __slots__ = ("busy", "cancelled", "failed", "first_start", "index", "stop", "succeeded")
+    __slots__ = (
+        "busy",
+        "cancelled",
+        "failed",
+        "first_start",
+        "index",
+        "stop",
+        "succeeded",
+        "task",
+    )
 
     def __init__(self, index: int, stop: _StopSignal) -> None:
         self.index = index
         self.stop = stop
+        #: The worker's task, set as it starts: what a job might cancel.
+        self.task: asyncio.Task[Any] | None = None
         self.succeeded = self.failed = self.cancelled = 0
         self.busy = 0.0
         self.first_start: float | None = None
@@ -99,12 +110,6 @@ def _own_cancellation(exc: asyncio.CancelledError, why: str | None = None) -> Ru
     error = RuntimeError(why or "the job raised CancelledError (it was not stopped)")
     error.__cause__ = exc
     return error
-
-
-def _worker_task() -> asyncio.Task[Any]:
-    task = asyncio.current_task()
-    assert task is not None, "a worker runs in a task"
-    return task
 
 
 async def _restore(task: asyncio.Task[Any], before: int, stop: _StopSignal) -> None:
@@ -185,7 +190,7 @@ async def _run_with_policy(
     call: Callable[[], Awaitable[Any]],
     policy: RetryPolicy | None,
     timeout: float | None,
-    stop: _StopSignal,
+    state: _WorkerState,
     on_attempt: Callable[[int], object] | None = None,
 ) -> tuple[str, Any, int]:
     """Await ``call()`` under a timeout and a retry policy: ``(kind, value, attempts)``.
@@ -194,7 +199,8 @@ async def _run_with_policy(
     and an interrupted backoff uses up no attempt. ``on_attempt(n)`` is told of
     each attempt as it starts, so that a cancelled job still knows how many ran.
     """
-    task = _worker_task()
+    task, stop = state.task, state.stop
+    assert task is not None
     attempt = 1
     while True:
         if on_attempt is not None:
@@ -359,7 +365,7 @@ class AsyncJobHandle(Generic[R]):
         assert call is not None
         try:
             kind, value, self.attempts = await _run_with_policy(
-                call, self.policy, self.timeout, state.stop, self._count_attempt
+                call, self.policy, self.timeout, state, self._count_attempt
             )
         except asyncio.CancelledError:
             state.cancelled += 1
@@ -442,15 +448,17 @@ class _Chunk:
         if state.first_start is None:
             state.first_start = chunk_start
         plain = policy is None and timeout is None
-        stop = state.stop
-        task = _worker_task()
+        task, stop = state.task, state.stop
+        assert task is not None
         cancelling = task.cancelling
+        # Cancellation requests a job makes of its own task are withdrawn as
+        # it ends (_restore): each job starts with the count the chunk started with.
+        before = cancelling()
         try:
             for position, item in enumerate(self.items):
                 started = perf_counter()
                 if plain:  # the common case, without the policy wrapper's cost
                     attempts = 1
-                    before = cancelling()
                     try:
                         kind, value = SUCCEEDED, await call(item)
                     except BaseException as exc:  # the job's failure, unless it is a stop
@@ -460,7 +468,7 @@ class _Chunk:
                             kind, value = FAILED, await _self_cancelled(task, before, stop)
                 else:
                     kind, value, attempts = await _run_with_policy(
-                        partial(call, item), policy, timeout, stop
+                        partial(call, item), policy, timeout, state
                     )
                 if kind == SUCCEEDED:
                     state.succeeded += 1
@@ -526,7 +534,8 @@ class _InlineChunk:
         started = perf_counter()
         if state.first_start is None:
             state.first_start = started
-        task = _worker_task()
+        task = state.task
+        assert task is not None
         cancelling = task.cancelling
         # A plain call cannot be stopped midway: a change in the count of
         # cancellation requests is the job cancelling its own worker task.
@@ -731,6 +740,7 @@ class AsyncDispatcher:
         await self._group.__aexit__(exc_type, exc, tb)
 
     async def _work(self, inbox: AsyncInbox[Any], state: _WorkerState) -> None:
+        state.task = asyncio.current_task()
         ran = 0  # plain-function messages run since the loop last had a turn
         while True:
             message = inbox.get_nowait()
