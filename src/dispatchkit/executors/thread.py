@@ -79,7 +79,7 @@ class ThreadWorkerPool:
                 raise WorkerStartError(
                     f"the operating system refused to start worker thread {started + 1} "
                     f"of {len(self._threads)} ({exc}): ask for fewer workers, or raise the "
-                    "limit on threads (ulimit -u) or on memory"
+                    "system's limits (ulimit -u, kernel.pid_max, kernel.threads-max, memory)"
                 ) from exc
 
     def join(self, timeout: float | None = None) -> bool:
