@@ -11,10 +11,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from dispatchkit import AsyncDispatcher, Dispatcher, DispatcherStats
+from tests.serve_support import kill_leftovers, start_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -91,3 +93,38 @@ def test_async_stats_move_one_job_at_a_time(how: str, chunk: int) -> None:
                 assert await consumer == list(range(JOBS))
 
     asyncio.run(main())
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_serve_metrics_move_while_a_burst_of_thread_jobs_runs(tmp_path: Path) -> None:
+    pytest.importorskip("granian")
+    out = tmp_path / "handled.txt"
+    server = start_server(
+        tmp_path,
+        *("--handler", "serve_handlers:slow", "--executor", "thread", "--workers", "1"),
+        env={"SERVE_TEST_OUT": str(out)},
+    )
+    try:
+        total = 60  # 20 ms each: one worker takes them all in one burst
+        assert server.post(list(range(total))) == 202
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, text = server.request("GET", "/metrics")
+            assert status == 200
+            succeeded = _metric(text, "dispatchkit_jobs_succeeded_total")
+            if succeeded > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        depth = _metric(text, "dispatchkit_queue_depth")
+        # Seen as the first jobs end, not only once the whole burst has.
+        assert 0 < succeeded < total, text
+        assert depth == total - succeeded
+        assert server.stop() == 0
+    finally:
+        kill_leftovers()
