@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -246,13 +247,31 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_still_interrupts_an_async_run(sig: signal.Signals) -> None:
+#: The command line with SIGINT ignored, as a shell without job control starts it
+#: in the background: asyncio.run then installs no SIGINT handler.
+CLI_IGNORING_SIGINT = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "import sys; from dispatchkit.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+
+
+@pytest.mark.parametrize(
+    ("sig", "cli"),
+    [
+        (signal.SIGTERM, CLI_TAKING_SIGINT),
+        (signal.SIGINT, CLI_TAKING_SIGINT),
+        (signal.SIGTERM, CLI_IGNORING_SIGINT),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-with-SIGINT-ignored"],
+)
+def test_a_signal_still_interrupts_an_async_run(sig: signal.Signals, cli: list[str]) -> None:
     """A signal's KeyboardInterrupt must not be taken for one job's failure: the
     run with asyncio workers stops, says what it cancelled, exits 130."""
     process = subprocess.Popen(
         [
-            *CLI_TAKING_SIGINT,
+            *cli,
             *("run", "--jobs", "50000000", "--executor", "async"),
             *("--strategy", "round_robin", "--chunk", "1", "--no-progress"),
         ],

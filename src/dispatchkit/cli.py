@@ -7,6 +7,7 @@ setting or environment variable), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -715,8 +716,15 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     on_sigint = signal.getsignal(signal.SIGINT)
     if callable(on_sigint):
         on_sigint(signal.SIGINT, frame)
-    else:
-        raise KeyboardInterrupt
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no event loop here
+        raise KeyboardInterrupt from None
+    # SIGINT is ignored, so asyncio.run installed no handler of its own: cancel
+    # its tasks, as it does itself when it ends.
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
 
 
 def _look_in_current_directory() -> None:
