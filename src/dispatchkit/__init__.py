@@ -20,6 +20,7 @@ from .errors import (
     QueueFull,
     TimedOut,
     WorkerLost,
+    WorkerStartError,
 )
 from .job import (
     ALL_COMPLETED,
@@ -65,6 +66,7 @@ __all__ = [
     "Strategy",
     "TimedOut",
     "WorkerLost",
+    "WorkerStartError",
     "WorkerStats",
     "as_completed",
     "parse_strategy",

@@ -114,32 +114,33 @@ class BulkChunk:
         if worker.control.retry is not None:
             self._run_with_policy(worker, worker.control.retry)
             return
+        # Counted as each job ends, not at the end of the chunk: stats() (and
+        # the service's /metrics) must be current while a long chunk runs.
         fn, items = self.fn, self.items
-        failed = 0
         total = len(items)
-        ran = total
         if total <= _STOP_CHECK_EVERY:
             for item in items:
                 try:
                     fn(item)
                 except BaseException as exc:  # a failing job never stops its worker
-                    failed += 1
+                    worker.failed += 1
                     self._report(item, exc, worker)
+                else:
+                    worker.succeeded += 1
         else:
             control = worker.control
             for low in range(0, total, _STOP_CHECK_EVERY):
                 if control.stopping:
-                    ran = low
                     worker.cancelled += total - low
                     break
                 for item in items[low : low + _STOP_CHECK_EVERY]:
                     try:
                         fn(item)
                     except BaseException as exc:
-                        failed += 1
+                        worker.failed += 1
                         self._report(item, exc, worker)
-        worker.succeeded += ran - failed
-        worker.failed += failed
+                    else:
+                        worker.succeeded += 1
         self.items = []
 
     def _run_with_policy(self, worker: WorkerState, policy: RetryPolicy) -> None:
@@ -182,38 +183,34 @@ def run_burst(first: Any, inbox: Inbox[Any], worker: WorkerState) -> None:
 
     The hot loop of a worker: single jobs sent as ``(fn, item, on_error)``
     tuples are run inline, without a call per job, and the deque is read
-    directly rather than through ``get``. Counters are added once per burst.
+    directly rather than through ``get``. Each job is counted as it ends (one
+    integer increment), so that ``stats()`` is current within a burst.
     """
     items = inbox._items
     popleft = items.popleft
-    succeeded = failed = 0
     message = first
-    try:
-        while True:
-            if message.__class__ is tuple:
-                fn, item, on_error = message
-                try:
-                    fn(item)
-                except BaseException as exc:  # a failing job never stops its worker
-                    failed += 1
-                    report_error(item, exc, worker, on_error)
-                else:
-                    succeeded += 1
-            else:
-                message._run(worker)
-                if inbox._putters and len(items) <= inbox._low_water:
-                    inbox._wake_putter()
+    while True:
+        if message.__class__ is tuple:
+            fn, item, on_error = message
             try:
-                message = popleft()
-            except IndexError:
-                # A producer waiting for room is woken here at the latest; for
-                # single jobs, looking after each one would cost 10% of the run.
-                if inbox._putters:
-                    inbox._wake_putter()
-                return
-    finally:
-        worker.succeeded += succeeded
-        worker.failed += failed
+                fn(item)
+            except BaseException as exc:  # a failing job never stops its worker
+                worker.failed += 1
+                report_error(item, exc, worker, on_error)
+            else:
+                worker.succeeded += 1
+        else:
+            message._run(worker)
+            if inbox._putters and len(items) <= inbox._low_water:
+                inbox._wake_putter()
+        try:
+            message = popleft()
+        except IndexError:
+            # A producer waiting for room is woken here at the latest; for
+            # single jobs, looking after each one would cost 10% of the run.
+            if inbox._putters:
+                inbox._wake_putter()
+            return
 
 
 def cancel_message(message: Any) -> int:
@@ -305,7 +302,6 @@ class MapChunk:
         policy = control.retry
         results: list[tuple[Any, ...]] = []
         append = results.append
-        succeeded = failed = 0
         timed = self.run.outcomes
         seqs = self.seqs
         for position, item in enumerate(self.items):
@@ -325,16 +321,15 @@ class MapChunk:
                 call = (lambda i=item: fn(*i)) if star else (lambda i=item: fn(i))
                 kind, value, attempts = run_with_policy(call, policy, control.stop_event)
                 status = _STATUS_OF[kind]
+            # Counted as each job ends (see BulkChunk._run).
             if status is JobStatus.SUCCEEDED:
-                succeeded += 1
+                worker.succeeded += 1
             elif status is JobStatus.FAILED:
-                failed += 1
+                worker.failed += 1
             else:
                 worker.cancelled += 1
             finished = perf_counter() if timed else None
             append((seqs[position], status, value, index, submitted, started, finished, attempts))
-        worker.succeeded += succeeded
-        worker.failed += failed
         self.items = []
         if results:
             self.run.deliver(results)

@@ -57,32 +57,126 @@ R = TypeVar("R")
 _STATUS = {SUCCEEDED: JobStatus.SUCCEEDED, FAILED: JobStatus.FAILED, CANCELLED: JobStatus.CANCELLED}
 
 
-class _WorkerState:
-    __slots__ = ("busy", "cancelled", "failed", "first_start", "index", "succeeded")
+class _StopSignal:
+    """Tells a stop from a job's own cancellation.
 
-    def __init__(self, index: int) -> None:
+    A worker task is cancelled by ``stop`` (``requested``) or, through its
+    TaskGroup, when the task that owns the dispatcher is cancelled (the block
+    is abandoned, the loop shuts down): both are stops, and end the worker.
+    Any other cancellation that reaches a job (it cancelled its own task, or
+    raised ``CancelledError`` itself) is that job's failure: its worker goes on.
+    """
+
+    __slots__ = ("owner", "requested")
+
+    def __init__(self) -> None:
+        self.requested = False
+        #: The task that entered ``async with``.
+        self.owner: asyncio.Task[Any] | None = None
+
+    def __call__(self) -> bool:
+        owner = self.owner
+        return self.requested or (owner is not None and owner.cancelling() > 0)
+
+
+class _WorkerState:
+    __slots__ = (
+        "busy",
+        "cancelled",
+        "failed",
+        "first_start",
+        "index",
+        "stop",
+        "succeeded",
+        "task",
+    )
+
+    def __init__(self, index: int, stop: _StopSignal) -> None:
         self.index = index
+        self.stop = stop
+        #: The worker's task, set as it starts: what a job might cancel.
+        self.task: asyncio.Task[Any] | None = None
         self.succeeded = self.failed = self.cancelled = 0
         self.busy = 0.0
         self.first_start: float | None = None
 
 
-def _stopping_me() -> bool:
-    """Whether the running task is being cancelled (a ``stop``).
-
-    Tells a real cancellation from a job that raised ``CancelledError`` of
-    its own (awaiting a future someone else cancelled, say): that is the
-    job's failure, and must not end its worker.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+#: The failure of a job that cancelled the worker task running it.
+_SELF_CANCELLED = "the job cancelled its own worker task (it was not stopped)"
 
 
-def _own_cancellation(exc: asyncio.CancelledError) -> RuntimeError:
+def _own_cancellation(exc: asyncio.CancelledError, why: str | None = None) -> RuntimeError:
     """The failure recorded for a job that raised ``CancelledError`` itself."""
-    error = RuntimeError("the job raised CancelledError (it was not stopped)")
+    error = RuntimeError(why or "the job raised CancelledError (it was not stopped)")
     error.__cause__ = exc
     return error
+
+
+async def _restore(task: asyncio.Task[Any], before: int, stop: _StopSignal) -> None:
+    """Undo a job's cancellation of its own worker task, so that the worker goes on.
+
+    Its requests are withdrawn (``uncancel``); one still armed (Python 3.11 and
+    3.12 keep it after ``uncancel``) goes off here, where it is caught.
+
+    Raises:
+        CancelledError: a stop arrived meanwhile.
+    """
+    while task.cancelling() > before:
+        task.uncancel()
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        if stop():
+            raise
+
+
+async def _job_failure(
+    exc: BaseException, task: asyncio.Task[Any], before: int, stop: _StopSignal
+) -> BaseException:
+    """The failure to record for a job that raised ``exc``.
+
+    Whatever a job raises is its own failure, ``KeyboardInterrupt`` and
+    ``SystemExit`` included, as on thread and process workers: asyncio would
+    let those two out of the event loop, ending every worker and the loop.
+
+    Raises:
+        CancelledError: ``exc`` is a stop's cancellation.
+    """
+    cancelled_itself = task.cancelling() > before
+    if isinstance(exc, asyncio.CancelledError):
+        if stop():
+            raise exc
+        exc = _own_cancellation(exc, _SELF_CANCELLED if cancelled_itself else None)
+    if cancelled_itself:
+        await _restore(task, before, stop)
+    return exc
+
+
+async def _self_cancelled(task: asyncio.Task[Any], before: int, stop: _StopSignal) -> RuntimeError:
+    """The failure of a job that returned after cancelling its own worker task.
+
+    Raises:
+        CancelledError: a stop arrived meanwhile.
+    """
+    await _restore(task, before, stop)
+    return RuntimeError(_SELF_CANCELLED)
+
+
+async def _settle(
+    pending: Awaitable[Any], task: asyncio.Task[Any], before: int, stop: _StopSignal
+) -> tuple[str, Any]:
+    """Await what a job returned: ``(SUCCEEDED, value)`` or ``(FAILED, error)``.
+
+    Raises:
+        CancelledError: a stop.
+    """
+    try:
+        value = await pending
+    except BaseException as exc:  # the job's failure, unless it is a stop
+        return FAILED, await _job_failure(exc, task, before, stop)
+    if task.cancelling() != before and not stop():
+        return FAILED, await _self_cancelled(task, before, stop)
+    return SUCCEEDED, value
 
 
 def _tell(on_error: Callable[[Any, BaseException], object], item: Any, exc: BaseException) -> None:
@@ -96,34 +190,37 @@ async def _run_with_policy(
     call: Callable[[], Awaitable[Any]],
     policy: RetryPolicy | None,
     timeout: float | None,
+    state: _WorkerState,
     on_attempt: Callable[[int], object] | None = None,
 ) -> tuple[str, Any, int]:
     """Await ``call()`` under a timeout and a retry policy: ``(kind, value, attempts)``.
 
-    A cancellation (``stop``) propagates: the caller records the job cancelled,
+    A stop's cancellation propagates: the caller records the job cancelled,
     and an interrupted backoff uses up no attempt. ``on_attempt(n)`` is told of
     each attempt as it starts, so that a cancelled job still knows how many ran.
     """
+    task, stop = state.task, state.stop
+    assert task is not None
     attempt = 1
     while True:
         if on_attempt is not None:
             on_attempt(attempt)
+        before = task.cancelling()
+        error: BaseException
         try:
             if timeout is None:
-                return SUCCEEDED, await call(), attempt
-            async with asyncio.timeout(timeout) as scope:
                 value = await call()
-            return SUCCEEDED, value, attempt
-        except TimeoutError as exc:
-            error: Exception = exc
-            if timeout is not None and scope.expired():
+            else:
+                async with asyncio.timeout(timeout) as scope:
+                    value = await call()
+        except BaseException as exc:  # the job's failure, unless it is a stop
+            error = await _job_failure(exc, task, before, stop)
+            if timeout is not None and isinstance(exc, TimeoutError) and scope.expired():
                 error = TimedOut(f"job ran longer than its timeout of {timeout} s")
-        except Exception as exc:  # a failing job never stops its worker
-            error = exc
-        except asyncio.CancelledError as exc:
-            if _stopping_me():
-                raise
-            error = _own_cancellation(exc)
+        else:
+            if task.cancelling() == before or stop():
+                return SUCCEEDED, value, attempt
+            error = await _self_cancelled(task, before, stop)
         if policy is None or not policy.should_retry(error, attempt):
             return FAILED, error, attempt
         await asyncio.sleep(policy.delay(attempt))
@@ -268,7 +365,7 @@ class AsyncJobHandle(Generic[R]):
         assert call is not None
         try:
             kind, value, self.attempts = await _run_with_policy(
-                call, self.policy, self.timeout, self._count_attempt
+                call, self.policy, self.timeout, state, self._count_attempt
             )
         except asyncio.CancelledError:
             state.cancelled += 1
@@ -351,6 +448,12 @@ class _Chunk:
         if state.first_start is None:
             state.first_start = chunk_start
         plain = policy is None and timeout is None
+        task, stop = state.task, state.stop
+        assert task is not None
+        cancelling = task.cancelling
+        # Cancellation requests a job makes of its own task are withdrawn as
+        # it ends (_restore): each job starts with the count the chunk started with.
+        before = cancelling()
         try:
             for position, item in enumerate(self.items):
                 started = perf_counter()
@@ -358,15 +461,14 @@ class _Chunk:
                     attempts = 1
                     try:
                         kind, value = SUCCEEDED, await call(item)
-                    except Exception as exc:  # a failing job never stops its worker
-                        kind, value = FAILED, exc
-                    except asyncio.CancelledError as exc:
-                        if _stopping_me():
-                            raise
-                        kind, value = FAILED, _own_cancellation(exc)
+                    except BaseException as exc:  # the job's failure, unless it is a stop
+                        kind, value = FAILED, await _job_failure(exc, task, before, stop)
+                    else:
+                        if cancelling() != before and not stop():
+                            kind, value = FAILED, await _self_cancelled(task, before, stop)
                 else:
                     kind, value, attempts = await _run_with_policy(
-                        partial(call, item), policy, timeout
+                        partial(call, item), policy, timeout, state
                     )
                 if kind == SUCCEEDED:
                     state.succeeded += 1
@@ -432,49 +534,71 @@ class _InlineChunk:
         started = perf_counter()
         if state.first_start is None:
             state.first_start = started
+        task = state.task
+        assert task is not None
+        cancelling = task.cancelling
+        # A plain call cannot be stopped midway: a change in the count of
+        # cancellation requests is the job cancelling its own worker task.
+        before = cancelling()
         try:
             for position, item in enumerate(self.items):
                 try:
                     value = fn(item)
-                except Exception as exc:  # a failing job never stops its worker
+                except BaseException as exc:  # whatever a job raises is its failure
+                    if cancelling() != before:
+                        return self._resume(
+                            state, position, _job_failure(exc, task, before, state.stop)
+                        )
                     state.failed += 1
                     if on_error is not None:
+                        if isinstance(exc, asyncio.CancelledError):
+                            exc = _own_cancellation(exc)
                         _tell(on_error, item, exc)
                     continue
-                except asyncio.CancelledError as exc:  # a plain call is never stopped midway
-                    state.failed += 1
-                    if on_error is not None:
-                        _tell(on_error, item, _own_cancellation(exc))
-                    continue
+                if cancelling() != before:
+                    return self._resume(state, position, _self_cancelled(task, before, state.stop))
                 if value is not None and inspect.isawaitable(value):
-                    return self._resume(state, position, value)
+                    return self._resume(state, position, _settle(value, task, before, state.stop))
                 state.succeeded += 1
         finally:
             state.busy += perf_counter() - started
         return None
 
-    async def _resume(self, state: _WorkerState, position: int, pending: Awaitable[Any]) -> None:
+    async def _resume(
+        self,
+        state: _WorkerState,
+        position: int,
+        settling: Awaitable[tuple[str, Any] | BaseException],
+    ) -> None:
+        """Settle the job at ``position`` by awaiting ``settling``, then run the rest.
+
+        ``settling`` gives ``(kind, value)``, or the job's failure.
+        """
         started = perf_counter()
-        failure: BaseException | None = None
         try:
-            await pending
-            state.succeeded += 1
-        except asyncio.CancelledError as exc:
-            if _stopping_me():
-                state.cancelled += len(self.items) - position
-                raise
-            failure = _own_cancellation(exc)
-        except Exception as exc:
-            failure = exc
+            settled = await settling
+        except asyncio.CancelledError:  # a stop
+            state.cancelled += len(self.items) - position
+            raise
         finally:
             state.busy += perf_counter() - started
-        if failure is not None:
+        kind, value = settled if isinstance(settled, tuple) else (FAILED, settled)
+        if kind == SUCCEEDED:
+            state.succeeded += 1
+        else:
             state.failed += 1
             if self.on_error is not None:
-                _tell(self.on_error, self.items[position], failure)
+                _tell(self.on_error, self.items[position], value)
         rest = self.items[position + 1 :]
         if rest:
             await _Chunk(_awaiting(self.fn), rest, [], None, None, None, self.on_error)._arun(state)
+
+
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (``async def``, or an async ``__call__``)."""
+    return inspect.iscoroutinefunction(fn) or (
+        callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    )
 
 
 def _awaiting(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
@@ -497,11 +621,19 @@ class AsyncDispatcher:
     Args:
         workers: number of worker tasks (may be thousands).
         strategy, chunk, queue_size, block, put_timeout: as for :class:`Dispatcher`.
-        job_timeout: seconds any one job may run before it is cancelled and
-            reported ``TimedOut``.
+        job_timeout: seconds any one job may run before it is reported
+            ``TimedOut``: a coroutine is cancelled; a plain function in a thread
+            (``sync_in_thread``) is abandoned, its thread running on to the end
+            (a thread cannot be stopped). A plain function on the event loop
+            cannot be stopped at all: submitting one with a timeout raises
+            ``ValueError``.
         retry: the retry policy for jobs that have none of their own.
         sync_in_thread: run plain (non-coroutine) callables in a thread
             (``asyncio.to_thread``) instead of in the event loop.
+
+    Whatever a job raises fails that job alone, ``KeyboardInterrupt`` and
+    ``SystemExit`` included, and so does a cancellation of its worker task
+    that is not a stop (the job cancelling its own task).
 
     Raises:
         ValueError, TypeError: an invalid setting.
@@ -551,7 +683,8 @@ class AsyncDispatcher:
             if self._shared
             else [AsyncInbox(capacity) for _ in range(self._n)]
         )
-        self._states = [_WorkerState(i) for i in range(self._n)]
+        self._stop = _StopSignal()
+        self._states = [_WorkerState(i, self._stop) for i in range(self._n)]
         self._next_seq = 0
         self._last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None = None
         self._rejected = 0
@@ -580,6 +713,7 @@ class AsyncDispatcher:
             raise RuntimeError("an AsyncDispatcher can be entered only once")
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
+        self._stop.owner = asyncio.current_task()
         self.started_at = perf_counter()
         for index in range(self._n):
             inbox = self._inboxes[0 if self._shared else index]
@@ -606,6 +740,7 @@ class AsyncDispatcher:
         await self._group.__aexit__(exc_type, exc, tb)
 
     async def _work(self, inbox: AsyncInbox[Any], state: _WorkerState) -> None:
+        state.task = asyncio.current_task()
         ran = 0  # plain-function messages run since the loop last had a turn
         while True:
             message = inbox.get_nowait()
@@ -645,6 +780,7 @@ class AsyncDispatcher:
 
     def _cancel_everything(self) -> None:
         self.close()
+        self._stop.requested = True
         for inbox in self._inboxes:
             self._cancelled += sum(message._cancel_taken() for message in inbox.take_all())
         for task in self._tasks:
@@ -662,7 +798,7 @@ class AsyncDispatcher:
         self, fn: Callable[..., Any], star: bool = False
     ) -> Callable[[Any], Awaitable[Any]]:
         """Turn ``fn`` into ``item -> awaitable``, whatever kind of callable it is."""
-        if inspect.iscoroutinefunction(fn):
+        if _is_coroutine_function(fn):
             return (lambda item: fn(*item)) if star else fn
         if self._sync_in_thread:
             if star:
@@ -670,6 +806,26 @@ class AsyncDispatcher:
             return lambda item: asyncio.to_thread(fn, item)
 
         return _awaiting((lambda item: fn(*item)) if star else fn)
+
+    def _refuse_unstoppable(self, fn: Callable[..., Any], timeout: float | None) -> None:
+        """Refuse a timeout that could not be kept: a plain function on the event loop.
+
+        A coroutine is cancelled at the timeout; a function in a thread
+        (``sync_in_thread``) is abandoned there, its thread running on. A plain
+        call on the event loop can be neither: the loop itself is held until
+        it returns.
+
+        Raises:
+            ValueError: ``fn`` is a plain function, ``timeout`` is set and
+                ``sync_in_thread`` is not.
+        """
+        if timeout is not None and not self._sync_in_thread and not _is_coroutine_function(fn):
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            raise ValueError(
+                f"a job timeout cannot stop the plain function {name} on the event loop: "
+                "make it an async def, or pass sync_in_thread=True (where a timed-out "
+                "job's thread runs on to its end)"
+            )
 
     def _take_seq(self, count: int = 1) -> int:
         first = self._next_seq
@@ -696,14 +852,16 @@ class AsyncDispatcher:
         Raises:
             ClosedError: the dispatcher is closed.
             QueueFull: the inbox stayed full past the timeout.
-            ValueError: the ``key`` strategy and a job without a key.
+            ValueError: the ``key`` strategy and a job without a key; a timeout
+                for a plain function on the event loop.
         """
         self._check_open()
         if job.key is None and self._strategy.needs_key:
             raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
         fn, args, kwargs = job.fn, job.args, job.kwargs
+        self._refuse_unstoppable(fn, job.timeout or self._job_timeout)
         call: Callable[[], Awaitable[Any]]
-        if inspect.iscoroutinefunction(fn):
+        if _is_coroutine_function(fn):
             call = lambda: fn(*args, **kwargs)  # noqa: E731
         elif self._sync_in_thread:
             call = lambda: asyncio.to_thread(fn, *args, **kwargs)  # noqa: E731
@@ -740,7 +898,8 @@ class AsyncDispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
-            ValueError: the ``key`` strategy without ``key``.
+            ValueError: the ``key`` strategy without ``key``; ``job_timeout`` with
+                a plain function on the event loop.
         """
         self._check_open()
         self._check_key(key)
@@ -769,7 +928,8 @@ class AsyncDispatcher:
         Raises:
             ClosedError: the dispatcher is closed.
             RuntimeError: used outside ``async with``.
-            ValueError: the ``key`` strategy without a ``key`` function.
+            ValueError: the ``key`` strategy without a ``key`` function;
+                ``job_timeout`` with a plain function on the event loop.
         """
         if self._closed or self._group is None:
             self._check_open()
@@ -785,8 +945,8 @@ class AsyncDispatcher:
             inbox = inboxes[0 if shared else worker]
             if len(inbox) + (len(jobs) + chunk - 1) // chunk > inbox.capacity:
                 return False
-        self._next_seq += len(items)
         make = self._fire_and_forget(fn, on_error)
+        self._next_seq += len(items)
         for worker, jobs in parts:
             inboxes[0 if shared else worker].put_many_nowait(
                 [make(jobs[low : low + chunk], []) for low in range(0, len(jobs), chunk)]
@@ -812,8 +972,9 @@ class AsyncDispatcher:
         fn: Callable[[Any], Any],
         on_error: Callable[[Any, BaseException], object] | None,
     ) -> Callable[[list[Any], list[int]], _Chunk | _InlineChunk]:
+        self._refuse_unstoppable(fn, self._job_timeout)
         if (
-            not inspect.iscoroutinefunction(fn)
+            not _is_coroutine_function(fn)
             and not self._sync_in_thread
             and self._retry is None
             and self._job_timeout is None
@@ -842,10 +1003,12 @@ class AsyncDispatcher:
 
         Raises:
             ClosedError: the dispatcher is closed.
-            ValueError: the ``key`` strategy without ``key``.
+            ValueError: the ``key`` strategy without ``key``; ``job_timeout`` with
+                a plain function on the event loop.
         """
         self._check_open()
         self._check_key(key)
+        self._refuse_unstoppable(fn, self._job_timeout)
         if window is None:
             window = max(self._n * self.settings.queue_size, self._n * self._chunk)
         call = self._caller(fn, star)

@@ -9,6 +9,7 @@ answered 202 could not be stored, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -31,7 +32,7 @@ from .demo import (
     fastest,
     run_seed,
 )
-from .errors import QueueFull
+from .errors import QueueFull, WorkerStartError
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
 from .strategies import parse_strategy
 
@@ -542,6 +543,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Only with a put timeout: the workers did not make room in time.
         print(f"dispatchkit run: failed: {exc} (the put timeout)", file=sys.stderr)
         return RET_FAILED
+    except WorkerStartError as exc:  # more workers than this machine allows
+        raise UsageError(str(exc)) from None
 
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -866,7 +869,21 @@ def _token_from_env(name: str = "TOKEN") -> str | None:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    # SIGTERM does what Ctrl-C does: Python's handler raises KeyboardInterrupt;
+    # under asyncio.run, asyncio's handler cancels the main task instead, since
+    # a KeyboardInterrupt raised inside an asyncio job only fails that job.
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if callable(on_sigint):
+        on_sigint(signal.SIGINT, frame)
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no event loop here
+        raise KeyboardInterrupt from None
+    # SIGINT is ignored, so asyncio.run installed no handler of its own: cancel
+    # its tasks, as it does itself when it ends.
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
 
 
 def _look_in_current_directory() -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "TransportRejected",
     "TransportUnavailable",
     "WorkerLost",
+    "WorkerStartError",
 ]
 
 
@@ -55,6 +56,13 @@ class JobCancelled(DispatchError, CancelledError):
 
 class WorkerLost(DispatchError):
     """The worker running the job died (a process killed, a connection gone)."""
+
+
+class WorkerStartError(DispatchError, RuntimeError):
+    """The operating system refused to start a worker (a thread limit, say).
+
+    The workers started before it were stopped and joined: nothing is left running.
+    """
 
 
 class TimedOut(DispatchError):

@@ -15,6 +15,7 @@ from typing import Any
 
 from dispatchkit._inbox import Inbox
 from dispatchkit._work import WorkerState, run_burst
+from dispatchkit.errors import WorkerStartError
 
 __all__ = ["ThreadWorkerPool"]
 
@@ -49,6 +50,7 @@ class ThreadWorkerPool:
     ) -> None:
         if len(inboxes) != len(states):
             raise ValueError("one inbox per worker state is needed")
+        self._inboxes = list(inboxes)
         self._threads = [
             threading.Thread(
                 target=_worker_loop,
@@ -60,8 +62,25 @@ class ThreadWorkerPool:
         ]
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        """Start every worker thread, or none.
+
+        Raises:
+            WorkerStartError: the OS refused a thread; the threads started
+                before it were stopped (their inboxes closed) and joined.
+        """
+        for started, thread in enumerate(self._threads):
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": a limit of the OS
+                for inbox in {id(inbox): inbox for inbox in self._inboxes}.values():
+                    inbox.close()
+                for running in self._threads[:started]:
+                    running.join()
+                raise WorkerStartError(
+                    f"the operating system refused to start worker thread {started + 1} "
+                    f"of {len(self._threads)} ({exc}): ask for fewer workers, or raise the "
+                    "system's limits (ulimit -u, kernel.pid_max, kernel.threads-max, memory)"
+                ) from exc
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else monotonic() + timeout
