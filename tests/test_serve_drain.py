@@ -90,7 +90,15 @@ def test_stalled_clients_are_cut_off_at_the_drain_deadline_and_accepted_payloads
         assert server.post(range(base, base + 10)) == 202
     stalled = _stalled_clients(server)
     idle = _keep_alive(server)
+    try:
+        _stop_at_the_deadline(server, stalled, sink)
+    finally:
+        for sock in stalled:
+            sock.close()
+        idle.close()
 
+
+def _stop_at_the_deadline(server: Server, stalled: list[socket.socket], sink: Path) -> None:
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     code = server.process.wait(DEADLINE + 10)
@@ -105,9 +113,6 @@ def test_stalled_clients_are_cut_off_at_the_drain_deadline_and_accepted_payloads
     assert final["exit_code"] == DRAIN_DEADLINE_EXIT
     assert sorted(sink_ids(sink)) == sorted(server.accepted)
     assert len(server.accepted) == 102
-    for sock in stalled:
-        sock.close()
-    idle.close()
 
 
 def test_an_idle_keep_alive_connection_does_not_hold_the_drain(tmp_path: Path) -> None:

@@ -69,8 +69,9 @@ CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 #: Environment variable that carries the main process's pid to the worker.
 PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
 
-#: Environment variable naming the file where the worker process leaves the
-#: number of payloads answered 202 that could not be stored, for serve().
+#: Environment variable naming the file where the worker process leaves how its
+#: drain ended (cut short by the deadline; payloads answered 202 that could not
+#: be stored), for serve().
 OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
 
 
@@ -138,7 +139,7 @@ def serve(config: ServeConfig) -> bool:
         **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface)},
     )
     with tempfile.TemporaryDirectory(prefix="dispatchkit-serve-") as scratch:
-        outcome = Path(scratch) / "unstored"
+        outcome = Path(scratch) / "outcome.json"
         os.environ[OUTCOME_ENV] = str(outcome)
         try:
             server.serve()
@@ -148,13 +149,18 @@ def serve(config: ServeConfig) -> bool:
                     f"the server's worker process failed (exit code {exc.code})"
                 ) from None
         codes = server.worker_exit_codes()
-        failed = [code for code in codes if code not in (0, DRAIN_DEADLINE_EXIT)]
-        if failed:
-            raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
-        unstored = int(outcome.read_text()) if outcome.exists() else 0
-    if unstored:
-        raise UnstoredPayloads(unstored)
-    return DRAIN_DEADLINE_EXIT not in codes
+        # The worker's own word on its drain; its exit code alone can be unknown
+        # (None) when granian reaped it first.
+        report = json.loads(outcome.read_text()) if outcome.exists() else None
+    expected = (0, DRAIN_DEADLINE_EXIT, None) if report is not None else (0,)
+    failed = [code for code in codes if code not in expected]
+    if failed:
+        raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
+    if report is None:
+        return True
+    if report["unstored"]:
+        raise UnstoredPayloads(report["unstored"])
+    return not report["cut_short"]
 
 
 class _Server(MPServer):
@@ -190,6 +196,10 @@ class _Server(MPServer):
         """How the worker processes ended, once :meth:`serve` returned."""
         if self._deadline is not None:
             self._deadline.cancel()
+        for worker in self._workers:
+            # granian may return a moment before it reaped a worker that ended
+            # by itself (at the drain deadline): its exit code is not known yet.
+            worker.join(FLUSH_GRACE)
         return [worker.exitcode for worker in self._workers]
 
 
@@ -491,12 +501,13 @@ class _Service:
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         if self._sink is not None:
             counts["lines_written"] = self._sink.lines_written
-            counts["unstored"] = unstored = self._sink.unstored
-            if unstored:
+            counts["unstored"] = self._sink.unstored
+            if self._sink.unstored:
                 logger.error("payloads answered 202 could not be stored", extra=counts)
-                outcome = os.environ.get(OUTCOME_ENV)
-                if outcome is not None:  # for serve() in the main process
-                    Path(outcome).write_text(str(unstored))
+        outcome = os.environ.get(OUTCOME_ENV)
+        if outcome is not None:  # for serve() in the main process
+            report = {"unstored": counts.get("unstored", 0), "cut_short": cut_short is not None}
+            Path(outcome).write_text(json.dumps(report))
         facts: dict[str, Any] = {"accepted": self._metrics.payloads_accepted, **counts}
         if cut_short is None:
             logger.info("stopped", extra=facts)
