@@ -1,0 +1,87 @@
+"""The conformance kit of ``dispatchkit.testing``: every check on every target.
+
+A (target, check) pair marked ``xfail`` is a divergence of that front end
+today, recorded exactly: the mark is strict, so fixing the front end turns it
+into a failure here until the mark is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from dispatchkit.testing import (
+    CHECKS,
+    TARGETS,
+    Target,
+    TargetUnavailable,
+    check_accounting,
+    check_chunked_map_counts,
+    check_dispatch,
+    check_map_options,
+    check_stop_cancels_queued,
+    check_stop_shutdown_idempotent,
+    check_window_validation,
+)
+
+#: Hypothesis examples of check_accounting (process and Redis open real processes).
+EXAMPLES = {"thread": 60, "async": 60, "process": 15, "redis": 10}
+
+#: What each front end does differently today, (target, check) -> why.
+DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {
+    ("async", check_window_validation): (
+        "AsyncDispatcher.map(window=0) silently yields nothing; Dispatcher.map raises ValueError"
+    ),
+    ("async", check_stop_shutdown_idempotent): "AsyncDispatcher has no shutdown()",
+    ("redis", check_map_options): "RedisDispatcher.map has no ordered, outcomes or star",
+    ("redis", check_window_validation): "RedisDispatcher.map(window=0) runs the jobs",
+    ("redis", check_dispatch): "RedisDispatcher has no dispatch()",
+    ("redis", check_chunked_map_counts): (
+        "RemoteStats counts a chunk of map as one published job, not its jobs"
+    ),
+    ("redis", check_stop_cancels_queued): "RedisDispatcher has no stop(cancel)",
+    ("redis", check_stop_shutdown_idempotent): (
+        "RedisDispatcher has no stop(), and its shutdown(wait, timeout) has no cancel_futures"
+    ),
+}
+
+#: Targets that need a server: skipped without one, except in CI.
+SERVER_TARGETS = {"redis"}
+
+
+def _cases() -> Iterator[object]:
+    for target in TARGETS:
+        marks = [pytest.mark.redis] if target in SERVER_TARGETS else []
+        for check in CHECKS:
+            why = DIVERGENCES.get((target, check))
+            xfail = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+            yield pytest.param(
+                target, check, marks=[*marks, *xfail], id=f"{target}-{check.__name__}"
+            )
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    name = request.param
+    try:
+        with TARGETS[name]() as ready:
+            yield ready
+    except TargetUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"target {name}: {exc}")
+        pytest.skip(f"target {name}: {exc}")
+
+
+@pytest.mark.parametrize(("target", "check"), list(_cases()), indirect=["target"])
+def test_conformance(target: Target, check: Callable[..., None]) -> None:
+    if check is check_accounting:
+        check(target, max_examples=EXAMPLES.get(target.name, 10))
+    else:
+        check(target)
+
+
+def test_every_divergence_names_a_target_and_a_check() -> None:
+    assert {name for name, _ in DIVERGENCES} <= set(TARGETS)
+    assert {check for _, check in DIVERGENCES} <= set(CHECKS)
