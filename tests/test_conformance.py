@@ -18,16 +18,23 @@ from dispatchkit.testing import (
     Target,
     TargetUnavailable,
     check_accounting,
+    check_batch_blocks,
     check_chunked_map_counts,
     check_dispatch,
     check_map_options,
+    check_round_robin_spread,
     check_stop_cancels_queued,
     check_stop_shutdown_idempotent,
     check_window_validation,
 )
 
-#: Hypothesis examples of check_accounting (process and Redis open real processes).
-EXAMPLES = {"thread": 60, "async": 60, "process": 15, "redis": 10}
+#: Hypothesis examples of the checks that take ``max_examples``, per target
+#: (each example opens a front end: process workers and Redis cost more).
+EXAMPLES: dict[Callable[..., None], dict[str, int]] = {
+    check_accounting: {"thread": 60, "async": 60, "process": 15, "redis": 10},
+    check_round_robin_spread: {"thread": 30, "async": 30, "process": 8, "redis": 6},
+    check_batch_blocks: {"thread": 30, "async": 30, "process": 8, "redis": 6},
+}
 
 #: What each front end does differently today, (target, check) -> why.
 DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {
@@ -76,8 +83,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 @pytest.mark.parametrize(("target", "check"), list(_cases()), indirect=["target"])
 def test_conformance(target: Target, check: Callable[..., None]) -> None:
-    if check is check_accounting:
-        check(target, max_examples=EXAMPLES.get(target.name, 10))
+    if check in EXAMPLES:
+        check(target, max_examples=EXAMPLES[check].get(target.name, 10))
     else:
         check(target)
 

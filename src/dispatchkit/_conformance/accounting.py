@@ -7,7 +7,7 @@ from typing import Any
 from dispatchkit.job import JobStatus
 
 from . import jobs
-from .common import is_value_error
+from .common import examples, is_value_error, worker_counts
 from .face import STRATEGIES, Counts, Target
 
 __all__ = ["check_accounting"]
@@ -16,46 +16,37 @@ __all__ = ["check_accounting"]
 def check_accounting(target: Target, *, max_examples: int = 20) -> None:
     """After a drain, ``submitted == succeeded + failed + cancelled``, exactly.
 
-    For random mixes of succeeding and failing jobs by ``submit``, ``map`` and
-    ``dispatch``, cancels of submitted handles, with every strategy, worker
-    count and chunk, drained by ``join`` or by ``stop(cancel=True)`` in the
-    middle: every handle ends once (a value, its own error, or cancelled), the
-    totals match what was submitted, and the per-worker counts add up. Drained
-    by ``join``, each total is exactly what the jobs did. Needs hypothesis.
+    For random mixes (under hypothesis) of succeeding and failing jobs by
+    ``submit``, ``map`` (with and without ``outcomes``) and ``dispatch``, and of
+    cancels of submitted handles, with every strategy, worker count and chunk,
+    drained by ``join`` or by ``stop(cancel=True)`` in the middle: every handle
+    ends once (its value, its own error, or cancelled), the totals match what
+    was submitted, and the per-worker counts add up. Drained by ``join``, each
+    total is exactly what the jobs did.
     """
-    try:
-        from hypothesis import HealthCheck, given, settings
-        from hypothesis import strategies as st
-    except ImportError as exc:  # a dev dependency, not one of the library
-        raise RuntimeError(f"check_accounting needs hypothesis ({exc})") from None
     caps = target.capabilities
     kinds = sorted(caps.operations - {"stop"})
-    workers = (
-        st.just(caps.fixed_workers) if caps.fixed_workers else st.integers(min_value=1, max_value=3)
-    )
-    stops = st.none() | st.integers(min_value=0, max_value=4) if "stop" in caps.operations else None
 
-    @settings(
-        max_examples=max_examples,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(
-        strategy=st.sampled_from(STRATEGIES),
-        workers=workers,
-        chunk=st.sampled_from(caps.chunk),
-        mix=st.lists(
-            st.tuples(st.sampled_from(kinds), st.integers(min_value=0, max_value=12)), max_size=5
-        ),
-        stop_at=stops if stops is not None else st.none(),
-    )
-    def run(
+    def check(
         strategy: str, workers: int, chunk: int, mix: list[tuple[str, int]], stop_at: int | None
     ) -> None:
         _one_mix(target, strategy, workers, chunk, mix, stop_at)
 
-    run()
+    examples(
+        max_examples,
+        check,
+        strategy=lambda st: st.sampled_from(STRATEGIES),
+        workers=lambda st: worker_counts(target, st),
+        chunk=lambda st: st.sampled_from(caps.chunk),
+        mix=lambda st: st.lists(
+            st.tuples(st.sampled_from(kinds), st.integers(min_value=0, max_value=12)), max_size=5
+        ),
+        stop_at=lambda st: (
+            st.none() | st.integers(min_value=0, max_value=4)
+            if "stop" in caps.operations
+            else st.none()
+        ),
+    )
 
 
 def _one_mix(
@@ -84,6 +75,12 @@ def _one_mix(
             elif kind == "map":
                 assert front.map(jobs.square, range(size), key=key) == [i * i for i in range(size)]
                 bulk_succeeded += size
+            elif kind == "map_outcomes":
+                outcomes = front.map(jobs.flaky, range(size), key=key, outcomes=True)
+                assert [o.ok for o in outcomes] == [i % 3 != 0 for i in range(size)], outcomes
+                assert [o.value for o in outcomes if o.ok] == [i for i in range(size) if i % 3]
+                bulk_failed += len(range(0, size, 3))
+                bulk_succeeded += size - len(range(0, size, 3))
             else:  # cancel the latest handles (those still queued are cancelled)
                 for _, handle in handles[-size:]:
                     front.cancel(handle)

@@ -26,6 +26,39 @@ def is_value_error(error: BaseException | None) -> bool:
     )
 
 
+def examples(
+    max_examples: int, check: Callable[..., None], **strategies: Callable[[Any], Any]
+) -> None:
+    """Run ``check`` over ``max_examples`` examples drawn by hypothesis.
+
+    Each of ``strategies`` is a function of the ``hypothesis.strategies``
+    module giving the strategy of the argument of that name. Deadlines are off
+    (examples start real workers) and nothing is stored between runs.
+
+    Raises:
+        RuntimeError: hypothesis is not installed (a dev dependency, not one of
+            the library's).
+    """
+    try:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+    except ImportError as exc:
+        raise RuntimeError(f"this check needs hypothesis ({exc})") from None
+    run = settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )(given(**{name: make(st) for name, make in strategies.items()})(check))
+    run()
+
+
+def worker_counts(target: Target, st: Any, most: int = 3) -> Any:
+    """The hypothesis strategy of the number of workers to open ``target`` with."""
+    fixed = target.capabilities.fixed_workers
+    return st.just(fixed) if fixed else st.integers(min_value=1, max_value=most)
+
+
 def error_of(call: Callable[[], object]) -> BaseException | None:
     """The exception ``call()`` raises, or None."""
     try:
@@ -49,9 +82,13 @@ def placements(
     if target.capabilities.identity == "index":
         submitted = [front.outcome(handle) for handle in handles]
         mapped = front.map(jobs.where, range(count), outcomes=True, key=key)
+        came_back = [o.value[0] for o in [*submitted, *mapped] if o.ok]
+        assert came_back == [*range(count), *range(count)], f"results out of order: {came_back}"
         return [(o.job_id, o.worker) for o in [*submitted, *mapped]]
     values = [front.result(handle) for handle in handles]
     values += front.map(jobs.where, range(count), key=key)
+    came_back = [item for item, _ in values]
+    assert came_back == [*range(count), *range(count)], f"results out of order: {came_back}"
     return [(position, pid) for position, (_, pid) in enumerate(values)]
 
 

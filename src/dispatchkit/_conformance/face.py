@@ -42,7 +42,8 @@ class Capabilities:
         async_jobs: jobs that must wait without blocking are coroutines (the
             workers are tasks on one event loop).
         operations: what the accounting mix may do with this target, of
-            ``submit``, ``map``, ``dispatch``, ``cancel`` and ``stop``. An
+            ``submit``, ``map``, ``map_outcomes`` (``map(outcomes=True)``),
+            ``dispatch``, ``cancel`` and ``stop``. An
             operation a front end lacks is left out here *and* checked on its own
             (where it fails, marked as an expected failure), so the accounting
             invariant is still checked over everything else.
@@ -56,7 +57,9 @@ class Capabilities:
     recall: bool = True
     key_pins_worker: bool = True
     async_jobs: bool = False
-    operations: frozenset[str] = frozenset({"submit", "map", "dispatch", "cancel", "stop"})
+    operations: frozenset[str] = frozenset(
+        {"submit", "map", "map_outcomes", "dispatch", "cancel", "stop"}
+    )
     chunk: tuple[int, ...] = (1, 2, 3, 7)
     fixed_workers: int | None = None
 

@@ -10,7 +10,15 @@ from dispatchkit.job import JobStatus
 from dispatchkit.strategies import Batch, RoundRobin, Strategy
 
 from . import jobs
-from .common import error_of, is_value_error, placements, scratch, workers_for
+from .common import (
+    error_of,
+    examples,
+    is_value_error,
+    placements,
+    scratch,
+    worker_counts,
+    workers_for,
+)
 from .face import STRATEGIES, Target
 
 __all__ = [
@@ -23,60 +31,78 @@ __all__ = [
 ]
 
 
-def _check_assignment(target: Target, strategy: Strategy, block: int) -> None:
-    """Open with ``strategy``; every job must run where the strategy names."""
-    for wanted in (1, 3):
-        for chunk in sorted({target.capabilities.chunk[0], target.capabilities.chunk[-1]}):
-            workers = workers_for(target, wanted)
-            with target.open(workers, strategy=strategy.name, chunk=chunk, block=block) as front:
-                ran = placements(target, front, 2 * workers * block + 1)
-            identity = target.capabilities.identity
-            if identity == "index":
-                for job_id, worker in ran:
-                    assert worker == strategy.assign(job_id, None, workers), (
-                        f"{strategy.name}: job {job_id} ran on worker {worker}, "
-                        f"not {strategy.assign(job_id, None, workers)} ({workers} workers)"
-                    )
-            elif identity == "pid":
-                # The workers' order is the dispatcher's to choose: compare the
-                # partition of the jobs, up to a renaming of the workers.
-                names: dict[Hashable, int] = {}
-                expected: dict[int, Hashable] = {}
-                for job_id, worker in ran:
-                    slot = strategy.assign(job_id, None, workers)
-                    assert names.setdefault(worker, slot) == slot, (
-                        f"{strategy.name}: job {job_id} ran beside jobs of another slot"
-                    )
-                    assert expected.setdefault(slot, worker) == worker, (
-                        f"{strategy.name}: slot {slot} ran on two workers"
-                    )
-            if identity != "none":
-                per_worker = Counter(worker for _, worker in ran)
-                assert len(per_worker) <= workers
-
-
-def check_round_robin_spread(target: Target) -> None:
-    """Round robin sends job ``i`` to worker ``i mod k``: each of ``k`` workers gets
-    ⌊n/k⌋ or ⌈n/k⌉ of ``n`` jobs, by ``submit`` and by ``map``, whatever the chunk."""
-    _check_assignment(target, RoundRobin(), block=1)
-    if target.capabilities.identity == "none":
+def _check_slots(
+    target: Target, strategy: Strategy, workers: int, ran: list[tuple[int, Hashable]]
+) -> None:
+    """Every job ran on the worker ``strategy`` names for it (up to a renaming of
+    the workers where they are known by pid), and each worker's share is right."""
+    identity = target.capabilities.identity
+    if identity == "none":
         return
-    workers = workers_for(target, 3)
-    with target.open(workers, strategy="round_robin") as front:
-        for count in (0, 1, workers - 1, 2 * workers + 1):
-            ran = [worker for _, worker in placements(target, front, count)]
-            per_worker = Counter(ran)
-            low, high = len(ran) // workers, -(-len(ran) // workers)
-            assert len(per_worker) == min(workers, len(ran)), per_worker
-            assert all(low <= jobs_run <= high for jobs_run in per_worker.values()), (
-                f"{len(ran)} jobs over {workers} workers: {sorted(per_worker.values())}"
+    slot_of: dict[Hashable, int] = {}
+    worker_of: dict[int, Hashable] = {}
+    for job_id, worker in ran:
+        slot = strategy.assign(job_id, None, workers)
+        if identity == "index":
+            assert worker == slot, (
+                f"{strategy.name}: job {job_id} ran on worker {worker}, not {slot} "
+                f"({workers} workers)"
+            )
+        else:  # the order of remote workers is the dispatcher's to choose
+            assert slot_of.setdefault(worker, slot) == slot, (
+                f"{strategy.name}: job {job_id} ran beside the jobs of slot {slot_of[worker]}"
+            )
+            assert worker_of.setdefault(slot, worker) == worker, (
+                f"{strategy.name}: the jobs of slot {slot} ran on two workers"
             )
 
 
-def check_batch_blocks(target: Target) -> None:
-    """Batch sends ``block`` consecutive jobs to one worker, the next block to the next."""
-    for block in (1, 3):
-        _check_assignment(target, Batch(block), block=block)
+def check_round_robin_spread(target: Target, *, max_examples: int = 10) -> None:
+    """Round robin sends job ``i`` to worker ``i mod k``, by ``submit`` and by ``map``
+    and whatever the chunk: each of ``k`` workers gets ⌊n/k⌋ or ⌈n/k⌉ of ``n`` jobs,
+    and the results come back in order (under hypothesis)."""
+    caps = target.capabilities
+
+    def check(workers: int, count: int, chunk: int) -> None:
+        with target.open(workers, strategy="round_robin", chunk=chunk) as front:
+            ran = placements(target, front, count)
+        _check_slots(target, RoundRobin(), workers, ran)
+        if caps.identity != "none":
+            per_worker = Counter(worker for _, worker in ran)
+            low, high = len(ran) // workers, -(-len(ran) // workers)
+            assert len(per_worker) == min(workers, len(ran)), per_worker
+            assert all(low <= share <= high for share in per_worker.values()), (
+                f"{len(ran)} jobs over {workers} workers: {sorted(per_worker.values())}"
+            )
+
+    examples(
+        max_examples,
+        check,
+        workers=lambda st: worker_counts(target, st),
+        count=lambda st: st.integers(min_value=0, max_value=25),
+        chunk=lambda st: st.sampled_from(caps.chunk),
+    )
+
+
+def check_batch_blocks(target: Target, *, max_examples: int = 10) -> None:
+    """Batch sends ``block`` consecutive jobs to one worker and the next block to the
+    next worker, by ``submit`` and by ``map``, whatever the chunk; the results
+    concatenate back to the input (under hypothesis)."""
+    caps = target.capabilities
+
+    def check(workers: int, count: int, chunk: int, block: int) -> None:
+        with target.open(workers, strategy="batch", chunk=chunk, block=block) as front:
+            ran = placements(target, front, count)
+        _check_slots(target, Batch(block), workers, ran)
+
+    examples(
+        max_examples,
+        check,
+        workers=lambda st: worker_counts(target, st),
+        count=lambda st: st.integers(min_value=0, max_value=25),
+        chunk=lambda st: st.sampled_from(caps.chunk),
+        block=lambda st: st.integers(min_value=1, max_value=6),
+    )
 
 
 def _keys(count: int, seed: int) -> list[int]:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from dispatchkit.job import Job, JobHandle, Outcome
@@ -143,7 +143,8 @@ REMOTE_CAPABILITIES = Capabilities(
     identity="pid",
     recall=False,
     key_pins_worker=False,
-    # RedisDispatcher has no dispatch and no stop: checked on their own.
+    # RedisDispatcher has no dispatch, no stop and no map(outcomes=True): each is
+    # checked on its own.
     operations=frozenset({"submit", "map", "cancel"}),
     # RemoteStats counts a chunk of map as one job: checked on its own.
     chunk=(1,),
@@ -159,12 +160,7 @@ class RemoteTarget:
     capabilities: Capabilities = field(default=REMOTE_CAPABILITIES)
 
     def __post_init__(self) -> None:
-        self.capabilities = Capabilities(
-            **{
-                **{f: getattr(self.capabilities, f) for f in Capabilities.__slots__},
-                "fixed_workers": self.cluster.workers,
-            }
-        )
+        self.capabilities = replace(self.capabilities, fixed_workers=self.cluster.workers)
 
     @contextmanager
     def open(
