@@ -58,7 +58,7 @@ from ._conformance import (
     check_stop_shutdown_idempotent,
     check_window_validation,
 )
-from ._conformance.targets import CHECKS, TARGETS
+from ._conformance.targets import CHECKS, TARGETS, TargetEntry
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
 from .job import Job, JobHandle, Outcome
@@ -78,6 +78,7 @@ __all__ = [
     "RemoteTarget",
     "ServerCluster",
     "Target",
+    "TargetEntry",
     "TargetUnavailable",
     "check_accounting",
     "check_batch_blocks",

@@ -70,7 +70,11 @@ def check_dispatch(target: Target) -> None:
             front.join()
             counts = front.counts()
         failures = len(range(0, 20, 3))
-        assert (counts.submitted, counts.failed, counts.succeeded) == (20, failures, 20 - failures)
+        assert (counts.submitted, counts.failed, counts.succeeded) == (
+            20,
+            failures,
+            20 - failures,
+        ), f"{strategy}: {counts} after dispatching 20 jobs, {failures} of them failing"
 
 
 def check_chunked_map_counts(target: Target) -> None:

@@ -41,12 +41,13 @@ def check_cancel(target: Target) -> None:
         log = str(tmp / "log")
         with held_workers(target, front, tmp / "held"):
             queued = [front.submit(jobs.note, [log, i]) for i in range(2 * front.workers)]
-            assert front.cancel(queued[0]) is recall
+            assert front.cancel(queued[0]) is recall, f"cancel of a queued job is not {recall}"
             if recall:
                 assert front.cancel(queued[0]), "a second cancel of a cancelled job"
         outcomes = [front.outcome(h) for h in queued]
-        assert outcomes[0].status is (JobStatus.CANCELLED if recall else JobStatus.SUCCEEDED)
-        assert _raises_cancelled(front, queued[0]) is recall
+        wanted = JobStatus.CANCELLED if recall else JobStatus.SUCCEEDED
+        assert outcomes[0].status is wanted, f"the cancelled job ended {outcomes[0]}"
+        assert _raises_cancelled(front, queued[0]) is recall, "JobCancelled from result()"
         assert all(o.status is JobStatus.SUCCEEDED for o in outcomes[1:]), outcomes
         assert not front.cancel(queued[-1]), "cancel of a finished job returned True"
         front.join()
@@ -86,9 +87,10 @@ def check_stop_cancels_queued(target: Target) -> None:
         if isinstance(stopped[0], Exception):
             raise stopped[0]
         counts = stopped[0]
-        assert all(front.outcome(h).status is JobStatus.CANCELLED for h in queued)
-        assert all(_raises_cancelled(front, h) for h in queued)
-        assert all(front.outcome(h).status.finished for h in held)
+        ended = [front.outcome(h).status for h in queued]
+        assert all(status is JobStatus.CANCELLED for status in ended), ended
+        assert all(_raises_cancelled(front, h) for h in queued), "JobCancelled from result()"
+        assert all(front.outcome(h).status.finished for h in held), "a held job did not end"
         assert jobs.read_log(log) == [], "a cancelled job ran"
     assert counts.submitted == 4 * front.workers, counts
     assert counts.finished == counts.submitted, counts
@@ -134,12 +136,12 @@ def check_stop_shutdown_idempotent(target: Target) -> None:
         handles = [front.submit(jobs.square, i) for i in range(4)]
         front.join()
         first = front.stop(cancel=True)
-        assert front.stop(cancel=True) == first
+        assert front.stop(cancel=True) == first, "a second stop changed the counts"
         front.shutdown(wait=True)
         front.shutdown(wait=True)
         front.shutdown(wait=True, cancel_futures=True)
         front.shutdown(wait=False, cancel_futures=True)
         _refuses(front)
         assert [front.result(h) for h in handles] == [0, 1, 4, 9]
-        assert front.counts() == first
+        assert front.counts() == first, "shutdown after stop changed the counts"
     assert (first.submitted, first.succeeded) == (4, 4), first

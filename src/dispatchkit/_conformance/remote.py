@@ -239,6 +239,8 @@ class ServerCluster:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        if not self._procs:
+            return  # never started (no server, say): nothing to stop or delete
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -261,11 +263,15 @@ class ServerCluster:
 
 
 @contextmanager
-def started(cluster: Cluster, name: str) -> Iterator[RemoteTarget]:
-    """A remote target whose cluster runs for the block."""
-    cluster.start()
+def started(cluster: Cluster, name: str, **capabilities: Any) -> Iterator[RemoteTarget]:
+    """A remote target whose cluster runs for the block.
+
+    ``capabilities`` override those of a Redis target (``identity="none"`` for
+    workers that share one process, say).
+    """
     try:
-        yield RemoteTarget(cluster, name=name)
+        cluster.start()
+        yield RemoteTarget(cluster, name, replace(REMOTE_CAPABILITIES, **capabilities))
     finally:
         cluster.stop()
 

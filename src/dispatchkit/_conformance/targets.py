@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 from .accounting import check_accounting
 from .bulk import (
@@ -30,17 +31,41 @@ from .placement import (
 )
 from .remote import ServerCluster, redis_server_url, started
 
-__all__ = ["CHECKS", "TARGETS"]
+__all__ = ["CHECKS", "TARGETS", "TargetEntry"]
 
-#: Each target by name: a factory of a context manager that yields the target
-#: ready (its workers running, for a remote one) and releases it on leaving.
-#: It raises ``TargetUnavailable`` when the target cannot run here. A new
-#: worker kind or transport is one more entry.
-TARGETS: dict[str, Callable[[], AbstractContextManager[Target]]] = {
-    "thread": lambda: nullcontext(LocalTarget("thread")),
-    "process": lambda: nullcontext(LocalTarget("process")),
-    "async": lambda: nullcontext(AsyncTarget()),
-    "redis": lambda: started(ServerCluster(redis_server_url()), "redis"),
+
+@dataclass(frozen=True)
+class TargetEntry:
+    """How to open one target, and what it is, known before it is opened.
+
+    Calling the entry gives a context manager that yields the target ready
+    (its workers running, for a remote one) and releases it on leaving; it
+    raises ``TargetUnavailable`` when the target cannot run here.
+
+    Attributes:
+        front_end: the class the target drives (the known divergences of a
+            front end apply to every target on it).
+        needs_server: the target needs a server (a test run may skip it).
+    """
+
+    opener: Callable[[], AbstractContextManager[Target]]
+    front_end: str
+    needs_server: bool = False
+
+    def __call__(self) -> AbstractContextManager[Target]:
+        return self.opener()
+
+
+#: Each target by name. A new worker kind or transport is one more entry.
+TARGETS: dict[str, TargetEntry] = {
+    "thread": TargetEntry(lambda: nullcontext(LocalTarget("thread")), "Dispatcher"),
+    "process": TargetEntry(lambda: nullcontext(LocalTarget("process")), "Dispatcher"),
+    "async": TargetEntry(lambda: nullcontext(AsyncTarget()), "AsyncDispatcher"),
+    "redis": TargetEntry(
+        lambda: started(ServerCluster(redis_server_url()), "redis"),
+        "RedisDispatcher",
+        needs_server=True,
+    ),
 }
 
 #: Every check of the kit; each takes a target (``check_accounting`` also a
