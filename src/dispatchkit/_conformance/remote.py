@@ -118,12 +118,10 @@ class RemoteFront:
 
     def counts(self) -> Counts:
         stats = self.dispatcher.stats()
-        return Counts(
-            getattr(stats, "submitted", stats.published),
-            stats.succeeded,
-            stats.failed,
-            getattr(stats, "cancelled", 0),
-        )
+        # RemoteStats says "published" and counts no cancellations; a stats type
+        # shared with the local front ends says "submitted" and "cancelled".
+        submitted = stats.submitted if hasattr(stats, "submitted") else stats.published
+        return Counts(submitted, stats.succeeded, stats.failed, getattr(stats, "cancelled", 0))
 
     def close(self) -> None:
         self.dispatcher.close()
