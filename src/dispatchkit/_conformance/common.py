@@ -73,7 +73,7 @@ def placements(
 ) -> list[tuple[int, Hashable]]:
     """Run ``count`` jobs by ``submit``, then ``count`` by ``map``: ``(job id, worker)`` each.
 
-    The worker is the outcome's index, or the pid that ran the job (then the
+    The worker is the outcome's index, or where the ``where`` job ran (then the
     job id is its position: each front end numbers its jobs from 0). With
     ``keyed``, each job's key is its item.
     """

@@ -30,7 +30,7 @@ class Capabilities:
     Attributes:
         identity: how to tell which worker ran a job: ``"index"`` (the
             outcome's ``worker`` is the index the strategy names), ``"pid"``
-            (each worker is a process: the ``where`` job's pid tells them
+            (the ``where`` job's pid, and runner thread name, tell the workers
             apart; assignment is checked up to a renaming of the workers), or
             ``"none"`` (workers cannot be told apart: placement is not checked).
         recall: a handle can cancel its job while the job is still queued

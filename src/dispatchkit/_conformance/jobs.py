@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,15 @@ def flaky(x: int) -> int:
 
 
 @job("dispatchkit.conformance.where")
-def where(x: int) -> list[int]:
-    """``[x, the pid that ran it]``: where a remote worker, known by no index, ran it."""
-    return [x, os.getpid()]
+def where(x: int) -> list[Any]:
+    """``[x, "pid:runner"]``: where a remote worker, known by no index, ran it.
+
+    The runner is the name of the thread that ran the job without its
+    ``-worker-N`` tail: workers that share one process tell themselves apart by
+    it when their runner threads carry the worker's name.
+    """
+    runner = threading.current_thread().name.rsplit("-worker-", 1)[0]
+    return [x, f"{os.getpid()}:{runner}"]
 
 
 # The jobs below take one list argument, ``[log path, ...]``, so that ``submit``,

@@ -227,13 +227,13 @@ class ServerCluster:
                 raise RuntimeError(f"a worker exited at start: {err.decode(errors='replace')}")
             probe = self.dispatcher("round_robin", 1)
             try:
-                pids = {pid for _, pid in probe.map(jobs.where, range(4 * self.workers))}
+                seen = {place for _, place in probe.map(jobs.where, range(4 * self.workers))}
             finally:
                 probe.shutdown(wait=False)
-            if len(pids) == self.workers:
+            if len(seen) == self.workers:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pids)} of {self.workers} workers took jobs in time")
+                raise RuntimeError(f"{len(seen)} of {self.workers} workers took jobs in time")
             time.sleep(0.2)
 
     def stop(self) -> None:
