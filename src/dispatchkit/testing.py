@@ -1,4 +1,20 @@
-"""One synchronous face for every worker kind, for tests that must hold for all of them.
+"""Test helpers: a conformance kit for every front end, and a synchronous harness.
+
+The conformance kit checks the library's promises on any front end with one
+call each, in the spirit of trio's ``check_one_way_stream``: a *target*
+(:class:`Target`) opens a front end with given workers, strategy and chunk
+and gives it one uniform face (:class:`FrontEnd`); every ``check_*`` function
+takes a target and raises ``AssertionError`` where a promise is broken::
+
+    from dispatchkit.testing import CHECKS, TARGETS
+
+    with TARGETS["thread"]() as target:
+        for check in CHECKS:
+            check(target)
+
+:data:`TARGETS` names the thread, process, asyncio and Redis (real server,
+``dispatchkit worker`` processes) targets; :data:`CHECKS` lists every check.
+A target declares its :class:`Capabilities` where a kind differs by design.
 
 ``open_harness("thread" | "process" | "async", ...)`` gives a :class:`Harness`
 whose ``submit``, ``map``, ``dispatch``, ``join`` and ``stop`` behave the same
@@ -15,12 +31,72 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from ._conformance import (
+    AsyncTarget,
+    Capabilities,
+    Cluster,
+    Counts,
+    FrontEnd,
+    LocalTarget,
+    RemoteTarget,
+    ServerCluster,
+    Target,
+    TargetUnavailable,
+    check_accounting,
+    check_batch_blocks,
+    check_cancel,
+    check_chunked_map_counts,
+    check_close_join_idempotent,
+    check_dispatch,
+    check_error_isolation,
+    check_key_order,
+    check_map,
+    check_map_options,
+    check_pull_runs_each_job_once,
+    check_round_robin_spread,
+    check_stop_cancels_queued,
+    check_stop_shutdown_idempotent,
+    check_window_validation,
+)
+from ._conformance.targets import CHECKS, TARGETS, TargetEntry
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
 from .job import Job, JobHandle, Outcome
 from .stats import DispatcherStats
 
-__all__ = ["EXECUTORS", "Harness", "open_harness"]
+__all__ = [
+    "CHECKS",
+    "EXECUTORS",
+    "TARGETS",
+    "AsyncTarget",
+    "Capabilities",
+    "Cluster",
+    "Counts",
+    "FrontEnd",
+    "Harness",
+    "LocalTarget",
+    "RemoteTarget",
+    "ServerCluster",
+    "Target",
+    "TargetEntry",
+    "TargetUnavailable",
+    "check_accounting",
+    "check_batch_blocks",
+    "check_cancel",
+    "check_chunked_map_counts",
+    "check_close_join_idempotent",
+    "check_dispatch",
+    "check_error_isolation",
+    "check_key_order",
+    "check_map",
+    "check_map_options",
+    "check_pull_runs_each_job_once",
+    "check_round_robin_spread",
+    "check_stop_cancels_queued",
+    "check_stop_shutdown_idempotent",
+    "check_window_validation",
+    "open_harness",
+]
 
 #: Every worker kind.
 EXECUTORS = ("thread", "process", "async")

@@ -1,0 +1,259 @@
+"""Conformance targets of the local front ends: ``Dispatcher`` and ``AsyncDispatcher``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from dispatchkit.async_dispatcher import AsyncDispatcher, AsyncJobHandle
+from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.job import Job, JobHandle, Outcome
+from dispatchkit.stats import DispatcherStats
+
+from .face import Capabilities, Counts, FrontEnd
+
+__all__ = ["AsyncTarget", "LocalTarget"]
+
+T = TypeVar("T")
+
+
+def counts_of(stats: DispatcherStats) -> Counts:
+    return Counts(
+        stats.submitted,
+        stats.succeeded,
+        stats.failed,
+        stats.cancelled,
+        tuple(w.succeeded + w.failed for w in stats.workers),
+    )
+
+
+class SyncFront:
+    """A :class:`~dispatchkit.Dispatcher` (thread or process workers) as a front end."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    @property
+    def workers(self) -> int:
+        return self.dispatcher.workers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, key: Hashable = None) -> Any:
+        return self.dispatcher.submit_job(Job(fn, args, key=key))
+
+    def outcome(self, handle: JobHandle[Any], timeout: float = 30) -> Outcome[Any]:
+        return handle.outcome(timeout)
+
+    def result(self, handle: JobHandle[Any], timeout: float = 30) -> Any:
+        return handle.result(timeout)
+
+    def cancel(self, handle: JobHandle[Any]) -> bool:
+        return handle.cancel()
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        outcomes: bool = False,
+        star: bool = False,
+        key: Callable[[Any], Hashable] | None = None,
+        window: int | None = None,
+    ) -> list[Any]:
+        options: dict[str, Any] = {"ordered": ordered, "star": star, "key": key, "window": window}
+        if outcomes:
+            return list(self.dispatcher.map(fn, items, outcomes=True, **options))
+        return list(self.dispatcher.map(fn, items, **options))
+
+    def dispatch(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+    ) -> int:
+        return self.dispatcher.dispatch(fn, items, key=key)
+
+    def counts(self) -> Counts:
+        return counts_of(self.dispatcher.stats())
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+    def join(self) -> None:
+        self.dispatcher.join()
+
+    def stop(self, cancel: bool = True) -> Counts:
+        return counts_of(self.dispatcher.stop(cancel=cancel))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.dispatcher.shutdown(wait, cancel_futures=cancel_futures)
+
+
+@dataclass
+class LocalTarget:
+    """``Dispatcher(executor=kind)``: ``thread`` or ``process`` workers."""
+
+    kind: str
+    name: str = ""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.kind
+
+    @contextmanager
+    def open(
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+    ) -> Iterator[FrontEnd]:
+        dispatcher = Dispatcher(
+            workers, executor=self.kind, strategy=strategy, chunk=chunk, block=block
+        )
+        try:
+            yield SyncFront(dispatcher)
+        finally:
+            # A check that failed half-way leaves queued jobs: drop them.
+            dispatcher.stop(cancel=True, timeout=30)
+
+
+class AsyncFront:
+    """An :class:`~dispatchkit.AsyncDispatcher` on a loop in a background thread.
+
+    Every call is carried to the loop with ``run_coroutine_threadsafe``, so the
+    dispatcher is only ever touched from its own loop.
+    """
+
+    def __init__(self, dispatcher: AsyncDispatcher, loop: asyncio.AbstractEventLoop) -> None:
+        self.dispatcher = dispatcher
+        self._loop = loop
+
+    def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the loop, awaited if it returns an awaitable."""
+
+        async def call() -> Any:
+            value = fn()
+            return await value if inspect.isawaitable(value) else value
+
+        return self._run(call())
+
+    @property
+    def workers(self) -> int:
+        return self.dispatcher.workers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, key: Hashable = None) -> Any:
+        return self._run(self.dispatcher.submit_job(Job(fn, args, key=key)))
+
+    def _settled(self, handle: AsyncJobHandle[Any], timeout: float) -> None:
+        async def settle() -> None:
+            done = asyncio.Event()
+            handle.add_done_callback(lambda _: done.set())
+            if not handle.done():
+                await done.wait()
+
+        self._run(settle(), timeout)
+
+    def outcome(self, handle: AsyncJobHandle[Any], timeout: float = 30) -> Outcome[Any]:
+        self._settled(handle, timeout)
+        return handle.outcome()
+
+    def result(self, handle: AsyncJobHandle[Any], timeout: float = 30) -> Any:
+        self._settled(handle, timeout)
+        return handle.result()
+
+    def cancel(self, handle: AsyncJobHandle[Any]) -> bool:
+        return bool(self._call(handle.cancel))
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        outcomes: bool = False,
+        star: bool = False,
+        key: Callable[[Any], Hashable] | None = None,
+        window: int | None = None,
+    ) -> list[Any]:
+        async def collect() -> list[Any]:
+            mapped = self.dispatcher.map(
+                fn, items, ordered=ordered, outcomes=outcomes, star=star, key=key, window=window
+            )
+            return [value async for value in mapped]
+
+        return self._run(collect())
+
+    def dispatch(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+    ) -> int:
+        return self._run(self.dispatcher.dispatch(fn, items, key=key))
+
+    def counts(self) -> Counts:
+        return counts_of(self._call(self.dispatcher.stats))
+
+    def close(self) -> None:
+        self._call(self.dispatcher.close)
+
+    def join(self) -> None:
+        self._call(self.dispatcher.join)
+
+    def stop(self, cancel: bool = True) -> Counts:
+        return counts_of(self._run(self.dispatcher.stop(cancel=cancel)))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        # Looked up when called: AsyncDispatcher has no shutdown today.
+        shutdown = self.dispatcher.shutdown  # type: ignore[attr-defined]
+        self._call(lambda: shutdown(wait, cancel_futures=cancel_futures))
+
+
+@dataclass
+class AsyncTarget:
+    """``AsyncDispatcher`` entered by one owner task on a loop in a background thread."""
+
+    name: str = "async"
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(async_jobs=True))
+
+    @contextmanager
+    def open(
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+    ) -> Iterator[FrontEnd]:
+        dispatcher = AsyncDispatcher(workers, strategy=strategy, chunk=chunk, block=block)
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        release: asyncio.Event | None = None
+
+        async def owner() -> None:
+            nonlocal release
+            release = asyncio.Event()
+            # The TaskGroup must be entered and left by one task: this one.
+            async with dispatcher:
+                ready.set()
+                await release.wait()
+                await dispatcher.stop(cancel=True)
+
+        def run_loop() -> None:
+            try:
+                loop.run_until_complete(owner())
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run_loop, name="conformance-loop", daemon=True)
+        thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the event loop of the async target did not start")
+        try:
+            yield AsyncFront(dispatcher, loop)
+        finally:
+            assert release is not None
+            loop.call_soon_threadsafe(release.set)
+            thread.join(60)

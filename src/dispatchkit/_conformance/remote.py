@@ -1,0 +1,279 @@
+"""Conformance targets of ``RedisDispatcher``: remote workers, and where they run.
+
+A :class:`Cluster` is what a remote target needs besides the face: a way to
+make a dispatcher on its queue and to start and stop its workers.
+:class:`ServerCluster` runs ``dispatchkit worker`` processes (started with the
+CLI, as on other hosts) against a real Redis server, in a namespace of its own.
+A cluster over another transport (an in-memory one, say) is one more class of
+the same shape and one more entry in :data:`dispatchkit.testing.TARGETS`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from dispatchkit.job import Job, JobHandle, Outcome
+
+from . import jobs
+from .face import Capabilities, Counts, FrontEnd
+
+__all__ = ["Cluster", "RemoteTarget", "ServerCluster", "TargetUnavailable"]
+
+#: The module every remote worker of a conformance cluster imports.
+JOBS_MODULE = jobs.__name__
+
+
+class TargetUnavailable(Exception):
+    """A target cannot run here (its server cannot be reached, say)."""
+
+
+class Cluster(Protocol):
+    """Remote workers on one queue, and dispatchers that reach them."""
+
+    workers: int
+
+    def dispatcher(self, strategy: str, block: int) -> Any:
+        """A fresh ``RedisDispatcher`` (or one of its shape) on the cluster's queue."""
+        ...
+
+    def start(self) -> None:
+        """Start the workers; return once each takes jobs."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the workers and drop whatever the cluster left behind."""
+        ...
+
+
+class RemoteFront:
+    """A ``RedisDispatcher`` as a front end.
+
+    Options the dispatcher lacks are passed only when a check asks for them (so
+    the divergence shows as the dispatcher's own ``TypeError``); the key strategy
+    sends one job per entry, so ``chunk`` applies to the other strategies only.
+    """
+
+    def __init__(self, dispatcher: Any, workers: int, chunk: int) -> None:
+        self.dispatcher = dispatcher
+        self._workers = workers
+        self._chunk = chunk
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, key: Hashable = None) -> Any:
+        return self.dispatcher.submit_job(Job(fn, args, key=key))
+
+    def outcome(self, handle: JobHandle[Any], timeout: float = 30) -> Outcome[Any]:
+        return handle.outcome(timeout)
+
+    def result(self, handle: JobHandle[Any], timeout: float = 30) -> Any:
+        return handle.result(timeout)
+
+    def cancel(self, handle: JobHandle[Any]) -> bool:
+        return handle.cancel()
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        outcomes: bool = False,
+        star: bool = False,
+        key: Callable[[Any], Hashable] | None = None,
+        window: int | None = None,
+    ) -> list[Any]:
+        options: dict[str, Any] = {}
+        if not ordered:
+            options["ordered"] = False
+        if outcomes:
+            options["outcomes"] = True
+        if star:
+            options["star"] = True
+        if window is not None:
+            options["window"] = window
+        keyed = key is not None or self.dispatcher.strategy.name == "key"
+        chunk = 1 if keyed else self._chunk
+        return list(self.dispatcher.map(fn, items, key=key, chunk=chunk, **options))
+
+    def dispatch(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        key: Callable[[Any], Hashable] | None = None,
+    ) -> int:
+        return int(self.dispatcher.dispatch(fn, items, key=key))
+
+    def counts(self) -> Counts:
+        stats = self.dispatcher.stats()
+        # RemoteStats says "published" and counts no cancellations; a stats type
+        # shared with the local front ends says "submitted" and "cancelled".
+        submitted = stats.submitted if hasattr(stats, "submitted") else stats.published
+        return Counts(submitted, stats.succeeded, stats.failed, getattr(stats, "cancelled", 0))
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+    def join(self) -> None:
+        self.dispatcher.join()
+
+    def stop(self, cancel: bool = True) -> Counts:
+        self.dispatcher.stop(cancel=cancel)
+        return self.counts()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.dispatcher.shutdown(wait, cancel_futures=cancel_futures)
+
+
+REMOTE_CAPABILITIES = Capabilities(
+    identity="pid",
+    recall=False,
+    key_pins_worker=False,
+    # RedisDispatcher has no dispatch, no stop and no map(outcomes=True): each is
+    # checked on its own.
+    operations=frozenset({"submit", "map", "cancel"}),
+    # RemoteStats counts a chunk of map as one job: checked on its own.
+    chunk=(1,),
+)
+
+
+@dataclass
+class RemoteTarget:
+    """``RedisDispatcher`` over a :class:`Cluster` whose workers it starts once."""
+
+    cluster: Cluster
+    name: str = "redis"
+    capabilities: Capabilities = field(default=REMOTE_CAPABILITIES)
+
+    def __post_init__(self) -> None:
+        self.capabilities = replace(self.capabilities, fixed_workers=self.cluster.workers)
+
+    @contextmanager
+    def open(
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+    ) -> Iterator[FrontEnd]:
+        dispatcher = self.cluster.dispatcher(strategy, block)
+        try:
+            yield RemoteFront(dispatcher, self.cluster.workers, chunk)
+        finally:
+            dispatcher.join(30)
+            dispatcher.shutdown(wait=False)
+
+
+@dataclass
+class ServerCluster:
+    """``dispatchkit worker`` processes on a real Redis server, in a fresh namespace.
+
+    Args:
+        url: the server, ``redis://HOST:PORT/DB``.
+        workers: worker processes.
+        concurrency: jobs each worker runs at once.
+    """
+
+    url: str
+    workers: int = 2
+    concurrency: int = 2
+    queue: str = "conformance"
+    namespace: str = field(default_factory=lambda: f"dkconf-{uuid.uuid4().hex[:10]}")
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def dispatcher(self, strategy: str, block: int) -> Any:
+        from dispatchkit.remote import RedisDispatcher
+
+        return RedisDispatcher(
+            self.url, self.queue, strategy=strategy, block=block, namespace=self.namespace
+        )
+
+    def start(self) -> None:
+        try:
+            import redis
+        except ImportError as exc:
+            raise TargetUnavailable(f"the redis extra is not installed ({exc})") from None
+        try:
+            redis.Redis.from_url(self.url, socket_connect_timeout=1).ping()
+        except redis.RedisError as exc:
+            raise TargetUnavailable(f"no Redis server at {self.url} ({exc})") from None
+        command = [
+            *(sys.executable, "-m", "dispatchkit", "worker", "--redis", self.url),
+            *("--queue", self.queue, "--namespace", self.namespace),
+            *("--concurrency", str(self.concurrency), "--import", JOBS_MODULE),
+            *("--heartbeat", "0.2"),
+        ]
+        for _ in range(self.workers):
+            self._procs.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            )
+        self._wait_until_every_worker_takes_jobs()
+
+    def _wait_until_every_worker_takes_jobs(self, timeout: float = 30) -> None:
+        """Round-robin probes until each worker process has answered one (public API only)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [p for p in self._procs if p.poll() is not None]
+            if dead:
+                _, err = dead[0].communicate()
+                raise RuntimeError(f"a worker exited at start: {err.decode(errors='replace')}")
+            probe = self.dispatcher("round_robin", 1)
+            try:
+                seen = {place for _, place in probe.map(jobs.where, range(4 * self.workers))}
+            finally:
+                probe.shutdown(wait=False)
+            if len(seen) == self.workers:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(seen)} of {self.workers} workers took jobs in time")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if not self._procs:
+            return  # never started (no server, say): nothing to stop or delete
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        self._procs.clear()
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            keys = list(client.scan_iter(match=f"{self.namespace}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@contextmanager
+def started(cluster: Cluster, name: str, **capabilities: Any) -> Iterator[RemoteTarget]:
+    """A remote target whose cluster runs for the block.
+
+    ``capabilities`` override those of a Redis target (``identity="none"`` for
+    workers that share one process, say).
+    """
+    try:
+        cluster.start()
+        yield RemoteTarget(cluster, name, replace(REMOTE_CAPABILITIES, **capabilities))
+    finally:
+        cluster.stop()
+
+
+def redis_server_url() -> str:
+    """The test server: ``DISPATCHKIT_TEST_REDIS``, else the local default."""
+    return os.environ.get("DISPATCHKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")

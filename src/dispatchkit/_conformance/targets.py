@@ -1,0 +1,89 @@
+"""Every conformance target by name, and every check: the two axes of the suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+from .accounting import check_accounting
+from .bulk import (
+    check_chunked_map_counts,
+    check_dispatch,
+    check_map_options,
+    check_window_validation,
+)
+from .face import Target
+from .lifecycle import (
+    check_cancel,
+    check_close_join_idempotent,
+    check_stop_cancels_queued,
+    check_stop_shutdown_idempotent,
+)
+from .local import AsyncTarget, LocalTarget
+from .placement import (
+    check_batch_blocks,
+    check_error_isolation,
+    check_key_order,
+    check_map,
+    check_pull_runs_each_job_once,
+    check_round_robin_spread,
+)
+from .remote import ServerCluster, redis_server_url, started
+
+__all__ = ["CHECKS", "TARGETS", "TargetEntry"]
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    """How to open one target, and what it is, known before it is opened.
+
+    Calling the entry gives a context manager that yields the target ready
+    (its workers running, for a remote one) and releases it on leaving; it
+    raises ``TargetUnavailable`` when the target cannot run here.
+
+    Attributes:
+        front_end: the class the target drives (the known divergences of a
+            front end apply to every target on it).
+        needs_server: the target needs a server (a test run may skip it).
+    """
+
+    opener: Callable[[], AbstractContextManager[Target]]
+    front_end: str
+    needs_server: bool = False
+
+    def __call__(self) -> AbstractContextManager[Target]:
+        return self.opener()
+
+
+#: Each target by name. A new worker kind or transport is one more entry.
+TARGETS: dict[str, TargetEntry] = {
+    "thread": TargetEntry(lambda: nullcontext(LocalTarget("thread")), "Dispatcher"),
+    "process": TargetEntry(lambda: nullcontext(LocalTarget("process")), "Dispatcher"),
+    "async": TargetEntry(lambda: nullcontext(AsyncTarget()), "AsyncDispatcher"),
+    "redis": TargetEntry(
+        lambda: started(ServerCluster(redis_server_url()), "redis"),
+        "RedisDispatcher",
+        needs_server=True,
+    ),
+}
+
+#: Every check of the kit; each takes a target (``check_accounting`` also a
+#: ``max_examples``).
+CHECKS: tuple[Callable[[Target], None], ...] = (
+    check_accounting,
+    check_round_robin_spread,
+    check_batch_blocks,
+    check_key_order,
+    check_pull_runs_each_job_once,
+    check_map,
+    check_map_options,
+    check_window_validation,
+    check_dispatch,
+    check_chunked_map_counts,
+    check_error_isolation,
+    check_cancel,
+    check_stop_cancels_queued,
+    check_close_join_idempotent,
+    check_stop_shutdown_idempotent,
+)

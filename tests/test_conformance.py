@@ -1,0 +1,93 @@
+"""The conformance kit of ``dispatchkit.testing``: every check on every target.
+
+A (target, check) pair marked ``xfail`` is a divergence of that front end
+today, recorded exactly: the mark is strict, so fixing the front end turns it
+into a failure here until the mark is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from dispatchkit.testing import (
+    CHECKS,
+    TARGETS,
+    Target,
+    TargetUnavailable,
+    check_accounting,
+    check_batch_blocks,
+    check_chunked_map_counts,
+    check_dispatch,
+    check_map_options,
+    check_round_robin_spread,
+    check_stop_cancels_queued,
+    check_stop_shutdown_idempotent,
+    check_window_validation,
+)
+
+#: Hypothesis examples of the checks that take ``max_examples``, per target
+#: (each example opens a front end: process workers and Redis cost more).
+EXAMPLES: dict[Callable[..., None], dict[str, int]] = {
+    check_accounting: {"thread": 100, "async": 100, "process": 25, "redis": 10},
+    check_round_robin_spread: {"thread": 50, "async": 50, "process": 12, "redis": 6},
+    check_batch_blocks: {"thread": 50, "async": 50, "process": 12, "redis": 6},
+}
+
+#: What each front end does differently today, (front end, check) -> why; it
+#: applies to every target on that front end.
+DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {
+    ("AsyncDispatcher", check_window_validation): (
+        "AsyncDispatcher.map(window=0) silently yields nothing; Dispatcher.map raises ValueError"
+    ),
+    ("AsyncDispatcher", check_stop_shutdown_idempotent): "AsyncDispatcher has no shutdown()",
+    ("RedisDispatcher", check_map_options): "RedisDispatcher.map has no ordered, outcomes or star",
+    ("RedisDispatcher", check_window_validation): "RedisDispatcher.map(window=0) runs the jobs",
+    ("RedisDispatcher", check_dispatch): "RedisDispatcher has no dispatch()",
+    ("RedisDispatcher", check_chunked_map_counts): (
+        "RemoteStats counts a chunk of map as one published job, not its jobs"
+    ),
+    ("RedisDispatcher", check_stop_cancels_queued): "RedisDispatcher has no stop(cancel)",
+    ("RedisDispatcher", check_stop_shutdown_idempotent): (
+        "RedisDispatcher has no stop(), and its shutdown(wait, timeout) has no cancel_futures"
+    ),
+}
+
+
+def _cases() -> Iterator[object]:
+    for target, entry in TARGETS.items():
+        # A target that needs a server is skipped without one, except in CI.
+        marks = [pytest.mark.redis] if entry.needs_server else []
+        for check in CHECKS:
+            why = DIVERGENCES.get((entry.front_end, check))
+            xfail = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+            yield pytest.param(
+                target, check, marks=[*marks, *xfail], id=f"{target}-{check.__name__}"
+            )
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    name = request.param
+    try:
+        with TARGETS[name]() as ready:
+            yield ready
+    except TargetUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"target {name}: {exc}")
+        pytest.skip(f"target {name}: {exc}")
+
+
+@pytest.mark.parametrize(("target", "check"), list(_cases()), indirect=["target"])
+def test_conformance(target: Target, check: Callable[..., None]) -> None:
+    if check in EXAMPLES:
+        check(target, max_examples=EXAMPLES[check].get(target.name, 10))
+    else:
+        check(target)
+
+
+def test_every_divergence_names_a_front_end_and_a_check() -> None:
+    assert {name for name, _ in DIVERGENCES} <= {entry.front_end for entry in TARGETS.values()}
+    assert {check for _, check in DIVERGENCES} <= set(CHECKS)
