@@ -676,7 +676,7 @@ class AsyncDispatcher:
         self._strategy = self.settings.resolved_strategy
         self._n = self.settings.workers
         self._chunk = self.settings.chunk
-        self._shared = self._strategy.assign(0, 0, self._n) == SHARED
+        self._shared = self._strategy.shared
         capacity = self.settings.inbox_capacity
         self._inboxes: list[AsyncInbox[Any]] = (
             [AsyncInbox(capacity * self._n)]

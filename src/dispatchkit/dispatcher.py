@@ -165,14 +165,14 @@ class Dispatcher:
         self._handle_class: type[JobHandle[Any]] = PolicyHandle if retry else JobHandle
         self._states = [WorkerState(i, self._control) for i in range(self._n)]
         capacity = settings.inbox_capacity
-        if self._strategy.assign(0, 0, self._n) == SHARED:
+        if self._strategy.shared:
             shared: Inbox[Message] = Inbox(capacity * self._n)
             self._inboxes = [shared]
             worker_inboxes = [shared] * self._n
         else:
             self._inboxes = [Inbox(capacity) for _ in range(self._n)]
             worker_inboxes = self._inboxes
-        self._shared = self._strategy.assign(0, 0, self._n) == SHARED
+        self._shared = self._strategy.shared
         self._lock = threading.Lock()
         self._next_seq = 0
         self._rejected = 0

@@ -14,7 +14,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 __all__ = [
     "SHARED",
@@ -41,15 +41,16 @@ class Strategy(ABC):
 
     #: The name used on the command line and in results.
     name: str = ""
+    #: Whether every worker reads one shared queue (``assign`` gives ``SHARED``):
+    #: front ends build one queue instead of one per worker, and never probe
+    #: ``assign`` to find out.
+    shared: ClassVar[bool] = False
+    #: Whether every job must carry a key (``assign`` reads it).
+    needs_key: ClassVar[bool] = False
 
     @abstractmethod
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         """Return the index of the worker that runs job ``seq``, or ``SHARED``."""
-
-    @property
-    def needs_key(self) -> bool:
-        """Whether jobs must carry a key."""
-        return False
 
     def targets(
         self, first_seq: int, count: int, workers: int, keys: Sequence[Hashable] | None = None
@@ -148,6 +149,7 @@ class Pull(Strategy):
     """One shared queue; whichever worker is idle takes the next job (the Go design)."""
 
     name = "pull"
+    shared = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return SHARED
@@ -172,10 +174,7 @@ class ByKey(Strategy):
     """A stable hash of the job's key picks the worker, so one key's jobs run in order."""
 
     name = "key"
-
-    @property
-    def needs_key(self) -> bool:
-        return True
+    needs_key = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return stable_hash(key) % workers

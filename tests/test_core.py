@@ -1,0 +1,89 @@
+"""The one dispatch core under both local front ends: what they now share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
+import pytest
+
+from dispatchkit import AsyncDispatcher, Dispatcher, Job, TimedOut
+from dispatchkit.strategies import SHARED, ByKey, Pull, RoundRobin, Strategy
+
+T = TypeVar("T")
+
+
+class EveryoneTakes(Strategy):
+    """A user's own pull strategy: it says so, nobody needs to probe ``assign``."""
+
+    name = "everyone_takes"
+    shared = True
+
+    def assign(self, seq: int, key: Hashable, workers: int) -> int:
+        return SHARED
+
+
+class FirstLetter(Strategy):
+    """A user's own keyed strategy."""
+
+    name = "first_letter"
+    needs_key = True
+
+    def assign(self, seq: int, key: Hashable, workers: int) -> int:
+        assert isinstance(key, str)
+        return ord(key[0]) % workers
+
+    def split(
+        self,
+        items: Sequence[T],
+        first_seq: int,
+        workers: int,
+        keys: Sequence[Hashable] | None = None,
+    ) -> list[tuple[int, list[T]]]:
+        assert keys is not None
+        return super().split(items, first_seq, workers, keys)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_strategies_declare_shared_and_needs_key() -> None:
+    assert Pull.shared
+    assert not Pull.needs_key
+    assert ByKey.needs_key
+    assert not ByKey.shared
+    assert not RoundRobin().shared
+    assert not RoundRobin().needs_key
+    assert EveryoneTakes.shared
+    assert FirstLetter.needs_key
+
+
+def test_a_declared_keyed_strategy_is_asked_for_keys_on_both_front_ends() -> None:
+    with Dispatcher(3, strategy=FirstLetter()) as d:
+        with pytest.raises(ValueError, match="key"):
+            d.submit(double, 1)
+        assert list(d.map(len, ["ab", "c", "def"], key=lambda s: s)) == [2, 1, 3]
+
+    async def main() -> None:
+        async with AsyncDispatcher(3, strategy=FirstLetter()) as d:
+            with pytest.raises(ValueError, match="key"):
+                await d.submit(double, 1)
+            assert [r async for r in d.map(len, ["ab", "c"], key=lambda s: s)] == [2, 1]
+
+    asyncio.run(main())
+
+
+def test_a_declared_shared_strategy_gets_one_queue() -> None:
+    with Dispatcher(4, strategy=EveryoneTakes(), queue_size=2) as d:
+        assert d.submit_job(Job(double, (4,))).result(timeout=10) == 8
+        assert sorted(d.map(double, range(50), ordered=False)) == [2 * i for i in range(50)]
+        # One queue for all four workers: the pull queue's room, not one worker's.
+        assert len(d._inboxes) == 1
+
+
+def test_timed_out_is_a_timeout_error() -> None:
+    assert issubclass(TimedOut, TimeoutError)
+    with pytest.raises(TimeoutError):
+        raise TimedOut("job ran longer than its timeout")
