@@ -87,3 +87,55 @@ def test_timed_out_is_a_timeout_error() -> None:
     assert issubclass(TimedOut, TimeoutError)
     with pytest.raises(TimeoutError):
         raise TimedOut("job ran longer than its timeout")
+
+
+@pytest.mark.parametrize("window", [0, -1, True, 2.5])
+def test_a_bad_window_raises_on_both_front_ends(window: object) -> None:
+    with Dispatcher(2) as d, pytest.raises(ValueError, match="window"):
+        d.map(double, range(5), window=window)  # type: ignore[call-overload]
+
+    async def main() -> None:
+        async with AsyncDispatcher(2) as d:
+            with pytest.raises(ValueError, match="window"):
+                async for _ in d.map(double, range(5), window=window):  # type: ignore[arg-type]
+                    pass
+
+    asyncio.run(main())
+
+
+def test_both_front_ends_share_the_window_and_the_outcome_rows() -> None:
+    def fail_odd(x: int) -> int:
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    with Dispatcher(3, chunk=2) as d:
+        sync = [(o.job_id, o.status, o.value) for o in d.map(fail_odd, range(9), outcomes=True)]
+
+    async def main() -> list[tuple[object, ...]]:
+        async with AsyncDispatcher(3, chunk=2) as d:
+            return [
+                (o.job_id, o.status, o.value)
+                async for o in d.map(fail_odd, range(9), outcomes=True, window=2)
+            ]
+
+    assert asyncio.run(main()) == sync
+    assert [row[0] for row in sync] == list(range(9))
+
+
+def test_async_shutdown_has_the_sync_signature() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(5)
+        return x
+
+    async def main() -> tuple[int, int]:
+        async with AsyncDispatcher(1, queue_size=10) as d:
+            for i in range(3):
+                await d.submit(slow, i)
+            await asyncio.sleep(0.01)
+            await d.shutdown(wait=True, cancel_futures=True)
+            await d.shutdown()  # idempotent
+            stats = d.stats()
+            return stats.submitted, stats.cancelled
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == (3, 3)

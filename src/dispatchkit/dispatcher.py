@@ -19,7 +19,6 @@ import atexit
 import os
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import islice
 from time import perf_counter
@@ -27,24 +26,16 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from ._inbox import Inbox
-from ._work import (
-    BulkChunk,
-    Control,
-    MapChunk,
-    MapRun,
-    Message,
-    WorkerState,
-    cancel_message,
-    map_result,
-)
+from ._work import BulkChunk, Control, MapChunk, Message, cancel_message, thread_map_run
+from .core import MapWindow, Placement, WorkerState, check_window, map_result
 from .errors import ClosedError, DispatchError, ForkedError
 from .executors.process import ProcessOptions, ProcessWorkerPool
 from .executors.thread import ThreadWorkerPool
 from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
 from .settings import Settings
-from .stats import DispatcherStats, snapshot
-from .strategies import SHARED, Strategy
+from .stats import DispatcherStats
+from .strategies import Strategy
 
 __all__ = ["Dispatcher"]
 
@@ -52,10 +43,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-
-#: Fewest jobs taken from the input at once, so that the per-block overhead
-#: (a lock, a split) stays small beside the jobs even at chunk 1.
-_MIN_BLOCK = 1024
 
 
 @atexit.register
@@ -82,7 +69,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_refuse_work_after_fork)
 
 
-class Dispatcher:
+class Dispatcher(Placement):
     """Dispatches jobs to a pool of thread workers with a chosen strategy.
 
     Args:
@@ -135,9 +122,8 @@ class Dispatcher:
             job_timeout=job_timeout,
         )
         self.settings = settings
-        self._strategy = settings.resolved_strategy
-        self._n = settings.workers
-        self._chunk = settings.chunk
+        self._open_ledger(threading.Lock())
+        self._open_placement(settings)
         self._put_timeout = settings.put_timeout
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
@@ -164,22 +150,10 @@ class Dispatcher:
         # gives every job a PolicyHandle.
         self._handle_class: type[JobHandle[Any]] = PolicyHandle if retry else JobHandle
         self._states = [WorkerState(i, self._control) for i in range(self._n)]
-        capacity = settings.inbox_capacity
-        if self._strategy.shared:
-            shared: Inbox[Message] = Inbox(capacity * self._n)
-            self._inboxes = [shared]
-            worker_inboxes = [shared] * self._n
-        else:
-            self._inboxes = [Inbox(capacity) for _ in range(self._n)]
-            worker_inboxes = self._inboxes
-        self._shared = self._strategy.shared
-        self._lock = threading.Lock()
-        self._next_seq = 0
-        self._rejected = 0
-        self._cancelled = 0
+        self._inboxes: list[Inbox[Message]] = [Inbox(c) for c in self._queue_capacities()]
+        worker_inboxes = self._inboxes * self._n if self._shared else self._inboxes
         self._closed = False
         self._pid = os.getpid()  # a copy in a forked child refuses work
-        self._needs_key = self._strategy.needs_key
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
@@ -250,8 +224,7 @@ class Dispatcher:
         try:
             inbox.put(handle, self._put_timeout)
         except BaseException:
-            with self._lock:
-                self._rejected += 1
+            self._reject(1)
             raise
         return handle
 
@@ -292,8 +265,7 @@ class Dispatcher:
                 handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
             inbox.put(handle, self._put_timeout if timeout is None else timeout)
         except BaseException:
-            with self._lock:
-                self._rejected += 1
+            self._reject(1)
             raise
         return handle
 
@@ -321,22 +293,22 @@ class Dispatcher:
                 before stay dispatched and counted).
         """
         self._check_bulk(key)
-        split, workers = self._strategy.split, self._n
-        if self._chunk == 1 and self._control.retry is None:
-            # The seed's one job per message: a bare tuple, run inline by the worker.
-            def make(jobs: list[T]) -> list[Any]:
-                return [(fn, item, on_error) for item in jobs]
-        else:
-
-            def make(jobs: list[T]) -> list[Any]:
-                return [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
-
+        make = self._bulk_maker(fn, on_error)
         dispatched = 0
         for block, first, keys in self._blocks(items, key):
-            self._place(block, split(block, first, workers, keys), make)
+            self._place(block, self._parts(block, first, keys), make)
             dispatched += len(block)
         self._wake_all()
         return dispatched
+
+    def _bulk_maker(
+        self, fn: Callable[[T], object], on_error: Callable[[T, BaseException], object] | None
+    ) -> Callable[[list[T]], list[Any]]:
+        """How a part of fire-and-forget jobs becomes messages."""
+        if self._chunk == 1 and self._control.retry is None:
+            # The seed's one job per message: a bare tuple, run inline by the worker.
+            return lambda jobs: [(fn, item, on_error) for item in jobs]
+        return lambda jobs: [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
 
     def offer(
         self,
@@ -370,29 +342,15 @@ class Dispatcher:
                 self._wake_all()
             return True
         keys = [key(item) for item in items] if key is not None else None
-        chunk = self._chunk
         with self._lock:  # offers are atomic against each other: no overshoot between them
             if self._closed:
                 raise self._refusal()
-            first = self._next_seq
-            parts = self._strategy.split(items, first, self._n, keys)
-            needed: dict[int, int] = {}
-            for worker, jobs in parts:
-                index = 0 if worker == SHARED else worker
-                needed[index] = needed.get(index, 0) + -(-len(jobs) // chunk)
-            for index, count in needed.items():
-                inbox = self._inboxes[index]
-                if len(inbox) + count > inbox.capacity:
-                    return False
-            self._next_seq = first + len(items)
-            for worker, jobs in parts:
-                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
-                messages: list[Any] = (
-                    [(fn, item, on_error) for item in jobs]
-                    if chunk == 1
-                    else [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
-                )
-                inbox.put_nowait_many(messages, wake)
+            make = self._bulk_maker(fn, on_error)
+            parts = self._plan_offer(items, keys, self._inboxes)
+            if parts is None:
+                return False
+            for index, jobs in parts:
+                self._inboxes[index].put_nowait_many(make(jobs), wake)
         return True
 
     @overload
@@ -455,76 +413,56 @@ class Dispatcher:
                 raised when its result is reached (the remaining jobs go on).
         """
         self._check_bulk(key)
-        if window is None:
-            window = max(self._n * self.settings.queue_size, self._n * self._chunk)
-        elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be a whole number of at least 1, got {window!r}")
-        return self._map(fn, items, ordered, outcomes, star, key, window)
+        default = max(self._n * self._queue_size, self._n * self._chunk)
+        window = check_window(window, default)
+        return self._map(fn, items, outcomes, star, key, MapWindow(window, ordered))
 
     def _map(
         self,
         fn: Callable[..., R],
         items: Iterable[Any],
-        ordered: bool,
         outcomes: bool,
         star: bool,
         key: Callable[[Any], Hashable] | None,
-        window: int,
+        window: MapWindow,
     ) -> Iterator[Any]:
-        run = MapRun(outcomes)
-        ready: dict[int, tuple[Any, ...]] = {}  # seq -> result row, for ordered output
-        order: deque[int] = deque()  # seqs not yet yielded, in input order
-        in_flight = 0
-        blocks = self._blocks(items, key, limit=lambda: window - in_flight)
+        run, wait = thread_map_run(outcomes)
+        blocks = self._blocks(items, key, limit=window.room)
         exhausted = False
-        split = self._strategy.split
         while True:
             # Keep the window full.
-            while not exhausted and in_flight < window:
+            while not exhausted and window.room() > 0:
                 taken = next(blocks, None)
                 if taken is None:
                     exhausted = True
                     break
                 block, first, keys = taken
                 now = perf_counter()
-                in_flight += len(block)
-                order.extend(range(first, first + len(block)))
-                jobs = list(zip(block, range(first, first + len(block)), strict=True))
+                window.admit(first, len(block))
                 self._place(
                     block,
-                    split(jobs, first, self._n, keys),
-                    lambda part, now=now: [  # type: ignore[misc]
-                        MapChunk(run, fn, [j[0] for j in piece], [j[1] for j in piece], star, now)
-                        for piece in self._chunked(part)
+                    self._parts(range(first, first + len(block)), first, keys),
+                    lambda seqs, block=block, first=first, now=now: [  # type: ignore[misc]
+                        MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
+                        for piece in self._chunked(seqs)
                     ],
                 )
-            if in_flight == 0:
+            if window.in_flight == 0:
                 return
             # Take what has finished, waiting if nothing has.
             if not run.finished:
                 self._wake_all()
-                run.wait()
+                wait()
             while run.finished:
-                rows = run.finished.popleft()
-                if ordered:
-                    for row in rows:
-                        ready[row[0]] = row
-                else:
-                    for row in rows:
-                        in_flight -= 1
-                        yield map_result(row, outcomes)
-            if ordered:
-                while order and order[0] in ready:
-                    in_flight -= 1
-                    yield map_result(ready.pop(order.popleft()), outcomes)
+                for row in window.release(run.finished.popleft()):
+                    yield map_result(row, outcomes)
 
     # -- bulk plumbing -------------------------------------------------------
 
     def _check_bulk(self, key: Callable[[Any], Hashable] | None) -> None:
         if self._closed:
             raise self._refusal()
-        if self._strategy.needs_key and key is None:
-            raise ValueError("the key strategy needs key=<function giving each item's key>")
+        self._check_key(key)
 
     def _blocks(
         self,
@@ -532,58 +470,37 @@ class Dispatcher:
         key: Callable[[T], Hashable] | None,
         limit: Callable[[], int] | None = None,
     ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
-        """Take ``items`` a block at a time: ``(jobs, first seq, keys or None)``.
-
-        A block is ``chunk`` jobs for each worker (so each worker's share is
-        about one hand-off), fewer when ``limit()`` says so. Sequence numbers
-        are reserved per block, so a block's jobs are consecutive.
-        """
+        """Take ``items`` a numbered block at a time (see ``Placement._block_size``)."""
         iterator = iter(items)
-        block_size = self._chunk if self._shared else self._chunk * self._n
-        # Small chunks: take larger blocks, but never more than the inboxes
-        # hold, so the bound is overshot by one block at most.
-        block_size = max(block_size, min(_MIN_BLOCK, self.settings.queue_size * self._n))
         while True:
-            size = block_size if limit is None else max(1, min(block_size, limit()))
-            block = list(islice(iterator, size))
+            block = list(islice(iterator, self._block_size(None if limit is None else limit())))
             if not block:
                 return
-            keys = [key(item) for item in block] if key is not None else None
-            with self._lock:
-                if self._closed:
-                    raise self._refusal()
-                first = self._next_seq
-                self._next_seq = first + len(block)
-            yield block, first, keys
-
-    def _chunked(self, jobs: list[T]) -> list[list[T]]:
-        chunk = self._chunk
-        if len(jobs) <= chunk:
-            return [jobs]
-        return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]
+            if self._closed:
+                raise self._refusal()
+            yield self._stamp(block, key)
 
     def _place(
         self,
-        block: list[Any],
+        block: Sequence[Any],
         parts: list[tuple[int, list[Any]]],
         make: Callable[[list[Any]], list[Any]],
     ) -> None:
-        """Hand each worker its part of a block, waking workers lazily.
+        """Hand each queue its part of a block, waking workers lazily.
 
         If a put fails (QueueFull, ClosedError, an interrupt), the jobs of the
         block not yet handed over were never accepted: they are uncounted.
         """
         placed = 0
         try:
-            for worker, jobs in parts:
-                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
+            for index, jobs in parts:
+                inbox = self._inboxes[index]
                 if len(inbox) >= inbox.capacity:
                     self._wake_all()  # let every worker drain before we wait on one
                 inbox.put_many(make(jobs), self._put_timeout, wake=False)
                 placed += len(jobs)
         except BaseException:
-            with self._lock:
-                self._rejected += len(block) - placed
+            self._reject(len(block) - placed)
             raise
 
     def _refusal(self) -> DispatchError:
@@ -668,16 +585,9 @@ class Dispatcher:
 
     # -- accounting ----------------------------------------------------------
 
-    def _add_cancelled(self, count: int) -> None:
-        with self._lock:
-            self._cancelled += count
-
     def stats(self) -> DispatcherStats:
         """A snapshot of the counters (exact once the dispatcher is joined)."""
-        with self._lock:
-            submitted = self._next_seq - self._rejected
-            cancelled = self._cancelled + sum(inbox.cancelled for inbox in self._inboxes)
-        return snapshot(self._states, self.started_at, submitted, cancelled)
+        return self._ledger_stats(self._states, self.started_at, self._inboxes)
 
     def error_samples(self) -> list[tuple[Any, BaseException]]:
         """The latest failures of fire-and-forget jobs (up to 10), as ``(item, exception)``."""

@@ -10,7 +10,6 @@ it (``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
 
 from __future__ import annotations
 
-import enum
 import threading
 import traceback
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
@@ -20,8 +19,9 @@ from queue import Empty, SimpleQueue
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from .core.status import JobStatus
 from .errors import JobCancelled
-from .retry import CANCELLED, SUCCEEDED, RetryPolicy, run_with_policy
+from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
@@ -44,32 +44,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class JobStatus(enum.Enum):
-    """Where a job is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-# A handle keeps its state as a small int: comparing ints is several times
-# cheaper than an enum property, and ``result()`` is on the hot path.
-_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _CANCELLED = range(5)
-_FIRST_FINISHED = _SUCCEEDED
-_STATUSES = (
-    JobStatus.PENDING,
-    JobStatus.RUNNING,
-    JobStatus.SUCCEEDED,
-    JobStatus.FAILED,
-    JobStatus.CANCELLED,
-)
-_STATE_OF = {status: number for number, status in enumerate(_STATUSES)}
+# A handle keeps its state as a JobStatus member and compares it by identity:
+# as cheap as an int, with no table between the two (``result()`` is on the hot path).
+_PENDING, _RUNNING = JobStatus.PENDING, JobStatus.RUNNING
+_SUCCEEDED, _FAILED, _CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 # Guards the hook lists of every handle. Taken only to attach a hook, and by a
 # worker finishing a job that has hooks: never on the plain submit/run path.
@@ -221,22 +199,22 @@ class JobHandle(Generic[R]):
         return getattr(self, "_attempts", 1 if hasattr(self, "_started_at") else 0)
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.job_id} {_STATUSES[self._state].value}>"
+        return f"<JobHandle {self.job_id} {self._state.value}>"
 
     # -- the Future interface ------------------------------------------------
 
     @property
     def status(self) -> JobStatus:
-        return _STATUSES[self._state]
+        return self._state
 
     def done(self) -> bool:
-        return self._state >= _FIRST_FINISHED
+        return self._state is not _PENDING and self._state is not _RUNNING
 
     def running(self) -> bool:
-        return self._state == _RUNNING
+        return self._state is _RUNNING
 
     def cancelled(self) -> bool:
-        return self._state == _CANCELLED
+        return self._state is _CANCELLED
 
     def cancel(self) -> bool:
         """Cancel the job if no worker has taken it yet.
@@ -244,10 +222,10 @@ class JobHandle(Generic[R]):
         Returns True if the job is (now) cancelled, False if it is running or
         has finished.
         """
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             return True
         queue = self._queue
-        if self._state != _PENDING or queue is None or not queue.cancel(self):
+        if self._state is not _PENDING or queue is None or not queue.cancel(self):
             return False
         self._cancel_taken()
         return True
@@ -260,12 +238,12 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
             BaseException: whatever the job raised.
         """
-        if self._state == _SUCCEEDED:
+        if self._state is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
         self._wait(timeout)
-        if self._state == _SUCCEEDED:
+        if self._state is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
         raise self._result
 
@@ -277,9 +255,9 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
         """
         self._wait(timeout)
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
-        return self._result if self._state == _FAILED else None
+        return self._result if self._state is _FAILED else None
 
     def add_done_callback(self, fn: Callable[[JobHandle[R]], object]) -> None:
         """Call ``fn(handle)`` when the job finishes (at once if it has).
@@ -297,10 +275,10 @@ class JobHandle(Generic[R]):
             TimeoutError: the job did not finish within ``timeout`` seconds.
         """
         self._wait(timeout)
-        failed = self._state == _FAILED
+        failed = self._state is _FAILED
         return Outcome(
             job_id=self.job_id,
-            status=_STATUSES[self._state],
+            status=self._state,
             value=None if failed else getattr(self, "_result", None),
             error=self._result if failed else None,
             worker=self.worker,
@@ -353,7 +331,7 @@ class JobHandle(Generic[R]):
         self._attempts = attempts
         self._result = value
         self._finished_at = perf_counter() if finished is None else finished
-        self._state = _STATE_OF[status]
+        self._state = status
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -372,7 +350,7 @@ class JobHandle(Generic[R]):
     def _add_hook(self, hook: Callable[[JobHandle[R]], object]) -> bool:
         """Attach a hook; False if the job has already finished (call it yourself)."""
         with _HOOKS_LOCK:
-            if self._state >= _FIRST_FINISHED:
+            if self._state is not _PENDING and self._state is not _RUNNING:
                 return False
             if self._hooks is None:
                 self._hooks = [hook]
@@ -380,7 +358,7 @@ class JobHandle(Generic[R]):
                 self._hooks.append(hook)
         # The worker may have finished the job between our check and our
         # append and seen no hooks: whoever takes the list under the lock fires it.
-        if self._state >= _FIRST_FINISHED:
+        if self._state is not _PENDING and self._state is not _RUNNING:
             self._fire_hooks()
         return True
 
@@ -391,7 +369,7 @@ class JobHandle(Generic[R]):
             _call_hook(hook, self)
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state >= _FIRST_FINISHED:
+        if self._state is not _PENDING and self._state is not _RUNNING:
             return
         event = threading.Event()
         if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
@@ -433,20 +411,18 @@ class PolicyHandle(JobHandle[R]):
             lambda: fn(*args, **kwargs), policy, worker.control.stop_event
         )
         self._finish(kind, value, perf_counter())
-        if kind == SUCCEEDED:
+        if kind is _SUCCEEDED:
             worker.succeeded += 1
-        elif kind == CANCELLED:
+        elif kind is _CANCELLED:
             worker.cancelled += 1
         else:
             worker.failed += 1
 
-    def _finish(self, kind: str, value: Any, finished: float) -> None:
-        """Record how the job ended (``kind`` as in ``run_with_policy``) and wake waiters."""
+    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
+        """Record how the job ended (a finished status) and wake waiters."""
         self._result = value
         self._finished_at = finished
-        self._state = (
-            _SUCCEEDED if kind == SUCCEEDED else _CANCELLED if kind == CANCELLED else _FAILED
-        )
+        self._state = kind
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -487,7 +463,7 @@ def wait(
         if return_when == FIRST_COMPLETED:
             return bool(done)
         if return_when == FIRST_EXCEPTION:
-            return any(h._state == _FAILED for h in done)
+            return any(h._state is _FAILED for h in done)
         return False
 
     if stop_now():

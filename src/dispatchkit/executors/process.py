@@ -40,7 +40,8 @@ from time import monotonic, perf_counter
 from typing import Any, Final
 
 from dispatchkit._inbox import Inbox
-from dispatchkit._work import BulkChunk, MapChunk, WorkerState, report_error
+from dispatchkit._work import BulkChunk, MapChunk, report_error
+from dispatchkit.core import ResultRow, WorkerState, retry_delay
 from dispatchkit.errors import TimedOut, WorkerLost
 from dispatchkit.job import JobHandle, JobStatus, PolicyHandle
 from dispatchkit.retry import RetryPolicy
@@ -252,7 +253,7 @@ class _Liaison:
                 break  # the rest stays cancelled
             results, not_started = self._execute(spec, [spec.items[i] for i in todo])
             again: list[int] = []
-            worst_attempt = 0
+            pause = 0.0
             for local, index in enumerate(todo):
                 if local in not_started:
                     again.append(index)  # never ran: uses no attempt
@@ -267,14 +268,12 @@ class _Liaison:
                     continue
                 error = value
                 final[index] = (JobStatus.FAILED, error, started, finished)
-                if spec.policy is not None and spec.policy.should_retry(error, attempts[index]):
+                delay = retry_delay(spec.policy, error, attempts[index])
+                if delay is not None:
                     again.append(index)
-                    worst_attempt = max(worst_attempt, attempts[index])
-            if (
-                worst_attempt
-                and spec.policy is not None
-                and self._control.stop_event.wait(spec.policy.delay(worst_attempt))
-            ):
+                    pause = max(pause, delay)
+            # The chunk's retries go back together, after the longest of their waits.
+            if again and pause and self._control.stop_event.wait(pause):
                 # Stopped while waiting to retry: cancelled, no attempt used up.
                 for index in again:
                     if final[index][0] is JobStatus.FAILED:
@@ -492,7 +491,9 @@ class _Liaison:
             message._complete(state.index, status, value, started, finished, attempts[0])
         elif isinstance(message, MapChunk):
             rows = [
-                (seq, status, value, state.index, message.submitted_at, started, finished, tries)
+                ResultRow(
+                    seq, status, value, state.index, message.submitted_at, started, finished, tries
+                )
                 for seq, (status, value, started, finished), tries in zip(
                     message.seqs, final, attempts, strict=True
                 )

@@ -1,0 +1,62 @@
+"""One finished ``map`` job, as workers hand it back, and what ``map`` yields for it."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from dispatchkit.errors import JobCancelled
+
+from .status import JobStatus
+
+__all__ = ["ResultRow", "cancelled_rows", "map_result"]
+
+
+class ResultRow(NamedTuple):
+    """How one job of a ``map`` call ended; ``value`` is the exception if it did not succeed.
+
+    Timestamps are ``perf_counter()`` readings; ``started_at`` and ``worker``
+    are None for a job cancelled before it started.
+    """
+
+    seq: int
+    status: JobStatus
+    value: Any
+    worker: int | None
+    submitted_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+
+
+def cancelled_rows(
+    seqs: list[int], submitted_at: float | None, finished_at: float | None
+) -> list[ResultRow]:
+    """Rows of ``map`` jobs a stop dropped before they ran."""
+    error = JobCancelled("cancelled by stop()")
+    cancelled = JobStatus.CANCELLED
+    return [
+        ResultRow(seq, cancelled, error, None, submitted_at, None, finished_at, 0) for seq in seqs
+    ]
+
+
+def map_result(row: ResultRow, outcomes: bool) -> Any:
+    """What ``map`` yields for a row: the value, an :class:`Outcome`, or the job's
+    exception raised."""
+    if outcomes:
+        from dispatchkit.job import Outcome  # job.py builds on this package
+
+        failed = row.status is not JobStatus.SUCCEEDED
+        return Outcome(
+            job_id=row.seq,
+            status=row.status,
+            value=None if failed else row.value,
+            error=row.value if failed else None,
+            worker=row.worker,
+            submitted_at=row.submitted_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            attempts=row.attempts,
+        )
+    if row.status is JobStatus.SUCCEEDED:
+        return row.value
+    raise row.value
