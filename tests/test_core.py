@@ -139,3 +139,20 @@ def test_async_shutdown_has_the_sync_signature() -> None:
             return stats.submitted, stats.cancelled
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == (3, 3)
+
+
+def test_every_consumer_reads_the_one_worker_kind_registry() -> None:
+    from dispatchkit import cli, settings, testing
+    from dispatchkit.bench import config as bench_config
+    from dispatchkit.executors import WORKER_KINDS, kind_names, worker_kind
+    from dispatchkit.service import config as service_config
+
+    assert tuple(WORKER_KINDS) == ("thread", "process", "async")
+    assert settings.EXECUTORS == kind_names(front_end="Dispatcher") == ("thread", "process")
+    assert testing.EXECUTORS == bench_config.EXECUTORS == cli.EXECUTOR_CHOICES == kind_names()
+    assert ("auto", *kind_names(in_process=True)) == service_config.EXECUTORS
+    for name, kind in WORKER_KINDS.items():
+        pool = kind.pool_class()
+        assert callable(pool.kill), name  # every pool can be asked to stop its jobs
+    with pytest.raises(ValueError, match="choose one of thread, process"):
+        worker_kind("async", front_end="Dispatcher")

@@ -33,6 +33,7 @@ from .demo import (
     run_seed,
 )
 from .errors import QueueFull, WorkerStartError
+from .executors.registry import kind_names
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
 from .strategies import parse_strategy
 
@@ -47,7 +48,7 @@ RET_INTERRUPTED: Final = 130
 RET_UNSTORED: Final = 4
 
 #: Worker kinds every command that runs jobs accepts with --executor.
-EXECUTOR_CHOICES: Final = ("thread", "process", "async")
+EXECUTOR_CHOICES: Final = kind_names()
 
 #: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up on it.
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0

@@ -29,8 +29,9 @@ from ._inbox import Inbox
 from ._work import BulkChunk, Control, MapChunk, Message, cancel_message, thread_map_run
 from .core import MapWindow, Placement, WorkerState, check_window, map_result
 from .errors import ClosedError, DispatchError, ForkedError
-from .executors.process import ProcessOptions, ProcessWorkerPool
-from .executors.thread import ThreadWorkerPool
+from .executors.base import WorkerPool
+from .executors.process import ProcessOptions
+from .executors.registry import worker_kind
 from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
 from .settings import Settings
@@ -127,13 +128,9 @@ class Dispatcher(Placement):
         self._put_timeout = settings.put_timeout
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
-        process_only = {
-            "start_method": start_method,
-            "initializer": initializer,
-            "initargs": initargs or None,
-            "max_jobs_per_worker": max_jobs_per_worker,
-        }
-        if settings.executor == "process":
+        kind = worker_kind(settings.executor, front_end="Dispatcher")
+        options: ProcessOptions | None = None
+        if not kind.in_process:
             options = ProcessOptions(
                 start_method=start_method or "forkserver",
                 initializer=initializer,
@@ -142,9 +139,16 @@ class Dispatcher(Placement):
                 job_timeout=settings.job_timeout,
             )
         else:
-            given_process_only = [k for k, v in process_only.items() if v is not None]
-            if given_process_only:
-                raise ValueError(f"{', '.join(given_process_only)} need executor='process'")
+            process_only = {
+                "start_method": start_method,
+                "initializer": initializer,
+                "initargs": initargs or None,
+                "max_jobs_per_worker": max_jobs_per_worker,
+            }
+            given = [k for k, v in process_only.items() if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need executor='process'")
+        self._kind = kind
         self._control = Control(retry)
         # Plain handles skip the retry machinery; a dispatcher with a policy
         # gives every job a PolicyHandle.
@@ -157,11 +161,7 @@ class Dispatcher(Placement):
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
-        self._pool: ThreadWorkerPool | ProcessWorkerPool
-        if settings.executor == "process":
-            self._pool = ProcessWorkerPool(worker_inboxes, self._states, name, options)
-        else:
-            self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
+        self._pool: WorkerPool = kind.pool_class()(worker_inboxes, self._states, name, options)
         self._pool.start()
         _live.add(self)
 
@@ -247,7 +247,7 @@ class Dispatcher(Placement):
             raise self._refusal()
         if job.key is None and self._needs_key:
             raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
-        if job.timeout is not None and self.settings.executor == "thread":
+        if job.timeout is not None and not self._kind.stops_running_jobs:
             raise ValueError(
                 "a job timeout needs process workers: a running thread cannot be stopped"
             )
@@ -553,10 +553,9 @@ class Dispatcher(Placement):
             self._control.stop_event.set()
             for inbox in self._inboxes:
                 self._add_cancelled(sum(cancel_message(m) for m in inbox.take_all()))
-        if not self.join(timeout) and isinstance(self._pool, ProcessWorkerPool):
-            # Past the deadline: kill the worker processes; the jobs they were
-            # running end as WorkerLost, and nothing is left behind.
-            self._pool.kill()
+        if not self.join(timeout) and self._pool.kill():
+            # Past the deadline, a pool that can (worker processes) kills its
+            # workers: the jobs they were running end as WorkerLost.
             self.join(10)
         return self.stats()
 

@@ -17,13 +17,15 @@ from typing import Any, Protocol
 
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
+from .executors.registry import kind_names
 from .job import Job, JobHandle, Outcome
 from .stats import DispatcherStats
 
 __all__ = ["EXECUTORS", "Harness", "open_harness"]
 
 #: Every worker kind.
-EXECUTORS = ("thread", "process", "async")
+#: Every worker kind, from the registry.
+EXECUTORS = kind_names()
 
 
 class Harness(Protocol):

@@ -66,10 +66,11 @@ class AsyncWorkerPool:
         _, pending = await asyncio.wait(self.tasks, timeout=timeout)
         return not pending
 
-    def kill(self) -> None:
+    def kill(self) -> bool:
         """Cancel every worker task (a stop: their running jobs end cancelled)."""
         for task in self.tasks:
             task.cancel()
+        return True
 
     def alive(self) -> int:
         return sum(not task.done() for task in self.tasks)

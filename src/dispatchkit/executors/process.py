@@ -591,7 +591,8 @@ class ProcessWorkerPool:
     def alive(self) -> int:
         return sum(liaison.thread.is_alive() for liaison in self._liaisons)
 
-    def kill(self) -> None:
+    def kill(self) -> bool:
         """Kill every worker process (their running jobs fail with WorkerLost)."""
         for liaison in self._liaisons:
             liaison.kill()
+        return True
