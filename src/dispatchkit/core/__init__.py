@@ -6,6 +6,7 @@ each adds only its own way of waiting.
 
     ledger.py     sequence numbers; submitted/succeeded/failed/cancelled/rejected
     placement.py  a block of jobs -> (queue, chunk) parts; offer's all-or-nothing check
+    frontend.py   FrontEnd, the base of both dispatchers: properties, window, shutdown plan
     window.py     the map window: ordering, window validation, deliveries
     rows.py       ResultRow, the one result row, and what map yields for it
     status.py     JobStatus, the one job-status vocabulary
@@ -13,6 +14,7 @@ each adds only its own way of waiting.
 """
 
 from .attempts import Attempts, retry_delay
+from .frontend import FrontEnd, shutdown_plan
 from .ledger import Ledger, WorkerState
 from .placement import MIN_BLOCK, Placement
 from .rows import ResultRow, cancelled_rows, map_result
@@ -22,6 +24,7 @@ from .window import MapRun, MapWindow, check_window
 __all__ = [
     "MIN_BLOCK",
     "Attempts",
+    "FrontEnd",
     "JobStatus",
     "Ledger",
     "MapRun",
@@ -33,4 +36,5 @@ __all__ = [
     "check_window",
     "map_result",
     "retry_delay",
+    "shutdown_plan",
 ]

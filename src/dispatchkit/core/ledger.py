@@ -67,6 +67,9 @@ class Ledger:
     """
 
     _lock: AbstractContextManager[Any]
+    _next_seq: int
+    _rejected: int
+    _cancelled: int
 
     def _open_ledger(self, lock: AbstractContextManager[Any] | None = None) -> None:
         self._lock = nullcontext() if lock is None else lock

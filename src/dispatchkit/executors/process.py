@@ -80,6 +80,41 @@ class ProcessOptions:
     max_jobs_per_worker: int | None = None
     job_timeout: float | None = None
 
+    @classmethod
+    def given(
+        cls,
+        worker_processes: bool,
+        *,
+        start_method: str | None,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_jobs_per_worker: int | None,
+        job_timeout: float | None,
+    ) -> ProcessOptions | None:
+        """The options of a dispatcher's arguments, or None for a kind without processes.
+
+        Raises:
+            ValueError: a process option given to a kind without worker processes.
+        """
+        if worker_processes:
+            return cls(
+                start_method or "forkserver",
+                initializer,
+                initargs,
+                max_jobs_per_worker,
+                job_timeout,
+            )
+        given = {
+            "start_method": start_method,
+            "initializer": initializer,
+            "initargs": initargs or None,
+            "max_jobs_per_worker": max_jobs_per_worker,
+        }
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} need executor='process'")
+        return None
+
     def __post_init__(self) -> None:
         if self.start_method not in START_METHODS:
             raise ValueError(
