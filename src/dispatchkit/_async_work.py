@@ -21,6 +21,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
+from dispatchkit._work import FireAndForget
 from dispatchkit.core import Attempts, JobStatus, MapRun, ResultRow, WorkerState, cancelled_rows
 from dispatchkit.errors import TimedOut
 from dispatchkit.retry import RetryPolicy
@@ -285,7 +286,7 @@ class AsyncChunk:
             self.run.deliver(rows)
 
 
-class InlineChunk:
+class InlineChunk(FireAndForget):
     """Fire-and-forget jobs of a plain function, called right in the worker's loop.
 
     A plain function needs no coroutine around each call: ``run`` calls it
@@ -298,15 +299,7 @@ class InlineChunk:
 
     inline = True
 
-    __slots__ = ("fn", "items", "on_error")
-
-    def __init__(
-        self,
-        fn: Callable[[Any], Any],
-        items: list[Any],
-        on_error: Callable[[Any, BaseException], object] | None,
-    ) -> None:
-        self.fn, self.items, self.on_error = fn, items, on_error
+    __slots__ = ()
 
     def _cancel_taken(self) -> int:
         return len(self.items)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BulkChunk",
     "Control",
+    "FireAndForget",
     "MapChunk",
     "MapRun",
     "Message",
@@ -71,23 +72,28 @@ class Control:
         self.error_samples: deque[tuple[Any, BaseException]] = deque(maxlen=ERROR_SAMPLES)
 
 
-class BulkChunk:
-    """Fire-and-forget jobs ``fn(item)``: counted, their values dropped."""
+class FireAndForget:
+    """Fire-and-forget jobs ``fn(item)`` handed over together, for any worker kind."""
 
     __slots__ = ("fn", "items", "on_error")
 
     def __init__(
         self,
-        fn: Callable[[Any], object],
+        fn: Callable[[Any], Any],
         items: list[Any],
         on_error: Callable[[Any, BaseException], object] | None,
     ) -> None:
-        self.fn = fn
-        self.items = items
-        self.on_error = on_error
+        self.fn, self.items, self.on_error = fn, items, on_error
 
     def _job_count(self) -> int:
         return len(self.items)
+
+
+class BulkChunk(FireAndForget):
+    """Fire-and-forget jobs ``fn(item)`` for thread and process workers: counted, their
+    values dropped."""
+
+    __slots__ = ()
 
     def _cancel_taken(self) -> None:
         self.items = []

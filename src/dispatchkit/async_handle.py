@@ -122,17 +122,15 @@ class AsyncJobHandle(Generic[R]):
     def outcome(self) -> Outcome[R]:
         """How the job ended (call once it is done)."""
         status = self.status
-        return Outcome(
-            job_id=self.job_id,
-            status=status,
-            value=self._future.result() if status is JobStatus.SUCCEEDED else None,
-            error=self._future.exception() if status is JobStatus.FAILED else None,
-            worker=self.worker,
-            submitted_at=self.submitted_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            attempts=self.attempts,
-            name=self.name,
+        future = self._future
+        result: Any = None
+        if status is JobStatus.SUCCEEDED:
+            result = future.result()
+        elif status is JobStatus.FAILED:
+            result = future.exception()
+        times = (self.submitted_at, self.started_at, self.finished_at)
+        return Outcome.ended(
+            self.job_id, status, result, self.worker, times, self.attempts, self.name
         )
 
     def _finish(self, kind: JobStatus, value: Any) -> None:

@@ -190,8 +190,9 @@ class Dispatcher(ThreadFrontEnd):
             handle: JobHandle[R]
             if job.retry is not None or job.timeout is not None or self._control.retry:
                 handle = PolicyHandle(
-                    seq, job.fn, job.args, job.kwargs, job.name, inbox, job.retry, job.timeout
-                )
+                    seq, job.fn, job.args, job.kwargs, job.name, inbox,
+                    retry=job.retry, timeout=job.timeout,
+                )  # fmt: skip
             else:
                 handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
             inbox.put(handle, self._put_timeout if timeout is None else timeout)

@@ -120,6 +120,26 @@ class Outcome(Generic[R]):
             return None
         return self.finished_at - self.submitted_at
 
+    @classmethod
+    def ended(
+        cls,
+        job_id: int,
+        status: JobStatus,
+        result: Any,
+        worker: int | None,
+        times: tuple[float | None, float | None, float | None],
+        attempts: int,
+        name: str | None = None,
+    ) -> Outcome[Any]:
+        """The outcome of a finished job: ``result`` is its value if it succeeded, else
+        its exception (or None); ``times`` are (submitted, started, finished)."""
+        ok = status is JobStatus.SUCCEEDED
+        submitted_at, started_at, finished_at = times
+        return cls(
+            job_id, status, result if ok else None, None if ok else result, worker,
+            submitted_at, started_at, finished_at, attempts, name,
+        )  # fmt: skip
+
     def unwrap(self) -> R:
         """Return the value, or raise the job's exception (JobCancelled if cancelled)."""
         if self.status is JobStatus.SUCCEEDED:
@@ -275,18 +295,11 @@ class JobHandle(Generic[R]):
             TimeoutError: the job did not finish within ``timeout`` seconds.
         """
         self._wait(timeout)
-        failed = self._state is _FAILED
-        return Outcome(
-            job_id=self.job_id,
-            status=self._state,
-            value=None if failed else getattr(self, "_result", None),
-            error=self._result if failed else None,
-            worker=self.worker,
-            submitted_at=self.submitted_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            attempts=self.attempts,
-            name=self.name,
+        times = (self.submitted_at, self.started_at, self.finished_at)
+        # A cancelled job's outcome carries neither a value nor an error.
+        result = None if self._state is _CANCELLED else getattr(self, "_result", None)
+        return Outcome.ended(
+            self.job_id, self._state, result, self.worker, times, self.attempts, self.name
         )
 
     # -- used by workers -----------------------------------------------------
@@ -386,16 +399,12 @@ class PolicyHandle(JobHandle[R]):
 
     def __init__(
         self,
-        job_id: int,
-        fn: Callable[..., R],
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        name: str | None = None,
-        queue: Inbox[Any] | None = None,
+        *handle: Any,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
-        super().__init__(job_id, fn, args, kwargs, name, queue)
+        """``handle`` as for :class:`JobHandle`; ``retry`` and ``timeout`` the job's own."""
+        super().__init__(*handle)
         self.retry = retry
         self.timeout = timeout
 

@@ -45,18 +45,8 @@ def map_result(row: ResultRow, outcomes: bool) -> Any:
     if outcomes:
         from dispatchkit.job import Outcome  # job.py builds on this package
 
-        failed = row.status is not JobStatus.SUCCEEDED
-        return Outcome(
-            job_id=row.seq,
-            status=row.status,
-            value=None if failed else row.value,
-            error=row.value if failed else None,
-            worker=row.worker,
-            submitted_at=row.submitted_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            attempts=row.attempts,
-        )
+        times = (row.submitted_at, row.started_at, row.finished_at)
+        return Outcome.ended(row.seq, row.status, row.value, row.worker, times, row.attempts)
     if row.status is JobStatus.SUCCEEDED:
         return row.value
     raise row.value

@@ -514,13 +514,10 @@ class _Liaison:
         attempts: list[int],
     ) -> None:
         state = self._state
-        for status, *_ in final:
-            if status is JobStatus.SUCCEEDED:
-                state.succeeded += 1
-            elif status is JobStatus.FAILED:
-                state.failed += 1
-            else:
-                state.cancelled += 1
+        statuses = [status for status, *_ in final]
+        state.succeeded += statuses.count(JobStatus.SUCCEEDED)
+        state.failed += statuses.count(JobStatus.FAILED)
+        state.cancelled += statuses.count(JobStatus.CANCELLED)
         if isinstance(message, JobHandle):
             status, value, started, finished = final[0]
             message._complete(state.index, status, value, started, finished, attempts[0])
