@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
-from itertools import islice
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
-from .errors import ClosedError
 from .stats import DispatcherStats
 
 if TYPE_CHECKING:
@@ -122,7 +120,7 @@ class AsyncFrontEnd(FrontEnd):
         if self._group is None:
             raise RuntimeError("use the dispatcher inside 'async with AsyncDispatcher(...)'")
         if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
+            raise self._refusal()
 
     def _caller(
         self, fn: Callable[..., Any], star: bool = False
@@ -248,17 +246,11 @@ class AsyncFrontEnd(FrontEnd):
                 if not block:
                     return
                 if self._closed:
-                    raise ClosedError("the dispatcher is closed: it takes no more jobs")
+                    raise self._refusal()
                 yield self._stamp(block, key)
         else:
-            plain = iter(items)
-            while True:
-                block = list(islice(plain, self._block_size(None if limit is None else limit())))
-                if not block:
-                    return
-                if self._closed:
-                    raise ClosedError("the dispatcher is closed: it takes no more jobs")
-                yield self._stamp(block, key)
+            for taken in self._numbered_blocks(items, key, limit):
+                yield taken
 
     async def _place(
         self,

@@ -16,9 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from itertools import islice
 from time import perf_counter
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
@@ -97,7 +95,7 @@ class ThreadFrontEnd(FrontEnd):
         window: MapWindow,
     ) -> Iterator[Any]:
         run, wait = thread_map_run(outcomes)
-        blocks = self._blocks(items, key, limit=window.room)
+        blocks = self._numbered_blocks(items, key, limit=window.room)
         exhausted = False
         while True:
             # Keep the window full.
@@ -131,22 +129,6 @@ class ThreadFrontEnd(FrontEnd):
         if self._closed:
             raise self._refusal()
         self._check_key(key)
-
-    def _blocks(
-        self,
-        items: Iterable[T],
-        key: Callable[[T], Hashable] | None,
-        limit: Callable[[], int] | None = None,
-    ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
-        """Take ``items`` a numbered block at a time (see ``Placement._block_size``)."""
-        iterator = iter(items)
-        while True:
-            block = list(islice(iterator, self._block_size(None if limit is None else limit())))
-            if not block:
-                return
-            if self._closed:
-                raise self._refusal()
-            yield self._stamp(block, key)
 
     def _place(
         self,
@@ -197,12 +179,7 @@ class ThreadFrontEnd(FrontEnd):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         if exc_type is None:
             self.join()
         else:

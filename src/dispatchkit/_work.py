@@ -138,12 +138,8 @@ class BulkChunk(FireAndForget):
                 worker.cancelled += len(self.items) - position
                 break
             status, value, _ = run_with_policy(partial(fn, item), policy, control.stop_event)
-            if status is JobStatus.SUCCEEDED:
-                worker.succeeded += 1
-            elif status is JobStatus.CANCELLED:
-                worker.cancelled += 1
-            else:
-                worker.failed += 1
+            worker.count(status)
+            if status is JobStatus.FAILED:
                 self._report(item, value, worker)
         self.items = []
 
@@ -283,23 +279,20 @@ class MapChunk:
                 self._deliver_cancelled(seqs[position:])
                 break
             started = perf_counter() if timed else None
+            # Counted as each job ends (see BulkChunk._run).
             if policy is None:
                 attempts = 1
                 try:
                     value = fn(*item) if star else fn(item)
                     status = JobStatus.SUCCEEDED
+                    worker.succeeded += 1
                 except BaseException as exc:  # a failing job never stops its worker
                     value, status = exc, JobStatus.FAILED
+                    worker.failed += 1
             else:
                 call = (lambda i=item: fn(*i)) if star else (lambda i=item: fn(i))
                 status, value, attempts = run_with_policy(call, policy, control.stop_event)
-            # Counted as each job ends (see BulkChunk._run).
-            if status is JobStatus.SUCCEEDED:
-                worker.succeeded += 1
-            elif status is JobStatus.FAILED:
-                worker.failed += 1
-            else:
-                worker.cancelled += 1
+                worker.count(status)
             finished = perf_counter() if timed else None
             append(
                 ResultRow(

@@ -227,7 +227,7 @@ class Dispatcher(ThreadFrontEnd):
         self._check_bulk(key)
         make = self._bulk_maker(fn, on_error)
         dispatched = 0
-        for block, first, keys in self._blocks(items, key):
+        for block, first, keys in self._numbered_blocks(items, key):
             self._place(block, self._parts(block, first, keys), make)
             dispatched += len(block)
         self._wake_all()

@@ -420,12 +420,7 @@ class PolicyHandle(JobHandle[R]):
             lambda: fn(*args, **kwargs), policy, worker.control.stop_event
         )
         self._finish(kind, value, perf_counter())
-        if kind is _SUCCEEDED:
-            worker.succeeded += 1
-        elif kind is _CANCELLED:
-            worker.cancelled += 1
-        else:
-            worker.failed += 1
+        worker.count(kind)
 
     def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
         """Record how the job ended (a finished status) and wake waiters."""

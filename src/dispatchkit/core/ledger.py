@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from dispatchkit.stats import DispatcherStats, snapshot
 
+from .status import JobStatus
+
 __all__ = ["Ledger", "WorkerState"]
 
 
@@ -52,6 +54,15 @@ class WorkerState:
         #: ``perf_counter()`` when this worker started its first job.
         self.first_start: float | None = None
         self.task: Any = None
+
+    def count(self, status: JobStatus) -> None:
+        """Count one job that ended so (the retry paths: hot loops count inline)."""
+        if status is JobStatus.SUCCEEDED:
+            self.succeeded += 1
+        elif status is JobStatus.FAILED:
+            self.failed += 1
+        else:
+            self.cancelled += 1
 
 
 class _Queue(Protocol):

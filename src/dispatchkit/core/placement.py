@@ -10,8 +10,11 @@ queue has room for its share, or none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from dispatchkit.errors import ClosedError
 
 from .ledger import Ledger
 
@@ -42,6 +45,7 @@ class Placement(Ledger):
     _chunk: int
     _shared: bool
     _needs_key: bool
+    _closed: bool
 
     def _open_placement(self, settings: Settings) -> None:
         self._strategy = settings.resolved_strategy
@@ -79,6 +83,30 @@ class Placement(Ledger):
         """Number a block: ``(jobs, first seq, keys or None)``; its seqs are consecutive."""
         keys = [key(item) for item in block] if key is not None else None
         return block, self._take_seqs(len(block)), keys
+
+    def _refusal(self) -> Exception:
+        """The error of a closed front end (a thread front end adds a fork's)."""
+        return ClosedError("the dispatcher is closed: it takes no more jobs")
+
+    def _numbered_blocks(
+        self,
+        items: Iterable[T],
+        key: Callable[[T], Hashable] | None,
+        limit: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
+        """Take ``items`` a numbered block at a time, at most ``limit()`` jobs each.
+
+        Raises:
+            ClosedError (or the front end's refusal): closed meanwhile.
+        """
+        iterator = iter(items)
+        while True:
+            block = list(islice(iterator, self._block_size(None if limit is None else limit())))
+            if not block:
+                return
+            if self._closed:
+                raise self._refusal()
+            yield self._stamp(block, key)
 
     def _parts(
         self, jobs: Sequence[T], first: int, keys: Sequence[Hashable] | None
