@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import threading
 import traceback
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
-from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._waiting import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    DoneAndNotDone,
+    as_completed,
+    wait,
+)
 from .core.status import JobStatus
 from .errors import JobCancelled
 from .retry import RetryPolicy, run_with_policy
@@ -439,76 +445,3 @@ def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:
         import logging
 
         logging.getLogger(__name__).exception("a done callback of job %s raised", handle.job_id)
-
-
-class DoneAndNotDone(NamedTuple):
-    done: set[JobHandle[Any]]
-    not_done: set[JobHandle[Any]]
-
-
-def wait(
-    handles: Iterable[JobHandle[Any]],
-    timeout: float | None = None,
-    return_when: str = ALL_COMPLETED,
-) -> DoneAndNotDone:
-    """Wait for handles as ``concurrent.futures.wait`` does for futures.
-
-    ``return_when`` is ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
-    """
-    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
-        raise ValueError(f"unknown return_when {return_when!r}")
-    pending = set(handles)
-    done = {h for h in pending if h.done()}
-    pending -= done
-
-    def stop_now() -> bool:
-        if not pending:
-            return True
-        if return_when == FIRST_COMPLETED:
-            return bool(done)
-        if return_when == FIRST_EXCEPTION:
-            return any(h._state is _FAILED for h in done)
-        return False
-
-    if stop_now():
-        return DoneAndNotDone(done, pending)
-    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
-    for handle in pending:
-        handle.add_done_callback(finished.put)
-    deadline = None if timeout is None else monotonic() + timeout
-    while not stop_now():
-        remaining = None if deadline is None else deadline - monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        try:
-            handle = finished.get(timeout=remaining)
-        except Empty:
-            break
-        pending.discard(handle)
-        done.add(handle)
-    return DoneAndNotDone(done, pending)
-
-
-def as_completed(
-    handles: Iterable[JobHandle[R]], timeout: float | None = None
-) -> Iterator[JobHandle[R]]:
-    """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
-
-    Raises:
-        TimeoutError: some jobs had not finished after ``timeout`` seconds.
-    """
-    pending = set(handles)
-    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
-    for handle in pending:
-        handle.add_done_callback(finished.put)
-    deadline = None if timeout is None else monotonic() + timeout
-    while pending:
-        remaining = None if deadline is None else deadline - monotonic()
-        try:
-            if remaining is not None and remaining <= 0:
-                raise Empty
-            handle = finished.get(timeout=remaining)
-        except Empty:
-            raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout} s") from None
-        pending.discard(handle)
-        yield handle

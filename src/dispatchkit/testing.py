@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
-from .executors.registry import kind_names
+from .executors.registry import kind_names, worker_kind
 from .job import Job, JobHandle, Outcome
 from .stats import DispatcherStats
 
@@ -130,15 +130,13 @@ def open_harness(executor: str, workers: int, **settings: Any) -> Iterator[Harne
     Raises:
         ValueError: an unknown executor or an invalid setting.
     """
-    if executor in ("thread", "process"):
+    if worker_kind(executor).front_end == "Dispatcher":
         dispatcher = Dispatcher(workers, executor=executor, **settings)
         try:
             yield _SyncHarness(dispatcher)
         finally:
             dispatcher.join()
         return
-    if executor != "async":
-        raise ValueError(f"unknown executor {executor!r}")
     loop = asyncio.new_event_loop()
     ready, finished = threading.Event(), threading.Event()
     async_dispatcher = AsyncDispatcher(workers, **settings)
