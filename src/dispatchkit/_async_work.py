@@ -22,7 +22,7 @@ from time import perf_counter
 from typing import Any
 
 from dispatchkit._work import FireAndForget
-from dispatchkit.core import Attempts, JobStatus, MapRun, ResultRow, WorkerState, cancelled_rows
+from dispatchkit.core import Attempts, JobStatus, MapRun, WorkerState, cancelled_rows
 from dispatchkit.errors import TimedOut
 from dispatchkit.retry import RetryPolicy
 
@@ -225,7 +225,7 @@ class AsyncChunk:
             self.run.deliver(cancelled_rows(self.seqs[start:], self.submitted_at, None))
 
     async def _arun(self, state: WorkerState) -> None:
-        rows: list[ResultRow] = []
+        rows: list[Any] = []
         call, policy, timeout = self.call, self.policy, self.timeout
         position = 0
         chunk_start = perf_counter()
@@ -262,7 +262,7 @@ class AsyncChunk:
                         tell(self.on_error, item, value)
                 if self.run is not None:
                     rows.append(
-                        ResultRow(
+                        (  # ResultRow's fields, as a plain tuple (see MapChunk._run)
                             self.seqs[position],
                             kind,
                             value,

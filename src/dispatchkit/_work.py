@@ -21,7 +21,7 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .core import JobStatus, MapRun, ResultRow, WorkerState, cancelled_rows, map_result
+from .core import JobStatus, MapRun, WorkerState, cancelled_rows, map_result
 from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
@@ -269,7 +269,9 @@ class MapChunk:
         submitted = self.submitted_at
         control = worker.control
         policy = control.retry
-        results: list[ResultRow] = []
+        # Rows in ResultRow's field order, built as plain tuples: the NamedTuple's
+        # constructor would add a Python call per job to this hot loop.
+        results: list[Any] = []
         append = results.append
         timed = self.run.outcomes
         seqs = self.seqs
@@ -294,11 +296,7 @@ class MapChunk:
                 status, value, attempts = run_with_policy(call, policy, control.stop_event)
                 worker.count(status)
             finished = perf_counter() if timed else None
-            append(
-                ResultRow(
-                    seqs[position], status, value, index, submitted, started, finished, attempts
-                )
-            )
+            append((seqs[position], status, value, index, submitted, started, finished, attempts))
         self.items = []
         if results:
             self.run.deliver(results)

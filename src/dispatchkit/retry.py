@@ -94,14 +94,19 @@ def run_with_policy(
     between attempts ends early when ``stop`` is set; the job is then
     ``CANCELLED`` and the interrupted wait uses up no attempt.
     """
+    try:  # the first attempt needs no plan: most jobs succeed at once
+        return SUCCEEDED, call(), first_attempt
+    except BaseException as exc:  # the job's failure, whatever it is
+        error = exc
     plan = Attempts(policy, first_attempt)
     while True:
+        wait = plan.after_failure(error)
+        if wait is None:
+            return FAILED, error, plan.number
+        if stop.wait(wait):
+            return CANCELLED, error, plan.number
+        plan.again()
         try:
             return SUCCEEDED, call(), plan.number
-        except BaseException as exc:  # the job's failure, whatever it is
-            wait = plan.after_failure(exc)
-            if wait is None:
-                return FAILED, exc, plan.number
-            if stop.wait(wait):
-                return CANCELLED, exc, plan.number
-            plan.again()
+        except BaseException as exc:
+            error = exc

@@ -133,12 +133,10 @@ class Placement(Ledger):
         first = self._next_seq
         parts = self._parts(items, first, keys)
         chunk = self._chunk
-        needed: dict[int, int] = {}
+        # A split gives a queue at most one part: one look at each will do.
         for index, jobs in parts:
-            needed[index] = needed.get(index, 0) - (-len(jobs) // chunk)
-        for index, count in needed.items():
             queue = queues[index]
-            if len(queue) + count > queue.capacity:
+            if len(queue) - (-len(jobs) // chunk) > queue.capacity:
                 return None
         self._next_seq = first + len(items)
         return parts

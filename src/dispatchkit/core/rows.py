@@ -41,12 +41,17 @@ def cancelled_rows(
 
 def map_result(row: ResultRow, outcomes: bool) -> Any:
     """What ``map`` yields for a row: the value, an :class:`Outcome`, or the job's
-    exception raised."""
+    exception raised.
+
+    Reads the row by position: a thread worker's hot loop delivers plain
+    tuples in ResultRow's field order.
+    """
+    seq, status, value, worker, submitted_at, started_at, finished_at, attempts = row
     if outcomes:
         from dispatchkit.job import Outcome  # job.py builds on this package
 
-        times = (row.submitted_at, row.started_at, row.finished_at)
-        return Outcome.ended(row.seq, row.status, row.value, row.worker, times, row.attempts)
-    if row.status is JobStatus.SUCCEEDED:
-        return row.value
-    raise row.value
+        times = (submitted_at, started_at, finished_at)
+        return Outcome.ended(seq, status, value, worker, times, attempts)
+    if status is JobStatus.SUCCEEDED:
+        return value
+    raise value
