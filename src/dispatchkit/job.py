@@ -17,14 +17,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._waiting import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    DoneAndNotDone,
-    as_completed,
-    wait,
-)
+from . import _waiting
 from .core.status import JobStatus
 from .errors import JobCancelled
 from .retry import RetryPolicy, run_with_policy
@@ -32,18 +25,17 @@ from .retry import RetryPolicy, run_with_policy
 if TYPE_CHECKING:
     from ._inbox import Inbox
 
+# Kept importable from here, where they used to live.
+ALL_COMPLETED, FIRST_COMPLETED = _waiting.ALL_COMPLETED, _waiting.FIRST_COMPLETED
+FIRST_EXCEPTION, DoneAndNotDone = _waiting.FIRST_EXCEPTION, _waiting.DoneAndNotDone
+as_completed, wait = _waiting.as_completed, _waiting.wait
+
 __all__ = [
-    "ALL_COMPLETED",
-    "FIRST_COMPLETED",
-    "FIRST_EXCEPTION",
-    "DoneAndNotDone",
     "Job",
     "JobHandle",
     "JobStatus",
     "Outcome",
     "PolicyHandle",
-    "as_completed",
-    "wait",
 ]
 
 T = TypeVar("T")
