@@ -39,10 +39,6 @@ EXAMPLES: dict[Callable[..., None], dict[str, int]] = {
 #: What each front end does differently today, (front end, check) -> why; it
 #: applies to every target on that front end.
 DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {
-    ("AsyncDispatcher", check_window_validation): (
-        "AsyncDispatcher.map(window=0) silently yields nothing; Dispatcher.map raises ValueError"
-    ),
-    ("AsyncDispatcher", check_stop_shutdown_idempotent): "AsyncDispatcher has no shutdown()",
     ("RedisDispatcher", check_map_options): "RedisDispatcher.map has no ordered, outcomes or star",
     ("RedisDispatcher", check_window_validation): "RedisDispatcher.map(window=0) runs the jobs",
     ("RedisDispatcher", check_dispatch): "RedisDispatcher has no dispatch()",

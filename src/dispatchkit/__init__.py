@@ -10,6 +10,7 @@
 Importing this package loads only the standard library.
 """
 
+from ._waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
 from .errors import (
@@ -22,17 +23,7 @@ from .errors import (
     WorkerLost,
     WorkerStartError,
 )
-from .job import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    Job,
-    JobHandle,
-    JobStatus,
-    Outcome,
-    as_completed,
-    wait,
-)
+from .job import Job, JobHandle, JobStatus, Outcome
 from .retry import RetryPolicy
 from .settings import Settings
 from .stats import DispatcherStats, WorkerStats

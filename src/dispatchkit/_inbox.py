@@ -137,16 +137,10 @@ class Inbox(Generic[T]):
             QueueFull: the inbox stayed full for ``timeout`` seconds.
             ClosedError: the inbox was closed.
         """
-        items = self._items
-        if len(items) >= self._capacity:
+        if len(self._items) >= self._capacity:
             self._put_slow(messages[0], timeout, wake)
             messages = messages[1:]
-        items.extend(messages)
-        if self._closed:
-            for message in messages:
-                self._withdraw(message)
-        if self._sleepers and (wake or len(items) >= self._wake_at):
-            self._wake_one()
+        self.put_nowait_many(messages, wake)
 
     def put_nowait_many(self, messages: list[T], wake: bool = True) -> None:
         """Append several messages at once without waiting or checking for room.

@@ -21,9 +21,8 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import JobCancelled
-from .job import JobStatus, Outcome
-from .retry import CANCELLED, FAILED, SUCCEEDED, RetryPolicy, run_with_policy
+from .core import JobStatus, MapRun, WorkerState, cancelled_rows, map_result
+from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BulkChunk",
     "Control",
+    "FireAndForget",
     "MapChunk",
     "MapRun",
     "Message",
@@ -38,6 +38,7 @@ __all__ = [
     "cancel_message",
     "map_result",
     "run_burst",
+    "thread_map_run",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,41 +72,28 @@ class Control:
         self.error_samples: deque[tuple[Any, BaseException]] = deque(maxlen=ERROR_SAMPLES)
 
 
-class WorkerState:
-    """Counters of one worker. Only that worker writes them, so no lock is needed."""
-
-    __slots__ = ("busy", "cancelled", "control", "failed", "first_start", "index", "succeeded")
-
-    def __init__(self, index: int, control: Control) -> None:
-        self.index = index
-        self.control = control
-        self.succeeded = 0
-        self.failed = 0
-        #: Jobs of a chunk this worker had taken but abandoned on ``stop(cancel=True)``.
-        self.cancelled = 0
-        #: Seconds spent running jobs.
-        self.busy = 0.0
-        #: ``perf_counter()`` when this worker started its first job.
-        self.first_start: float | None = None
-
-
-class BulkChunk:
-    """Fire-and-forget jobs ``fn(item)``: counted, their values dropped."""
+class FireAndForget:
+    """Fire-and-forget jobs ``fn(item)`` handed over together, for any worker kind."""
 
     __slots__ = ("fn", "items", "on_error")
 
     def __init__(
         self,
-        fn: Callable[[Any], object],
+        fn: Callable[[Any], Any],
         items: list[Any],
         on_error: Callable[[Any, BaseException], object] | None,
     ) -> None:
-        self.fn = fn
-        self.items = items
-        self.on_error = on_error
+        self.fn, self.items, self.on_error = fn, items, on_error
 
     def _job_count(self) -> int:
         return len(self.items)
+
+
+class BulkChunk(FireAndForget):
+    """Fire-and-forget jobs ``fn(item)`` for thread and process workers: counted, their
+    values dropped."""
+
+    __slots__ = ()
 
     def _cancel_taken(self) -> None:
         self.items = []
@@ -149,13 +137,9 @@ class BulkChunk:
             if control.stopping:
                 worker.cancelled += len(self.items) - position
                 break
-            kind, value, _ = run_with_policy(partial(fn, item), policy, control.stop_event)
-            if kind == SUCCEEDED:
-                worker.succeeded += 1
-            elif kind == CANCELLED:
-                worker.cancelled += 1
-            else:
-                worker.failed += 1
+            status, value, _ = run_with_policy(partial(fn, item), policy, control.stop_event)
+            worker.count(status)
+            if status is JobStatus.FAILED:
                 self._report(item, value, worker)
         self.items = []
 
@@ -222,44 +206,36 @@ def cancel_message(message: Any) -> int:
     return count
 
 
-class MapRun:
-    """The meeting point of one ``map`` call and the workers running its chunks.
+def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[], None]]:
+    """A :class:`MapRun` for thread (or process-liaison) workers, and how ``map`` waits on it.
 
-    Workers append finished chunks to ``finished``; the ``map`` generator takes
-    them. It sets ``waiting`` (under ``lock``) before it sleeps, and a worker that
-    sees it set notifies: the same no-lost-wake-up handshake as the inbox.
+    ``map`` sets ``waiting`` (under the lock) before it sleeps, and a worker
+    that sees it set notifies: the same no-lost-wake-up handshake as the inbox.
     """
+    lock = threading.Lock()
+    cond = threading.Condition(lock)
 
-    __slots__ = ("cond", "finished", "lock", "outcomes", "waiting")
+    def notify() -> None:
+        with lock:
+            cond.notify()
 
-    def __init__(self, outcomes: bool) -> None:
-        self.outcomes = outcomes
-        self.finished: deque[list[tuple[Any, ...]]] = deque()
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self.waiting = False
+    run = MapRun(outcomes, notify)
 
-    def deliver(self, results: list[tuple[Any, ...]]) -> None:
-        self.finished.append(results)
-        if self.waiting:
-            with self.lock:
-                self.cond.notify()
-
-    def wait(self, timeout: float | None = None) -> None:
+    def wait() -> None:
         """Sleep until a chunk is delivered (returns at once if one is waiting)."""
-        with self.lock:
-            self.waiting = True
+        with lock:
+            run.waiting = True
             try:
-                if not self.finished:
-                    self.cond.wait(timeout)
+                if not run.finished:
+                    cond.wait()
             finally:
-                self.waiting = False
+                run.waiting = False
+
+    return run, wait
 
 
 class MapChunk:
-    """Jobs of one ``map`` call. Each result row is
-    ``(seq, status, value_or_error, worker, submitted, started, finished, attempts)``.
-    """
+    """Jobs of one ``map`` call; each ends as a :class:`~dispatchkit.core.ResultRow`."""
 
     __slots__ = ("fn", "items", "run", "seqs", "star", "submitted_at")
 
@@ -286,21 +262,16 @@ class MapChunk:
         self._deliver_cancelled(self.seqs)
 
     def _deliver_cancelled(self, seqs: list[int]) -> None:
-        now = perf_counter()
-        error = JobCancelled("cancelled by stop()")
-        self.run.deliver(
-            [
-                (seq, JobStatus.CANCELLED, error, None, self.submitted_at, None, now, 0)
-                for seq in seqs
-            ]
-        )
+        self.run.deliver(cancelled_rows(seqs, self.submitted_at, perf_counter()))
 
     def _run(self, worker: WorkerState) -> None:
         fn, star, index = self.fn, self.star, worker.index
         submitted = self.submitted_at
         control = worker.control
         policy = control.retry
-        results: list[tuple[Any, ...]] = []
+        # Rows in ResultRow's field order, built as plain tuples: the NamedTuple's
+        # constructor would add a Python call per job to this hot loop.
+        results: list[Any] = []
         append = results.append
         timed = self.run.outcomes
         seqs = self.seqs
@@ -310,55 +281,22 @@ class MapChunk:
                 self._deliver_cancelled(seqs[position:])
                 break
             started = perf_counter() if timed else None
+            # Counted as each job ends (see BulkChunk._run).
             if policy is None:
                 attempts = 1
                 try:
                     value = fn(*item) if star else fn(item)
                     status = JobStatus.SUCCEEDED
+                    worker.succeeded += 1
                 except BaseException as exc:  # a failing job never stops its worker
                     value, status = exc, JobStatus.FAILED
+                    worker.failed += 1
             else:
                 call = (lambda i=item: fn(*i)) if star else (lambda i=item: fn(i))
-                kind, value, attempts = run_with_policy(call, policy, control.stop_event)
-                status = _STATUS_OF[kind]
-            # Counted as each job ends (see BulkChunk._run).
-            if status is JobStatus.SUCCEEDED:
-                worker.succeeded += 1
-            elif status is JobStatus.FAILED:
-                worker.failed += 1
-            else:
-                worker.cancelled += 1
+                status, value, attempts = run_with_policy(call, policy, control.stop_event)
+                worker.count(status)
             finished = perf_counter() if timed else None
             append((seqs[position], status, value, index, submitted, started, finished, attempts))
         self.items = []
         if results:
             self.run.deliver(results)
-
-
-_STATUS_OF = {
-    SUCCEEDED: JobStatus.SUCCEEDED,
-    FAILED: JobStatus.FAILED,
-    CANCELLED: JobStatus.CANCELLED,
-}
-
-
-def map_result(row: tuple[Any, ...], outcomes: bool) -> Any:
-    """What ``map`` yields for a result row: the value, an :class:`Outcome`, or
-    the job's exception raised."""
-    seq, status, value, worker, submitted, started, finished, attempts = row
-    if outcomes:
-        failed = status is not JobStatus.SUCCEEDED
-        return Outcome(
-            job_id=seq,
-            status=status,
-            value=None if failed else value,
-            error=value if failed else None,
-            worker=worker,
-            submitted_at=submitted,
-            started_at=started,
-            finished_at=finished,
-            attempts=attempts,
-        )
-    if status is JobStatus.SUCCEEDED:
-        return value
-    raise value

@@ -33,7 +33,9 @@ from .demo import (
     run_seed,
 )
 from .errors import QueueFull, WorkerStartError
+from .executors.registry import kind_names, worker_kind
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
+from .settings import EXECUTORS as SETTINGS_EXECUTORS
 from .strategies import parse_strategy
 
 __all__ = ["main"]
@@ -47,7 +49,7 @@ RET_INTERRUPTED: Final = 130
 RET_UNSTORED: Final = 4
 
 #: Worker kinds every command that runs jobs accepts with --executor.
-EXECUTOR_CHOICES: Final = ("thread", "process", "async")
+EXECUTOR_CHOICES: Final = kind_names()
 
 #: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up on it.
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
@@ -295,7 +297,7 @@ def _add_worker_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     worker.add_argument(
         "--executor",
-        choices=("thread", "process", "async"),
+        choices=EXECUTOR_CHOICES,
         default="thread",
         help="where jobs run: thread (plain functions, --concurrency threads), process "
         "(plain functions in --concurrency worker processes, for CPU-bound jobs) or async "
@@ -387,7 +389,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument(
         "--executor",
-        choices=("auto", "async", "thread"),
+        choices=("auto", *kind_names(in_process=True)),
         default="auto",
         help="workers: async (tasks on the server's loop), thread (for a blocking handler), "
         "or auto: async for the sink and coroutine handlers, thread for plain handlers "
@@ -483,7 +485,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    if args.job_timeout is not None and args.executor in ("thread", "async"):
+    if args.job_timeout is not None and args.executor and worker_kind(args.executor).in_process:
         raise UsageError(
             "--job-timeout needs --executor process: a running thread, or a plain function "
             "on the event loop, cannot be stopped"
@@ -493,8 +495,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             queue_size=args.queue_size,
             block=args.block,
-            # Settings knows thread and process; async workers need no check there.
-            executor=None if args.executor == "async" else args.executor,
+            # Settings checks the kinds Dispatcher runs; another front end's need no check.
+            executor=args.executor if args.executor in SETTINGS_EXECUTORS else None,
             put_timeout=args.put_timeout,
             job_timeout=args.job_timeout,
             # A flag's list stands for its variable, which is then not read.
@@ -669,7 +671,7 @@ def _add_bench_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     add(
         "--executor",
-        type=_list(("thread", "process", "async", "all", "auto")),
+        type=_list((*EXECUTOR_CHOICES, "all", "auto")),
         default=["auto"],
         metavar="LIST",
         help="worker kinds: thread, process, async, all (every kind on every workload) or "

@@ -17,6 +17,7 @@ from typing import Any, Final
 from .async_dispatcher import AsyncDispatcher
 from .dispatcher import Dispatcher
 from .errors import DispatchError
+from .executors.registry import worker_kind
 from .stats import DispatcherStats
 from .strategies import DEFAULT_BLOCK
 
@@ -130,31 +131,17 @@ def run_seed(
         Interrupted: a KeyboardInterrupt arrived; queued jobs were cancelled
             and the workers stopped within ``stop_timeout`` seconds.
     """
-    if executor == "async":
-        return asyncio.run(
-            _run_seed_async(
-                jobs,
-                workers,
-                strategy,
-                chunk,
-                block,
-                queue_size,
-                put_timeout,
-                job_timeout,
-                job,
-                on_start,
-            )
-        )
-    dispatcher = Dispatcher(
-        workers,
-        strategy=strategy,
-        chunk=chunk,
-        block=block,
-        queue_size=queue_size,
-        executor=executor,
-        put_timeout=put_timeout,
-        job_timeout=job_timeout,
-    )
+    options: dict[str, Any] = {
+        "strategy": strategy,
+        "chunk": chunk,
+        "block": block,
+        "queue_size": queue_size,
+        "put_timeout": put_timeout,
+        "job_timeout": job_timeout,
+    }
+    if worker_kind(executor).front_end == "AsyncDispatcher":
+        return asyncio.run(_run_seed_async(jobs, workers, options, job, on_start))
+    dispatcher = Dispatcher(workers, executor=executor, **options)
     try:
         if on_start is not None:
             on_start(dispatcher)
@@ -175,24 +162,11 @@ def run_seed(
 async def _run_seed_async(
     jobs: int,
     workers: int,
-    strategy: str,
-    chunk: int,
-    block: int,
-    queue_size: int | None,
-    put_timeout: float | None,
-    job_timeout: float | None,
+    options: dict[str, Any],
     job: Callable[[int], object],
     on_start: Callable[[Any], None] | None,
 ) -> SeedResult:
-    dispatcher = AsyncDispatcher(
-        workers,
-        strategy=strategy,
-        chunk=chunk,
-        block=block,
-        queue_size=queue_size,
-        put_timeout=put_timeout,
-        job_timeout=job_timeout,
-    )
+    dispatcher = AsyncDispatcher(workers, **options)
     try:
         async with dispatcher:
             if on_start is not None:
@@ -203,14 +177,9 @@ async def _run_seed_async(
             seconds = perf_counter() - started
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise Interrupted(dispatcher.stats()) from None
+    chunk = dispatcher.settings.chunk
     return _result(
-        dispatcher.settings.resolved_strategy.name,
-        chunk,
-        jobs,
-        workers,
-        "async",
-        seconds,
-        dispatcher.stats(),
+        dispatcher.strategy.name, chunk, jobs, workers, "async", seconds, dispatcher.stats()
     )
 
 

@@ -15,74 +15,31 @@ submitted = succeeded + failed + cancelled.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
-import weakref
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from itertools import islice
 from time import perf_counter
-from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from ._inbox import Inbox
-from ._work import (
-    BulkChunk,
-    Control,
-    MapChunk,
-    MapRun,
-    Message,
-    WorkerState,
-    cancel_message,
-    map_result,
-)
-from .errors import ClosedError, DispatchError, ForkedError
-from .executors.process import ProcessOptions, ProcessWorkerPool
-from .executors.thread import ThreadWorkerPool
+from ._thread_front import ThreadFrontEnd
+from ._work import Control, Message
+from .core import WorkerState
+from .executors.base import WorkerPool
+from .executors.process import ProcessOptions
+from .executors.registry import worker_kind
 from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
 from .settings import Settings
-from .stats import DispatcherStats, snapshot
-from .strategies import SHARED, Strategy
+from .strategies import Strategy
 
 __all__ = ["Dispatcher"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
-#: Fewest jobs taken from the input at once, so that the per-block overhead
-#: (a lock, a split) stays small beside the jobs even at chunk 1.
-_MIN_BLOCK = 1024
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    # Worker threads are daemons, so a forgotten dispatcher cannot hang the
-    # interpreter; instead its queued jobs are drained here, as
-    # ``concurrent.futures`` does for its executors.
-    for dispatcher in list(_live):
-        dispatcher.join()
-
-
-def _refuse_work_after_fork() -> None:
-    # os.fork() copies every dispatcher but none of its worker threads, and its
-    # worker processes stay the parent's: in the child each copy refuses work
-    # (ForkedError) instead of queueing jobs that never run, and is not drained
-    # at exit. Its lock is new: another thread may have held it during the fork.
-    for dispatcher in list(_live):
-        dispatcher._lock = threading.Lock()
-        dispatcher._closed = True
-    _live.clear()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_refuse_work_after_fork)
-
-
-class Dispatcher:
+class Dispatcher(ThreadFrontEnd):
     """Dispatches jobs to a pool of thread workers with a chosen strategy.
 
     Args:
@@ -134,62 +91,31 @@ class Dispatcher:
             executor=executor,
             job_timeout=job_timeout,
         )
-        self.settings = settings
-        self._strategy = settings.resolved_strategy
-        self._n = settings.workers
-        self._chunk = settings.chunk
+        self._open_front_end(settings, retry, threading.Lock())
         self._put_timeout = settings.put_timeout
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
-        process_only = {
-            "start_method": start_method,
-            "initializer": initializer,
-            "initargs": initargs or None,
-            "max_jobs_per_worker": max_jobs_per_worker,
-        }
-        if settings.executor == "process":
-            options = ProcessOptions(
-                start_method=start_method or "forkserver",
-                initializer=initializer,
-                initargs=initargs,
-                max_jobs_per_worker=max_jobs_per_worker,
-                job_timeout=settings.job_timeout,
-            )
-        else:
-            given_process_only = [k for k, v in process_only.items() if v is not None]
-            if given_process_only:
-                raise ValueError(f"{', '.join(given_process_only)} need executor='process'")
+        kind = worker_kind(settings.executor, front_end="Dispatcher")
+        options = ProcessOptions.given(
+            not kind.in_process,
+            start_method=start_method,
+            initializer=initializer,
+            initargs=initargs,
+            max_jobs_per_worker=max_jobs_per_worker,
+            job_timeout=settings.job_timeout,
+        )
+        self._kind = kind
         self._control = Control(retry)
         # Plain handles skip the retry machinery; a dispatcher with a policy
         # gives every job a PolicyHandle.
         self._handle_class: type[JobHandle[Any]] = PolicyHandle if retry else JobHandle
         self._states = [WorkerState(i, self._control) for i in range(self._n)]
-        capacity = settings.inbox_capacity
-        if self._strategy.assign(0, 0, self._n) == SHARED:
-            shared: Inbox[Message] = Inbox(capacity * self._n)
-            self._inboxes = [shared]
-            worker_inboxes = [shared] * self._n
-        else:
-            self._inboxes = [Inbox(capacity) for _ in range(self._n)]
-            worker_inboxes = self._inboxes
-        self._shared = self._strategy.assign(0, 0, self._n) == SHARED
-        self._lock = threading.Lock()
-        self._next_seq = 0
-        self._rejected = 0
-        self._cancelled = 0
-        self._closed = False
+        self._inboxes: list[Inbox[Message]] = [Inbox(c) for c in self._queue_capacities()]
+        worker_inboxes = self._inboxes * self._n if self._shared else self._inboxes
         self._pid = os.getpid()  # a copy in a forked child refuses work
-        self._needs_key = self._strategy.needs_key
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
-        self._pool: ThreadWorkerPool | ProcessWorkerPool
-        if settings.executor == "process":
-            self._pool = ProcessWorkerPool(worker_inboxes, self._states, name, options)
-        else:
-            self._pool = ThreadWorkerPool(worker_inboxes, self._states, name)
-        self._pool.start()
-        _live.add(self)
+        self._pool: WorkerPool = kind.pool_class()(worker_inboxes, self._states, name, options)
+        self._start()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Dispatcher:
@@ -199,27 +125,6 @@ class Dispatcher:
         """
         name = overrides.pop("name", "dispatchkit")
         return cls(settings=Settings.from_env(**overrides), name=name)
-
-    # -- properties ----------------------------------------------------------
-
-    @property
-    def workers(self) -> int:
-        return self._n
-
-    @property
-    def strategy(self) -> Strategy:
-        return self._strategy
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return (
-            f"<Dispatcher {state} workers={self._n} strategy={self._strategy.name} "
-            f"chunk={self._chunk}>"
-        )
 
     # -- submitting ----------------------------------------------------------
 
@@ -250,8 +155,7 @@ class Dispatcher:
         try:
             inbox.put(handle, self._put_timeout)
         except BaseException:
-            with self._lock:
-                self._rejected += 1
+            self._reject(1)
             raise
         return handle
 
@@ -274,7 +178,7 @@ class Dispatcher:
             raise self._refusal()
         if job.key is None and self._needs_key:
             raise ValueError("the key strategy needs a key for every job: Job(..., key=...)")
-        if job.timeout is not None and self.settings.executor == "thread":
+        if job.timeout is not None and not self._kind.stops_running_jobs:
             raise ValueError(
                 "a job timeout needs process workers: a running thread cannot be stopped"
             )
@@ -286,14 +190,14 @@ class Dispatcher:
             handle: JobHandle[R]
             if job.retry is not None or job.timeout is not None or self._control.retry:
                 handle = PolicyHandle(
-                    seq, job.fn, job.args, job.kwargs, job.name, inbox, job.retry, job.timeout
-                )
+                    seq, job.fn, job.args, job.kwargs, job.name, inbox,
+                    retry=job.retry, timeout=job.timeout,
+                )  # fmt: skip
             else:
                 handle = JobHandle(seq, job.fn, job.args, job.kwargs, job.name, inbox)
             inbox.put(handle, self._put_timeout if timeout is None else timeout)
         except BaseException:
-            with self._lock:
-                self._rejected += 1
+            self._reject(1)
             raise
         return handle
 
@@ -321,19 +225,10 @@ class Dispatcher:
                 before stay dispatched and counted).
         """
         self._check_bulk(key)
-        split, workers = self._strategy.split, self._n
-        if self._chunk == 1 and self._control.retry is None:
-            # The seed's one job per message: a bare tuple, run inline by the worker.
-            def make(jobs: list[T]) -> list[Any]:
-                return [(fn, item, on_error) for item in jobs]
-        else:
-
-            def make(jobs: list[T]) -> list[Any]:
-                return [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
-
+        make = self._bulk_maker(fn, on_error)
         dispatched = 0
-        for block, first, keys in self._blocks(items, key):
-            self._place(block, split(block, first, workers, keys), make)
+        for block, first, keys in self._numbered_blocks(items, key):
+            self._place(block, self._parts(block, first, keys), make)
             dispatched += len(block)
         self._wake_all()
         return dispatched
@@ -370,29 +265,15 @@ class Dispatcher:
                 self._wake_all()
             return True
         keys = [key(item) for item in items] if key is not None else None
-        chunk = self._chunk
         with self._lock:  # offers are atomic against each other: no overshoot between them
             if self._closed:
                 raise self._refusal()
-            first = self._next_seq
-            parts = self._strategy.split(items, first, self._n, keys)
-            needed: dict[int, int] = {}
-            for worker, jobs in parts:
-                index = 0 if worker == SHARED else worker
-                needed[index] = needed.get(index, 0) + -(-len(jobs) // chunk)
-            for index, count in needed.items():
-                inbox = self._inboxes[index]
-                if len(inbox) + count > inbox.capacity:
-                    return False
-            self._next_seq = first + len(items)
-            for worker, jobs in parts:
-                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
-                messages: list[Any] = (
-                    [(fn, item, on_error) for item in jobs]
-                    if chunk == 1
-                    else [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
-                )
-                inbox.put_nowait_many(messages, wake)
+            make = self._bulk_maker(fn, on_error)
+            parts = self._plan_offer(items, keys, self._inboxes)
+            if parts is None:
+                return False
+            for index, jobs in parts:
+                self._inboxes[index].put_nowait_many(make(jobs), wake)
         return True
 
     @overload
@@ -455,230 +336,4 @@ class Dispatcher:
                 raised when its result is reached (the remaining jobs go on).
         """
         self._check_bulk(key)
-        if window is None:
-            window = max(self._n * self.settings.queue_size, self._n * self._chunk)
-        elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be a whole number of at least 1, got {window!r}")
-        return self._map(fn, items, ordered, outcomes, star, key, window)
-
-    def _map(
-        self,
-        fn: Callable[..., R],
-        items: Iterable[Any],
-        ordered: bool,
-        outcomes: bool,
-        star: bool,
-        key: Callable[[Any], Hashable] | None,
-        window: int,
-    ) -> Iterator[Any]:
-        run = MapRun(outcomes)
-        ready: dict[int, tuple[Any, ...]] = {}  # seq -> result row, for ordered output
-        order: deque[int] = deque()  # seqs not yet yielded, in input order
-        in_flight = 0
-        blocks = self._blocks(items, key, limit=lambda: window - in_flight)
-        exhausted = False
-        split = self._strategy.split
-        while True:
-            # Keep the window full.
-            while not exhausted and in_flight < window:
-                taken = next(blocks, None)
-                if taken is None:
-                    exhausted = True
-                    break
-                block, first, keys = taken
-                now = perf_counter()
-                in_flight += len(block)
-                order.extend(range(first, first + len(block)))
-                jobs = list(zip(block, range(first, first + len(block)), strict=True))
-                self._place(
-                    block,
-                    split(jobs, first, self._n, keys),
-                    lambda part, now=now: [  # type: ignore[misc]
-                        MapChunk(run, fn, [j[0] for j in piece], [j[1] for j in piece], star, now)
-                        for piece in self._chunked(part)
-                    ],
-                )
-            if in_flight == 0:
-                return
-            # Take what has finished, waiting if nothing has.
-            if not run.finished:
-                self._wake_all()
-                run.wait()
-            while run.finished:
-                rows = run.finished.popleft()
-                if ordered:
-                    for row in rows:
-                        ready[row[0]] = row
-                else:
-                    for row in rows:
-                        in_flight -= 1
-                        yield map_result(row, outcomes)
-            if ordered:
-                while order and order[0] in ready:
-                    in_flight -= 1
-                    yield map_result(ready.pop(order.popleft()), outcomes)
-
-    # -- bulk plumbing -------------------------------------------------------
-
-    def _check_bulk(self, key: Callable[[Any], Hashable] | None) -> None:
-        if self._closed:
-            raise self._refusal()
-        if self._strategy.needs_key and key is None:
-            raise ValueError("the key strategy needs key=<function giving each item's key>")
-
-    def _blocks(
-        self,
-        items: Iterable[T],
-        key: Callable[[T], Hashable] | None,
-        limit: Callable[[], int] | None = None,
-    ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
-        """Take ``items`` a block at a time: ``(jobs, first seq, keys or None)``.
-
-        A block is ``chunk`` jobs for each worker (so each worker's share is
-        about one hand-off), fewer when ``limit()`` says so. Sequence numbers
-        are reserved per block, so a block's jobs are consecutive.
-        """
-        iterator = iter(items)
-        block_size = self._chunk if self._shared else self._chunk * self._n
-        # Small chunks: take larger blocks, but never more than the inboxes
-        # hold, so the bound is overshot by one block at most.
-        block_size = max(block_size, min(_MIN_BLOCK, self.settings.queue_size * self._n))
-        while True:
-            size = block_size if limit is None else max(1, min(block_size, limit()))
-            block = list(islice(iterator, size))
-            if not block:
-                return
-            keys = [key(item) for item in block] if key is not None else None
-            with self._lock:
-                if self._closed:
-                    raise self._refusal()
-                first = self._next_seq
-                self._next_seq = first + len(block)
-            yield block, first, keys
-
-    def _chunked(self, jobs: list[T]) -> list[list[T]]:
-        chunk = self._chunk
-        if len(jobs) <= chunk:
-            return [jobs]
-        return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]
-
-    def _place(
-        self,
-        block: list[Any],
-        parts: list[tuple[int, list[Any]]],
-        make: Callable[[list[Any]], list[Any]],
-    ) -> None:
-        """Hand each worker its part of a block, waking workers lazily.
-
-        If a put fails (QueueFull, ClosedError, an interrupt), the jobs of the
-        block not yet handed over were never accepted: they are uncounted.
-        """
-        placed = 0
-        try:
-            for worker, jobs in parts:
-                inbox = self._inboxes[0] if worker == SHARED else self._inboxes[worker]
-                if len(inbox) >= inbox.capacity:
-                    self._wake_all()  # let every worker drain before we wait on one
-                inbox.put_many(make(jobs), self._put_timeout, wake=False)
-                placed += len(jobs)
-        except BaseException:
-            with self._lock:
-                self._rejected += len(block) - placed
-            raise
-
-    def _refusal(self) -> DispatchError:
-        """Why a closed dispatcher takes no job: closed, or a copy made by os.fork()."""
-        if self._pid != os.getpid():
-            return ForkedError(
-                f"this Dispatcher was created in process {self._pid}; "
-                "after os.fork() create a new one in the child"
-            )
-        return ClosedError("the dispatcher is closed: it takes no more jobs")
-
-    def _wake_all(self) -> None:
-        for inbox in self._inboxes:
-            inbox.wake()
-
-    # -- shutdown ------------------------------------------------------------
-
-    def close(self) -> None:
-        """Take no more jobs; the workers finish what is queued. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        for inbox in self._inboxes:
-            inbox.close()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Close, then wait until every queued job has run and the workers exited.
-
-        Returns False if workers still run after ``timeout`` seconds.
-        """
-        self.close()
-        finished = self._pool.join(timeout)
-        if finished:
-            _live.discard(self)
-        return finished
-
-    def stop(self, cancel: bool = True, timeout: float | None = None) -> DispatcherStats:
-        """Close and stop: with ``cancel``, queued jobs are cancelled, not run.
-
-        Jobs already running finish; a bulk or map chunk being run is abandoned
-        after its current job. Cancelled handles raise ``JobCancelled``. With
-        process workers, jobs still running after ``timeout`` seconds are killed
-        (they end as ``WorkerLost``). Returns the final stats (their ``cancelled``
-        says how many were dropped).
-        """
-        self.close()
-        if cancel:
-            self._control.stopping = True
-            self._control.stop_event.set()
-            for inbox in self._inboxes:
-                self._add_cancelled(sum(cancel_message(m) for m in inbox.take_all()))
-        if not self.join(timeout) and isinstance(self._pool, ProcessWorkerPool):
-            # Past the deadline: kill the worker processes; the jobs they were
-            # running end as WorkerLost, and nothing is left behind.
-            self._pool.kill()
-            self.join(10)
-        return self.stats()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """``concurrent.futures.Executor.shutdown``: close, cancel or wait."""
-        if cancel_futures:
-            self.stop(cancel=True, timeout=None if wait else 0)
-        elif wait:
-            self.join()
-        else:
-            self.close()
-
-    def __enter__(self) -> Dispatcher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.join()
-        else:
-            self.stop(cancel=True)
-
-    # -- accounting ----------------------------------------------------------
-
-    def _add_cancelled(self, count: int) -> None:
-        with self._lock:
-            self._cancelled += count
-
-    def stats(self) -> DispatcherStats:
-        """A snapshot of the counters (exact once the dispatcher is joined)."""
-        with self._lock:
-            submitted = self._next_seq - self._rejected
-            cancelled = self._cancelled + sum(inbox.cancelled for inbox in self._inboxes)
-        return snapshot(self._states, self.started_at, submitted, cancelled)
-
-    def error_samples(self) -> list[tuple[Any, BaseException]]:
-        """The latest failures of fire-and-forget jobs (up to 10), as ``(item, exception)``."""
-        return list(self._control.error_samples)
+        return self._map(fn, items, outcomes, star, key, self._map_window(window, ordered))

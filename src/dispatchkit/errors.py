@@ -65,7 +65,7 @@ class WorkerStartError(DispatchError, RuntimeError):
     """
 
 
-class TimedOut(DispatchError):
+class TimedOut(DispatchError, TimeoutError):
     """The job ran longer than its timeout and was stopped."""
 
 

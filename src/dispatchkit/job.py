@@ -10,66 +10,42 @@ it (``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
 
 from __future__ import annotations
 
-import enum
 import threading
 import traceback
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
-from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _waiting
+from .core.status import JobStatus
 from .errors import JobCancelled
-from .retry import CANCELLED, SUCCEEDED, RetryPolicy, run_with_policy
+from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
     from ._inbox import Inbox
 
+# Kept importable from here, where they used to live.
+ALL_COMPLETED, FIRST_COMPLETED = _waiting.ALL_COMPLETED, _waiting.FIRST_COMPLETED
+FIRST_EXCEPTION, DoneAndNotDone = _waiting.FIRST_EXCEPTION, _waiting.DoneAndNotDone
+as_completed, wait = _waiting.as_completed, _waiting.wait
+
 __all__ = [
-    "ALL_COMPLETED",
-    "FIRST_COMPLETED",
-    "FIRST_EXCEPTION",
-    "DoneAndNotDone",
     "Job",
     "JobHandle",
     "JobStatus",
     "Outcome",
     "PolicyHandle",
-    "as_completed",
-    "wait",
 ]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class JobStatus(enum.Enum):
-    """Where a job is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-# A handle keeps its state as a small int: comparing ints is several times
-# cheaper than an enum property, and ``result()`` is on the hot path.
-_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _CANCELLED = range(5)
-_FIRST_FINISHED = _SUCCEEDED
-_STATUSES = (
-    JobStatus.PENDING,
-    JobStatus.RUNNING,
-    JobStatus.SUCCEEDED,
-    JobStatus.FAILED,
-    JobStatus.CANCELLED,
-)
-_STATE_OF = {status: number for number, status in enumerate(_STATUSES)}
+# A handle keeps its state as a JobStatus member and compares it by identity:
+# as cheap as an int, with no table between the two (``result()`` is on the hot path).
+_PENDING, _RUNNING = JobStatus.PENDING, JobStatus.RUNNING
+_SUCCEEDED, _FAILED, _CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 # Guards the hook lists of every handle. Taken only to attach a hook, and by a
 # worker finishing a job that has hooks: never on the plain submit/run path.
@@ -141,6 +117,26 @@ class Outcome(Generic[R]):
         if self.submitted_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.submitted_at
+
+    @classmethod
+    def ended(
+        cls,
+        job_id: int,
+        status: JobStatus,
+        result: Any,
+        worker: int | None,
+        times: tuple[float | None, float | None, float | None],
+        attempts: int,
+        name: str | None = None,
+    ) -> Outcome[Any]:
+        """The outcome of a finished job: ``result`` is its value if it succeeded, else
+        its exception (or None); ``times`` are (submitted, started, finished)."""
+        ok = status is JobStatus.SUCCEEDED
+        submitted_at, started_at, finished_at = times
+        return cls(
+            job_id, status, result if ok else None, None if ok else result, worker,
+            submitted_at, started_at, finished_at, attempts, name,
+        )  # fmt: skip
 
     def unwrap(self) -> R:
         """Return the value, or raise the job's exception (JobCancelled if cancelled)."""
@@ -221,22 +217,22 @@ class JobHandle(Generic[R]):
         return getattr(self, "_attempts", 1 if hasattr(self, "_started_at") else 0)
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.job_id} {_STATUSES[self._state].value}>"
+        return f"<JobHandle {self.job_id} {self._state.value}>"
 
     # -- the Future interface ------------------------------------------------
 
     @property
     def status(self) -> JobStatus:
-        return _STATUSES[self._state]
+        return self._state
 
     def done(self) -> bool:
-        return self._state >= _FIRST_FINISHED
+        return self._state is not _PENDING and self._state is not _RUNNING
 
     def running(self) -> bool:
-        return self._state == _RUNNING
+        return self._state is _RUNNING
 
     def cancelled(self) -> bool:
-        return self._state == _CANCELLED
+        return self._state is _CANCELLED
 
     def cancel(self) -> bool:
         """Cancel the job if no worker has taken it yet.
@@ -244,10 +240,10 @@ class JobHandle(Generic[R]):
         Returns True if the job is (now) cancelled, False if it is running or
         has finished.
         """
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             return True
         queue = self._queue
-        if self._state != _PENDING or queue is None or not queue.cancel(self):
+        if self._state is not _PENDING or queue is None or not queue.cancel(self):
             return False
         self._cancel_taken()
         return True
@@ -260,12 +256,12 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
             BaseException: whatever the job raised.
         """
-        if self._state == _SUCCEEDED:
+        if self._state is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
         self._wait(timeout)
-        if self._state == _SUCCEEDED:
+        if self._state is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
         raise self._result
 
@@ -277,9 +273,9 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
         """
         self._wait(timeout)
-        if self._state == _CANCELLED:
+        if self._state is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
-        return self._result if self._state == _FAILED else None
+        return self._result if self._state is _FAILED else None
 
     def add_done_callback(self, fn: Callable[[JobHandle[R]], object]) -> None:
         """Call ``fn(handle)`` when the job finishes (at once if it has).
@@ -297,18 +293,11 @@ class JobHandle(Generic[R]):
             TimeoutError: the job did not finish within ``timeout`` seconds.
         """
         self._wait(timeout)
-        failed = self._state == _FAILED
-        return Outcome(
-            job_id=self.job_id,
-            status=_STATUSES[self._state],
-            value=None if failed else getattr(self, "_result", None),
-            error=self._result if failed else None,
-            worker=self.worker,
-            submitted_at=self.submitted_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            attempts=self.attempts,
-            name=self.name,
+        times = (self.submitted_at, self.started_at, self.finished_at)
+        # A cancelled job's outcome carries neither a value nor an error.
+        result = None if self._state is _CANCELLED else getattr(self, "_result", None)
+        return Outcome.ended(
+            self.job_id, self._state, result, self.worker, times, self.attempts, self.name
         )
 
     # -- used by workers -----------------------------------------------------
@@ -353,7 +342,7 @@ class JobHandle(Generic[R]):
         self._attempts = attempts
         self._result = value
         self._finished_at = perf_counter() if finished is None else finished
-        self._state = _STATE_OF[status]
+        self._state = status
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -372,7 +361,7 @@ class JobHandle(Generic[R]):
     def _add_hook(self, hook: Callable[[JobHandle[R]], object]) -> bool:
         """Attach a hook; False if the job has already finished (call it yourself)."""
         with _HOOKS_LOCK:
-            if self._state >= _FIRST_FINISHED:
+            if self._state is not _PENDING and self._state is not _RUNNING:
                 return False
             if self._hooks is None:
                 self._hooks = [hook]
@@ -380,7 +369,7 @@ class JobHandle(Generic[R]):
                 self._hooks.append(hook)
         # The worker may have finished the job between our check and our
         # append and seen no hooks: whoever takes the list under the lock fires it.
-        if self._state >= _FIRST_FINISHED:
+        if self._state is not _PENDING and self._state is not _RUNNING:
             self._fire_hooks()
         return True
 
@@ -391,7 +380,7 @@ class JobHandle(Generic[R]):
             _call_hook(hook, self)
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state >= _FIRST_FINISHED:
+        if self._state is not _PENDING and self._state is not _RUNNING:
             return
         event = threading.Event()
         if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
@@ -408,16 +397,12 @@ class PolicyHandle(JobHandle[R]):
 
     def __init__(
         self,
-        job_id: int,
-        fn: Callable[..., R],
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        name: str | None = None,
-        queue: Inbox[Any] | None = None,
+        *handle: Any,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
-        super().__init__(job_id, fn, args, kwargs, name, queue)
+        """``handle`` as for :class:`JobHandle`; ``retry`` and ``timeout`` the job's own."""
+        super().__init__(*handle)
         self.retry = retry
         self.timeout = timeout
 
@@ -433,20 +418,13 @@ class PolicyHandle(JobHandle[R]):
             lambda: fn(*args, **kwargs), policy, worker.control.stop_event
         )
         self._finish(kind, value, perf_counter())
-        if kind == SUCCEEDED:
-            worker.succeeded += 1
-        elif kind == CANCELLED:
-            worker.cancelled += 1
-        else:
-            worker.failed += 1
+        worker.count(kind)
 
-    def _finish(self, kind: str, value: Any, finished: float) -> None:
-        """Record how the job ended (``kind`` as in ``run_with_policy``) and wake waiters."""
+    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
+        """Record how the job ended (a finished status) and wake waiters."""
         self._result = value
         self._finished_at = finished
-        self._state = (
-            _SUCCEEDED if kind == SUCCEEDED else _CANCELLED if kind == CANCELLED else _FAILED
-        )
+        self._state = kind
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -459,76 +437,3 @@ def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:
         import logging
 
         logging.getLogger(__name__).exception("a done callback of job %s raised", handle.job_id)
-
-
-class DoneAndNotDone(NamedTuple):
-    done: set[JobHandle[Any]]
-    not_done: set[JobHandle[Any]]
-
-
-def wait(
-    handles: Iterable[JobHandle[Any]],
-    timeout: float | None = None,
-    return_when: str = ALL_COMPLETED,
-) -> DoneAndNotDone:
-    """Wait for handles as ``concurrent.futures.wait`` does for futures.
-
-    ``return_when`` is ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
-    """
-    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
-        raise ValueError(f"unknown return_when {return_when!r}")
-    pending = set(handles)
-    done = {h for h in pending if h.done()}
-    pending -= done
-
-    def stop_now() -> bool:
-        if not pending:
-            return True
-        if return_when == FIRST_COMPLETED:
-            return bool(done)
-        if return_when == FIRST_EXCEPTION:
-            return any(h._state == _FAILED for h in done)
-        return False
-
-    if stop_now():
-        return DoneAndNotDone(done, pending)
-    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
-    for handle in pending:
-        handle.add_done_callback(finished.put)
-    deadline = None if timeout is None else monotonic() + timeout
-    while not stop_now():
-        remaining = None if deadline is None else deadline - monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        try:
-            handle = finished.get(timeout=remaining)
-        except Empty:
-            break
-        pending.discard(handle)
-        done.add(handle)
-    return DoneAndNotDone(done, pending)
-
-
-def as_completed(
-    handles: Iterable[JobHandle[R]], timeout: float | None = None
-) -> Iterator[JobHandle[R]]:
-    """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
-
-    Raises:
-        TimeoutError: some jobs had not finished after ``timeout`` seconds.
-    """
-    pending = set(handles)
-    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
-    for handle in pending:
-        handle.add_done_callback(finished.put)
-    deadline = None if timeout is None else monotonic() + timeout
-    while pending:
-        remaining = None if deadline is None else deadline - monotonic()
-        try:
-            if remaining is not None and remaining <= 0:
-                raise Empty
-            handle = finished.get(timeout=remaining)
-        except Empty:
-            raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout} s") from None
-        pending.discard(handle)
-        yield handle

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .core.attempts import Attempts
+from .core.status import JobStatus
+
 __all__ = ["RetryPolicy", "run_with_policy"]
 
 
@@ -75,8 +78,8 @@ class RetryPolicy:
         return max(0.0, base)
 
 
-#: ``run_with_policy`` outcome kinds.
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+#: How a run under a policy ended: the one status vocabulary (:class:`JobStatus`).
+SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 
 def run_with_policy(
@@ -84,19 +87,26 @@ def run_with_policy(
     policy: RetryPolicy | None,
     stop: threading.Event,
     first_attempt: int = 1,
-) -> tuple[str, Any, int]:
-    """Run ``call`` under ``policy``: ``(kind, value or exception, attempts made)``.
+) -> tuple[JobStatus, Any, int]:
+    """Run ``call`` under ``policy``: ``(status, value or exception, attempts made)``.
 
-    The wait between attempts ends early when ``stop`` is set; the job is then
+    The blocking driver of :class:`~dispatchkit.core.Attempts`. The wait
+    between attempts ends early when ``stop`` is set; the job is then
     ``CANCELLED`` and the interrupted wait uses up no attempt.
     """
-    attempt = first_attempt
+    try:  # the first attempt needs no plan: most jobs succeed at once
+        return SUCCEEDED, call(), first_attempt
+    except BaseException as exc:  # the job's failure, whatever it is
+        error = exc
+    plan = Attempts(policy, first_attempt)
     while True:
+        wait = plan.after_failure(error)
+        if wait is None:
+            return FAILED, error, plan.number
+        if stop.wait(wait):
+            return CANCELLED, error, plan.number
+        plan.again()
         try:
-            return SUCCEEDED, call(), attempt
-        except BaseException as exc:  # the job's failure, whatever it is
-            if policy is None or not policy.should_retry(exc, attempt):
-                return FAILED, exc, attempt
-            if stop.wait(policy.delay(attempt)):
-                return CANCELLED, exc, attempt
-            attempt += 1
+            return SUCCEEDED, call(), plan.number
+        except BaseException as exc:
+            error = exc

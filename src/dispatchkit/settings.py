@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 from ._durations import MAX_SECONDS, check_seconds
+from .executors.registry import kind_names
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
 __all__ = ["ENV_PREFIX", "EXECUTORS", "Settings", "env_fields", "env_value"]
@@ -35,7 +36,8 @@ __all__ = ["ENV_PREFIX", "EXECUTORS", "Settings", "env_fields", "env_value"]
 ENV_PREFIX: Final = "DISPATCHKIT_"
 
 #: Where workers can run.
-EXECUTORS: Final = ("thread", "process")
+#: Worker kinds a :class:`~dispatchkit.Dispatcher` runs (the registry's).
+EXECUTORS: Final = kind_names(front_end="Dispatcher")
 
 #: Jobs an inbox holds by default before ``submit`` waits.
 DEFAULT_QUEUE_SIZE: Final = 1024

@@ -14,7 +14,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeAlias, TypeVar
 
 __all__ = [
     "SHARED",
@@ -29,6 +29,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: The keys of a block's jobs, when the strategy needs them.
+Keys: TypeAlias = Sequence[Hashable] | None
+#: ``(worker, jobs)`` pairs: a block split over the workers.
+Parts: TypeAlias = list[tuple[int, list[T]]]
+
 #: Returned by :meth:`Strategy.assign` when the job goes to the shared queue.
 SHARED: Final = -1
 
@@ -41,15 +46,16 @@ class Strategy(ABC):
 
     #: The name used on the command line and in results.
     name: str = ""
+    #: Whether every worker reads one shared queue (``assign`` gives ``SHARED``):
+    #: front ends build one queue instead of one per worker, and never probe
+    #: ``assign`` to find out.
+    shared: ClassVar[bool] = False
+    #: Whether every job must carry a key (``assign`` reads it).
+    needs_key: ClassVar[bool] = False
 
     @abstractmethod
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         """Return the index of the worker that runs job ``seq``, or ``SHARED``."""
-
-    @property
-    def needs_key(self) -> bool:
-        """Whether jobs must carry a key."""
-        return False
 
     def targets(
         self, first_seq: int, count: int, workers: int, keys: Sequence[Hashable] | None = None
@@ -61,12 +67,8 @@ class Strategy(ABC):
         return [assign(first_seq + i, key, workers) for i, key in enumerate(keys)]
 
     def split(
-        self,
-        items: Sequence[T],
-        first_seq: int,
-        workers: int,
-        keys: Sequence[Hashable] | None = None,
-    ) -> list[tuple[int, list[T]]]:
+        self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
+    ) -> Parts[T]:
         """Assign a block of consecutive jobs, ``first_seq`` being the first one's seq.
 
         Returns ``(worker, jobs)`` pairs, at most one per worker, the jobs of each
@@ -88,18 +90,9 @@ class RoundRobin(Strategy):
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return seq % workers
 
-    def targets(
-        self, first_seq: int, count: int, workers: int, keys: Sequence[Hashable] | None = None
-    ) -> list[int]:
-        return [seq % workers for seq in range(first_seq, first_seq + count)]
-
     def split(
-        self,
-        items: Sequence[T],
-        first_seq: int,
-        workers: int,
-        keys: Sequence[Hashable] | None = None,
-    ) -> list[tuple[int, list[T]]]:
+        self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
+    ) -> Parts[T]:
         return [
             ((first_seq + offset) % workers, list(items[offset::workers]))
             for offset in range(min(workers, len(items)))
@@ -119,19 +112,9 @@ class Batch(Strategy):
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return (seq // self.block) % workers
 
-    def targets(
-        self, first_seq: int, count: int, workers: int, keys: Sequence[Hashable] | None = None
-    ) -> list[int]:
-        block = self.block
-        return [(seq // block) % workers for seq in range(first_seq, first_seq + count)]
-
     def split(
-        self,
-        items: Sequence[T],
-        first_seq: int,
-        workers: int,
-        keys: Sequence[Hashable] | None = None,
-    ) -> list[tuple[int, list[T]]]:
+        self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
+    ) -> Parts[T]:
         per_worker: dict[int, list[T]] = {}
         pos, total = 0, len(items)
         while pos < total:
@@ -148,22 +131,14 @@ class Pull(Strategy):
     """One shared queue; whichever worker is idle takes the next job (the Go design)."""
 
     name = "pull"
+    shared = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return SHARED
 
-    def targets(
-        self, first_seq: int, count: int, workers: int, keys: Sequence[Hashable] | None = None
-    ) -> list[int]:
-        return [SHARED] * count
-
     def split(
-        self,
-        items: Sequence[T],
-        first_seq: int,
-        workers: int,
-        keys: Sequence[Hashable] | None = None,
-    ) -> list[tuple[int, list[T]]]:
+        self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
+    ) -> Parts[T]:
         return [(SHARED, list(items))] if items else []
 
 
@@ -172,10 +147,7 @@ class ByKey(Strategy):
     """A stable hash of the job's key picks the worker, so one key's jobs run in order."""
 
     name = "key"
-
-    @property
-    def needs_key(self) -> bool:
-        return True
+    needs_key = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return stable_hash(key) % workers

@@ -61,6 +61,7 @@ from ._conformance import (
 from ._conformance.targets import CHECKS, TARGETS, TargetEntry
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher
+from .executors.registry import kind_names, worker_kind
 from .job import Job, JobHandle, Outcome
 from .stats import DispatcherStats
 
@@ -99,7 +100,8 @@ __all__ = [
 ]
 
 #: Every worker kind.
-EXECUTORS = ("thread", "process", "async")
+#: Every worker kind, from the registry.
+EXECUTORS = kind_names()
 
 
 class Harness(Protocol):
@@ -204,15 +206,13 @@ def open_harness(executor: str, workers: int, **settings: Any) -> Iterator[Harne
     Raises:
         ValueError: an unknown executor or an invalid setting.
     """
-    if executor in ("thread", "process"):
+    if worker_kind(executor).front_end == "Dispatcher":
         dispatcher = Dispatcher(workers, executor=executor, **settings)
         try:
             yield _SyncHarness(dispatcher)
         finally:
             dispatcher.join()
         return
-    if executor != "async":
-        raise ValueError(f"unknown executor {executor!r}")
     loop = asyncio.new_event_loop()
     ready, finished = threading.Event(), threading.Event()
     async_dispatcher = AsyncDispatcher(workers, **settings)

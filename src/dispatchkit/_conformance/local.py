@@ -211,9 +211,7 @@ class AsyncFront:
         return counts_of(self._run(self.dispatcher.stop(cancel=cancel)))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        # Looked up when called: AsyncDispatcher has no shutdown today.
-        shutdown = self.dispatcher.shutdown  # type: ignore[attr-defined]
-        self._call(lambda: shutdown(wait, cancel_futures=cancel_futures))
+        self._run(self.dispatcher.shutdown(wait, cancel_futures=cancel_futures))
 
 
 @dataclass

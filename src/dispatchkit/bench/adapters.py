@@ -20,7 +20,7 @@ from typing import Any, Final
 from dispatchkit import AsyncDispatcher, Dispatcher, Outcome
 
 from .config import Config
-from .errors import BenchUsageError, ExecutorUnavailable
+from .errors import ExecutorUnavailable
 from .metrics import JobRecord, RunRecord, usage_now
 from .workloads import Workload, cpu_loops, set_cpu_loops
 
@@ -63,16 +63,8 @@ def _records(outcomes: Iterable[Outcome[Any]], t0: float) -> tuple[JobRecord, ..
     return tuple(records)
 
 
-def _sync_fn(workload: Workload, config: Config) -> Callable[[Any], Any]:
-    if workload.fn is None:
-        raise BenchUsageError(
-            f"{workload.name} is a coroutine function: only --executor async can run it"
-        )
-    return workload.fn
-
-
 def _run_dispatcher(workload: Workload, config: Config, **extra: Any) -> RunRecord:
-    fn = _sync_fn(workload, config)
+    fn = workload.sync_job("only --executor async can run it")
     key = job_key if config.strategy == "key" else None
     before = usage_now()
     with Dispatcher(config.workers, strategy=config.strategy, chunk=config.chunk, **extra) as d:
@@ -109,9 +101,7 @@ def run_async(workload: Workload, config: Config) -> RunRecord:
     Raises:
         BenchUsageError: the workload has no coroutine function.
     """
-    afn = workload.afn
-    if afn is None:
-        raise BenchUsageError(f"{workload.name} is not a coroutine function: asyncio cannot run it")
+    afn = workload.async_job()
     extra: dict[str, Any] = {"key": job_key} if config.strategy == "key" else {}
 
     async def main() -> tuple[float, float, list[Outcome[Any]]]:

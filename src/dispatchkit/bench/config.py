@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from dispatchkit.executors.registry import kind_names
+
 __all__ = ["EXECUTORS", "PEERS", "Config"]
 
 #: dispatchkit's worker kinds, in the order they are measured.
-EXECUTORS: Final = ("thread", "process", "async")
+EXECUTORS: Final = kind_names()
 
 #: The standard library's ways to run the same jobs, measured beside dispatchkit.
 PEERS: Final = ("ThreadPoolExecutor", "ProcessPoolExecutor", "multiprocessing.Pool", "asyncio")

@@ -21,7 +21,6 @@ from time import perf_counter
 from typing import Any, Final
 
 from .config import Config
-from .errors import BenchUsageError
 from .metrics import JobRecord, RunRecord, usage_now
 from .workloads import Workload, cpu_loops, noop, set_cpu_loops
 
@@ -66,15 +65,9 @@ def _to_record(
     return RunRecord(makespan, workers, tuple(jobs), usage_now())
 
 
-def _sync_fn(workload: Workload) -> Callable[[Any], Any]:
-    if workload.fn is None:
-        raise BenchUsageError(f"{workload.name} is a coroutine function: no sync peer can run it")
-    return workload.fn
-
-
 def run_thread_pool(workload: Workload, config: Config) -> RunRecord:
     """``concurrent.futures.ThreadPoolExecutor.map``."""
-    job = partial(_timed, _sync_fn(workload))
+    job = partial(_timed, workload.sync_job("no sync peer can run it"))
     before = usage_now()
     with ThreadPoolExecutor(config.workers) as pool:
         t0 = perf_counter()
@@ -86,7 +79,7 @@ def run_thread_pool(workload: Workload, config: Config) -> RunRecord:
 
 def run_process_pool(workload: Workload, config: Config) -> RunRecord:
     """``concurrent.futures.ProcessPoolExecutor.map`` with ``chunksize``."""
-    job = partial(_timed, _sync_fn(workload))
+    job = partial(_timed, workload.sync_job("no sync peer can run it"))
     before = usage_now()
     with ProcessPoolExecutor(
         config.workers, mp_context=_MP_CONTEXT, initializer=_init_worker, initargs=(cpu_loops(),)
@@ -101,7 +94,7 @@ def run_process_pool(workload: Workload, config: Config) -> RunRecord:
 
 def run_mp_pool(workload: Workload, config: Config) -> RunRecord:
     """``multiprocessing.Pool.imap_unordered`` with ``chunksize``."""
-    job = partial(_timed, _sync_fn(workload))
+    job = partial(_timed, workload.sync_job("no sync peer can run it"))
     before = usage_now()
     pool = _MP_CONTEXT.Pool(config.workers, initializer=_init_worker, initargs=(cpu_loops(),))
     try:
@@ -124,9 +117,7 @@ def run_asyncio(workload: Workload, config: Config) -> RunRecord:
     Raises:
         BenchUsageError: the workload has no coroutine function.
     """
-    afn = workload.afn
-    if afn is None:
-        raise BenchUsageError(f"{workload.name} is not a coroutine function: asyncio cannot run it")
+    afn = workload.async_job()
 
     async def main() -> tuple[float, float, list[_Row]]:
         queue: asyncio.Queue[Any] = asyncio.Queue()

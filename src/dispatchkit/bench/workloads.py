@@ -181,6 +181,26 @@ class Workload:
     def jobs(self) -> int:
         return len(self.items)
 
+    def sync_job(self, who: str) -> Callable[[Any], Any]:
+        """The sync job function.
+
+        Raises:
+            BenchUsageError: the workload has only a coroutine function (``who`` cannot run it).
+        """
+        if self.fn is None:
+            raise BenchUsageError(f"{self.name} is a coroutine function: {who}")
+        return self.fn
+
+    def async_job(self) -> Callable[[Any], Any]:
+        """The coroutine function.
+
+        Raises:
+            BenchUsageError: the workload has no coroutine function.
+        """
+        if self.afn is None:
+            raise BenchUsageError(f"{self.name} is not a coroutine function: asyncio cannot run it")
+        return self.afn
+
 
 #: name -> (sync job, async job, default job count, description)
 BUILTIN: Final[dict[str, tuple[Callable[[int], int], Callable[[int], Any], int, str]]] = {

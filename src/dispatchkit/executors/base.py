@@ -22,3 +22,6 @@ class WorkerPool(Protocol):
 
     def alive(self) -> int:
         """How many workers are still running."""
+
+    def kill(self) -> bool:
+        """Stop running jobs now, past a stop's deadline; False if this kind cannot."""

@@ -28,24 +28,17 @@ import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.process
 import os
-import pickle
-import select
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from time import monotonic, perf_counter
+from time import monotonic
 from typing import Any, Final
 
 from dispatchkit._inbox import Inbox
-from dispatchkit._work import BulkChunk, MapChunk, WorkerState, report_error
-from dispatchkit.errors import TimedOut, WorkerLost
-from dispatchkit.job import JobHandle, JobStatus, PolicyHandle
-from dispatchkit.retry import RetryPolicy
+from dispatchkit.core import WorkerState
 
-from ._child import CALL, EACH, RESEND, Result, Task, child_main, decode
+from ._liaison import Liaison
 
 __all__ = ["START_METHODS", "ProcessOptions", "ProcessWorkerPool"]
 
@@ -53,12 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Start methods a dispatcher accepts.
 START_METHODS: Final = ("fork", "forkserver", "spawn")
-
-#: Seconds between two looks at a worker that is running a job.
-_POLL: Final = 0.2
-
-#: RESEND, as sent down the pipe.
-_RESEND_BYTES: Final = pickle.dumps(RESEND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +65,41 @@ class ProcessOptions:
     initargs: tuple[Any, ...] = ()
     max_jobs_per_worker: int | None = None
     job_timeout: float | None = None
+
+    @classmethod
+    def given(
+        cls,
+        worker_processes: bool,
+        *,
+        start_method: str | None,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_jobs_per_worker: int | None,
+        job_timeout: float | None,
+    ) -> ProcessOptions | None:
+        """The options of a dispatcher's arguments, or None for a kind without processes.
+
+        Raises:
+            ValueError: a process option given to a kind without worker processes.
+        """
+        if worker_processes:
+            return cls(
+                start_method or "forkserver",
+                initializer,
+                initargs,
+                max_jobs_per_worker,
+                job_timeout,
+            )
+        given = {
+            "start_method": start_method,
+            "initializer": initializer,
+            "initargs": initargs or None,
+            "max_jobs_per_worker": max_jobs_per_worker,
+        }
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} need executor='process'")
+        return None
 
     def __post_init__(self) -> None:
         if self.start_method not in START_METHODS:
@@ -100,412 +122,6 @@ class ProcessOptions:
             raise ValueError(f"job_timeout must be a positive number, got {self.job_timeout!r}")
         if self.initializer is not None and not callable(self.initializer):
             raise TypeError("initializer must be callable")
-
-
-class _Spec:
-    """A message seen as a task: what to send, and how to record the results."""
-
-    __slots__ = ("fn", "items", "keep_values", "kind", "policy", "star", "timeout")
-
-    def __init__(
-        self,
-        kind: str,
-        fn: Callable[..., Any],
-        items: list[Any],
-        policy: RetryPolicy | None,
-        timeout: float | None,
-        star: bool = False,
-        keep_values: bool = True,
-    ) -> None:
-        self.kind, self.fn, self.items = kind, fn, items
-        self.policy, self.timeout, self.star, self.keep_values = policy, timeout, star, keep_values
-
-
-class _Liaison:
-    """Feeds one worker process and records what it did."""
-
-    def __init__(
-        self,
-        inbox: Inbox[Any],
-        state: WorkerState,
-        context: Any,  # a multiprocessing context; typeshed gives BaseContext no Process
-        options: ProcessOptions,
-        name: str,
-    ) -> None:
-        self._inbox = inbox
-        self._state = state
-        self._control = state.control
-        self._context = context
-        self._options = options
-        self._name = name
-        self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
-        # Watches the process's sentinel, which becomes readable once it exits:
-        # one poll(0) before each hand-off (cheaper than exitcode under forkserver).
-        self._exited = select.poll()
-        self._jobs_in_process = 0
-        self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
-
-    # -- the process ---------------------------------------------------------
-
-    def _ensure_process(self) -> tuple[BaseProcess, Connection]:
-        """The live process to give work to: a new one if there is none, or it died.
-
-        A process that died while idle (killed, out of memory) is seen here, before
-        a job is sent to it, so that no job is blamed for a death it did not see.
-        """
-        if self._process is not None and self._exited.poll(0):
-            self._process.join(1)  # reaps it, so that its exit code is known
-            logger.warning(
-                "%s: worker process %s died while idle (exit code %s); starting a new one",
-                self._name,
-                self._process.pid,
-                self._process.exitcode,
-            )
-            self._discard_process(kill=True)
-        if self._process is None or self._conn is None:
-            parent_end, child_end = self._context.Pipe()
-            process = self._context.Process(
-                target=child_main,
-                args=(child_end, self._options.initializer, self._options.initargs),
-                name=self._name,
-                daemon=True,
-            )
-            process.start()
-            child_end.close()
-            self._process, self._conn = process, parent_end
-            self._exited = select.poll()
-            self._exited.register(process.sentinel, select.POLLIN)
-            self._jobs_in_process = 0
-        return self._process, self._conn
-
-    def _discard_process(self, kill: bool) -> None:
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if process is None:
-            return
-        if kill:
-            process.kill()
-        elif conn is not None:
-            with contextlib.suppress(OSError):  # already gone: nothing to tell it
-                conn.send_bytes(pickle.dumps(None))
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        if conn is not None:
-            conn.close()
-
-    def kill(self) -> None:
-        """Kill the process now (a stop past its deadline)."""
-        process = self._process
-        if process is not None and process.is_alive():
-            process.kill()
-
-    # -- the loop ------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while (message := self._inbox.get()) is not None:
-                try:
-                    self._handle(message)
-                except BaseException:
-                    logger.critical("%s: internal error", self._name, exc_info=True)
-        finally:
-            self._discard_process(kill=False)
-
-    def _spec(self, message: Any) -> _Spec:
-        control, timeout = self._control, self._options.job_timeout
-        if isinstance(message, JobHandle):
-            if isinstance(message, PolicyHandle):
-                policy = message.retry or control.retry
-                timeout = message.timeout or timeout
-            else:
-                policy = control.retry
-            assert message._fn is not None
-            call = [(message._args, message._kwargs)]
-            return _Spec(CALL, message._fn, call, policy, timeout)
-        if message.__class__ is tuple:
-            return _Spec(EACH, message[0], [message[1]], control.retry, timeout, keep_values=False)
-        if isinstance(message, BulkChunk):
-            return _Spec(EACH, message.fn, message.items, control.retry, timeout, keep_values=False)
-        assert isinstance(message, MapChunk)
-        return _Spec(EACH, message.fn, message.items, control.retry, timeout, star=message.star)
-
-    def _handle(self, message: Any) -> None:
-        spec = self._spec(message)
-        if not spec.keep_values and spec.policy is None and spec.timeout is None:
-            self._handle_summary(message, spec)
-        else:
-            self._handle_each(message, spec)
-
-    def _handle_each(self, message: Any, spec: _Spec) -> None:
-        """Jobs whose every result matters: values, timeouts, retries."""
-        count = len(spec.items)
-        attempts = [0] * count
-        final: list[tuple[JobStatus, Any, float | None, float | None]] = [
-            (JobStatus.CANCELLED, None, None, None)
-        ] * count
-        todo = list(range(count))
-        while todo:
-            if self._control.stopping:
-                break  # the rest stays cancelled
-            results, not_started = self._execute(spec, [spec.items[i] for i in todo])
-            again: list[int] = []
-            worst_attempt = 0
-            for local, index in enumerate(todo):
-                if local in not_started:
-                    again.append(index)  # never ran: uses no attempt
-                    continue
-                ok, value, started, finished = results[local]
-                attempts[index] += 1
-                self._state.busy += finished - started
-                if self._state.first_start is None or started < self._state.first_start:
-                    self._state.first_start = started
-                if ok:
-                    final[index] = (JobStatus.SUCCEEDED, value, started, finished)
-                    continue
-                error = value
-                final[index] = (JobStatus.FAILED, error, started, finished)
-                if spec.policy is not None and spec.policy.should_retry(error, attempts[index]):
-                    again.append(index)
-                    worst_attempt = max(worst_attempt, attempts[index])
-            if (
-                worst_attempt
-                and spec.policy is not None
-                and self._control.stop_event.wait(spec.policy.delay(worst_attempt))
-            ):
-                # Stopped while waiting to retry: cancelled, no attempt used up.
-                for index in again:
-                    if final[index][0] is JobStatus.FAILED:
-                        final[index] = (JobStatus.CANCELLED, *final[index][1:])
-                break
-            todo = again
-        self._record(message, spec, final, attempts)
-
-    def _handle_summary(self, message: Any, spec: _Spec) -> None:
-        """Fire-and-forget jobs: the worker sends counts and failures, not a result per job."""
-        state = self._state
-        on_error = message[2] if message.__class__ is tuple else message.on_error
-        if self._control.stopping:
-            state.cancelled += len(spec.items)
-            return
-        task = Task(spec.kind, spec.fn, spec.items, keep_values=False, summary=True)
-        try:
-            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            # Find the items that cannot be sent, one by one (the slow path).
-            self._handle_each(message, spec)
-            return
-        process, conn = self._ensure_process()
-        reply = self._exchange(process, conn, data)
-        if reply is None:
-            error = WorkerLost("worker process died while running the chunk")
-            state.failed += len(spec.items)
-            for item in spec.items:
-                report_error(item, error, state, on_error)
-        else:
-            _, ok, failures, started, finished = reply
-            self._jobs_in_process += len(spec.items)
-            state.succeeded += ok
-            state.failed += len(failures)
-            state.busy += finished - started
-            if state.first_start is None or started < state.first_start:
-                state.first_start = started
-            for position, error in failures:
-                report_error(spec.items[position], error, state, on_error)
-            self._recycle_if_due()
-        if message.__class__ is not tuple:
-            message.items = []
-
-    def _exchange(self, process: BaseProcess, conn: Connection, data: bytes) -> Any:
-        """Send one task and wait for its one reply; None if the process died."""
-        try:
-            conn.send_bytes(data)
-        except OSError:
-            pass
-        else:
-            if self._wait_for_reply(process, conn):
-                reply = self._receive(process, conn)
-                if reply is not None:
-                    return reply
-        self._discard_process(kill=True)
-        return None
-
-    def _wait_for_reply(self, process: BaseProcess, conn: Connection) -> bool:
-        """Wait until ``conn`` has data: True, or False if the process died first."""
-        while True:
-            ready = wait([conn, process.sentinel], _POLL)
-            if conn in ready:
-                return True
-            if process.sentinel in ready:
-                return False
-
-    def _receive(self, process: BaseProcess, conn: Connection) -> tuple[Any, ...] | None:
-        """The process's next reply, decoded (data is waiting); None if it died."""
-        try:
-            data = conn.recv_bytes()
-            try:
-                reply = pickle.loads(data)
-            except BaseException as exc:  # the loader ran the values' code: anything may come out
-                # A value that pickled in the worker cannot be loaded here: have
-                # the reply again with each result pickled on its own, so that
-                # only the jobs whose values fail to load fail.
-                logger.debug("%s: a reply cannot be loaded (%r): asking again", self._name, exc)
-                conn.send_bytes(_RESEND_BYTES)
-                if not self._wait_for_reply(process, conn):
-                    return None
-                reply = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return None
-        return decode(reply)
-
-    def _recycle_if_due(self) -> None:
-        limit = self._options.max_jobs_per_worker
-        if limit is not None and self._jobs_in_process >= limit:
-            self._discard_process(kill=False)
-
-    def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, Result], set[int]]:
-        """Run ``items`` in the process; results by position, and positions never started."""
-        task = Task(
-            spec.kind, spec.fn, items, spec.star, spec.timeout is not None, spec.keep_values
-        )
-        try:
-            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            return self._unpicklable(spec, items, exc)
-        process, conn = self._ensure_process()
-        try:
-            conn.send_bytes(data)
-        except OSError:
-            return self._lost(spec, items, {}, None, process, conn)
-        results: dict[int, Result] = {}
-        running: tuple[int, float] | None = None  # (position, started) in stream mode
-        while True:
-            deadline = None
-            if running is not None and spec.timeout is not None:
-                deadline = running[1] + spec.timeout
-            wait_for = (
-                _POLL if deadline is None else max(0.0, min(_POLL, deadline - perf_counter()))
-            )
-            ready = wait([conn, process.sentinel], wait_for)
-            if conn in ready:
-                event = self._receive(process, conn)
-                if event is None:
-                    return self._lost(spec, items, results, running, process, conn)
-                if event[0] == "start":
-                    running = (event[1], event[2])
-                elif event[0] == "one":
-                    results[event[1]] = event[2]
-                    running = None
-                else:  # "done"
-                    for position, result in enumerate(event[1] or ()):
-                        results[position] = result
-                    self._jobs_in_process += len(items)
-                    self._recycle_if_due()
-                    return results, set()
-            elif process.sentinel in ready:
-                return self._lost(spec, items, results, running, process, conn)
-            elif deadline is not None and perf_counter() >= deadline and running is not None:
-                position, started = running
-                self._discard_process(kill=True)
-                error = TimedOut(f"job ran longer than its timeout of {spec.timeout} s")
-                results[position] = (False, error, started, perf_counter())
-                return results, set(range(position + 1, len(items)))
-
-    def _lost(
-        self,
-        spec: _Spec,
-        items: list[Any],
-        results: dict[int, Result],
-        running: tuple[int, float] | None,
-        process: BaseProcess,
-        conn: Connection,
-    ) -> tuple[dict[int, Result], set[int]]:
-        """The process died: what it held is lost, the rest of the chunk runs again."""
-        process.join(1)
-        code = process.exitcode
-        self._discard_process(kill=True)
-        error = WorkerLost(f"worker process died (exit code {code}) while running the job")
-        now = perf_counter()
-        if spec.timeout is not None:  # stream mode: we know which job was running
-            position = running[0] if running is not None else len(results)
-            started = running[1] if running is not None else now
-            if position < len(items):
-                results[position] = (False, error, started, now)
-            return results, set(range(position + 1, len(items)))
-        # Without per-job reports the whole chunk was in the worker's hands.
-        return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
-
-    def _unpicklable(
-        self, spec: _Spec, items: list[Any], exc: Exception
-    ) -> tuple[dict[int, Result], set[int]]:
-        """A job that cannot be pickled fails with a clear error; its chunk mates still run."""
-        now = perf_counter()
-        try:
-            pickle.dumps(spec.fn)
-        except Exception as fn_error:
-            error = TypeError(f"the job function cannot be sent to a worker process: {fn_error}")
-            return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
-        sendable, results = [], {}
-        for position, item in enumerate(items):
-            try:
-                pickle.dumps(item)
-                sendable.append(position)
-            except Exception as item_error:
-                results[position] = (
-                    False,
-                    TypeError(
-                        f"the job's arguments cannot be sent to a worker process: {item_error}"
-                    ),
-                    now,
-                    now,
-                )
-        if sendable:
-            sub, not_started = self._execute(spec, [items[p] for p in sendable])
-            for local, position in enumerate(sendable):
-                if local in not_started:
-                    continue
-                results[position] = sub[local]
-            missing = {sendable[local] for local in not_started}
-            return results, missing
-        del exc
-        return results, set()
-
-    def _record(
-        self,
-        message: Any,
-        spec: _Spec,
-        final: list[tuple[JobStatus, Any, float | None, float | None]],
-        attempts: list[int],
-    ) -> None:
-        state = self._state
-        for status, *_ in final:
-            if status is JobStatus.SUCCEEDED:
-                state.succeeded += 1
-            elif status is JobStatus.FAILED:
-                state.failed += 1
-            else:
-                state.cancelled += 1
-        if isinstance(message, JobHandle):
-            status, value, started, finished = final[0]
-            message._complete(state.index, status, value, started, finished, attempts[0])
-        elif isinstance(message, MapChunk):
-            rows = [
-                (seq, status, value, state.index, message.submitted_at, started, finished, tries)
-                for seq, (status, value, started, finished), tries in zip(
-                    message.seqs, final, attempts, strict=True
-                )
-            ]
-            message.items = []
-            message.run.deliver(rows)
-        else:
-            on_error = message[2] if message.__class__ is tuple else message.on_error
-            for item, (status, value, _, _) in zip(spec.items, final, strict=True):
-                if status is JobStatus.FAILED:
-                    report_error(item, value, state, on_error)
-            if message.__class__ is not tuple:
-                message.items = []
 
 
 #: Every pool not yet garbage-collected, for :func:`_let_go_after_fork`.
@@ -566,7 +182,7 @@ class ProcessWorkerPool:
             # worker it forks (each would pay ~0.1 s of imports on its first job).
             context.set_forkserver_preload(["dispatchkit", "dispatchkit.demo"])
         self._liaisons = [
-            _Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
+            Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
             for inbox, state in zip(inboxes, states, strict=True)
         ]
         _pools.add(self)
@@ -590,7 +206,8 @@ class ProcessWorkerPool:
     def alive(self) -> int:
         return sum(liaison.thread.is_alive() for liaison in self._liaisons)
 
-    def kill(self) -> None:
+    def kill(self) -> bool:
         """Kill every worker process (their running jobs fail with WorkerLost)."""
         for liaison in self._liaisons:
             liaison.kill()
+        return True

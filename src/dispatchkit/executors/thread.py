@@ -14,7 +14,8 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from dispatchkit._inbox import Inbox
-from dispatchkit._work import WorkerState, run_burst
+from dispatchkit._work import run_burst
+from dispatchkit.core import WorkerState
 from dispatchkit.errors import WorkerStartError
 
 __all__ = ["ThreadWorkerPool"]
@@ -46,7 +47,11 @@ class ThreadWorkerPool:
     """One thread per worker."""
 
     def __init__(
-        self, inboxes: Sequence[Inbox[Any]], states: Sequence[WorkerState], name: str
+        self,
+        inboxes: Sequence[Inbox[Any]],
+        states: Sequence[WorkerState],
+        name: str,
+        options: object = None,
     ) -> None:
         if len(inboxes) != len(states):
             raise ValueError("one inbox per worker state is needed")
@@ -91,3 +96,7 @@ class ThreadWorkerPool:
 
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)
+
+    def kill(self) -> bool:
+        """A running thread cannot be stopped: False."""
+        return False

@@ -137,7 +137,7 @@ class IngestApp:
             # (all of one request may go to one inbox; pull's shared one holds more).
             settings = dispatcher.settings
             self._max_payloads = settings.queue_size * (
-                settings.workers if dispatcher.strategy.name == "pull" else 1
+                settings.workers if dispatcher.strategy.shared else 1
             )
             self._by_key = dispatcher.strategy.needs_key
         else:

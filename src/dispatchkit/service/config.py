@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Final
 
 from dispatchkit._durations import check_seconds
+from dispatchkit.executors.registry import kind_names
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 #: Kinds of workers that run the payload jobs (``auto`` chooses: see ServeConfig).
-EXECUTORS: Final = ("auto", "async", "thread")
+EXECUTORS: Final = ("auto", *kind_names(in_process=True))
 
 #: Server interfaces the service runs on: granian's own (faster here) or ASGI.
 INTERFACES: Final = ("rsgi", "asgi")

@@ -1,0 +1,102 @@
+"""Waiting on many handles at once, as ``concurrent.futures.wait`` and ``as_completed`` do.
+
+Built on the handles' public interface (``done``, ``status``,
+``add_done_callback``), so any handle that has it can be waited on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
+from queue import Empty, SimpleQueue
+from time import monotonic
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from .core.status import JobStatus
+
+if TYPE_CHECKING:
+    from .job import JobHandle
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "DoneAndNotDone",
+    "as_completed",
+    "wait",
+]
+
+R = TypeVar("R")
+
+
+class DoneAndNotDone(NamedTuple):
+    done: set[JobHandle[Any]]
+    not_done: set[JobHandle[Any]]
+
+
+def wait(
+    handles: Iterable[JobHandle[Any]],
+    timeout: float | None = None,
+    return_when: str = ALL_COMPLETED,
+) -> DoneAndNotDone:
+    """Wait for handles as ``concurrent.futures.wait`` does for futures.
+
+    ``return_when`` is ``FIRST_COMPLETED``, ``FIRST_EXCEPTION`` or ``ALL_COMPLETED``.
+    """
+    if return_when not in (FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED):
+        raise ValueError(f"unknown return_when {return_when!r}")
+    pending = set(handles)
+    done = {h for h in pending if h.done()}
+    pending -= done
+
+    def stop_now() -> bool:
+        if not pending:
+            return True
+        if return_when == FIRST_COMPLETED:
+            return bool(done)
+        if return_when == FIRST_EXCEPTION:
+            return any(h.status is JobStatus.FAILED for h in done)
+        return False
+
+    if stop_now():
+        return DoneAndNotDone(done, pending)
+    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
+    for handle in pending:
+        handle.add_done_callback(finished.put)
+    deadline = None if timeout is None else monotonic() + timeout
+    while not stop_now():
+        remaining = None if deadline is None else deadline - monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        try:
+            handle = finished.get(timeout=remaining)
+        except Empty:
+            break
+        pending.discard(handle)
+        done.add(handle)
+    return DoneAndNotDone(done, pending)
+
+
+def as_completed(
+    handles: Iterable[JobHandle[R]], timeout: float | None = None
+) -> Iterator[JobHandle[R]]:
+    """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
+
+    Raises:
+        TimeoutError: some jobs had not finished after ``timeout`` seconds.
+    """
+    pending = set(handles)
+    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
+    for handle in pending:
+        handle.add_done_callback(finished.put)
+    deadline = None if timeout is None else monotonic() + timeout
+    while pending:
+        remaining = None if deadline is None else deadline - monotonic()
+        try:
+            if remaining is not None and remaining <= 0:
+                raise Empty
+            handle = finished.get(timeout=remaining)
+        except Empty:
+            raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout} s") from None
+        pending.discard(handle)
+        yield handle

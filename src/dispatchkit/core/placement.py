@@ -1,0 +1,142 @@
+"""Placement: which worker's queue gets which jobs of a block, in hand-offs of ``chunk``.
+
+Sans-I/O: a front end takes a block of jobs from its input (:meth:`Placement._block_size`
+says how many), numbers it (:meth:`Placement._stamp`), asks for the
+``(queue index, jobs)`` parts (:meth:`Placement._parts`) and puts each part's
+chunks into its queue, waiting for room as its kind of waiting goes. ``offer``,
+which never waits, asks :meth:`Placement._plan_offer`: all the parts, if every
+queue has room for its share, or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from dispatchkit.errors import ClosedError
+
+from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from dispatchkit.settings import Settings
+    from dispatchkit.strategies import Strategy
+
+__all__ = ["MIN_BLOCK", "Placement"]
+
+T = TypeVar("T")
+
+#: Fewest jobs taken from the input at once, so that the per-block overhead
+#: (a lock, a split) stays small beside the jobs even at chunk 1.
+MIN_BLOCK = 1024
+
+
+class _Queue(Protocol):
+    @property
+    def capacity(self) -> int: ...
+    def __len__(self) -> int: ...
+
+
+class Placement(Ledger):
+    """The strategy, the worker count and the chunk of a front end, and what follows."""
+
+    _strategy: Strategy
+    _n: int
+    _chunk: int
+    _shared: bool
+    _needs_key: bool
+    _closed: bool
+
+    def _open_placement(self, settings: Settings) -> None:
+        self._strategy = settings.resolved_strategy
+        self._n = settings.workers
+        self._chunk = settings.chunk
+        self._shared = self._strategy.shared
+        self._needs_key = self._strategy.needs_key
+        self._queue_size = settings.queue_size
+        self._capacity = settings.inbox_capacity
+
+    def _queue_capacities(self) -> list[int]:
+        """One queue per worker, or one for all with a shared strategy (it holds theirs)."""
+        if self._shared:
+            return [self._capacity * self._n]
+        return [self._capacity] * self._n
+
+    def _check_key(self, key: Callable[[Any], Hashable] | None) -> None:
+        """Raises ValueError: the strategy needs keys and ``key`` is None."""
+        if self._needs_key and key is None:
+            raise ValueError(
+                f"the {self._strategy.name} strategy needs key=<function giving each item's key>"
+            )
+
+    def _block_size(self, limit: int | None = None) -> int:
+        """Jobs to take from the input next: ``chunk`` for each worker (a hand-off
+        each), at least :data:`MIN_BLOCK` but never more than the queues hold,
+        and at most ``limit`` (never under 1)."""
+        size = self._chunk if self._shared else self._chunk * self._n
+        size = max(size, min(MIN_BLOCK, self._queue_size * self._n))
+        return size if limit is None else max(1, min(size, limit))
+
+    def _stamp(
+        self, block: list[T], key: Callable[[T], Hashable] | None
+    ) -> tuple[list[T], int, list[Hashable] | None]:
+        """Number a block: ``(jobs, first seq, keys or None)``; its seqs are consecutive."""
+        keys = [key(item) for item in block] if key is not None else None
+        return block, self._take_seqs(len(block)), keys
+
+    def _refusal(self) -> Exception:
+        """The error of a closed front end (a thread front end adds a fork's)."""
+        return ClosedError("the dispatcher is closed: it takes no more jobs")
+
+    def _numbered_blocks(
+        self,
+        items: Iterable[T],
+        key: Callable[[T], Hashable] | None,
+        limit: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
+        """Take ``items`` a numbered block at a time, at most ``limit()`` jobs each.
+
+        Raises:
+            ClosedError (or the front end's refusal): closed meanwhile.
+        """
+        iterator = iter(items)
+        while True:
+            block = list(islice(iterator, self._block_size(None if limit is None else limit())))
+            if not block:
+                return
+            if self._closed:
+                raise self._refusal()
+            yield self._stamp(block, key)
+
+    def _parts(
+        self, jobs: Sequence[T], first: int, keys: Sequence[Hashable] | None
+    ) -> list[tuple[int, list[T]]]:
+        """``(queue index, jobs)`` for each worker getting some of a numbered block."""
+        parts = self._strategy.split(jobs, first, self._n, keys)
+        if self._shared:
+            return [(0, part) for _, part in parts]
+        return parts
+
+    def _chunked(self, jobs: list[T]) -> list[list[T]]:
+        """A part cut into hand-offs of ``chunk`` jobs."""
+        chunk = self._chunk
+        if len(jobs) <= chunk:
+            return [jobs]
+        return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]
+
+    def _plan_offer(
+        self, items: Sequence[T], keys: Sequence[Hashable] | None, queues: Sequence[_Queue]
+    ) -> list[tuple[int, list[T]]] | None:
+        """All or nothing: the parts of ``items``, numbered, if every queue has room
+        for its share of hand-offs; else None, and nothing numbered. The caller
+        holds the lock that keeps offers atomic against each other."""
+        first = self._next_seq
+        parts = self._parts(items, first, keys)
+        chunk = self._chunk
+        # A split gives a queue at most one part: one look at each will do.
+        for index, jobs in parts:
+            queue = queues[index]
+            if len(queue) - (-len(jobs) // chunk) > queue.capacity:
+                return None
+        self._next_seq = first + len(items)
+        return parts

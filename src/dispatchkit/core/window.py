@@ -1,0 +1,91 @@
+"""The ``map`` window: how many jobs are out, and which results may be yielded now.
+
+Sans-I/O: :class:`MapWindow` only counts and orders. A front end's ``map``
+loop admits numbered blocks while :meth:`MapWindow.room` allows, waits its own
+way for a :class:`MapRun` delivery, and yields ``map_result`` of each row
+:meth:`MapWindow.release` gives back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from .rows import ResultRow
+
+__all__ = ["MapRun", "MapWindow", "check_window"]
+
+
+def check_window(window: int | None, default: int) -> int:
+    """The window of a ``map`` call: ``default`` for None.
+
+    Raises:
+        ValueError: not a whole number of at least 1.
+    """
+    if window is None:
+        return default
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a whole number of at least 1, got {window!r}")
+    return window
+
+
+class MapWindow:
+    """At most ``size`` jobs admitted and not yet released; in input order if ``ordered``."""
+
+    __slots__ = ("in_flight", "order", "ordered", "ready", "size")
+
+    def __init__(self, size: int, ordered: bool) -> None:
+        self.size = size
+        self.ordered = ordered
+        #: Jobs admitted and not released.
+        self.in_flight = 0
+        #: Seqs not yet released, in input order (ordered only).
+        self.order: deque[int] = deque()
+        #: Rows that arrived ahead of their turn (ordered only).
+        self.ready: dict[int, ResultRow] = {}
+
+    def room(self) -> int:
+        """How many more jobs may be admitted now."""
+        return self.size - self.in_flight
+
+    def admit(self, first: int, count: int) -> None:
+        """Jobs ``first`` to ``first + count - 1`` are out."""
+        self.in_flight += count
+        if self.ordered:
+            self.order.extend(range(first, first + count))
+
+    def release(self, rows: list[ResultRow]) -> list[ResultRow]:
+        """The rows to yield now, given the newly delivered ``rows``."""
+        if not self.ordered:
+            self.in_flight -= len(rows)
+            return rows
+        ready, order = self.ready, self.order
+        for row in rows:
+            ready[row[0]] = row
+        out = []
+        while order and order[0] in ready:
+            out.append(ready.pop(order.popleft()))
+        self.in_flight -= len(out)
+        return out
+
+
+class MapRun:
+    """Where the workers leave the finished rows of one ``map`` call, a list per chunk.
+
+    The waiting side belongs to the front end: it sets ``waiting`` before it
+    sleeps, and a delivery that sees it set calls ``notify`` (for threads, the
+    same no-lost-wake-up handshake as the inbox).
+    """
+
+    __slots__ = ("finished", "notify", "outcomes", "waiting")
+
+    def __init__(self, outcomes: bool, notify: Callable[[], None]) -> None:
+        self.outcomes = outcomes
+        self.finished: deque[list[ResultRow]] = deque()
+        self.waiting = False
+        self.notify = notify
+
+    def deliver(self, rows: list[ResultRow]) -> None:
+        self.finished.append(rows)
+        if self.waiting:
+            self.notify()
