@@ -14,10 +14,12 @@ an object per job would cost a third of the time. :func:`run_single` runs it.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from itertools import islice
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,33 +104,40 @@ class BulkChunk(FireAndForget):
         if worker.control.retry is not None:
             self._run_with_policy(worker, worker.control.retry)
             return
-        # Counted as each job ends, not at the end of the chunk: stats() (and
-        # the service's /metrics) must be current while a long chunk runs.
+        # Successes are added once the chunk ends, but stats() is current while it
+        # runs (the service's /metrics too): it reads how much of ``it`` is used
+        # up (WorkerState.live_succeeded), so the loop counts nothing per job.
         fn, items = self.fn, self.items
         total = len(items)
+        failed_before = worker.failed
+        ran = total
+        it = iter(items)
+        worker.chunk_size = total
+        worker.chunk_failed = failed_before
+        worker.chunk = it
         if total <= _STOP_CHECK_EVERY:
-            for item in items:
+            for item in it:
                 try:
                     fn(item)
                 except BaseException as exc:  # a failing job never stops its worker
                     worker.failed += 1
                     self._report(item, exc, worker)
-                else:
-                    worker.succeeded += 1
         else:
             control = worker.control
-            for low in range(0, total, _STOP_CHECK_EVERY):
+            for _ in range(0, total, _STOP_CHECK_EVERY):
                 if control.stopping:
-                    worker.cancelled += total - low
+                    left = operator.length_hint(it)
+                    worker.cancelled += left
+                    ran = total - left
                     break
-                for item in items[low : low + _STOP_CHECK_EVERY]:
+                for item in islice(it, _STOP_CHECK_EVERY):
                     try:
                         fn(item)
                     except BaseException as exc:
                         worker.failed += 1
                         self._report(item, exc, worker)
-                    else:
-                        worker.succeeded += 1
+        worker.chunk = None  # before the count below: a reader never counts twice
+        worker.succeeded += ran - (worker.failed - failed_before)
         self.items = []
 
     def _run_with_policy(self, worker: WorkerState, policy: RetryPolicy) -> None:

@@ -19,6 +19,10 @@ class _Counters(Protocol):
     busy: float
     first_start: float | None
 
+    def live_succeeded(self) -> int:
+        """``succeeded``, with the jobs of a chunk still running that returned."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerStats:
@@ -100,7 +104,7 @@ def snapshot(
     workers = tuple(
         WorkerStats(
             index=c.index,
-            succeeded=c.succeeded,
+            succeeded=c.live_succeeded(),
             failed=c.failed,
             cancelled=c.cancelled,
             busy_seconds=c.busy,

@@ -12,7 +12,8 @@ the thread front end, a no-op for the event loop's, which never preempts).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
@@ -34,6 +35,9 @@ class WorkerState:
     __slots__ = (
         "busy",
         "cancelled",
+        "chunk",
+        "chunk_failed",
+        "chunk_size",
         "control",
         "failed",
         "first_start",
@@ -54,6 +58,28 @@ class WorkerState:
         #: ``perf_counter()`` when this worker started its first job.
         self.first_start: float | None = None
         self.task: Any = None
+        #: The iterator over the bulk chunk being run, if any, and ``failed`` when it
+        #: began: a bulk chunk adds its successes once it ends, and meanwhile
+        #: :meth:`live_succeeded` tells how far it is from how much of the iterator
+        #: is used up (no counting per job in the hot loop).
+        self.chunk: Iterator[Any] | None = None
+        self.chunk_size = 0
+        self.chunk_failed = 0
+
+    def live_succeeded(self) -> int:
+        """Jobs that returned, those of the bulk chunk being run included.
+
+        Read from another thread: ``chunk`` is cleared before ``succeeded`` takes
+        the chunk's count, so a reader never counts a job twice. The job taken
+        last is taken as still running.
+        """
+        succeeded = self.succeeded
+        chunk = self.chunk
+        if chunk is None:
+            return succeeded
+        total, left = self.chunk_size, operator.length_hint(chunk)
+        ran = total - left - 1 - (self.failed - self.chunk_failed)
+        return succeeded + max(ran, 0)
 
     def count(self, status: JobStatus) -> None:
         """Count one job that ended so (the retry paths: hot loops count inline)."""
