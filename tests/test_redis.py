@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -476,13 +477,16 @@ def test_requests_arriving_during_a_call_go_together_in_the_next(
 
     async def main() -> list[bool]:
         queue = RedisPayloadQueue(redis_url, QUEUE, namespace, "t.payload", max_backlog=100)
-        script = queue._script
+        transport = queue._transport
+        put_if_room = transport.put_if_room
 
-        async def counted(keys: list[str], args: list[Any]) -> Any:
-            requests_per_call.append(len(args[2:]) // 2)  # one job per request here
-            return await script(keys=keys, args=args)
+        def counted(
+            stream: str, limit: int, requests: Sequence[Sequence[bytes]]
+        ) -> tuple[int, list[bool]]:
+            requests_per_call.append(len(requests))
+            return put_if_room(stream, limit, requests)
 
-        queue._script = counted
+        transport.put_if_room = counted  # type: ignore[method-assign]
         try:
             first = asyncio.ensure_future(queue.offer([b'{"id":0}']))
             await asyncio.sleep(0)  # the first call leaves...

@@ -10,8 +10,12 @@ __all__ = [
     "ForkedError",
     "JobCancelled",
     "JobVanished",
+    "NeedsAsyncWorker",
+    "PayloadNotSendable",
     "QueueFull",
+    "RemoteError",
     "RemoteJobError",
+    "RemoteTraceback",
     "TimedOut",
     "TransportError",
     "TransportRejected",
@@ -108,3 +112,37 @@ class RemoteJobError(DispatchError):
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.remote_traceback = remote_traceback
+
+
+class RemoteError(DispatchError):
+    """Stands in for a job's exception that could not travel between the processes.
+
+    Either it could not be pickled in the worker process or it could not be
+    unpickled in the dispatcher's; the message names its type and says why.
+    """
+
+
+class RemoteTraceback(DispatchError):
+    """The traceback of an exception raised in a worker process or on a remote worker.
+
+    Set as the ``__cause__`` of the error the job's handle raises, as
+    ``concurrent.futures.process`` does, so that it shows in the report.
+
+    Attributes:
+        text: the formatted traceback.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class NeedsAsyncWorker(DispatchError, TypeError):
+    """A coroutine job reached a worker of plain functions: run it with ``--executor async``."""
+
+
+class PayloadNotSendable(DispatchError, ValueError):
+    """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""

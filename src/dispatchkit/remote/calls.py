@@ -13,16 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.errors import NeedsAsyncWorker
 from dispatchkit.transports._codec import EncodedJob, error_info
 
 __all__ = ["Called", "call_in_loop", "call_in_pool", "call_in_thread"]
 
 #: ``(value, ok, (jobs succeeded, jobs failed))``.
 Called = tuple[Any, bool, tuple[int, int]]
-
-
-class NeedsAsyncWorker(TypeError):
-    """A job returned an awaitable on a worker thread, where nothing would await it."""
 
 
 def call_in_thread(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:

@@ -35,6 +35,7 @@ from dispatchkit.errors import (
     JobVanished,
     QueueFull,
     RemoteJobError,
+    RemoteTraceback,
     TransportError,
     WorkerLost,
 )
@@ -43,9 +44,9 @@ from dispatchkit.registry import job_name
 from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
 from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
-from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
+from dispatchkit.transports.base import Transport
 
-from .worker import DEFAULT_PARTITIONS
+from .worker import DEFAULT_PARTITIONS, _redis_transport
 
 __all__ = ["RedisDispatcher", "RemoteStats"]
 
@@ -77,7 +78,7 @@ class RedisDispatcher:
     """Publishes registered jobs to the workers of one Redis queue.
 
     Args:
-        url: ``redis://HOST:PORT/DB``.
+        url: ``redis://HOST:PORT/DB`` (or give ``transport``).
         queue: the queue's name, as given to the workers.
         strategy: ``pull`` (one shared stream), ``round_robin`` or ``batch`` (one
             stream per registered worker), ``key`` (one stream per partition).
@@ -92,6 +93,8 @@ class RedisDispatcher:
         visibility_timeout: seconds after which a handle whose entry is gone
             from Redis (neither queued, nor held by a worker, nor answered)
             fails with ``JobVanished`` (as given to the workers).
+        transport: the transport to use instead of a Redis URL (a
+            :class:`~dispatchkit.transports.memory.MemoryTransport` in tests, say).
 
     Raises:
         ValueError: an unknown strategy or a bad number (a duration that is not
@@ -101,8 +104,8 @@ class RedisDispatcher:
 
     def __init__(
         self,
-        url: str,
-        queue: str,
+        url: str | None = None,
+        queue: str | None = None,
         *,
         strategy: str | Strategy = "pull",
         block: int = 100,
@@ -112,6 +115,7 @@ class RedisDispatcher:
         put_timeout: float | None = None,
         worker_wait: float = 30.0,
         visibility_timeout: float = 60.0,
+        transport: Transport | None = None,
     ) -> None:
         if put_timeout is not None:
             put_timeout = check_seconds("put_timeout", put_timeout, zero_ok=True)
@@ -121,10 +125,12 @@ class RedisDispatcher:
             raise ValueError("capacity and partitions must be at least 1")
         self._strategy = parse_strategy(strategy, block=block)
         self.name = secrets.token_hex(6)
-        # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
-        self._transport = RedisTransport(
-            url, queue=queue, namespace=namespace, socket_timeout=_REPLY_TIMEOUT
-        )
+        if transport is None:
+            # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
+            transport = _redis_transport(url, queue, namespace, "", _REPLY_TIMEOUT)
+        elif url is not None or (queue is not None and queue != transport.keys.queue):
+            raise ValueError("give either a Redis URL and a queue, or a transport of that queue")
+        self._transport = transport
         self._transport.ping()
         self.keys = self._transport.keys
         self._results = self.keys.results(self.name)
@@ -140,7 +146,7 @@ class RedisDispatcher:
         # Where each published, unsettled job's entry is, and when to look for it:
         # in order of that time (published in order; one looked at goes last).
         self._placed: dict[int, tuple[str, str, float]] = {}
-        self._last_outcome: Any = b"0-0"
+        self._last_outcome = "0-0"
         self._unread = 0
         self._closed = False
         self._stopping = threading.Event()
@@ -315,15 +321,9 @@ class RedisDispatcher:
         if self._workers and now - self._workers_at < 1.0:
             return self._workers
         deadline = now + self._worker_wait
-        client = self._transport.client
         while True:
-            with translate_errors("listing workers"):
-                pipe = client.pipeline(transaction=False)
-                # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
-                pipe.zrangebyscore(self.keys.workers, time.time() - 10, "+inf")
-                pipe.smembers(self.keys.draining)
-                live, draining = pipe.execute()
-            names = sorted({w.decode() for w in live} - {w.decode() for w in draining})
+            # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
+            names = self._transport.live_workers(10.0)
             if names:
                 self._workers, self._workers_at = names, time.monotonic()
                 return names
@@ -338,7 +338,7 @@ class RedisDispatcher:
         next_check = time.monotonic() + check_every
         while not (self._stopping.is_set() and not self._pending):
             try:
-                self._read_outcomes(block_ms=200)
+                self._read_outcomes(block=0.2)
                 if time.monotonic() >= next_check:
                     self._fail_vanished()
                     next_check = time.monotonic() + check_every
@@ -346,28 +346,24 @@ class RedisDispatcher:
                 logger.error("reading outcomes failed: %s; retrying", exc)
                 time.sleep(0.5)
 
-    def _read_outcomes(self, block_ms: int | None) -> int:
-        """Read and settle the next outcomes (waiting ``block_ms`` for some); how many.
+    def _read_outcomes(self, block: float | None) -> int:
+        """Read and settle the next outcomes (waiting ``block`` seconds for some); how many.
 
         Raises:
             TransportError: Redis failed.
         """
-        client = self._transport.client
-        with translate_errors("reading outcomes"):
-            reply: Any = client.xread(
-                {self._results: self._last_outcome}, count=_READ_BATCH, block=block_ms
-            )
-            if not reply:
-                return 0
-            entries = reply[0][1]
-            self._last_outcome = entries[-1][0]
-            for _, fields in entries:
-                self._on_outcome(fields.get(OUTCOME_FIELD))
-            self._unread += len(entries)
-            if self._unread >= _READ_BATCH or not self._pending:
-                # Trim what was read, in one command per many outcomes.
-                client.xtrim(self._results, minid=self._last_outcome, approximate=False)
-                self._unread = 0
+        t = self._transport
+        entries = t.read_outcomes(self._results, self._last_outcome, _READ_BATCH, block)
+        if not entries:
+            return 0
+        self._last_outcome = entries[-1][0]
+        for _, payload in entries:
+            self._on_outcome(payload)
+        self._unread += len(entries)
+        if self._unread >= _READ_BATCH or not self._pending:
+            # Trim what was read, in one command per many outcomes.
+            t.trim_outcomes(self._results, self._last_outcome)
+            self._unread = 0
         return len(entries)
 
     def _fail_vanished(self) -> None:
@@ -388,7 +384,7 @@ class RedisDispatcher:
                 continue
             # An entry acknowledged before the look had its outcome stored with it:
             # read every outcome up to now before calling any entry lost.
-            while self._read_outcomes(block_ms=None) == _READ_BATCH:
+            while self._read_outcomes(block=None) == _READ_BATCH:
                 pass
             with self._lock:
                 lost_jobs = [d for d in lost_jobs if d[0] in self._pending]
@@ -501,8 +497,7 @@ class RedisDispatcher:
         self._flusher.join()
         self._listener.join()
         try:
-            with translate_errors("deleting the results stream"):
-                self._transport.client.delete(self._results)
+            self._transport.drop_outcomes(self._results)
         except TransportError:
             logger.warning("could not delete %s", self._results)
         self._transport.close()
@@ -548,7 +543,7 @@ def remote_error(info: Any) -> BaseException:
         else RemoteJobError(type_name, message, remote_tb)
     )
     # As concurrent.futures.process does: the remote traceback is the cause.
-    error.__cause__ = _RemoteTraceback(remote_tb) if remote_tb else None
+    error.__cause__ = RemoteTraceback(remote_tb) if remote_tb else None
     return error
 
 
@@ -561,14 +556,3 @@ def _values(handle: JobHandle[Any], chunked: bool) -> Iterator[Any]:
         if not ok:
             raise remote_error(value)
         yield value
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an exception raised on a remote worker (shown as the cause)."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'

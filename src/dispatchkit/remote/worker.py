@@ -41,8 +41,7 @@ from dispatchkit.errors import TransportError, TransportRejected, TransportUnava
 from dispatchkit.registry import DEFAULT_REGISTRY, Registry
 from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, decode_job, encode_outcome
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
-from dispatchkit.transports.base import Delivery
-from dispatchkit.transports.redis import RedisTransport, default_consumer_name, translate_errors
+from dispatchkit.transports.base import Delivery, Transport
 
 from .calls import Called, call_in_loop, call_in_pool, call_in_thread
 from .runners import JobRunner, Task, make_runner
@@ -66,19 +65,6 @@ _ACK_BATCH: Final = 1024
 #: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
 _ACK_LINGER: Final = 0.001
 _ACK_LINGER_BELOW: Final = 32
-
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class _DeadLetter(NamedTuple):
@@ -148,7 +134,7 @@ class RedisWorker:
     """Runs registered jobs read from the Redis streams of one queue.
 
     Args:
-        url: ``redis://HOST:PORT/DB``.
+        url: ``redis://HOST:PORT/DB`` (or give ``transport``).
         queue: the queue's name.
         concurrency: jobs run at once.
         executor: the runner kind: ``thread`` (plain functions, on
@@ -175,6 +161,9 @@ class RedisWorker:
         unreachable_timeout: seconds Redis may stay unreachable before the
             worker gives up and :meth:`run` raises, whatever it holds (its
             entries stay pending, for live workers to claim).
+        transport: the transport to use instead of a Redis URL (a
+            :class:`~dispatchkit.transports.memory.MemoryTransport` in tests, say);
+            its consumer name is the worker's name.
 
     Raises:
         ValueError: a bad argument (unknown executor, non-positive numbers, a
@@ -183,8 +172,8 @@ class RedisWorker:
 
     def __init__(
         self,
-        url: str,
-        queue: str,
+        url: str | None = None,
+        queue: str | None = None,
         *,
         concurrency: int = 1,
         executor: str = "thread",
@@ -199,6 +188,7 @@ class RedisWorker:
         partitions: int = DEFAULT_PARTITIONS,
         drain_timeout: float | None = None,
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        transport: Transport | None = None,
     ) -> None:
         heartbeat = check_seconds("heartbeat", heartbeat)
         if dead_after is None:
@@ -219,18 +209,22 @@ class RedisWorker:
             if drain_timeout is None
             else check_seconds("drain_timeout", drain_timeout, zero_ok=True)
         )
-        self.name = name or default_consumer_name()
+        if transport is None:
+            self.name = name or _default_name()
+            self._transport = _redis_transport(
+                url,
+                queue,
+                namespace,
+                self.name,
+                # Bounded waits on Redis: a server that hangs (or a network that drops
+                # packets) must count as unreachable too, not block a thread for good.
+                socket_timeout=min(self._outage.limit, _LONGEST_REPLY) + 0.5,
+            )
+        else:
+            self.name = _transport_consumer(transport, url, queue, name)
+            self._transport = transport
         self._runner: JobRunner = make_runner(executor, concurrency)
         self._executor = executor
-        # Bounded waits on Redis: a server that hangs (or a network that drops
-        # packets) must count as unreachable too, not block a thread for good.
-        self._transport = RedisTransport(
-            url,
-            queue=queue,
-            namespace=namespace,
-            consumer=self.name,
-            socket_timeout=min(self._outage.limit, _LONGEST_REPLY) + 0.5,
-        )
         self.keys = self._transport.keys
         self._registry = registry
         self._prefetch = 2 * concurrency if prefetch is None else prefetch
@@ -241,9 +235,6 @@ class RedisWorker:
         self._max_attempts = max_attempts
         self._partitions = partitions
         self._own = self.keys.worker_stream(self.name)
-        client = self._transport.client
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
 
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -371,10 +362,9 @@ class RedisWorker:
         given up, so their new holders take those at once.
         """
         try:
-            with translate_errors("leaving at the drain deadline"):
-                for stream in list(self._leases):
-                    self._release(keys=[stream_lease(self, stream)], args=[self.name])
-                self._transport.client.srem(self.keys.draining, self.name)
+            for stream in list(self._leases):
+                self._transport.release_lease(_partition(stream), self.name)
+            self._transport.unregister(self.name, forget=False)
         except TransportError:
             logger.warning("worker %s: could not give up its leases", self.name, exc_info=True)
 
@@ -398,23 +388,15 @@ class RedisWorker:
     def _register(self) -> None:
         t = self._transport
         for stream in (self._own, self.keys.pull):
-            t.ensure_group(stream)
-        with translate_errors("registering the worker"):
-            pipe = t.client.pipeline(transaction=True)
-            pipe.sadd(self.keys.worker_streams, self._own)
-            pipe.zadd(self.keys.workers, {self.name: time.time()})
-            pipe.execute()
+            t.open_stream(stream)
+        t.register(self.name, self._own)
 
     def _unregister(self) -> None:
         t = self._transport
         try:
-            with translate_errors("unregistering the worker"):
-                for stream in list(self._leases):
-                    self._release(keys=[stream_lease(self, stream)], args=[self.name])
-                pipe = t.client.pipeline(transaction=True)
-                pipe.zrem(self.keys.workers, self.name)
-                pipe.srem(self.keys.draining, self.name)
-                pipe.execute()
+            for stream in list(self._leases):
+                t.release_lease(_partition(stream), self.name)
+            t.unregister(self.name)
             # Our stream, if jobs were still added to it, is adopted by the others.
             t.delete_stream_if_empty(self._own)
             for stream in {self._own, self.keys.pull, *self._leases, *self._adopted}:
@@ -697,24 +679,8 @@ class RedisWorker:
 
     def _beat(self) -> None:
         t = self._transport
-        client = t.client
-        now = time.time()
         draining = self._stopping.is_set()
-        with translate_errors("sending a heartbeat"):
-            pipe = client.pipeline(transaction=False)
-            pipe.zadd(self.keys.workers, {self.name: now})
-            if draining:
-                pipe.sadd(self.keys.draining, self.name)
-            pipe.zrangebyscore(self.keys.workers, now - self._dead_after, "+inf")
-            pipe.zrangebyscore(self.keys.workers, "-inf", f"({now - self._dead_after}")
-            pipe.smembers(self.keys.draining)
-            pipe.smembers(self.keys.worker_streams)
-            _, *rest = pipe.execute()
-        if draining:
-            rest = rest[1:]
-        live_raw, dead_raw, draining_raw, streams_raw = rest
-        live = {_s(w) for w in live_raw}
-        dead = {_s(w) for w in dead_raw}
+        peers = t.heartbeat(self.name, draining=draining, dead_after=self._dead_after)
         with self._lock:
             held = {s: list(ids) for s, ids in self._held.items() if ids}
         t.touch(held)  # our entries are not idle, whoever looks
@@ -722,11 +688,11 @@ class RedisWorker:
         if draining:
             self._release_leases(all_of_them=True)
             return
-        for worker in dead:
+        for worker in peers.dead:
             self._reap(worker)
-        self._adopt({_s(s) for s in streams_raw}, live)
+        self._adopt(peers.streams, peers.live)
         self._claim_idle()
-        active = len(live - {_s(w) for w in draining_raw}) or 1
+        active = len(peers.live - peers.draining) or 1
         self._balance_leases(math.ceil(self._partitions / active))
 
     def _reap(self, worker: str) -> None:
@@ -754,18 +720,16 @@ class RedisWorker:
             if not t.delete_consumer(stream, worker):
                 left += 1
         if left == 0:
-            with translate_errors("forgetting a dead worker"):
-                t.client.zrem(self.keys.workers, worker)
+            t.forget_worker(worker)
         if total:
             logger.warning(
                 "worker %s: claimed %d entries of dead worker %s", self.name, total, worker
             )
 
     def _known_worker_streams(self) -> list[str]:
-        with translate_errors("listing worker streams"):
-            return [_s(s) for s in self._transport.client.smembers(self.keys.worker_streams)]
+        return sorted(self._transport.worker_streams())
 
-    def _adopt(self, streams: set[str], live: set[str]) -> None:
+    def _adopt(self, streams: Iterable[str], live: Iterable[str]) -> None:
         """Read the streams of departed workers until they are empty, then delete them."""
         prefix = self.keys.worker_stream("")
         for stream in streams:
@@ -779,7 +743,7 @@ class RedisWorker:
                     self._adopted.discard(stream)
                 continue
             if stream not in self._adopted:
-                self._transport.ensure_group(stream)
+                self._transport.open_stream(stream)
                 with self._lock:
                     self._adopted.add(stream)
 
@@ -795,13 +759,10 @@ class RedisWorker:
             self._accept(claimed)
 
     def _renew_leases(self) -> None:
-        ttl_ms = int(self._dead_after * 1000)
         with self._lock:
             leases = list(self._leases)
         for stream in leases:
-            with translate_errors("renewing a partition lease"):
-                kept = self._renew(keys=[stream_lease(self, stream)], args=[self.name, ttl_ms])
-            if not kept:
+            if not self._transport.renew_lease(_partition(stream), self.name, self._dead_after):
                 with self._lock:
                     self._leases.discard(stream)
                     self._releasing.discard(stream)
@@ -819,7 +780,6 @@ class RedisWorker:
 
     def _acquire_leases(self, wanted: int) -> None:
         t = self._transport
-        ttl_ms = int(self._dead_after * 1000)
         order = list(range(self._partitions))
         random.shuffle(order)
         for index in order:
@@ -828,11 +788,9 @@ class RedisWorker:
             stream = self.keys.partition(index)
             if stream in self._leases:
                 continue
-            with translate_errors("taking a partition lease"):
-                taken = t.client.set(self.keys.lease(index), self.name, nx=True, px=ttl_ms)
-            if not taken:
+            if not t.take_lease(index, self.name, self._dead_after):
                 continue
-            t.ensure_group(stream)
+            t.open_stream(stream)
             # The previous holder died or left: what it held runs first, in order.
             self._take_claimed(t.claim_idle(stream, 0, everything=True))
             with self._lock:
@@ -845,20 +803,49 @@ class RedisWorker:
                 self._releasing |= self._leases
             idle = [s for s in self._releasing if not self._held.get(s)]
         for stream in idle:
-            with translate_errors("releasing a partition lease"):
-                self._release(keys=[stream_lease(self, stream)], args=[self.name])
+            self._transport.release_lease(_partition(stream), self.name)
             with self._lock:
                 self._leases.discard(stream)
                 self._releasing.discard(stream)
 
 
-def stream_lease(worker: RedisWorker, stream: str) -> str:
-    """The lease key of a partition stream."""
-    return worker.keys.lease(int(stream.rsplit(":", 1)[1]))
+def _partition(stream: str) -> int:
+    """The index of a partition stream."""
+    return int(stream.rsplit(":", 1)[1])
 
 
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _default_name() -> str:
+    from dispatchkit.transports.redis import default_consumer_name
+
+    return default_consumer_name()
+
+
+def _redis_transport(
+    url: str | None, queue: str | None, namespace: str, consumer: str, socket_timeout: float
+) -> Transport:
+    """The Redis transport of a worker or dispatcher given a URL (redis-py loads here)."""
+    if url is None or queue is None:
+        raise ValueError("give the Redis URL and the queue, or a transport")
+    from dispatchkit.transports.redis import RedisTransport
+
+    return RedisTransport(
+        url, queue=queue, namespace=namespace, consumer=consumer, socket_timeout=socket_timeout
+    )
+
+
+def _transport_consumer(
+    transport: Transport, url: str | None, queue: str | None, name: str | None
+) -> str:
+    """The worker's name given a transport: its consumer name (checked against the rest)."""
+    if url is not None:
+        raise ValueError("give either a Redis URL or a transport, not both")
+    if queue is not None and queue != transport.keys.queue:
+        raise ValueError(f"queue {queue!r} is not the transport's ({transport.keys.queue!r})")
+    if not transport.consumer:
+        raise ValueError("a worker's transport needs a consumer name (the worker's)")
+    if name is not None and name != transport.consumer:
+        raise ValueError(f"name {name!r} is not the transport's consumer ({transport.consumer!r})")
+    return transport.consumer
 
 
 def run_worker(

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
 
+from . import _redis_scripts as scripts
+from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
-from .base import Delivery
+from .base import Delivery, Peers
 
 try:
     import redis
@@ -48,82 +50,6 @@ RESULTS_TTL: Final = 24 * 3600
 
 #: Entries one XAUTOCLAIM call looks at.
 _CLAIM_BATCH: Final = 256
-
-# Deletes a worker stream only if it is empty, atomically: a dispatcher may be
-# adding to it at the same moment, and an entry added must not be lost.
-_DELETE_IF_EMPTY: Final = """
-if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], KEYS[1])
-  return 1
-end
-return 0
-"""
-
-
-#: Error replies saying that the server cannot serve for now, not that the request is
-#: wrong: a request refused with one of these is retried, never dead-lettered.
-_BUSY_REPLIES: Final = frozenset(
-    {"BUSY", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS", "OOM"}
-    | {"READONLY", "TRYAGAIN"}
-)
-_BUSY_ERRORS: Final = (
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-
-
-def is_rejection(exc: BaseException) -> bool:
-    """Whether Redis refused the request itself, so that sending it again cannot help.
-
-    An error reply (``WRONGTYPE``, ``ERR``, ``NOGROUP``, ...) other than those saying
-    the server is busy for now, or a value redis-py cannot encode.
-    """
-    if isinstance(exc, redis.DataError):
-        return True
-    if not isinstance(exc, redis.ResponseError) or isinstance(exc, _BUSY_ERRORS):
-        return False
-    return _reply_text(exc).split(" ", 1)[0] not in _BUSY_REPLIES
-
-
-def _reply_text(exc: BaseException) -> str:
-    """The server's error reply, without the command a pipeline puts before it.
-
-    A pipeline's error reads "Command # 2 (XADD key field value) of pipeline caused
-    error: CODE message"; the command may carry a whole outcome.
-    """
-    return str(exc).rpartition("caused error: ")[2]
-
-
-@contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Raise redis-py's errors as :class:`TransportError` subclasses.
-
-    Raises:
-        TransportUnavailable: the server cannot be reached.
-        TransportRejected: the server refused the request itself (:func:`is_rejection`).
-        TransportError: any other Redis error (the server busy for now, say).
-    """
-    try:
-        yield
-    except redis.AuthenticationError as exc:
-        raise TransportUnavailable(f"Redis refused the credentials while {what}: {exc}") from exc
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise TransportUnavailable(f"Redis unreachable while {what}: {exc}") from exc
-    except redis.RedisError as exc:
-        kind = TransportRejected if is_rejection(exc) else TransportError
-        raise kind(f"Redis error while {what}: {exc}") from exc
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _s(value: bytes | str) -> str:
@@ -168,7 +94,10 @@ class RedisTransport:
         self.url = url
         self.keys = Keys(namespace, queue)
         self.consumer = consumer
-        self._delete_if_empty = self.client.register_script(_DELETE_IF_EMPTY)
+        self._delete_if_empty = self.client.register_script(scripts.DELETE_IF_EMPTY)
+        self._renew = self.client.register_script(scripts.RENEW_LEASE)
+        self._release = self.client.register_script(scripts.RELEASE_LEASE)
+        self._add_if_room = self.client.register_script(scripts.ADD_IF_ROOM)
         self._worker_prefix = self.keys.worker_stream("")
 
     def ping(self) -> None:
@@ -294,10 +223,10 @@ class RedisTransport:
                 continue
             if not is_rejection(result):
                 raise TransportError(
-                    f"Redis error while acknowledging jobs: {_reply_text(result)}"
+                    f"Redis error while acknowledging jobs: {reply_text(result)}"
                 ) from result
             for delivery in deliveries:
-                error = f"Redis refused {what}: {_reply_text(result)}"
+                error = f"Redis refused {what}: {reply_text(result)}"
                 refused.setdefault((delivery.stream, delivery.entry_id), (delivery, error))
         return list(refused.values())
 
@@ -367,7 +296,7 @@ class RedisTransport:
 
     # -- consumer groups, claims and workers -----------------------------------
 
-    def ensure_group(self, stream: str) -> None:
+    def open_stream(self, stream: str) -> None:
         """Create the consumer group of ``stream`` (and the stream), reading from the start.
 
         Raises:
@@ -380,7 +309,9 @@ class RedisTransport:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def touch(self, held: dict[str, list[Any]]) -> None:
+    ensure_group = open_stream
+
+    def touch(self, held: Mapping[str, Sequence[str]]) -> None:
         """Reset the idle time of entries this worker holds, so no one claims them.
 
         Raises:
@@ -391,7 +322,7 @@ class RedisTransport:
         pipe = self.client.pipeline(transaction=False)
         for stream, ids in held.items():
             if ids:
-                pipe.xclaim(stream, GROUP, self.consumer, 0, ids, justid=True)
+                pipe.xclaim(stream, GROUP, self.consumer, 0, list(ids), justid=True)
         with translate_errors("refreshing held jobs"):
             pipe.execute()
 
@@ -502,6 +433,168 @@ class RedisTransport:
         with translate_errors("deleting a stream"):
             return bool(self._delete_if_empty(keys=[stream, self.keys.worker_streams]))
 
+    def put_if_room(
+        self, stream: str, limit: int, requests: Sequence[Sequence[bytes]]
+    ) -> tuple[int, list[bool]]:
+        """Add each request's job entries whole if ``stream`` stays within ``limit`` entries.
+
+        One script call (atomic): a request is added whole or not at all.
+
+        Returns:
+            The stream's length after, and whether each request was added.
+
+        Raises:
+            TransportError: Redis failed (nothing, or everything, was added).
+        """
+        args: list[Any] = [limit, JOB_FIELD]
+        for jobs in requests:
+            args += [len(jobs), *jobs]
+        with translate_errors("queueing payloads"):
+            length, *fitted = self._add_if_room(keys=[stream], args=args)
+        return int(length), [bool(fit) for fit in fitted]
+
+    # -- membership ------------------------------------------------------------
+
+    def register(self, worker: str, stream: str) -> None:
+        """Record ``worker`` (heartbeat now) and its stream, in one transaction.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.keys.worker_streams, stream)
+        pipe.zadd(self.keys.workers, {worker: time.time()})
+        with translate_errors("registering the worker"):
+            pipe.execute()
+
+    def heartbeat(self, worker: str, *, draining: bool, dead_after: float) -> Peers:
+        """Score ``worker`` now (and mark it draining), and read the others, in one round trip.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {worker: now})
+        if draining:
+            pipe.sadd(self.keys.draining, worker)
+        pipe.zrangebyscore(self.keys.workers, now - dead_after, "+inf")
+        pipe.zrangebyscore(self.keys.workers, "-inf", f"({now - dead_after}")
+        pipe.smembers(self.keys.draining)
+        pipe.smembers(self.keys.worker_streams)
+        with translate_errors("sending a heartbeat"):
+            replies: list[Any] = pipe.execute()
+        live, dead, draining_now, streams = replies[2 if draining else 1 :]
+        return Peers(_names(live), _names(dead), _names(draining_now), _names(streams))
+
+    def unregister(self, worker: str, *, forget: bool = True) -> None:
+        """Take ``worker`` out of the draining set, and out of the workers with ``forget``.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        if forget:
+            pipe.zrem(self.keys.workers, worker)
+        pipe.srem(self.keys.draining, worker)
+        with translate_errors("unregistering the worker"):
+            pipe.execute()
+
+    def forget_worker(self, worker: str) -> None:
+        """Remove a dead worker from the registry.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("forgetting a dead worker"):
+            self.client.zrem(self.keys.workers, worker)
+
+    def worker_streams(self) -> set[str]:
+        """Every worker stream recorded (those of departed workers too).
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("listing worker streams"):
+            return set(_names(self.client.smembers(self.keys.worker_streams)))
+
+    def live_workers(self, within: float) -> list[str]:
+        """Workers heard from in the last ``within`` seconds and not draining, sorted.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.workers, time.time() - within, "+inf")
+        pipe.smembers(self.keys.draining)
+        with translate_errors("listing workers"):
+            live, draining = pipe.execute()
+        return sorted(_names(live) - _names(draining))
+
+    # -- partition leases (strings with a time to live) -------------------------
+
+    def take_lease(self, partition: int, owner: str, ttl: float) -> bool:
+        """Lease ``partition`` to ``owner`` unless someone holds it (SET NX PX).
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("taking a partition lease"):
+            return bool(self.client.set(self.keys.lease(partition), owner, nx=True, px=_ms(ttl)))
+
+    def renew_lease(self, partition: int, owner: str, ttl: float) -> bool:
+        """Extend ``owner``'s lease of ``partition``; False if it holds it no more.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("renewing a partition lease"):
+            return bool(self._renew(keys=[self.keys.lease(partition)], args=[owner, _ms(ttl)]))
+
+    def release_lease(self, partition: int, owner: str) -> None:
+        """Delete ``owner``'s lease of ``partition``, if it still holds it.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("releasing a partition lease"):
+            self._release(keys=[self.keys.lease(partition)], args=[owner])
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def read_outcomes(
+        self, stream: str, after: str, count: int, block: float | None
+    ) -> list[tuple[str, bytes | None]]:
+        """Read up to ``count`` outcomes of ``stream`` after id ``after`` (XREAD).
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        block_ms = None if block is None else max(1, int(block * 1000))
+        with translate_errors("reading outcomes"):
+            reply: Any = self.client.xread({stream: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [(_s(entry_id), fields.get(OUTCOME_FIELD)) for entry_id, fields in reply[0][1]]
+
+    def trim_outcomes(self, stream: str, through: str) -> None:
+        """Drop the outcomes of ``stream`` before id ``through`` (XTRIM MINID).
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("trimming outcomes"):
+            self.client.xtrim(stream, minid=through, approximate=False)
+
+    def drop_outcomes(self, stream: str) -> None:
+        """Delete a results stream.
+
+        Raises:
+            TransportError: Redis failed.
+        """
+        with translate_errors("deleting the results stream"):
+            self.client.delete(stream)
+
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
@@ -543,6 +636,14 @@ class RedisTransport:
             Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
             for d in claimed
         ]
+
+
+def _names(values: Any) -> frozenset[str]:
+    return frozenset(_s(value) for value in values)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
