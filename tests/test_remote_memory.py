@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from dispatchkit import Job
 from dispatchkit.errors import RemoteJobError, RemoteTraceback, WorkerLost
 from dispatchkit.registry import Registry
 from dispatchkit.remote import RedisDispatcher, RedisWorker, WorkerReport
+from dispatchkit.strategies import SHARED, Strategy, stable_hash
 from dispatchkit.transports.base import Transport
 from dispatchkit.transports.memory import ManualClock, MemoryBroker, MemoryTransport
 
@@ -225,3 +226,49 @@ def test_an_entry_that_is_not_a_job_is_dead_lettered_and_the_worker_goes_on() ->
         assert d.submit(square, 3).result(timeout=10) == 9
         wait_for(lambda: len(broker.dead_letters(producer.keys)) == 1)
     assert broker.stream_length(producer.keys.pull) == 0
+
+
+class Anyone(Strategy):
+    """A strategy of one's own that shares one queue: declared, not probed."""
+
+    name = "anyone"
+    shared = True
+
+    def assign(self, seq: int, key: Hashable, workers: int) -> int:
+        return SHARED
+
+
+class Lanes(Strategy):
+    """A strategy of one's own that places by key."""
+
+    name = "lanes"
+
+    @property
+    def needs_key(self) -> bool:
+        return True
+
+    def assign(self, seq: int, key: Hashable, workers: int) -> int:
+        return stable_hash(key) % workers
+
+
+def test_a_strategy_of_ones_own_is_routed_by_what_it_declares() -> None:
+    broker = MemoryBroker()
+    names = keys()
+    with dispatcher(broker, strategy=Anyone(), worker_wait=0) as d:
+        handles = [d.submit(square, i) for i in range(3)]
+        wait_for(lambda: broker.stream_length(names.pull) == 3)  # no worker needed
+        assert not any(h.done() for h in handles)
+        d.shutdown(wait=False)
+    with dispatcher(broker, strategy=Lanes(), partitions=4, worker_wait=0) as d:
+        with pytest.raises(TypeError, match="job key"):
+            d.submit_job(Job(square, (1,), key=1.5))  # checked at once, as with "key"
+        for key in ("a", "b", "c", "a"):
+            d.submit_job(Job(square, (1,), key=key))
+        expected: dict[int, int] = {}
+        for key in ("a", "b", "c", "a"):
+            index = stable_hash(key) % 4
+            expected[index] = expected.get(index, 0) + 1
+        wait_for(
+            lambda: all(broker.stream_length(names.partition(i)) == n for i, n in expected.items())
+        )
+        d.shutdown(wait=False)

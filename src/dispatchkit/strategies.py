@@ -41,6 +41,8 @@ class Strategy(ABC):
 
     #: The name used on the command line and in results.
     name: str = ""
+    #: Whether every worker takes from one shared queue (``assign`` gives ``SHARED``).
+    shared: bool = False
 
     @abstractmethod
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
@@ -148,6 +150,7 @@ class Pull(Strategy):
     """One shared queue; whichever worker is idle takes the next job (the Go design)."""
 
     name = "pull"
+    shared = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return SHARED

@@ -41,7 +41,7 @@ from dispatchkit.errors import (
 )
 from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
-from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
+from dispatchkit.strategies import Strategy, parse_strategy, stable_hash
 from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Transport
@@ -81,7 +81,10 @@ class RedisDispatcher:
         url: ``redis://HOST:PORT/DB`` (or give ``transport``).
         queue: the queue's name, as given to the workers.
         strategy: ``pull`` (one shared stream), ``round_robin`` or ``batch`` (one
-            stream per registered worker), ``key`` (one stream per partition).
+            stream per registered worker), ``key`` (one stream per partition). A
+            Strategy of one's own goes by what it declares: ``shared`` to the shared
+            stream, ``needs_key`` to the partitions, otherwise its ``assign`` picks
+            among the registered workers.
         block: block size of ``batch``.
         namespace: first part of every key (as given to the workers).
         partitions: partitions of ``key`` (as given to the workers).
@@ -238,7 +241,7 @@ class RedisDispatcher:
         name = job_name(fn)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        if chunk > 1 and (key is not None or isinstance(self._strategy, ByKey)):
+        if chunk > 1 and (key is not None or self._strategy.needs_key):
             raise ValueError("the key strategy sends one job per entry: use chunk=1")
         handles: deque[JobHandle[Any]] = deque()
         source = iter(items)
@@ -259,7 +262,7 @@ class RedisDispatcher:
     ) -> JobHandle[Any]:
         if self._closed:
             raise ClosedError("the dispatcher is closed: it takes no more jobs")
-        if isinstance(self._strategy, ByKey):
+        if self._strategy.needs_key:
             stable_hash(key)  # a TypeError now, rather than in the flusher
         job_id = next(self._ids)
         payload = encode_job(job_id, name, args, kwargs, self._results)
@@ -302,10 +305,12 @@ class RedisDispatcher:
                     self._settle(seq, False, exc, 0)
 
     def _stream_of(self, seq: int, key: Hashable) -> str:
+        # Routed by what the strategy declares, so that one of the user's own goes
+        # where it belongs: one shared stream, a partition per key, or a worker's stream.
         strategy = self._strategy
-        if isinstance(strategy, Pull):
+        if strategy.shared:
             return self.keys.pull
-        if isinstance(strategy, ByKey):
+        if strategy.needs_key:
             return self.keys.partition(stable_hash(key) % self._partitions)
         # round_robin and batch: the strategy picks among the registered workers.
         workers = self._live_workers()
