@@ -32,7 +32,7 @@ from .demo import (
     fastest,
     run_seed,
 )
-from .errors import QueueFull, WorkerStartError
+from .errors import DispatchError, QueueFull, WorkerStartError
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
 from .strategies import parse_strategy
 
@@ -55,7 +55,7 @@ DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
-class UsageError(Exception):
+class UsageError(DispatchError):
     """Bad input from the user: reported on one line, exit code 2."""
 
 
