@@ -46,7 +46,8 @@ from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Transport
 
-from .worker import DEFAULT_PARTITIONS, _redis_transport
+from ._connect import redis_transport
+from .worker import DEFAULT_PARTITIONS
 
 __all__ = ["RedisDispatcher", "RemoteStats"]
 
@@ -130,7 +131,7 @@ class RedisDispatcher:
         self.name = secrets.token_hex(6)
         if transport is None:
             # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
-            transport = _redis_transport(url, queue, namespace, "", _REPLY_TIMEOUT)
+            transport = redis_transport(url, queue, namespace, "", _REPLY_TIMEOUT)
         elif url is not None or (queue is not None and queue != transport.keys.queue):
             raise ValueError("give either a Redis URL and a queue, or a transport of that queue")
         self._transport = transport

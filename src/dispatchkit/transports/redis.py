@@ -14,7 +14,6 @@ redis-py is loaded when this module is imported; the core never imports it.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -658,11 +657,3 @@ def _delivery(stream: str, entry_id: Any, fields: Any, attempts: int) -> Deliver
     with contextlib.suppress(ValueError, TypeError):
         attempts += int(before) if before is not None else 0
     return Delivery(stream, _s(entry_id), attempts, payload)
-
-
-def default_consumer_name() -> str:
-    """A worker name unique across hosts: ``host-pid-random``."""
-    import os
-    import secrets
-
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
