@@ -8,13 +8,16 @@ An entry stays pending in the group until its outcome is stored: the outcome,
 the XACK and the XDEL go in one transaction, so a worker that dies before it
 leaves its entries pending, for a live worker to claim (issue 6).
 
-redis-py is loaded when this module is imported; the core never imports it.
+Registration, heartbeats, partition leases and outcomes are in
+:mod:`._redis_membership`, the Lua scripts in :mod:`._redis_scripts`, the
+translation of redis-py's errors in :mod:`._redis_errors`, every key name in
+:mod:`._redis_keys`. redis-py is loaded when this module is imported; the core
+never imports it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,7 +26,8 @@ from dispatchkit.errors import TransportError, TransportRejected, TransportUnava
 from . import _redis_scripts as scripts
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
-from .base import Delivery, Peers
+from ._redis_membership import OUTCOME_FIELD, RedisMembership
+from .base import Delivery
 
 try:
     import redis
@@ -35,14 +39,19 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-__all__ = ["RedisTransport", "is_rejection", "redacted_url", "translate_errors"]
+__all__ = [
+    "JOB_FIELD",
+    "OUTCOME_FIELD",
+    "RedisTransport",
+    "is_rejection",
+    "redacted_url",
+    "translate_errors",
+]
 
 #: Field of a job entry holding the encoded job.
 JOB_FIELD: Final = b"j"
 #: Field of a requeued entry holding the deliveries it had before.
 ATTEMPTS_FIELD: Final = b"a"
-#: Field of an outcome entry.
-OUTCOME_FIELD: Final = b"r"
 
 #: Seconds a results stream outlives its last outcome (its dispatcher may have died).
 RESULTS_TTL: Final = 24 * 3600
@@ -55,7 +64,7 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisTransport:
+class RedisTransport(RedisMembership):
     """One connection pool to one Redis server, for one queue.
 
     Args:
@@ -452,148 +461,6 @@ class RedisTransport:
             length, *fitted = self._add_if_room(keys=[stream], args=args)
         return int(length), [bool(fit) for fit in fitted]
 
-    # -- membership ------------------------------------------------------------
-
-    def register(self, worker: str, stream: str) -> None:
-        """Record ``worker`` (heartbeat now) and its stream, in one transaction.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        pipe = self.client.pipeline(transaction=True)
-        pipe.sadd(self.keys.worker_streams, stream)
-        pipe.zadd(self.keys.workers, {worker: time.time()})
-        with translate_errors("registering the worker"):
-            pipe.execute()
-
-    def heartbeat(self, worker: str, *, draining: bool, dead_after: float) -> Peers:
-        """Score ``worker`` now (and mark it draining), and read the others, in one round trip.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.keys.workers, {worker: now})
-        if draining:
-            pipe.sadd(self.keys.draining, worker)
-        pipe.zrangebyscore(self.keys.workers, now - dead_after, "+inf")
-        pipe.zrangebyscore(self.keys.workers, "-inf", f"({now - dead_after}")
-        pipe.smembers(self.keys.draining)
-        pipe.smembers(self.keys.worker_streams)
-        with translate_errors("sending a heartbeat"):
-            replies: list[Any] = pipe.execute()
-        live, dead, draining_now, streams = replies[2 if draining else 1 :]
-        return Peers(_names(live), _names(dead), _names(draining_now), _names(streams))
-
-    def unregister(self, worker: str, *, forget: bool = True) -> None:
-        """Take ``worker`` out of the draining set, and out of the workers with ``forget``.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        pipe = self.client.pipeline(transaction=True)
-        if forget:
-            pipe.zrem(self.keys.workers, worker)
-        pipe.srem(self.keys.draining, worker)
-        with translate_errors("unregistering the worker"):
-            pipe.execute()
-
-    def forget_worker(self, worker: str) -> None:
-        """Remove a dead worker from the registry.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("forgetting a dead worker"):
-            self.client.zrem(self.keys.workers, worker)
-
-    def worker_streams(self) -> set[str]:
-        """Every worker stream recorded (those of departed workers too).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("listing worker streams"):
-            return set(_names(self.client.smembers(self.keys.worker_streams)))
-
-    def live_workers(self, within: float) -> list[str]:
-        """Workers heard from in the last ``within`` seconds and not draining, sorted.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.keys.workers, time.time() - within, "+inf")
-        pipe.smembers(self.keys.draining)
-        with translate_errors("listing workers"):
-            live, draining = pipe.execute()
-        return sorted(_names(live) - _names(draining))
-
-    # -- partition leases (strings with a time to live) -------------------------
-
-    def take_lease(self, partition: int, owner: str, ttl: float) -> bool:
-        """Lease ``partition`` to ``owner`` unless someone holds it (SET NX PX).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("taking a partition lease"):
-            return bool(self.client.set(self.keys.lease(partition), owner, nx=True, px=_ms(ttl)))
-
-    def renew_lease(self, partition: int, owner: str, ttl: float) -> bool:
-        """Extend ``owner``'s lease of ``partition``; False if it holds it no more.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("renewing a partition lease"):
-            return bool(self._renew(keys=[self.keys.lease(partition)], args=[owner, _ms(ttl)]))
-
-    def release_lease(self, partition: int, owner: str) -> None:
-        """Delete ``owner``'s lease of ``partition``, if it still holds it.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("releasing a partition lease"):
-            self._release(keys=[self.keys.lease(partition)], args=[owner])
-
-    # -- outcomes ------------------------------------------------------------------
-
-    def read_outcomes(
-        self, stream: str, after: str, count: int, block: float | None
-    ) -> list[tuple[str, bytes | None]]:
-        """Read up to ``count`` outcomes of ``stream`` after id ``after`` (XREAD).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        block_ms = None if block is None else max(1, int(block * 1000))
-        with translate_errors("reading outcomes"):
-            reply: Any = self.client.xread({stream: after}, count=count, block=block_ms)
-        if not reply:
-            return []
-        return [(_s(entry_id), fields.get(OUTCOME_FIELD)) for entry_id, fields in reply[0][1]]
-
-    def trim_outcomes(self, stream: str, through: str) -> None:
-        """Drop the outcomes of ``stream`` before id ``through`` (XTRIM MINID).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("trimming outcomes"):
-            self.client.xtrim(stream, minid=through, approximate=False)
-
-    def drop_outcomes(self, stream: str) -> None:
-        """Delete a results stream.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("deleting the results stream"):
-            self.client.delete(stream)
-
     # -- internals ---------------------------------------------------------------
 
     @staticmethod
@@ -635,14 +502,6 @@ class RedisTransport:
             Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
             for d in claimed
         ]
-
-
-def _names(values: Any) -> frozenset[str]:
-    return frozenset(_s(value) for value in values)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
