@@ -47,9 +47,9 @@ def test_useful_stdlib_bases_are_kept() -> None:
 
 def test_one_remote_traceback_type_for_processes_and_remote_workers() -> None:
     from dispatchkit.executors import _child
-    from dispatchkit.remote import dispatcher
+    from dispatchkit.remote import outcomes
 
     assert _child.RemoteTraceback is errors.RemoteTraceback
-    error = dispatcher.remote_error(["ValueError", "boom", "Traceback ...\nValueError: boom\n"])
+    error = outcomes.remote_error(["ValueError", "boom", "Traceback ...\nValueError: boom\n"])
     assert type(error.__cause__) is errors.RemoteTraceback
     assert "ValueError: boom" in str(error.__cause__)

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
-from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -34,10 +33,7 @@ from dispatchkit.errors import (
     ClosedError,
     JobVanished,
     QueueFull,
-    RemoteJobError,
-    RemoteTraceback,
     TransportError,
-    WorkerLost,
 )
 from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
@@ -47,6 +43,7 @@ from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Transport
 
 from ._connect import redis_transport
+from .outcomes import RemoteStats, remote_error, values
 from .worker import DEFAULT_PARTITIONS
 
 __all__ = ["RedisDispatcher", "RemoteStats"]
@@ -254,9 +251,9 @@ class RedisDispatcher:
                 calls = [[item] for item in block]
                 handles.append(self._submit(CHUNK_JOB, (name, calls), {}, None))
             if len(handles) * chunk >= window:
-                yield from _values(handles.popleft(), chunk > 1)
+                yield from values(handles.popleft(), chunk > 1)
         while handles:
-            yield from _values(handles.popleft(), chunk > 1)
+            yield from values(handles.popleft(), chunk > 1)
 
     def _submit(
         self, name: str, args: tuple[Any, ...], kwargs: Any, key: Hashable
@@ -518,47 +515,3 @@ class RedisDispatcher:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown(wait=exc_type is None)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStats:
-    """What a :class:`RedisDispatcher` has done (a chunk counts as one job here).
-
-    Attributes:
-        published: jobs written to Redis.
-        succeeded: outcomes received that are values.
-        failed: outcomes received that are errors.
-        duplicates: outcomes dropped because the job had settled already (it
-            ran again after its worker died: at-least-once delivery).
-        pending: jobs submitted whose outcome has not arrived.
-    """
-
-    published: int
-    succeeded: int
-    failed: int
-    duplicates: int
-    pending: int
-
-
-def remote_error(info: Any) -> BaseException:
-    """The local exception for a remote ``[type name, message, traceback]``."""
-    type_name, message, remote_tb = [str(part) for part in [*list(info), "", "", ""][:3]]
-    error: BaseException = (
-        WorkerLost(message)
-        if type_name.endswith("WorkerLost")
-        else RemoteJobError(type_name, message, remote_tb)
-    )
-    # As concurrent.futures.process does: the remote traceback is the cause.
-    error.__cause__ = RemoteTraceback(remote_tb) if remote_tb else None
-    return error
-
-
-def _values(handle: JobHandle[Any], chunked: bool) -> Iterator[Any]:
-    """The value(s) of a job or of a chunk of jobs, raising the first error."""
-    if not chunked:
-        yield handle.result()
-        return
-    for ok, value in handle.result():
-        if not ok:
-            raise remote_error(value)
-        yield value
