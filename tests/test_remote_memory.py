@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dispatchkit import Job
-from dispatchkit.errors import RemoteJobError, RemoteTraceback, WorkerLost
+from dispatchkit import Job, RetryPolicy
+from dispatchkit.errors import RemoteJobError, RemoteTraceback, TimedOut, WorkerLost
 from dispatchkit.registry import Registry
 from dispatchkit.remote import RedisDispatcher, RedisWorker, WorkerReport
 from dispatchkit.strategies import SHARED, Strategy, stable_hash
 from dispatchkit.transports.base import Transport
 from dispatchkit.transports.memory import ManualClock, MemoryBroker, MemoryTransport
+from tests import jobs as local_jobs
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,6 +43,16 @@ def record(key: str, value: int, seconds: float = 0.0) -> int:
         runs.append((key, value))
     time.sleep(seconds)
     return value
+
+
+fail_until = jobs.register(local_jobs.fail_until)
+sleep_then = jobs.register(local_jobs.sleep_then)
+
+
+@jobs.register
+async def nap(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -272,3 +285,42 @@ def test_a_strategy_of_ones_own_is_routed_by_what_it_declares() -> None:
             lambda: all(broker.stream_length(names.partition(i)) == n for i, n in expected.items())
         )
         d.shutdown(wait=False)
+
+
+NO_WAIT = RetryPolicy(max_attempts=3, backoff=0, jitter=0)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_jobs_retry_policy_travels_to_the_worker(executor: str, tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    with workers(broker, "w1", executor=executor), dispatcher(broker) as d:
+        again = d.submit_job(Job(fail_until, (str(tmp_path / "a"), 2), retry=NO_WAIT))
+        assert again.result(timeout=20) == 3
+        assert again.attempts == 3
+        other = RetryPolicy(max_attempts=3, backoff=0, retry_on=(KeyError,))
+        once = d.submit_job(Job(fail_until, (str(tmp_path / "b"), 2), retry=other))
+        with pytest.raises(RemoteJobError, match="ConnectionError"):
+            once.result(timeout=20)
+        assert once.attempts == 1  # not an error the policy retries
+        plain = d.submit_job(Job(fail_until, (str(tmp_path / "c"), 1)))
+        with pytest.raises(RemoteJobError, match="call 1 fails"):
+            plain.result(timeout=20)
+
+
+@pytest.mark.parametrize("executor", ["async", "process"])
+def test_a_jobs_timeout_travels_to_the_worker_and_stops_the_job(executor: str) -> None:
+    broker = MemoryBroker()
+    fn, quick = (nap, (0.01,)) if executor == "async" else (sleep_then, (0.01, 0.01))
+    with workers(broker, "w1", executor=executor), dispatcher(broker) as d:
+        overrun = d.submit_job(Job(fn, (10,), timeout=0.3))
+        with pytest.raises(TimedOut, match=r"timeout of 0\.3 s"):
+            overrun.result(timeout=20)
+        assert d.submit_job(Job(fn, quick, timeout=10)).result(timeout=20) == 0.01
+
+
+def test_a_thread_worker_fails_a_job_with_a_timeout_saying_why() -> None:
+    broker = MemoryBroker()
+    with workers(broker, "w1"), dispatcher(broker) as d:
+        handle = d.submit_job(Job(sleep_then, (0.01,), timeout=5))
+        with pytest.raises(RemoteJobError, match="--executor process or async"):
+            handle.result(timeout=10)

@@ -27,16 +27,36 @@ from typing import Any, Final, NamedTuple
 
 from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable, WorkerLost
 from dispatchkit.registry import Registry
-from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, decode_job, encode_outcome
+from dispatchkit.retry import RetryPolicy
+from dispatchkit.transports._codec import (
+    CHUNK_JOB,
+    EncodedJob,
+    decode_job,
+    decode_options,
+    encode_outcome,
+)
 from dispatchkit.transports.base import Delivery, Transport
 
 from ._outage import Outage
-from .calls import Called, call_in_loop, call_in_pool, call_in_thread
+from .calls import (
+    Called,
+    call_in_loop,
+    call_in_pool,
+    call_in_thread,
+    retry_in_loop,
+    retry_in_pool,
+    retry_in_thread,
+)
 from .runners import JobRunner, Task
 
 __all__ = ["DataPath"]
 
 logger = logging.getLogger(__name__)
+
+#: A job's function, whether it is a chunk, and its timeout and retry policy (or None).
+_Prepared = tuple[
+    EncodedJob, Callable[..., Any], bool, tuple[float | None, RetryPolicy | None] | None
+]
 
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
@@ -56,6 +76,17 @@ def _unprocessable(job: EncodedJob, exc: Exception) -> _DeadLetter:
     """Why an entry whose processing failed (not its job: dispatchkit) is dead-lettered."""
     error = RuntimeError(f"processing the entry failed: {_describe(exc)}")
     return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
+
+
+def _options(
+    job: EncodedJob, options: list[Any]
+) -> tuple[float | None, RetryPolicy | None] | _DeadLetter:
+    """A job's timeout and retry policy, or why it is dead-lettered."""
+    try:
+        return decode_options(options)
+    except (LookupError, ValueError, TypeError) as exc:
+        bad = ValueError(f"the job's timeout or retry policy cannot be used: {exc}")
+        return _DeadLetter(str(bad), (job.reply_to, job.job_id, bad))
 
 
 def _describe(exc: BaseException) -> str:
@@ -224,9 +255,17 @@ class DataPath:
             if isinstance(prepared, _DeadLetter):
                 self._dead_letter(delivery, *prepared)
                 return
-            job, fn, chunk = prepared
+            job, fn, chunk, options = prepared
             try:
                 pool = self._runner.pool
+                if options is not None:  # a timeout or a retry policy (submit_job)
+                    called, runs = (
+                        retry_in_thread(fn, job, *options)
+                        if pool is None
+                        else retry_in_pool(pool, fn, job, *options)
+                    )
+                    self._finish(delivery, job, called, runs)
+                    return
                 called = (
                     call_in_thread(fn, job, chunk)
                     if pool is None
@@ -245,19 +284,21 @@ class DataPath:
                 # Round trips to the server: in a thread, so the loop's other jobs go on.
                 await asyncio.to_thread(self._dead_letter, delivery, *prepared)
             else:
-                job, fn, chunk = prepared
+                job, fn, chunk, options = prepared
                 try:
-                    self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                    if options is not None:  # a timeout or a retry policy (submit_job)
+                        called, runs = await retry_in_loop(fn, job, *options)
+                        self._finish(delivery, job, called, runs)
+                    else:
+                        self._finish(delivery, job, await call_in_loop(fn, job, chunk))
                 except Exception as exc:  # it would fail again: never leave it pending
                     dead = _unprocessable(job, exc)
                     await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
             self._next_in_lane(delivery)
 
-    def _prepare(
-        self, delivery: Delivery
-    ) -> tuple[EncodedJob, Callable[..., Any], bool] | _DeadLetter:
-        """The job, its function and whether it is a chunk; or why to dead-letter it."""
+    def _prepare(self, delivery: Delivery) -> _Prepared | _DeadLetter:
+        """The job, its function, whether it is a chunk, its options; or why to dead-letter it."""
         if delivery.payload is None:
             return _DeadLetter("not a job entry: no job field", None)
         try:
@@ -278,10 +319,16 @@ class DataPath:
         except KeyError as exc:
             unknown = LookupError(str(exc.args[0]))
             return _DeadLetter(str(unknown), (job.reply_to, job.job_id, unknown))
-        return job, fn, chunk
+        options = None if job.options is None or chunk else _options(job, job.options)
+        if isinstance(options, _DeadLetter):
+            return options
+        return job, fn, chunk, options
 
-    def _finish(self, delivery: Delivery, job: EncodedJob, called: Called) -> None:
-        """Hand the outcome to the acker (a job without ``reply_to`` wants none)."""
+    def _finish(self, delivery: Delivery, job: EncodedJob, called: Called, runs: int = 1) -> None:
+        """Hand the outcome to the acker (a job without ``reply_to`` wants none).
+
+        ``runs``: how often the job ran in this delivery (more with a retry policy).
+        """
         if self._abandoning.is_set():
             return  # past the drain deadline: the entry is left for another worker
         value, ok, counts = called
@@ -295,7 +342,8 @@ class DataPath:
                 )
             self._done.put((delivery, "", b"", counts))
             return
-        outcome = encode_outcome(job.job_id, ok, value, self.name, delivery.attempts)
+        attempts = delivery.attempts + runs - 1
+        outcome = encode_outcome(job.job_id, ok, value, self.name, attempts)
         self._done.put((delivery, job.reply_to, outcome, counts))
 
     def _dead_letter(

@@ -37,6 +37,7 @@ from dispatchkit.errors import (
 )
 from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
+from dispatchkit.retry import RetryPolicy
 from dispatchkit.strategies import Strategy, parse_strategy, stable_hash
 from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
@@ -191,10 +192,17 @@ class RedisDispatcher:
     def submit_job(self, job: Job[R]) -> JobHandle[R]:
         """Publish a :class:`~dispatchkit.Job` (with its key, for the key strategy).
 
+        Its ``timeout`` and ``retry`` travel with it: the worker retries the job
+        in place per the policy (whose exception types it must be able to
+        import), and stops it past its timeout (process and async workers; a
+        thread worker fails a job with a timeout, as a running thread cannot be
+        stopped).
+
         Raises:
             ClosedError, ValueError, TypeError, QueueFull: as :meth:`submit`.
         """
-        return self._submit(job.name or job_name(job.fn), job.args, job.kwargs, job.key)
+        name = job.name or job_name(job.fn)
+        return self._submit(name, job.args, job.kwargs, job.key, job.timeout, job.retry)
 
     @overload
     def map(
@@ -256,14 +264,20 @@ class RedisDispatcher:
             yield from values(handles.popleft(), chunk > 1)
 
     def _submit(
-        self, name: str, args: tuple[Any, ...], kwargs: Any, key: Hashable
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        key: Hashable,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> JobHandle[Any]:
         if self._closed:
             raise ClosedError("the dispatcher is closed: it takes no more jobs")
         if self._strategy.needs_key:
             stable_hash(key)  # a TypeError now, rather than in the flusher
         job_id = next(self._ids)
-        payload = encode_job(job_id, name, args, kwargs, self._results)
+        payload = encode_job(job_id, name, args, kwargs, self._results, None, timeout, retry)
         if not self._slots.acquire(timeout=self._put_timeout):
             raise QueueFull(f"{len(self._pending)} jobs unfinished for {self._put_timeout} s")
         handle: JobHandle[Any] = JobHandle(job_id, _remote, (), {}, name)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dispatchkit.errors import RemoteJobError, RemoteTraceback, WorkerLost
+from dispatchkit.errors import RemoteJobError, RemoteTraceback, TimedOut, WorkerLost
 from dispatchkit.job import JobHandle
 
 __all__ = ["RemoteStats", "remote_error", "values"]
@@ -35,11 +35,13 @@ class RemoteStats:
 def remote_error(info: Any) -> BaseException:
     """The local exception for a remote ``[type name, message, traceback]``."""
     type_name, message, remote_tb = [str(part) for part in [*list(info), "", "", ""][:3]]
-    error: BaseException = (
-        WorkerLost(message)
-        if type_name.endswith("WorkerLost")
-        else RemoteJobError(type_name, message, remote_tb)
-    )
+    error: BaseException
+    if type_name.endswith("WorkerLost"):
+        error = WorkerLost(message)
+    elif type_name == "dispatchkit.errors.TimedOut":
+        error = TimedOut(message)
+    else:
+        error = RemoteJobError(type_name, message, remote_tb)
     # As concurrent.futures.process does: the remote traceback is the cause.
     error.__cause__ = RemoteTraceback(remote_tb) if remote_tb else None
     return error
