@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError
 __all__ = [
     "ClosedError",
     "DispatchError",
+    "ExtraNotInstalled",
     "ForkedError",
     "JobCancelled",
     "JobVanished",
@@ -79,6 +80,14 @@ class TransportError(DispatchError):
 
 class TransportUnavailable(TransportError):
     """The transport's server cannot be reached, or its client library is not installed."""
+
+
+class ExtraNotInstalled(TransportUnavailable, ImportError):
+    """A transport's client library is not installed; the message says which extra to install.
+
+    Also an ``ImportError``, which it is: code that imports the transport lazily
+    catches it as such.
+    """
 
 
 class TransportRejected(TransportError):

@@ -79,7 +79,11 @@ class RedisPayloadQueue:
         Raises:
             TransportError: it does not.
         """
-        await asyncio.to_thread(self._transport.ping)
+        try:
+            await asyncio.to_thread(self._transport.ping)
+        except TransportError as exc:
+            reason = exc.__cause__ if exc.__cause__ is not None else exc
+            raise TransportError(f"Redis is unreachable: {reason}") from exc
 
     async def offer(self, lines: list[bytes]) -> bool:
         """Queue one job per payload line, all or none; False if the backlog has no room.

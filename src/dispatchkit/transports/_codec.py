@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dispatchkit.errors import TransportUnavailable
+from dispatchkit.errors import ExtraNotInstalled
 from dispatchkit.retry import RetryPolicy
 
 try:
     import msgpack
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise TransportUnavailable("encoding jobs needs msgpack: install dispatchkit[redis]") from exc
+    raise ExtraNotInstalled("encoding jobs needs msgpack: install dispatchkit[redis]") from exc
 
 __all__ = [
     "CHUNK_JOB",

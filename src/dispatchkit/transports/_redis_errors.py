@@ -7,12 +7,17 @@ from collections.abc import Iterator
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
+from dispatchkit.errors import (
+    ExtraNotInstalled,
+    TransportError,
+    TransportRejected,
+    TransportUnavailable,
+)
 
 try:
     import redis
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise TransportUnavailable(
+    raise ExtraNotInstalled(
         "the Redis transport needs redis-py: install dispatchkit[redis]"
     ) from exc
 

@@ -21,7 +21,11 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
+from dispatchkit.errors import (
+    ExtraNotInstalled,
+    TransportError,
+    TransportRejected,
+)
 
 from . import _redis_scripts as scripts
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
@@ -32,7 +36,7 @@ from .base import Delivery
 try:
     import redis
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise TransportUnavailable(
+    raise ExtraNotInstalled(
         "the Redis transport needs redis-py: install dispatchkit[redis]"
     ) from exc
 
