@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -324,3 +326,34 @@ def test_a_thread_worker_fails_a_job_with_a_timeout_saying_why() -> None:
         handle = d.submit_job(Job(sleep_then, (0.01,), timeout=5))
         with pytest.raises(RemoteJobError, match="--executor process or async"):
             handle.result(timeout=10)
+
+
+def test_the_remote_side_runs_over_memory_without_redis_py_installed() -> None:
+    # sys.modules["redis"] = None makes "import redis" fail as if it were not installed.
+    code = """
+import sys
+sys.modules["redis"] = None
+import threading
+from dispatchkit.registry import Registry
+from dispatchkit.remote import RedisDispatcher, RedisWorker
+from dispatchkit.transports.memory import MemoryBroker, MemoryTransport
+
+jobs = Registry()
+double = jobs.register(lambda x: 2 * x, "double")
+broker = MemoryBroker()
+worker = RedisWorker(
+    transport=MemoryTransport(broker, queue="q", consumer="w1"), registry=jobs, heartbeat=0.05
+)
+thread = threading.Thread(target=worker.run)
+thread.start()
+with RedisDispatcher(transport=MemoryTransport(broker, queue="q")) as d:
+    print(d.submit("double", 21).result(timeout=10))
+worker.stop()
+thread.join(10)
+print("redis" in sys.modules and sys.modules["redis"] is None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["42", "True"]
