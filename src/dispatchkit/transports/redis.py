@@ -17,8 +17,7 @@ never imports it.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from dispatchkit.errors import (
@@ -28,6 +27,7 @@ from dispatchkit.errors import (
 )
 
 from . import _redis_scripts as scripts
+from ._redis_claims import ATTEMPTS_FIELD, JOB_FIELD, RedisClaims, delivery_of, s
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
 from ._redis_membership import OUTCOME_FIELD, RedisMembership
@@ -52,23 +52,12 @@ __all__ = [
     "translate_errors",
 ]
 
-#: Field of a job entry holding the encoded job.
-JOB_FIELD: Final = b"j"
-#: Field of a requeued entry holding the deliveries it had before.
-ATTEMPTS_FIELD: Final = b"a"
 
 #: Seconds a results stream outlives its last outcome (its dispatcher may have died).
 RESULTS_TTL: Final = 24 * 3600
 
-#: Entries one XAUTOCLAIM call looks at.
-_CLAIM_BATCH: Final = 256
 
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisTransport(RedisMembership):
+class RedisTransport(RedisClaims, RedisMembership):
     """One connection pool to one Redis server, for one queue.
 
     Args:
@@ -143,7 +132,7 @@ class RedisTransport(RedisMembership):
             pipe.sadd(self.keys.worker_streams, *worker_streams)
         with translate_errors("publishing jobs"):
             ids: list[Any] = pipe.execute()
-        return [_s(entry_id) for entry_id in ids[: len(entries)]]
+        return [s(entry_id) for entry_id in ids[: len(entries)]]
 
     def fetch(self, streams: Sequence[str], count: int, block: float) -> list[Delivery]:
         """Read up to ``count`` new entries of ``streams`` for this consumer.
@@ -163,9 +152,9 @@ class RedisTransport(RedisMembership):
             )
         deliveries: list[Delivery] = []
         for stream, entries in reply or ():
-            name = _s(stream)
+            name = s(stream)
             for entry_id, fields in entries:
-                deliveries.append(_delivery(name, entry_id, fields, 1))
+                deliveries.append(delivery_of(name, entry_id, fields, 1))
         return deliveries
 
     def ack(self, deliveries: Sequence[Delivery], replies: Sequence[tuple[str, bytes]]) -> None:
@@ -323,128 +312,6 @@ class RedisTransport(RedisMembership):
 
     ensure_group = open_stream
 
-    def touch(self, held: Mapping[str, Sequence[str]]) -> None:
-        """Reset the idle time of entries this worker holds, so no one claims them.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        if not held:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for stream, ids in held.items():
-            if ids:
-                pipe.xclaim(stream, GROUP, self.consumer, 0, list(ids), justid=True)
-        with translate_errors("refreshing held jobs"):
-            pipe.execute()
-
-    def claim_idle(self, stream: str, min_idle: float, everything: bool = False) -> list[Delivery]:
-        """Take over entries of ``stream`` idle for ``min_idle`` seconds (XAUTOCLAIM).
-
-        At most a batch of entries, or every one with ``everything``. A stream
-        that does not exist (or has no group yet) holds nothing to claim.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        try:
-            return self._claim_idle(stream, min_idle, everything)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
-
-    def _claim_idle(self, stream: str, min_idle: float, everything: bool) -> list[Delivery]:
-        claimed: list[Delivery] = []
-        cursor: bytes | str = "0-0"
-        with translate_errors("claiming idle jobs"):
-            while True:
-                reply = self.client.xautoclaim(
-                    stream, GROUP, self.consumer, int(min_idle * 1000), cursor, count=_CLAIM_BATCH
-                )
-                cursor, entries = reply[0], reply[1]
-                claimed.extend(
-                    _delivery(stream, entry_id, fields, 0)
-                    for entry_id, fields in entries
-                    if fields is not None
-                )
-                if _s(cursor) == "0-0" or (len(claimed) >= _CLAIM_BATCH and not everything):
-                    break
-            return self._with_attempts(stream, claimed)
-
-    def claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
-        """Take over the pending entries of one (dead) consumer of ``stream``.
-
-        A stream that does not exist (or has no group yet) holds nothing to claim.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        try:
-            return self._claim_from(stream, consumer, min_idle)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
-
-    def _claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
-        with translate_errors("claiming a dead worker's jobs"):
-            pending: Any = self.client.xpending_range(
-                stream, GROUP, "-", "+", _CLAIM_BATCH, consumername=consumer
-            )
-            ids: list[Any] = [p["message_id"] for p in pending]
-            if not ids:
-                return []
-            entries: Any = self.client.xclaim(
-                stream, GROUP, self.consumer, int(min_idle * 1000), ids
-            )
-            claimed = [
-                _delivery(stream, entry_id, fields, 0)
-                for entry_id, fields in entries
-                if fields is not None
-            ]
-            return self._with_attempts(stream, claimed)
-
-    def consumers(self, stream: str) -> dict[str, int]:
-        """The consumers of ``stream``'s group and how many entries each holds.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("listing consumers"):
-            try:
-                info = self.client.xinfo_consumers(stream, GROUP)
-            except redis.ResponseError:  # no such stream or group
-                return {}
-        return {_s(c["name"]): int(c["pending"]) for c in info}
-
-    def delete_consumer(self, stream: str, consumer: str) -> bool:
-        """Delete a consumer, but never one that still holds entries.
-
-        Returns True if it was deleted.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        consumers = self.consumers(stream)
-        if consumer not in consumers:
-            return True  # no such consumer (or stream): nothing to delete
-        if consumers[consumer] != 0:
-            return False
-        # The stream may have gone away meanwhile: then so has the consumer.
-        with translate_errors("deleting a consumer"), contextlib.suppress(redis.ResponseError):
-            self.client.xgroup_delconsumer(stream, GROUP, consumer)
-        return True
-
-    def delete_stream_if_empty(self, stream: str) -> bool:
-        """Delete a worker stream if it holds no entry (atomically).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("deleting a stream"):
-            return bool(self._delete_if_empty(keys=[stream, self.keys.worker_streams]))
-
     def put_if_room(
         self, stream: str, limit: int, requests: Sequence[Sequence[bytes]]
     ) -> tuple[int, list[bool]]:
@@ -485,38 +352,3 @@ class RedisTransport(RedisMembership):
             decides += [(f"acknowledging it in {stream}", of_stream)]
             decides += [(f"deleting it from {stream}", of_stream)]
         return decides
-
-    def _with_attempts(self, stream: str, claimed: list[Delivery]) -> list[Delivery]:
-        """Fill in the delivery counts of claimed entries (XPENDING): they are the attempts."""
-        if not claimed:
-            return claimed
-        counts: dict[str, int] = {}
-        ids = [d.entry_id for d in claimed]
-        pending: Any = self.client.xpending_range(
-            stream,
-            GROUP,
-            min(ids, key=_id_key),
-            max(ids, key=_id_key),
-            len(ids) * 2,
-            consumername=self.consumer,
-        )
-        for row in pending:
-            counts[_s(row["message_id"])] = int(row["times_delivered"])
-        return [
-            Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
-            for d in claimed
-        ]
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _delivery(stream: str, entry_id: Any, fields: Any, attempts: int) -> Delivery:
-    """A Delivery from a raw entry; ``attempts`` is added to any count the entry carries."""
-    payload = fields.get(JOB_FIELD) if isinstance(fields, dict) else None
-    before = fields.get(ATTEMPTS_FIELD) if isinstance(fields, dict) else None
-    with contextlib.suppress(ValueError, TypeError):
-        attempts += int(before) if before is not None else 0
-    return Delivery(stream, _s(entry_id), attempts, payload)
