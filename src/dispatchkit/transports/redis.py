@@ -8,7 +8,7 @@ An entry stays pending in the group until its outcome is stored: the outcome,
 the XACK and the XDEL go in one transaction, so a worker that dies before it
 leaves its entries pending, for a live worker to claim (issue 6).
 
-Registration, heartbeats, partition leases and outcomes are in
+Claims are in :mod:`._redis_claims`; registration, heartbeats, partition leases and outcomes in
 :mod:`._redis_membership`, the Lua scripts in :mod:`._redis_scripts`, the
 translation of redis-py's errors in :mod:`._redis_errors`, every key name in
 :mod:`._redis_keys`. redis-py is loaded when this module is imported; the core
