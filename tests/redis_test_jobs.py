@@ -107,3 +107,12 @@ class _Unprintable(Exception):
 def unprintable() -> None:
     """Raise an error whose message cannot be formed: its outcome cannot be encoded."""
     raise _Unprintable
+
+
+@job("t.fail_until")
+def fail_until(counter: str, failures: int) -> int:
+    """Fail the first ``failures`` calls (counted in Redis), then return the count."""
+    calls = int(_redis().incr(counter))
+    if calls <= failures:
+        raise ConnectionError(f"call {calls} fails")
+    return calls

@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dispatchkit import Job, JobHandle, WorkerLost
-from dispatchkit.errors import ClosedError, RemoteJobError
+from dispatchkit import Job, JobHandle, RetryPolicy, WorkerLost
+from dispatchkit.errors import ClosedError, RemoteJobError, TimedOut
 from dispatchkit.remote import RedisDispatcher
 from tests import redis_test_jobs as jobs
 from tests.redis_support import (
@@ -72,6 +73,20 @@ def test_a_remote_failure_raises_with_the_remote_traceback(
         assert info.value.type_name == "ValueError"
         assert "raise ValueError(message)" in str(info.value.__cause__)
         assert d.submit(jobs.echo, [1, "two"]).result(timeout=20) == [1, "two"]
+
+
+def test_a_jobs_retry_policy_and_timeout_reach_the_worker_process(
+    workers: Workers, redis_url: str, namespace: str
+) -> None:
+    workers.start("--executor", "process")
+    no_wait = RetryPolicy(max_attempts=3, backoff=0, jitter=0)
+    with dispatcher(redis_url, namespace) as d:
+        again = d.submit_job(Job(jobs.fail_until, (f"{namespace}:calls", 2), retry=no_wait))
+        assert again.result(timeout=30) == 3
+        assert again.attempts == 3
+        overrun = d.submit_job(Job(jobs.record, (f"{namespace}:log", 1, 10.0), timeout=0.5))
+        with pytest.raises(TimedOut):
+            overrun.result(timeout=30)
 
 
 def test_submit_checks_names_and_arguments_before_publishing(
@@ -476,13 +491,16 @@ def test_requests_arriving_during_a_call_go_together_in_the_next(
 
     async def main() -> list[bool]:
         queue = RedisPayloadQueue(redis_url, QUEUE, namespace, "t.payload", max_backlog=100)
-        script = queue._script
+        transport = queue._transport
+        put_if_room = transport.put_if_room
 
-        async def counted(keys: list[str], args: list[Any]) -> Any:
-            requests_per_call.append(len(args[2:]) // 2)  # one job per request here
-            return await script(keys=keys, args=args)
+        def counted(
+            stream: str, limit: int, requests: Sequence[Sequence[bytes]]
+        ) -> tuple[int, list[bool]]:
+            requests_per_call.append(len(requests))
+            return put_if_room(stream, limit, requests)
 
-        queue._script = counted
+        transport.put_if_room = counted  # type: ignore[method-assign]
         try:
             first = asyncio.ensure_future(queue.offer([b'{"id":0}']))
             await asyncio.sleep(0)  # the first call leaves...

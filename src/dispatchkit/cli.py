@@ -32,7 +32,7 @@ from .demo import (
     fastest,
     run_seed,
 )
-from .errors import QueueFull, WorkerStartError
+from .errors import DispatchError, QueueFull, WorkerStartError
 from .executors.registry import kind_names, worker_kind
 from .settings import ENV_PREFIX, MAX_QUEUE_SIZE, MAX_WORKERS, Settings, env_fields, env_value
 from .settings import EXECUTORS as SETTINGS_EXECUTORS
@@ -57,7 +57,7 @@ DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
-class UsageError(Exception):
+class UsageError(DispatchError):
     """Bad input from the user: reported on one line, exit code 2."""
 
 

@@ -7,11 +7,16 @@ from concurrent.futures import CancelledError
 __all__ = [
     "ClosedError",
     "DispatchError",
+    "ExtraNotInstalled",
     "ForkedError",
     "JobCancelled",
     "JobVanished",
+    "NeedsAsyncWorker",
+    "PayloadNotSendable",
     "QueueFull",
+    "RemoteError",
     "RemoteJobError",
+    "RemoteTraceback",
     "TimedOut",
     "TransportError",
     "TransportRejected",
@@ -77,6 +82,14 @@ class TransportUnavailable(TransportError):
     """The transport's server cannot be reached, or its client library is not installed."""
 
 
+class ExtraNotInstalled(TransportUnavailable, ImportError):
+    """A transport's client library is not installed; the message says which extra to install.
+
+    Also an ``ImportError``, which it is: code that imports the transport lazily
+    catches it as such.
+    """
+
+
 class TransportRejected(TransportError):
     """The transport's server refused the request itself, so retrying it cannot help.
 
@@ -108,3 +121,37 @@ class RemoteJobError(DispatchError):
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.remote_traceback = remote_traceback
+
+
+class RemoteError(DispatchError):
+    """Stands in for a job's exception that could not travel between the processes.
+
+    Either it could not be pickled in the worker process or it could not be
+    unpickled in the dispatcher's; the message names its type and says why.
+    """
+
+
+class RemoteTraceback(DispatchError):
+    """The traceback of an exception raised in a worker process or on a remote worker.
+
+    Set as the ``__cause__`` of the error the job's handle raises, as
+    ``concurrent.futures.process`` does, so that it shows in the report.
+
+    Attributes:
+        text: the formatted traceback.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class NeedsAsyncWorker(DispatchError, TypeError):
+    """A coroutine job reached a worker of plain functions: run it with ``--executor async``."""
+
+
+class PayloadNotSendable(DispatchError, ValueError):
+    """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""

@@ -38,6 +38,8 @@ from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any, Final
 
+from dispatchkit.errors import RemoteError, RemoteTraceback
+
 __all__ = [
     "CALL",
     "EACH",
@@ -77,25 +79,6 @@ class Task:
     #: Return counts and failures only: ``("summary", ok, [(position, error)],
     #: started, finished)``, for fire-and-forget chunks.
     summary: bool = False
-
-
-class RemoteError(Exception):
-    """Stands in for a job's exception that could not travel between the processes.
-
-    Either it could not be pickled in the worker process or it could not be
-    unpickled in the dispatcher's; the message names its type and says why.
-    """
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker process (set as ``__cause__``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _portable_error(exc: BaseException) -> tuple[BaseException, str]:

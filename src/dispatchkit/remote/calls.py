@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.errors import NeedsAsyncWorker, TimedOut
+from dispatchkit.job import Job
+from dispatchkit.retry import RetryPolicy
 from dispatchkit.transports._codec import EncodedJob, error_info
 
-__all__ = ["Called", "call_in_loop", "call_in_pool", "call_in_thread"]
+__all__ = [
+    "Called",
+    "call_in_loop",
+    "call_in_pool",
+    "call_in_thread",
+    "retry_in_loop",
+    "retry_in_pool",
+    "retry_in_thread",
+]
 
 #: ``(value, ok, (jobs succeeded, jobs failed))``.
 Called = tuple[Any, bool, tuple[int, int]]
-
-
-class NeedsAsyncWorker(TypeError):
-    """A job returned an awaitable on a worker thread, where nothing would await it."""
 
 
 def call_in_thread(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> Called:
@@ -109,3 +117,63 @@ async def _one_in_loop(
     except BaseException as exc:  # even SystemExit: a job's failure is never the worker's
         return False, exc
     return True, value
+
+
+# -- one job with a timeout or a retry policy: ``(called, runs made)`` -----------------
+
+
+def retry_in_thread(
+    fn: Callable[..., Any], job: EncodedJob, timeout: float | None, policy: RetryPolicy | None
+) -> tuple[Called, int]:
+    """Run the job on this thread, again after its backoff while ``policy`` says so.
+
+    A timeout fails it at once, as a thread worker refuses one locally: a
+    running thread cannot be stopped.
+    """
+    if timeout is not None:
+        error = ValueError(
+            "a job timeout needs a worker with --executor process or async: "
+            "a running thread cannot be stopped"
+        )
+        return (error, False, (0, 1)), 1
+    runs = 1
+    while True:
+        ok, value = _one_in_thread(fn, job.args, job.kwargs)
+        if ok or policy is None or not policy.should_retry(value, runs):
+            return (value, ok, (1, 0) if ok else (0, 1)), runs
+        time.sleep(policy.delay(runs))
+        runs += 1
+
+
+def retry_in_pool(
+    pool: Dispatcher,
+    fn: Callable[..., Any],
+    job: EncodedJob,
+    timeout: float | None,
+    policy: RetryPolicy | None,
+) -> tuple[Called, int]:
+    """Run the job in the pool's processes, which enforce its timeout and retries."""
+    if inspect.iscoroutinefunction(fn):
+        return call_in_pool(pool, fn, job, False), 1
+    handle = pool.submit_job(Job(fn, tuple(job.args), job.kwargs, timeout=timeout, retry=policy))
+    try:
+        value = handle.result()
+    except Exception as exc:  # the job's failure (a TimedOut included) is its outcome
+        return (exc, False, (0, 1)), max(1, handle.attempts)
+    return (value, True, (1, 0)), max(1, handle.attempts)
+
+
+async def retry_in_loop(
+    fn: Callable[..., Any], job: EncodedJob, timeout: float | None, policy: RetryPolicy | None
+) -> tuple[Called, int]:
+    """Run the job on the running loop, cancelled past ``timeout``, retried per ``policy``."""
+    runs = 1
+    while True:
+        try:
+            ok, value = await asyncio.wait_for(_one_in_loop(fn, job.args, job.kwargs), timeout)
+        except TimeoutError:
+            ok, value = False, TimedOut(f"job ran longer than its timeout of {timeout} s")
+        if ok or policy is None or not policy.should_retry(value, runs):
+            return (value, ok, (1, 0) if ok else (0, 1)), runs
+        await asyncio.sleep(policy.delay(runs))
+        runs += 1

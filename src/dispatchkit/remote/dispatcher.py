@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
-from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -34,17 +33,18 @@ from dispatchkit.errors import (
     ClosedError,
     JobVanished,
     QueueFull,
-    RemoteJobError,
     TransportError,
-    WorkerLost,
 )
 from dispatchkit.job import Job, JobHandle, JobStatus
 from dispatchkit.registry import job_name
-from dispatchkit.strategies import ByKey, Pull, Strategy, parse_strategy, stable_hash
+from dispatchkit.retry import RetryPolicy
+from dispatchkit.strategies import Strategy, parse_strategy, stable_hash
 from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
-from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport, translate_errors
+from dispatchkit.transports.base import Transport
 
+from ._connect import redis_transport
+from .outcomes import RemoteStats, remote_error, values
 from .worker import DEFAULT_PARTITIONS
 
 __all__ = ["RedisDispatcher", "RemoteStats"]
@@ -77,10 +77,13 @@ class RedisDispatcher:
     """Publishes registered jobs to the workers of one Redis queue.
 
     Args:
-        url: ``redis://HOST:PORT/DB``.
+        url: ``redis://HOST:PORT/DB`` (or give ``transport``).
         queue: the queue's name, as given to the workers.
         strategy: ``pull`` (one shared stream), ``round_robin`` or ``batch`` (one
-            stream per registered worker), ``key`` (one stream per partition).
+            stream per registered worker), ``key`` (one stream per partition). A
+            Strategy of one's own goes by what it declares: ``shared`` to the shared
+            stream, ``needs_key`` to the partitions, otherwise its ``assign`` picks
+            among the registered workers.
         block: block size of ``batch``.
         namespace: first part of every key (as given to the workers).
         partitions: partitions of ``key`` (as given to the workers).
@@ -92,6 +95,8 @@ class RedisDispatcher:
         visibility_timeout: seconds after which a handle whose entry is gone
             from Redis (neither queued, nor held by a worker, nor answered)
             fails with ``JobVanished`` (as given to the workers).
+        transport: the transport to use instead of a Redis URL (a
+            :class:`~dispatchkit.transports.memory.MemoryTransport` in tests, say).
 
     Raises:
         ValueError: an unknown strategy or a bad number (a duration that is not
@@ -101,8 +106,8 @@ class RedisDispatcher:
 
     def __init__(
         self,
-        url: str,
-        queue: str,
+        url: str | None = None,
+        queue: str | None = None,
         *,
         strategy: str | Strategy = "pull",
         block: int = 100,
@@ -112,6 +117,7 @@ class RedisDispatcher:
         put_timeout: float | None = None,
         worker_wait: float = 30.0,
         visibility_timeout: float = 60.0,
+        transport: Transport | None = None,
     ) -> None:
         if put_timeout is not None:
             put_timeout = check_seconds("put_timeout", put_timeout, zero_ok=True)
@@ -121,10 +127,12 @@ class RedisDispatcher:
             raise ValueError("capacity and partitions must be at least 1")
         self._strategy = parse_strategy(strategy, block=block)
         self.name = secrets.token_hex(6)
-        # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
-        self._transport = RedisTransport(
-            url, queue=queue, namespace=namespace, socket_timeout=_REPLY_TIMEOUT
-        )
+        if transport is None:
+            # Bounded waits: a Redis that hangs must not hang the listener (and shutdown).
+            transport = redis_transport(url, queue, namespace, "", _REPLY_TIMEOUT)
+        elif url is not None or (queue is not None and queue != transport.keys.queue):
+            raise ValueError("give either a Redis URL and a queue, or a transport of that queue")
+        self._transport = transport
         self._transport.ping()
         self.keys = self._transport.keys
         self._results = self.keys.results(self.name)
@@ -140,7 +148,7 @@ class RedisDispatcher:
         # Where each published, unsettled job's entry is, and when to look for it:
         # in order of that time (published in order; one looked at goes last).
         self._placed: dict[int, tuple[str, str, float]] = {}
-        self._last_outcome: Any = b"0-0"
+        self._last_outcome = "0-0"
         self._unread = 0
         self._closed = False
         self._stopping = threading.Event()
@@ -184,10 +192,17 @@ class RedisDispatcher:
     def submit_job(self, job: Job[R]) -> JobHandle[R]:
         """Publish a :class:`~dispatchkit.Job` (with its key, for the key strategy).
 
+        Its ``timeout`` and ``retry`` travel with it: the worker retries the job
+        in place per the policy (whose exception types it must be able to
+        import), and stops it past its timeout (process and async workers; a
+        thread worker fails a job with a timeout, as a running thread cannot be
+        stopped).
+
         Raises:
             ClosedError, ValueError, TypeError, QueueFull: as :meth:`submit`.
         """
-        return self._submit(job.name or job_name(job.fn), job.args, job.kwargs, job.key)
+        name = job.name or job_name(job.fn)
+        return self._submit(name, job.args, job.kwargs, job.key, job.timeout, job.retry)
 
     @overload
     def map(
@@ -232,7 +247,7 @@ class RedisDispatcher:
         name = job_name(fn)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        if chunk > 1 and (key is not None or isinstance(self._strategy, ByKey)):
+        if chunk > 1 and (key is not None or self._strategy.needs_key):
             raise ValueError("the key strategy sends one job per entry: use chunk=1")
         handles: deque[JobHandle[Any]] = deque()
         source = iter(items)
@@ -244,19 +259,25 @@ class RedisDispatcher:
                 calls = [[item] for item in block]
                 handles.append(self._submit(CHUNK_JOB, (name, calls), {}, None))
             if len(handles) * chunk >= window:
-                yield from _values(handles.popleft(), chunk > 1)
+                yield from values(handles.popleft(), chunk > 1)
         while handles:
-            yield from _values(handles.popleft(), chunk > 1)
+            yield from values(handles.popleft(), chunk > 1)
 
     def _submit(
-        self, name: str, args: tuple[Any, ...], kwargs: Any, key: Hashable
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        key: Hashable,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> JobHandle[Any]:
         if self._closed:
             raise ClosedError("the dispatcher is closed: it takes no more jobs")
-        if isinstance(self._strategy, ByKey):
+        if self._strategy.needs_key:
             stable_hash(key)  # a TypeError now, rather than in the flusher
         job_id = next(self._ids)
-        payload = encode_job(job_id, name, args, kwargs, self._results)
+        payload = encode_job(job_id, name, args, kwargs, self._results, None, timeout, retry)
         if not self._slots.acquire(timeout=self._put_timeout):
             raise QueueFull(f"{len(self._pending)} jobs unfinished for {self._put_timeout} s")
         handle: JobHandle[Any] = JobHandle(job_id, _remote, (), {}, name)
@@ -296,10 +317,12 @@ class RedisDispatcher:
                     self._settle(seq, False, exc, 0)
 
     def _stream_of(self, seq: int, key: Hashable) -> str:
+        # Routed by what the strategy declares, so that one of the user's own goes
+        # where it belongs: one shared stream, a partition per key, or a worker's stream.
         strategy = self._strategy
-        if isinstance(strategy, Pull):
+        if strategy.shared:
             return self.keys.pull
-        if isinstance(strategy, ByKey):
+        if strategy.needs_key:
             return self.keys.partition(stable_hash(key) % self._partitions)
         # round_robin and batch: the strategy picks among the registered workers.
         workers = self._live_workers()
@@ -315,15 +338,9 @@ class RedisDispatcher:
         if self._workers and now - self._workers_at < 1.0:
             return self._workers
         deadline = now + self._worker_wait
-        client = self._transport.client
         while True:
-            with translate_errors("listing workers"):
-                pipe = client.pipeline(transaction=False)
-                # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
-                pipe.zrangebyscore(self.keys.workers, time.time() - 10, "+inf")
-                pipe.smembers(self.keys.draining)
-                live, draining = pipe.execute()
-            names = sorted({w.decode() for w in live} - {w.decode() for w in draining})
+            # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
+            names = self._transport.live_workers(10.0)
             if names:
                 self._workers, self._workers_at = names, time.monotonic()
                 return names
@@ -338,7 +355,7 @@ class RedisDispatcher:
         next_check = time.monotonic() + check_every
         while not (self._stopping.is_set() and not self._pending):
             try:
-                self._read_outcomes(block_ms=200)
+                self._read_outcomes(block=0.2)
                 if time.monotonic() >= next_check:
                     self._fail_vanished()
                     next_check = time.monotonic() + check_every
@@ -346,28 +363,24 @@ class RedisDispatcher:
                 logger.error("reading outcomes failed: %s; retrying", exc)
                 time.sleep(0.5)
 
-    def _read_outcomes(self, block_ms: int | None) -> int:
-        """Read and settle the next outcomes (waiting ``block_ms`` for some); how many.
+    def _read_outcomes(self, block: float | None) -> int:
+        """Read and settle the next outcomes (waiting ``block`` seconds for some); how many.
 
         Raises:
             TransportError: Redis failed.
         """
-        client = self._transport.client
-        with translate_errors("reading outcomes"):
-            reply: Any = client.xread(
-                {self._results: self._last_outcome}, count=_READ_BATCH, block=block_ms
-            )
-            if not reply:
-                return 0
-            entries = reply[0][1]
-            self._last_outcome = entries[-1][0]
-            for _, fields in entries:
-                self._on_outcome(fields.get(OUTCOME_FIELD))
-            self._unread += len(entries)
-            if self._unread >= _READ_BATCH or not self._pending:
-                # Trim what was read, in one command per many outcomes.
-                client.xtrim(self._results, minid=self._last_outcome, approximate=False)
-                self._unread = 0
+        t = self._transport
+        entries = t.read_outcomes(self._results, self._last_outcome, _READ_BATCH, block)
+        if not entries:
+            return 0
+        self._last_outcome = entries[-1][0]
+        for _, payload in entries:
+            self._on_outcome(payload)
+        self._unread += len(entries)
+        if self._unread >= _READ_BATCH or not self._pending:
+            # Trim what was read, in one command per many outcomes.
+            t.trim_outcomes(self._results, self._last_outcome)
+            self._unread = 0
         return len(entries)
 
     def _fail_vanished(self) -> None:
@@ -388,7 +401,7 @@ class RedisDispatcher:
                 continue
             # An entry acknowledged before the look had its outcome stored with it:
             # read every outcome up to now before calling any entry lost.
-            while self._read_outcomes(block_ms=None) == _READ_BATCH:
+            while self._read_outcomes(block=None) == _READ_BATCH:
                 pass
             with self._lock:
                 lost_jobs = [d for d in lost_jobs if d[0] in self._pending]
@@ -501,8 +514,7 @@ class RedisDispatcher:
         self._flusher.join()
         self._listener.join()
         try:
-            with translate_errors("deleting the results stream"):
-                self._transport.client.delete(self._results)
+            self._transport.drop_outcomes(self._results)
         except TransportError:
             logger.warning("could not delete %s", self._results)
         self._transport.close()
@@ -517,58 +529,3 @@ class RedisDispatcher:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown(wait=exc_type is None)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStats:
-    """What a :class:`RedisDispatcher` has done (a chunk counts as one job here).
-
-    Attributes:
-        published: jobs written to Redis.
-        succeeded: outcomes received that are values.
-        failed: outcomes received that are errors.
-        duplicates: outcomes dropped because the job had settled already (it
-            ran again after its worker died: at-least-once delivery).
-        pending: jobs submitted whose outcome has not arrived.
-    """
-
-    published: int
-    succeeded: int
-    failed: int
-    duplicates: int
-    pending: int
-
-
-def remote_error(info: Any) -> BaseException:
-    """The local exception for a remote ``[type name, message, traceback]``."""
-    type_name, message, remote_tb = [str(part) for part in [*list(info), "", "", ""][:3]]
-    error: BaseException = (
-        WorkerLost(message)
-        if type_name.endswith("WorkerLost")
-        else RemoteJobError(type_name, message, remote_tb)
-    )
-    # As concurrent.futures.process does: the remote traceback is the cause.
-    error.__cause__ = _RemoteTraceback(remote_tb) if remote_tb else None
-    return error
-
-
-def _values(handle: JobHandle[Any], chunked: bool) -> Iterator[Any]:
-    """The value(s) of a job or of a chunk of jobs, raising the first error."""
-    if not chunked:
-        yield handle.result()
-        return
-    for ok, value in handle.result():
-        if not ok:
-            raise remote_error(value)
-        yield value
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an exception raised on a remote worker (shown as the cause)."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'

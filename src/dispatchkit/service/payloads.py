@@ -13,6 +13,8 @@ from typing import Final
 
 import msgspec
 
+from dispatchkit.errors import DispatchError
+
 from .config import DEFAULT_MAX_DEPTH
 
 __all__ = ["BadRequest", "Request", "decode_request", "depth"]
@@ -28,7 +30,7 @@ _STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-class BadRequest(Exception):
+class BadRequest(DispatchError):
     """A request the service refuses, with its HTTP status and a message."""
 
     def __init__(

@@ -1,6 +1,6 @@
 """Payloads handed to remote workers: one job per payload on a Redis stream.
 
-    POST /v1/payloads ──decode──▶ RedisPayloadQueue.offer ──EVALSHA──▶ <ns>:<queue>:pull
+    POST /v1/payloads ──decode──▶ RedisPayloadQueue.offer ──put_if_room──▶ <ns>:<queue>:pull
                                      │ all payloads or none,                  │
                                      │ bounded by the stream's length         ▼
                                      └ 202 once Redis has them       dispatchkit worker(s)
@@ -8,7 +8,7 @@
 With ``dispatchkit serve --redis URL``, each payload becomes the fire-and-forget
 job ``job_name(payload)`` on the queue's pull stream, read by ``dispatchkit
 worker`` processes on any host (the job registered with ``@job(job_name)``).
-One Lua script checks the room and adds every payload of a request, so a
+One call of the transport (a Lua script) checks the room and adds every payload of a request, so a
 request is queued whole or refused (503), and the answer 202 comes only once
 Redis holds the payloads. The requests that arrive while one call is on its
 way go together in the next (a group commit: one round trip for many
@@ -21,18 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
-from dispatchkit.errors import ClosedError, TransportError
+from dispatchkit.errors import ClosedError, PayloadNotSendable, TransportError
 from dispatchkit.transports._codec import encode_job
-from dispatchkit.transports._redis_keys import Keys
-from dispatchkit.transports.redis import JOB_FIELD
 
 try:
-    import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from dispatchkit.transports.redis import RedisTransport
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f"dispatchkit serve --redis needs the redis extra: pip install 'dispatchkit[redis]' ({exc})"
@@ -42,41 +39,9 @@ __all__ = ["PayloadNotSendable", "RedisPayloadQueue"]
 
 logger = logging.getLogger(__name__)
 
-#: KEYS[1]: the stream; ARGV[1]: the most entries it may hold; ARGV[2]: the
-#: field of a job entry; then, for each request in turn, its number of jobs
-#: and the jobs. Each request is added whole if it fits, or not at all.
-#: Returns the stream's length, then 1 or 0 for each request.
-_ADD_IF_ROOM: Final = """
-local limit = tonumber(ARGV[1])
-local field = ARGV[2]
-local length = redis.call('XLEN', KEYS[1])
-local answers = {length}
-local i = 3
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  if length + n <= limit then
-    for j = i + 1, i + n do
-      redis.call('XADD', KEYS[1], '*', field, ARGV[j])
-    end
-    length = length + n
-    answers[#answers + 1] = 1
-  else
-    answers[#answers + 1] = 0
-  end
-  i = i + n + 1
-end
-answers[1] = length
-return answers
-"""
-
-
 #: The most bytes of jobs, and the most requests, one call to Redis carries.
 _CALL_BYTES: Final = 8 << 20
 _CALL_REQUESTS: Final = 1000
-
-
-class PayloadNotSendable(ValueError):
-    """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""
 
 
 class RedisPayloadQueue:
@@ -93,11 +58,12 @@ class RedisPayloadQueue:
     def __init__(
         self, url: str, queue: str, namespace: str, job_name: str, max_backlog: int
     ) -> None:
-        self.keys = Keys(namespace, queue)
+        # The calls run on a thread of the loop's executor, one at a time (the
+        # group commit), so that the loop never waits on Redis.
+        self._transport = RedisTransport(url, queue=queue, namespace=namespace)
+        self.keys = self._transport.keys
         self.job_name = job_name
         self.max_backlog = max_backlog
-        self._client: Any = aioredis.Redis.from_url(url)
-        self._script: Any = self._client.register_script(_ADD_IF_ROOM)
         self._decode = msgspec.json.Decoder().decode
         # Requests waiting for the next call to Redis: (encoded jobs, their answer).
         self._waiting: list[tuple[list[bytes], asyncio.Future[bool]]] = []
@@ -114,9 +80,10 @@ class RedisPayloadQueue:
             TransportError: it does not.
         """
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as exc:
-            raise TransportError(f"Redis is unreachable: {exc}") from exc
+            await asyncio.to_thread(self._transport.ping)
+        except TransportError as exc:
+            reason = exc.__cause__ if exc.__cause__ is not None else exc
+            raise TransportError(f"Redis is unreachable: {reason}") from exc
 
     async def offer(self, lines: list[bytes]) -> bool:
         """Queue one job per payload line, all or none; False if the backlog has no room.
@@ -155,18 +122,18 @@ class RedisPayloadQueue:
         try:
             while self._waiting:
                 batch = self._take_batch()
-                args: list[Any] = [self.max_backlog, JOB_FIELD]
-                for jobs, _ in batch:
-                    args += [len(jobs), *jobs]
+                requests = [jobs for jobs, _ in batch]
                 try:
-                    length, *fitted = await self._script(keys=[self.keys.pull], args=args)
-                except (RedisError, OSError) as exc:
+                    length, fitted = await asyncio.to_thread(
+                        self._transport.put_if_room, self.keys.pull, self.max_backlog, requests
+                    )
+                except TransportError as exc:
                     _fail(batch, TransportError(f"cannot queue payloads in Redis: {exc}"))
                     continue
                 self.backlog = length
                 for (_, answer), fit in zip(batch, fitted, strict=True):
                     if not answer.done():  # its request may have been cancelled
-                        answer.set_result(bool(fit))
+                        answer.set_result(fit)
         except BaseException as exc:
             # Never leave a request without an answer: a 503, and the error goes on.
             error = TransportError(f"cannot queue payloads in Redis: {exc!r}")
@@ -197,7 +164,7 @@ class RedisPayloadQueue:
                 # close does not cancel the call they wait on.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._sender)
-            await self._client.aclose()
+            await asyncio.to_thread(self._transport.close)
 
 
 def _fail(batch: list[tuple[list[bytes], asyncio.Future[bool]]], error: Exception) -> None:

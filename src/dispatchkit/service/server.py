@@ -41,6 +41,7 @@ from granian.server import MPServer
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
+from dispatchkit.errors import DispatchError, TransportError
 from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
@@ -75,7 +76,7 @@ PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
 OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
 
 
-class UnstoredPayloads(RuntimeError):
+class UnstoredPayloads(DispatchError, RuntimeError):
     """Payloads answered 202 could not be stored (their fsync failed)."""
 
     def __init__(self, count: int) -> None:
@@ -233,20 +234,19 @@ def _check_redis(url: str) -> None:
         OSError: Redis cannot be reached.
     """
     try:
-        import redis
-    except ImportError:
+        from dispatchkit.transports.redis import RedisTransport, redacted_url
+    except ImportError:  # TransportUnavailable too: the extra is missing
         raise ValueError(
             "--redis needs the redis extra: pip install 'dispatchkit[redis]'"
         ) from None
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    transport = RedisTransport(url, queue="", socket_timeout=5)
     try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        from dispatchkit.transports.redis import redacted_url
-
-        raise OSError(f"cannot reach Redis at {redacted_url(url)}: {exc}") from None
+        transport.ping()
+    except TransportError as exc:
+        reason = exc.__cause__ if exc.__cause__ is not None else exc
+        raise OSError(f"cannot reach Redis at {redacted_url(url)}: {reason}") from None
     finally:
-        client.close()
+        transport.close()
 
 
 def _log_worker_crash(owner: asyncio.Task[None]) -> None:

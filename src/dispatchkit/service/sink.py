@@ -29,6 +29,8 @@ from pathlib import Path
 from time import monotonic
 from typing import Final
 
+from dispatchkit.errors import DispatchError
+
 __all__ = ["SEGMENT_GLOB", "SegmentSink", "SinkClosed", "SinkFailure", "read_lines"]
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ SEGMENT_GLOB: Final = "segment-*.ndjson"
 _NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class SinkFailure(OSError):
+class SinkFailure(DispatchError, OSError):
     """The sink cannot store lines now (nothing of them was kept)."""
 
 

@@ -1,32 +1,37 @@
 """How jobs and outcomes are encoded on the wire: msgpack, never pickle.
 
-A job entry is ``[job_id, name, args, kwargs, reply_to, key]``; an outcome is
+A job entry is ``[job_id, name, args, kwargs, reply_to, key]``, followed by
+``[timeout, retry]`` when the job has either (``retry``: :func:`policy_fields`); an outcome is
 ``[job_id, ok, value_or_error, worker, attempts]`` where a failure's error is
 ``[type_name, message, traceback]``. Tuples come back as lists, as in JSON.
 """
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dispatchkit.errors import TransportUnavailable
+from dispatchkit.errors import ExtraNotInstalled
+from dispatchkit.retry import RetryPolicy
 
 try:
     import msgpack
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise TransportUnavailable("encoding jobs needs msgpack: install dispatchkit[redis]") from exc
+    raise ExtraNotInstalled("encoding jobs needs msgpack: install dispatchkit[redis]") from exc
 
 __all__ = [
     "CHUNK_JOB",
     "EncodedJob",
     "decode_job",
+    "decode_options",
     "decode_outcome",
     "encode_job",
     "encode_outcome",
     "error_info",
+    "policy_fields",
 ]
 
 #: The name of a chunk entry: ``args`` is ``[job name, [arguments of each job, ...]]``
@@ -44,6 +49,49 @@ class EncodedJob:
     kwargs: dict[str, Any]
     reply_to: str
     key: Any = None
+    #: ``[timeout seconds or None, retry policy fields or None]``, or None for neither.
+    options: list[Any] | None = None
+
+
+def policy_fields(policy: RetryPolicy) -> list[Any]:
+    """A retry policy as plain data; its exception types go by ``module.qualname``."""
+    names = [f"{kind.__module__}.{kind.__qualname__}" for kind in policy.retry_on]
+    p = policy
+    return [p.max_attempts, p.backoff, p.multiplier, p.max_backoff, p.jitter, names]
+
+
+def decode_options(options: list[Any]) -> tuple[float | None, RetryPolicy | None]:
+    """The timeout and retry policy of a job entry's options.
+
+    Raises:
+        LookupError: an exception type of the policy cannot be found here.
+        ValueError, TypeError: options that are not a timeout and a policy.
+    """
+    timeout, fields = options
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        raise ValueError(f"a job timeout must be a positive number of seconds, got {timeout!r}")
+    if fields is None:
+        return timeout, None
+    max_attempts, backoff, multiplier, max_backoff, jitter, names = fields
+    retry_on = tuple(_exception_type(name) for name in names)
+    policy = RetryPolicy(max_attempts, backoff, multiplier, max_backoff, jitter, retry_on)
+    return timeout, policy
+
+
+def _exception_type(name: str) -> type[BaseException]:
+    """The exception type named ``module.qualname`` (imported if need be)."""
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            found = getattr(found, attr, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+        break
+    raise LookupError(f"the retry policy's exception type {name!r} cannot be found here")
 
 
 def encode_job(
@@ -53,16 +101,19 @@ def encode_job(
     kwargs: Mapping[str, Any],
     reply_to: str,
     key: Any = None,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
 ) -> bytes:
-    """Encode a job.
+    """Encode a job (with its timeout and retry policy, if it has them).
 
     Raises:
         TypeError: an argument msgpack cannot encode (only plain data travels).
     """
+    fields = [job_id, name, args, dict(kwargs), reply_to, key]
+    if timeout is not None or retry is not None:
+        fields.append([timeout, None if retry is None else policy_fields(retry)])
     try:
-        data: bytes = msgpack.packb(
-            [job_id, name, args, dict(kwargs), reply_to, key], use_bin_type=True
-        )
+        data: bytes = msgpack.packb(fields, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"the arguments of job {name!r} cannot be sent: {exc}") from None
     return data
@@ -75,20 +126,22 @@ def decode_job(payload: bytes) -> EncodedJob:
         ValueError: the payload is not a job entry.
     """
     try:
-        job_id, name, args, kwargs, reply_to, key = msgpack.unpackb(
-            payload, raw=False, strict_map_key=False
-        )
+        fields = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        job_id, name, args, kwargs, reply_to, key, *rest = fields
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ValueError(f"not a job entry: {exc}") from None
+    options = rest[0] if len(rest) == 1 else None
     if not (
         isinstance(job_id, int)
         and isinstance(name, str)
         and isinstance(args, list)
         and isinstance(kwargs, dict)
         and isinstance(reply_to, str)
+        and len(rest) <= 1
+        and (options is None or (isinstance(options, list) and len(options) == 2))
     ):
         raise ValueError("not a job entry: wrong field types")
-    return EncodedJob(job_id, name, args, kwargs, reply_to, key)
+    return EncodedJob(job_id, name, args, kwargs, reply_to, key, options)
 
 
 def encode_outcome(job_id: int, ok: bool, value: Any, worker: str, attempts: int) -> bytes:

@@ -8,129 +8,56 @@ An entry stays pending in the group until its outcome is stored: the outcome,
 the XACK and the XDEL go in one transaction, so a worker that dies before it
 leaves its entries pending, for a live worker to claim (issue 6).
 
-redis-py is loaded when this module is imported; the core never imports it.
+Claims are in :mod:`._redis_claims`; registration, heartbeats, partition leases and outcomes in
+:mod:`._redis_membership`, the Lua scripts in :mod:`._redis_scripts`, the
+translation of redis-py's errors in :mod:`._redis_errors`, every key name in
+:mod:`._redis_keys`. redis-py is loaded when this module is imported; the core
+never imports it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
-from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
+from dispatchkit.errors import (
+    ExtraNotInstalled,
+    TransportError,
+    TransportRejected,
+)
 
+from . import _redis_scripts as scripts
+from ._redis_claims import ATTEMPTS_FIELD, JOB_FIELD, RedisClaims, delivery_of, s
+from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
+from ._redis_membership import OUTCOME_FIELD, RedisMembership
 from .base import Delivery
 
 try:
     import redis
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise TransportUnavailable(
+    raise ExtraNotInstalled(
         "the Redis transport needs redis-py: install dispatchkit[redis]"
     ) from exc
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-__all__ = ["RedisTransport", "is_rejection", "redacted_url", "translate_errors"]
+__all__ = [
+    "JOB_FIELD",
+    "OUTCOME_FIELD",
+    "RedisTransport",
+    "is_rejection",
+    "redacted_url",
+    "translate_errors",
+]
 
-#: Field of a job entry holding the encoded job.
-JOB_FIELD: Final = b"j"
-#: Field of a requeued entry holding the deliveries it had before.
-ATTEMPTS_FIELD: Final = b"a"
-#: Field of an outcome entry.
-OUTCOME_FIELD: Final = b"r"
 
 #: Seconds a results stream outlives its last outcome (its dispatcher may have died).
 RESULTS_TTL: Final = 24 * 3600
 
-#: Entries one XAUTOCLAIM call looks at.
-_CLAIM_BATCH: Final = 256
 
-# Deletes a worker stream only if it is empty, atomically: a dispatcher may be
-# adding to it at the same moment, and an entry added must not be lost.
-_DELETE_IF_EMPTY: Final = """
-if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], KEYS[1])
-  return 1
-end
-return 0
-"""
-
-
-#: Error replies saying that the server cannot serve for now, not that the request is
-#: wrong: a request refused with one of these is retried, never dead-lettered.
-_BUSY_REPLIES: Final = frozenset(
-    {"BUSY", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS", "OOM"}
-    | {"READONLY", "TRYAGAIN"}
-)
-_BUSY_ERRORS: Final = (
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-
-
-def is_rejection(exc: BaseException) -> bool:
-    """Whether Redis refused the request itself, so that sending it again cannot help.
-
-    An error reply (``WRONGTYPE``, ``ERR``, ``NOGROUP``, ...) other than those saying
-    the server is busy for now, or a value redis-py cannot encode.
-    """
-    if isinstance(exc, redis.DataError):
-        return True
-    if not isinstance(exc, redis.ResponseError) or isinstance(exc, _BUSY_ERRORS):
-        return False
-    return _reply_text(exc).split(" ", 1)[0] not in _BUSY_REPLIES
-
-
-def _reply_text(exc: BaseException) -> str:
-    """The server's error reply, without the command a pipeline puts before it.
-
-    A pipeline's error reads "Command # 2 (XADD key field value) of pipeline caused
-    error: CODE message"; the command may carry a whole outcome.
-    """
-    return str(exc).rpartition("caused error: ")[2]
-
-
-@contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Raise redis-py's errors as :class:`TransportError` subclasses.
-
-    Raises:
-        TransportUnavailable: the server cannot be reached.
-        TransportRejected: the server refused the request itself (:func:`is_rejection`).
-        TransportError: any other Redis error (the server busy for now, say).
-    """
-    try:
-        yield
-    except redis.AuthenticationError as exc:
-        raise TransportUnavailable(f"Redis refused the credentials while {what}: {exc}") from exc
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise TransportUnavailable(f"Redis unreachable while {what}: {exc}") from exc
-    except redis.RedisError as exc:
-        kind = TransportRejected if is_rejection(exc) else TransportError
-        raise kind(f"Redis error while {what}: {exc}") from exc
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisTransport:
+class RedisTransport(RedisClaims, RedisMembership):
     """One connection pool to one Redis server, for one queue.
 
     Args:
@@ -168,7 +95,10 @@ class RedisTransport:
         self.url = url
         self.keys = Keys(namespace, queue)
         self.consumer = consumer
-        self._delete_if_empty = self.client.register_script(_DELETE_IF_EMPTY)
+        self._delete_if_empty = self.client.register_script(scripts.DELETE_IF_EMPTY)
+        self._renew = self.client.register_script(scripts.RENEW_LEASE)
+        self._release = self.client.register_script(scripts.RELEASE_LEASE)
+        self._add_if_room = self.client.register_script(scripts.ADD_IF_ROOM)
         self._worker_prefix = self.keys.worker_stream("")
 
     def ping(self) -> None:
@@ -202,7 +132,7 @@ class RedisTransport:
             pipe.sadd(self.keys.worker_streams, *worker_streams)
         with translate_errors("publishing jobs"):
             ids: list[Any] = pipe.execute()
-        return [_s(entry_id) for entry_id in ids[: len(entries)]]
+        return [s(entry_id) for entry_id in ids[: len(entries)]]
 
     def fetch(self, streams: Sequence[str], count: int, block: float) -> list[Delivery]:
         """Read up to ``count`` new entries of ``streams`` for this consumer.
@@ -222,9 +152,9 @@ class RedisTransport:
             )
         deliveries: list[Delivery] = []
         for stream, entries in reply or ():
-            name = _s(stream)
+            name = s(stream)
             for entry_id, fields in entries:
-                deliveries.append(_delivery(name, entry_id, fields, 1))
+                deliveries.append(delivery_of(name, entry_id, fields, 1))
         return deliveries
 
     def ack(self, deliveries: Sequence[Delivery], replies: Sequence[tuple[str, bytes]]) -> None:
@@ -294,10 +224,10 @@ class RedisTransport:
                 continue
             if not is_rejection(result):
                 raise TransportError(
-                    f"Redis error while acknowledging jobs: {_reply_text(result)}"
+                    f"Redis error while acknowledging jobs: {reply_text(result)}"
                 ) from result
             for delivery in deliveries:
-                error = f"Redis refused {what}: {_reply_text(result)}"
+                error = f"Redis refused {what}: {reply_text(result)}"
                 refused.setdefault((delivery.stream, delivery.entry_id), (delivery, error))
         return list(refused.values())
 
@@ -367,7 +297,7 @@ class RedisTransport:
 
     # -- consumer groups, claims and workers -----------------------------------
 
-    def ensure_group(self, stream: str) -> None:
+    def open_stream(self, stream: str) -> None:
         """Create the consumer group of ``stream`` (and the stream), reading from the start.
 
         Raises:
@@ -380,127 +310,27 @@ class RedisTransport:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def touch(self, held: dict[str, list[Any]]) -> None:
-        """Reset the idle time of entries this worker holds, so no one claims them.
+    ensure_group = open_stream
+
+    def put_if_room(
+        self, stream: str, limit: int, requests: Sequence[Sequence[bytes]]
+    ) -> tuple[int, list[bool]]:
+        """Add each request's job entries whole if ``stream`` stays within ``limit`` entries.
+
+        One script call (atomic): a request is added whole or not at all.
+
+        Returns:
+            The stream's length after, and whether each request was added.
 
         Raises:
-            TransportError: Redis failed.
+            TransportError: Redis failed (nothing, or everything, was added).
         """
-        if not held:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for stream, ids in held.items():
-            if ids:
-                pipe.xclaim(stream, GROUP, self.consumer, 0, ids, justid=True)
-        with translate_errors("refreshing held jobs"):
-            pipe.execute()
-
-    def claim_idle(self, stream: str, min_idle: float, everything: bool = False) -> list[Delivery]:
-        """Take over entries of ``stream`` idle for ``min_idle`` seconds (XAUTOCLAIM).
-
-        At most a batch of entries, or every one with ``everything``. A stream
-        that does not exist (or has no group yet) holds nothing to claim.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        try:
-            return self._claim_idle(stream, min_idle, everything)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
-
-    def _claim_idle(self, stream: str, min_idle: float, everything: bool) -> list[Delivery]:
-        claimed: list[Delivery] = []
-        cursor: bytes | str = "0-0"
-        with translate_errors("claiming idle jobs"):
-            while True:
-                reply = self.client.xautoclaim(
-                    stream, GROUP, self.consumer, int(min_idle * 1000), cursor, count=_CLAIM_BATCH
-                )
-                cursor, entries = reply[0], reply[1]
-                claimed.extend(
-                    _delivery(stream, entry_id, fields, 0)
-                    for entry_id, fields in entries
-                    if fields is not None
-                )
-                if _s(cursor) == "0-0" or (len(claimed) >= _CLAIM_BATCH and not everything):
-                    break
-            return self._with_attempts(stream, claimed)
-
-    def claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
-        """Take over the pending entries of one (dead) consumer of ``stream``.
-
-        A stream that does not exist (or has no group yet) holds nothing to claim.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        try:
-            return self._claim_from(stream, consumer, min_idle)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
-
-    def _claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
-        with translate_errors("claiming a dead worker's jobs"):
-            pending: Any = self.client.xpending_range(
-                stream, GROUP, "-", "+", _CLAIM_BATCH, consumername=consumer
-            )
-            ids: list[Any] = [p["message_id"] for p in pending]
-            if not ids:
-                return []
-            entries: Any = self.client.xclaim(
-                stream, GROUP, self.consumer, int(min_idle * 1000), ids
-            )
-            claimed = [
-                _delivery(stream, entry_id, fields, 0)
-                for entry_id, fields in entries
-                if fields is not None
-            ]
-            return self._with_attempts(stream, claimed)
-
-    def consumers(self, stream: str) -> dict[str, int]:
-        """The consumers of ``stream``'s group and how many entries each holds.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("listing consumers"):
-            try:
-                info = self.client.xinfo_consumers(stream, GROUP)
-            except redis.ResponseError:  # no such stream or group
-                return {}
-        return {_s(c["name"]): int(c["pending"]) for c in info}
-
-    def delete_consumer(self, stream: str, consumer: str) -> bool:
-        """Delete a consumer, but never one that still holds entries.
-
-        Returns True if it was deleted.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        consumers = self.consumers(stream)
-        if consumer not in consumers:
-            return True  # no such consumer (or stream): nothing to delete
-        if consumers[consumer] != 0:
-            return False
-        # The stream may have gone away meanwhile: then so has the consumer.
-        with translate_errors("deleting a consumer"), contextlib.suppress(redis.ResponseError):
-            self.client.xgroup_delconsumer(stream, GROUP, consumer)
-        return True
-
-    def delete_stream_if_empty(self, stream: str) -> bool:
-        """Delete a worker stream if it holds no entry (atomically).
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        with translate_errors("deleting a stream"):
-            return bool(self._delete_if_empty(keys=[stream, self.keys.worker_streams]))
+        args: list[Any] = [limit, JOB_FIELD]
+        for jobs in requests:
+            args += [len(jobs), *jobs]
+        with translate_errors("queueing payloads"):
+            length, *fitted = self._add_if_room(keys=[stream], args=args)
+        return int(length), [bool(fit) for fit in fitted]
 
     # -- internals ---------------------------------------------------------------
 
@@ -522,46 +352,3 @@ class RedisTransport:
             decides += [(f"acknowledging it in {stream}", of_stream)]
             decides += [(f"deleting it from {stream}", of_stream)]
         return decides
-
-    def _with_attempts(self, stream: str, claimed: list[Delivery]) -> list[Delivery]:
-        """Fill in the delivery counts of claimed entries (XPENDING): they are the attempts."""
-        if not claimed:
-            return claimed
-        counts: dict[str, int] = {}
-        ids = [d.entry_id for d in claimed]
-        pending: Any = self.client.xpending_range(
-            stream,
-            GROUP,
-            min(ids, key=_id_key),
-            max(ids, key=_id_key),
-            len(ids) * 2,
-            consumername=self.consumer,
-        )
-        for row in pending:
-            counts[_s(row["message_id"])] = int(row["times_delivered"])
-        return [
-            Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
-            for d in claimed
-        ]
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _delivery(stream: str, entry_id: Any, fields: Any, attempts: int) -> Delivery:
-    """A Delivery from a raw entry; ``attempts`` is added to any count the entry carries."""
-    payload = fields.get(JOB_FIELD) if isinstance(fields, dict) else None
-    before = fields.get(ATTEMPTS_FIELD) if isinstance(fields, dict) else None
-    with contextlib.suppress(ValueError, TypeError):
-        attempts += int(before) if before is not None else 0
-    return Delivery(stream, _s(entry_id), attempts, payload)
-
-
-def default_consumer_name() -> str:
-    """A worker name unique across hosts: ``host-pid-random``."""
-    import os
-    import secrets
-
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

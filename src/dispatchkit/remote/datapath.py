@@ -1,0 +1,464 @@
+"""The data path of a remote worker: fetch entries, run their jobs, acknowledge their outcomes.
+
+    fetch loop (main thread): transport.fetch ──▶ held, lanes ──▶ runner
+        (the runner: threads, a process pool, or tasks on one event loop)
+    runner: decode, look up, call ──▶ done queue   (or dead-letter the entry)
+    acker thread: done queue ──▶ transport.ack_outcomes (one transaction per batch)
+
+Every entry fetched or claimed is *held* until its outcome is acknowledged; at
+most ``prefetch`` are held at once. A partition's entries (the key strategy)
+wait in a lane behind the one before them, so one key keeps its order.
+
+The streams to read, and what to do when one went away, come from the
+worker's membership (:mod:`.membership`), which also hands claimed entries in
+through :meth:`DataPath.accept`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from queue import Empty, SimpleQueue
+from typing import Any, Final, NamedTuple
+
+from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable, WorkerLost
+from dispatchkit.registry import Registry
+from dispatchkit.retry import RetryPolicy
+from dispatchkit.transports._codec import (
+    CHUNK_JOB,
+    EncodedJob,
+    decode_job,
+    decode_options,
+    encode_outcome,
+)
+from dispatchkit.transports.base import Delivery, Transport
+
+from ._outage import Outage
+from .calls import (
+    Called,
+    call_in_loop,
+    call_in_pool,
+    call_in_thread,
+    retry_in_loop,
+    retry_in_pool,
+    retry_in_thread,
+)
+from .runners import JobRunner, Task
+
+__all__ = ["DataPath"]
+
+logger = logging.getLogger(__name__)
+
+#: A job's function, whether it is a chunk, and its timeout and retry policy (or None).
+_Prepared = tuple[
+    EncodedJob, Callable[..., Any], bool, tuple[float | None, RetryPolicy | None] | None
+]
+
+#: Outcomes acknowledged in one transaction, at most.
+_ACK_BATCH: Final = 1024
+#: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
+_ACK_LINGER: Final = 0.001
+_ACK_LINGER_BELOW: Final = 32
+
+
+class _DeadLetter(NamedTuple):
+    """Why an entry goes to the dead-letter stream, and the failure its submitter gets."""
+
+    error: str
+    reply: tuple[str, int, BaseException] | None
+
+
+def _unprocessable(job: EncodedJob, exc: Exception) -> _DeadLetter:
+    """Why an entry whose processing failed (not its job: dispatchkit) is dead-lettered."""
+    error = RuntimeError(f"processing the entry failed: {_describe(exc)}")
+    return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
+
+
+def _options(
+    job: EncodedJob, options: list[Any]
+) -> tuple[float | None, RetryPolicy | None] | _DeadLetter:
+    """A job's timeout and retry policy, or why it is dead-lettered."""
+    try:
+        return decode_options(options)
+    except (LookupError, ValueError, TypeError) as exc:
+        bad = ValueError(f"the job's timeout or retry policy cannot be used: {exc}")
+        return _DeadLetter(str(bad), (job.reply_to, job.job_id, bad))
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # its message cannot be formed either
+        return type(exc).__name__
+
+
+class DataPath:
+    """Fetches, runs and acknowledges the entries of one worker.
+
+    Args:
+        name: the worker's name (its consumer name).
+        transport: where entries come from and outcomes go.
+        runner: where jobs run.
+        registry: where job names are looked up.
+        prefetch: entries held at once, at most.
+        max_attempts: deliveries of one entry before it is dead-lettered.
+        outage: the worker's record of failed calls.
+        partition_prefix: the start of every partition stream's name.
+        lock: the lock shared with the worker's membership.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        transport: Transport,
+        runner: JobRunner,
+        registry: Registry,
+        prefetch: int,
+        max_attempts: int,
+        outage: Outage,
+        partition_prefix: str,
+        lock: threading.Lock,
+    ) -> None:
+        self.name = name
+        self._transport = transport
+        self._runner = runner
+        self._registry = registry
+        self._prefetch = prefetch
+        self._refill = max(1, prefetch // 2)
+        self._max_attempts = max_attempts
+        self._outage = outage
+        self._partition_prefix = partition_prefix
+        self.lock = lock
+        self._room = threading.Condition(lock)
+        #: Every entry fetched or claimed and not yet acknowledged, by stream.
+        self.held: dict[str, dict[str, Delivery]] = {}
+        self.held_count = 0
+        # Partition entries waiting for the one before them (one key, one order).
+        self._lanes: dict[str, deque[Delivery]] = {}
+        # (entry, reply stream, encoded outcome, (jobs succeeded, jobs failed))
+        self._done: SimpleQueue[tuple[Delivery, str, bytes, tuple[int, int]] | None] = SimpleQueue()
+        #: Set by the worker's stop(): the fetch loop reads no more.
+        self.stopping = threading.Event()
+        # Past the drain deadline: outcomes of jobs still running are dropped, so
+        # their entries stay pending for other workers.
+        self._abandoning = threading.Event()
+        self.succeeded = self.failed = self.dead = 0
+        #: The streams to read now (given by the membership).
+        self.streams: Callable[[], list[str]] = list
+        #: Called when a stream read went away (the membership starts afresh).
+        self.on_missing_stream: Callable[[], None] = lambda: None
+
+    # -- the fetch loop (main thread) ----------------------------------------------
+
+    def fetch_loop(self) -> None:
+        """Fetch and start entries until :attr:`stopping` is set.
+
+        Raises:
+            TransportUnavailable: the server has been unreachable for too long.
+        """
+        while not self.stopping.is_set():
+            self.check_reachable()
+            with self._room:
+                room = self._prefetch - self.held_count
+                # Refill in gulps of half the prefetch, not entry by entry: a round
+                # trip per entry costs more CPU than the jobs of an io workload.
+                if room < self._refill:
+                    self._room.wait(0.05)
+                    continue
+            try:
+                deliveries = self._transport.fetch(self.streams(), room, 0.2)
+            except TransportError as exc:
+                self._outage.failed(exc)
+                if "NOGROUP" in str(exc):
+                    # A stream went away: an adopted one deleted by another worker once
+                    # empty, or our own if we were taken for dead. Start afresh.
+                    self.on_missing_stream()
+                else:
+                    logger.warning("worker %s: %s; retrying", self.name, exc)
+                    time.sleep(0.5)
+                continue
+            self._outage.reached()
+            self.accept(deliveries)
+
+    def accept(self, deliveries: Iterable[Delivery]) -> None:
+        """Hold the entries and hand them to the runner (partition entries in order)."""
+        start: list[Delivery] = []
+        with self.lock:
+            for delivery in deliveries:
+                held = self.held.setdefault(delivery.stream, {})
+                if delivery.entry_id in held:
+                    continue  # already ours (claimed back): it runs once here
+                held[delivery.entry_id] = delivery
+                self.held_count += 1
+                if delivery.stream.startswith(self._partition_prefix):
+                    lane = self._lanes.get(delivery.stream)
+                    if lane:  # its predecessor still runs: wait behind it
+                        lane.append(delivery)
+                        continue
+                    self._lanes[delivery.stream] = deque([delivery])
+                start.append(delivery)
+        submit = self._runner.submit
+        for delivery in start:
+            submit(self._task(delivery))
+
+    def wait_for_held(self, deadline: float) -> int:
+        """Wait until every held entry is acknowledged, or ``deadline`` (monotonic) passes.
+
+        Returns:
+            How many entries are still held at the deadline (0: all were done).
+
+        Raises:
+            TransportUnavailable: the server has been unreachable for too long.
+        """
+        with self._room:
+            while self.held_count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # From now on a job that ends is not acknowledged: its entry
+                    # stays pending, so another worker runs it (at least once).
+                    self._abandoning.set()
+                    return self.held_count
+                self.check_reachable()
+                self._room.wait(min(0.1, left))
+        return 0
+
+    def check_reachable(self) -> None:
+        """Raise once the server has been unreachable for the outage's limit.
+
+        Raises:
+            TransportUnavailable: it has.
+        """
+        if not self._outage.over():
+            return
+        with self.lock:
+            held = self.held_count
+        raise TransportUnavailable(
+            f"Redis unreachable for {self._outage.limit:g} s; the {held} entries it held "
+            "stay pending, for other workers to claim"
+        )
+
+    def _task(self, delivery: Delivery) -> Task:
+        if self._runner.on_loop:
+            return lambda: self._process_in_loop(delivery)
+        return lambda: self._process(delivery)
+
+    # -- running one entry (runner threads, or tasks on the runner's loop) ------------
+
+    def _process(self, delivery: Delivery) -> None:
+        try:
+            prepared = self._prepare(delivery)
+            if isinstance(prepared, _DeadLetter):
+                self._dead_letter(delivery, *prepared)
+                return
+            job, fn, chunk, options = prepared
+            try:
+                pool = self._runner.pool
+                if options is not None:  # a timeout or a retry policy (submit_job)
+                    called, runs = (
+                        retry_in_thread(fn, job, *options)
+                        if pool is None
+                        else retry_in_pool(pool, fn, job, *options)
+                    )
+                    self._finish(delivery, job, called, runs)
+                    return
+                called = (
+                    call_in_thread(fn, job, chunk)
+                    if pool is None
+                    else call_in_pool(pool, fn, job, chunk)
+                )
+                self._finish(delivery, job, called)
+            except Exception as exc:  # it would fail again: never leave it pending
+                self._dead_letter(delivery, *_unprocessable(job, exc))
+        finally:
+            self._next_in_lane(delivery)
+
+    async def _process_in_loop(self, delivery: Delivery) -> None:
+        try:
+            prepared = self._prepare(delivery)
+            if isinstance(prepared, _DeadLetter):
+                # Round trips to the server: in a thread, so the loop's other jobs go on.
+                await asyncio.to_thread(self._dead_letter, delivery, *prepared)
+            else:
+                job, fn, chunk, options = prepared
+                try:
+                    if options is not None:  # a timeout or a retry policy (submit_job)
+                        called, runs = await retry_in_loop(fn, job, *options)
+                        self._finish(delivery, job, called, runs)
+                    else:
+                        self._finish(delivery, job, await call_in_loop(fn, job, chunk))
+                except Exception as exc:  # it would fail again: never leave it pending
+                    dead = _unprocessable(job, exc)
+                    await asyncio.to_thread(self._dead_letter, delivery, *dead)
+        finally:
+            self._next_in_lane(delivery)
+
+    def _prepare(self, delivery: Delivery) -> _Prepared | _DeadLetter:
+        """The job, its function, whether it is a chunk, its options; or why to dead-letter it."""
+        if delivery.payload is None:
+            return _DeadLetter("not a job entry: no job field", None)
+        try:
+            job = decode_job(delivery.payload)
+        except ValueError as exc:
+            return _DeadLetter(str(exc), None)
+        if delivery.attempts > self._max_attempts:
+            error = WorkerLost(
+                f"job {job.name!r} was delivered {delivery.attempts} times and its worker "
+                f"died each time (max_attempts={self._max_attempts})"
+            )
+            return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
+        chunk = job.name == CHUNK_JOB
+        try:
+            if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
+                raise KeyError("a chunk entry needs [job name, [arguments, ...]]")
+            fn = self._registry.get(job.args[0] if chunk else job.name)
+        except KeyError as exc:
+            unknown = LookupError(str(exc.args[0]))
+            return _DeadLetter(str(unknown), (job.reply_to, job.job_id, unknown))
+        options = None if job.options is None or chunk else _options(job, job.options)
+        if isinstance(options, _DeadLetter):
+            return options
+        return job, fn, chunk, options
+
+    def _finish(self, delivery: Delivery, job: EncodedJob, called: Called, runs: int = 1) -> None:
+        """Hand the outcome to the acker (a job without ``reply_to`` wants none).
+
+        ``runs``: how often the job ran in this delivery (more with a retry policy).
+        """
+        if self._abandoning.is_set():
+            return  # past the drain deadline: the entry is left for another worker
+        value, ok, counts = called
+        if not job.reply_to:
+            # Fire and forget (an ingest service's payload): nobody reads an
+            # outcome, so a failure is told here.
+            if not ok:
+                logger.warning(
+                    "worker %s: job %r failed: %s",
+                    *(self.name, job.name, f"{type(value).__name__}: {value}"),
+                )
+            self._done.put((delivery, "", b"", counts))
+            return
+        attempts = delivery.attempts + runs - 1
+        outcome = encode_outcome(job.job_id, ok, value, self.name, attempts)
+        self._done.put((delivery, job.reply_to, outcome, counts))
+
+    def _dead_letter(
+        self, delivery: Delivery, error: str, reply: tuple[str, int, BaseException] | None
+    ) -> None:
+        logger.warning(
+            "worker %s: entry %s of %s dead-lettered: %s",
+            *(self.name, delivery.entry_id, delivery.stream, error),
+        )
+        try:
+            if reply is not None and reply[0]:  # someone waits for the outcome
+                reply_to, job_id, exc = reply
+                outcome = encode_outcome(job_id, False, exc, self.name, delivery.attempts)
+                try:
+                    self._transport.ack([], [(reply_to, outcome)])
+                except TransportRejected as refused:  # dead-lettered all the same
+                    error = f"{error}; its failure could not be stored either: {refused}"
+            self._transport.nack(delivery, error)
+        except TransportRejected:
+            # Retrying cannot help: the entry is given up, and the log says so.
+            logger.error(
+                "worker %s: Redis refused to dead-letter an entry", self.name, exc_info=True
+            )
+        except TransportError:
+            # Left pending: it is claimed again later and lands here once more.
+            logger.error("worker %s: could not dead-letter an entry", self.name, exc_info=True)
+        with self.lock:
+            self.dead += 1
+        self._release_held([delivery])
+
+    def _next_in_lane(self, delivery: Delivery) -> None:
+        lane = self._lanes.get(delivery.stream)
+        if lane is None:
+            return
+        with self.lock:
+            lane.popleft()
+            following = lane[0] if lane else None
+            if following is None:
+                del self._lanes[delivery.stream]
+        if following is not None:
+            self._runner.submit(self._task(following))
+
+    def _release_held(self, deliveries: Iterable[Delivery]) -> None:
+        with self._room:
+            for delivery in deliveries:
+                held = self.held.get(delivery.stream)
+                if held is not None and held.pop(delivery.entry_id, None) is not None:
+                    self.held_count -= 1
+            self._room.notify_all()
+
+    # -- acknowledging (acker thread) -----------------------------------------------
+
+    def end_acks(self) -> None:
+        """Tell the acker that no outcome comes any more: it stores what it has and returns."""
+        self._done.put(None)
+
+    def ack_loop(self) -> None:
+        finished = False
+        while not finished:
+            first = self._done.get()
+            if first is None:
+                break
+            batch = [first]
+            for linger in (False, True):
+                if linger:
+                    with self.lock:
+                        # Never while the fetcher waits for room we would free.
+                        fetcher_waits = self._prefetch - self.held_count < self._refill
+                    if finished or fetcher_waits or len(batch) >= _ACK_LINGER_BELOW:
+                        break
+                    # A few outcomes at a time cost a transaction each: wait a
+                    # moment for more (io jobs finish one by one).
+                    time.sleep(_ACK_LINGER)
+                while len(batch) < _ACK_BATCH:
+                    try:
+                        item = self._done.get_nowait()
+                    except Empty:
+                        break
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+            refused = self._store([(d, reply_to, outcome) for d, reply_to, outcome, _ in batch])
+            for delivery, error in refused:
+                self._dead_letter(delivery, f"its outcome could not be stored: {error}", None)
+            given_up = {(d.stream, d.entry_id) for d, _ in refused}
+            counted = [
+                item[3] for item in batch if (item[0].stream, item[0].entry_id) not in given_up
+            ]
+            self.succeeded += sum(succeeded for succeeded, _ in counted)
+            self.failed += sum(failed for _, failed in counted)
+            self._release_held([item[0] for item in batch])
+
+    def _store(self, done: list[tuple[Delivery, str, bytes]]) -> list[tuple[Delivery, str]]:
+        """Store the outcomes and acknowledge the entries; return those the server refused.
+
+        A failure that may pass is retried until the server has been unreachable
+        for the outage's limit; then the entries stay pending, and another worker
+        claims and runs them again. Nothing is lost.
+        """
+        while True:
+            try:
+                refused = self._transport.ack_outcomes(done)
+            except TransportError as exc:
+                self._outage.failed(exc)
+                if self._outage.over():
+                    logger.critical(
+                        "worker %s: could not store %d outcomes; they will run again",
+                        *(self.name, len(done)),
+                        exc_info=True,
+                    )
+                    return []
+                # Keep the outcomes: the entries stay ours (touched) until stored.
+                logger.error("worker %s: acknowledging failed; retrying", self.name)
+                time.sleep(0.5)
+                continue
+            self._outage.reached()
+            return refused

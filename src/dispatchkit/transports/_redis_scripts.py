@@ -1,0 +1,63 @@
+"""The Lua scripts of the Redis transport: the operations that must be atomic on the server."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ADD_IF_ROOM", "DELETE_IF_EMPTY", "RELEASE_LEASE", "RENEW_LEASE"]
+
+#: Deletes a worker stream only if it is empty, atomically: a dispatcher may be
+#: adding to it at the same moment, and an entry added must not be lost.
+#: KEYS[1]: the stream; KEYS[2]: the set of worker streams.
+DELETE_IF_EMPTY: Final = """
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], KEYS[1])
+  return 1
+end
+return 0
+"""
+
+#: Extends a lease only if its holder still holds it. KEYS[1]: the lease;
+#: ARGV[1]: the holder; ARGV[2]: the new time to live in milliseconds.
+RENEW_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+#: Deletes a lease only if its holder still holds it. KEYS[1]: the lease; ARGV[1]: the holder.
+RELEASE_LEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: KEYS[1]: the stream; ARGV[1]: the most entries it may hold; ARGV[2]: the
+#: field of a job entry; then, for each request in turn, its number of jobs
+#: and the jobs. Each request is added whole if it fits, or not at all.
+#: Returns the stream's length, then 1 or 0 for each request.
+ADD_IF_ROOM: Final = """
+local limit = tonumber(ARGV[1])
+local field = ARGV[2]
+local length = redis.call('XLEN', KEYS[1])
+local answers = {length}
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  if length + n <= limit then
+    for j = i + 1, i + n do
+      redis.call('XADD', KEYS[1], '*', field, ARGV[j])
+    end
+    length = length + n
+    answers[#answers + 1] = 1
+  else
+    answers[#answers + 1] = 0
+  end
+  i = i + n + 1
+end
+answers[1] = length
+return answers
+"""
