@@ -15,6 +15,7 @@ from .common import (
     RET_FAILED,
     RET_OK,
     UsageError,
+    add_command,
     add_list,
     add_output_flags,
     int_in,
@@ -46,11 +47,13 @@ Charts need the bench extra: pip install 'dispatchkit[bench]'.
 
 def add_parser(commands: Commands) -> None:
     """Add ``bench`` and its flags."""
-    bench = commands.add_parser(
+    bench = add_command(
+        commands,
         "bench",
-        help="measure strategies, worker kinds and peers on a workload, with charts and a verdict",
+        command,
+        summary="measure strategies, worker kinds and peers on a workload, with charts and a "
+        "verdict",
         description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = bench.add_argument
     add_list(
@@ -117,7 +120,6 @@ def add_parser(commands: Commands) -> None:
     add("--report", action="store_true", help="also write a Markdown report with the charts")
     add_output_flags(bench, "print the results as JSON instead of a table")
     add("--no-charts", action="store_true", help="write no PNG charts (faster)")
-    bench.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -38,10 +38,12 @@ __all__ = [
     "RET_USAGE",
     "Parser",
     "UsageError",
+    "add_command",
     "add_drain_timeout",
     "add_list",
     "add_output_flags",
     "add_pool",
+    "add_seconds",
     "chunks",
     "drain_timeout",
     "int_in",
@@ -182,7 +184,46 @@ def chunks(text: str) -> list[int | None]:
     return values
 
 
-# -- flags more than one command takes ----------------------------------------
+# -- commands and the flags more than one command takes -----------------------
+
+
+def add_command(
+    commands: Commands,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    summary: str,
+    description: str,
+    raw: bool = True,
+) -> argparse.ArgumentParser:
+    """Add the parser of a command that ``handler`` runs.
+
+    Args:
+        summary: its line in ``dispatchkit --help``.
+        description: its ``--help`` text: shown as written (``raw``), or rewrapped.
+    """
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_seconds(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: float | None,
+    help_text: str,
+    *,
+    zero_ok: bool = False,
+    metavar: str | None = "SECONDS",
+) -> None:
+    """Add a duration flag: finite seconds, > 0 (>= 0 if ``zero_ok``)."""
+    parse = non_negative_seconds if zero_ok else positive_seconds
+    parser.add_argument(flag, type=parse, default=default, metavar=metavar, help=help_text)
 
 
 def add_pool(

@@ -26,13 +26,13 @@ from .common import (
     RET_FAILED,
     RET_OK,
     UsageError,
+    add_command,
     add_list,
     add_output_flags,
     add_pool,
+    add_seconds,
     chunks,
     int_in,
-    non_negative_seconds,
-    positive_seconds,
     show_progress,
     strategies,
 )
@@ -63,11 +63,12 @@ chunk), {ENV_PREFIX}BLOCK, {ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}EXECUTOR,
 
 def add_parser(commands: Commands) -> None:
     """Add ``run`` and its flags."""
-    run = commands.add_parser(
+    run = add_command(
+        commands,
         "run",
-        help="run the seed's demo with every strategy and compare them",
+        command,
+        summary="run the seed's demo with every strategy and compare them",
         description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "--jobs",
@@ -109,24 +110,22 @@ def add_parser(commands: Commands) -> None:
         default=None,
         help=f"block size of the batch strategy (default {ENV_PREFIX}BLOCK or 100)",
     )
-    run.add_argument(
+    add_seconds(
+        run,
         "--put-timeout",
-        type=non_negative_seconds,
-        default=None,
-        metavar="SECONDS",
-        help=f"seconds a hand-off waits for room in a full inbox before the run fails "
+        None,
+        f"seconds a hand-off waits for room in a full inbox before the run fails "
         f"(default {ENV_PREFIX}PUT_TIMEOUT or no limit)",
+        zero_ok=True,
     )
-    run.add_argument(
+    add_seconds(
+        run,
         "--job-timeout",
-        type=positive_seconds,
-        default=None,
-        metavar="SECONDS",
-        help=f"seconds one job may run before it is stopped, with --executor process "
+        None,
+        f"seconds one job may run before it is stopped, with --executor process "
         f"(default {ENV_PREFIX}JOB_TIMEOUT or no limit)",
     )
     add_output_flags(run, "print the results as JSON")
-    run.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:

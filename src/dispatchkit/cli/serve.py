@@ -16,12 +16,13 @@ from .common import (
     RET_OK,
     RET_UNSTORED,
     UsageError,
+    add_command,
     add_drain_timeout,
     add_pool,
+    add_seconds,
     drain_timeout,
     int_in,
     one_strategy,
-    positive_seconds,
 )
 
 if TYPE_CHECKING:
@@ -49,11 +50,12 @@ The bearer tokens may come from {ENV_PREFIX}TOKEN and {ENV_PREFIX}METRICS_TOKEN.
 
 def add_parser(commands: Commands) -> None:
     """Add ``serve`` and its flags."""
-    serve = commands.add_parser(
+    serve = add_command(
+        commands,
         "serve",
-        help="serve the HTTP ingest service (needs dispatchkit[serve])",
+        command,
+        summary="serve the HTTP ingest service (needs dispatchkit[serve])",
         description=_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int_in(0, 65535), default=8080, help="port (default 8080)")
@@ -115,12 +117,11 @@ def add_parser(commands: Commands) -> None:
         metavar="BYTES",
         help="size at which a new segment file starts (default 64 MiB)",
     )
-    serve.add_argument(
+    add_seconds(
+        serve,
         "--fsync-interval",
-        type=positive_seconds,
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between two flushes of the sink to disk (default 1)",
+        1.0,
+        "seconds between two flushes of the sink to disk (default 1)",
     )
     serve.add_argument(
         "--redis",
@@ -152,7 +153,6 @@ def add_parser(commands: Commands) -> None:
         help="how the server calls the app: rsgi, granian's own (faster), or asgi (default rsgi)",
     )
     add_drain_timeout(serve, "open requests")
-    serve.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -14,10 +14,11 @@ from .common import (
     RET_FAILED,
     RET_OK,
     UsageError,
+    add_command,
     add_drain_timeout,
+    add_seconds,
     drain_timeout,
     int_in,
-    positive_seconds,
 )
 
 if TYPE_CHECKING:
@@ -28,13 +29,16 @@ __all__ = ["add_parser", "command"]
 
 def add_parser(commands: Commands) -> None:
     """Add ``worker`` and its flags."""
-    worker = commands.add_parser(
+    worker = add_command(
+        commands,
         "worker",
-        help="run jobs from a Redis queue (on this or any other host)",
+        command,
+        summary="run jobs from a Redis queue (on this or any other host)",
         description="Run the registered jobs published to a Redis queue until SIGTERM or "
         "Ctrl-C, which drain: jobs in hand finish and are acknowledged, then it exits 0. "
         f"Jobs still running at --drain-timeout are left unacknowledged, for other workers "
         f"to claim, and it exits {RET_DRAIN_DEADLINE}. Needs dispatchkit[redis].",
+        raw=False,
     )
     add = worker.add_argument
     add("--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB")
@@ -68,17 +72,13 @@ def add_parser(commands: Commands) -> None:
         default=None,
         help="entries held at once, read in one request (default 2 x concurrency)",
     )
-    add(
-        "--heartbeat",
-        type=positive_seconds,
-        default=1.0,
-        help="seconds between heartbeats (default 1)",
-    )
-    add(
+    add_seconds(worker, "--heartbeat", 1.0, "seconds between heartbeats (default 1)", metavar=None)
+    add_seconds(
+        worker,
         "--visibility-timeout",
-        type=positive_seconds,
-        default=60.0,
-        help="seconds an untouched entry waits before another worker claims it (default 60)",
+        60.0,
+        "seconds an untouched entry waits before another worker claims it (default 60)",
+        metavar=None,
     )
     add(
         "--max-attempts",
@@ -86,16 +86,14 @@ def add_parser(commands: Commands) -> None:
         default=3,
         help="deliveries of one job before it is dead-lettered (default 3)",
     )
-    add(
+    add_seconds(
+        worker,
         "--unreachable-timeout",
-        type=positive_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds Redis may stay unreachable before the worker exits 1, whatever it "
+        30.0,
+        "seconds Redis may stay unreachable before the worker exits 1, whatever it "
         "holds; its entries stay pending for live workers to claim (default 30)",
     )
     add_drain_timeout(worker, "the jobs in hand")
-    worker.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:
