@@ -30,7 +30,15 @@ from ._durations import MAX_SECONDS, check_seconds
 from .executors.registry import kind_names
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
-__all__ = ["ENV_PREFIX", "EXECUTORS", "Settings", "env_fields", "env_value"]
+__all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "ENV_PREFIX",
+    "EXECUTORS",
+    "MAX_DRAIN_TIMEOUT",
+    "Settings",
+    "env_fields",
+    "env_value",
+]
 
 #: Prefix of the environment variables read by :meth:`Settings.from_env`.
 ENV_PREFIX: Final = "DISPATCHKIT_"
@@ -45,6 +53,12 @@ DEFAULT_QUEUE_SIZE: Final = 1024
 #: Upper bounds that catch typos (a worker count of 10**9) before they hurt.
 MAX_WORKERS: Final = 100_000
 MAX_QUEUE_SIZE: Final = 100_000_000
+
+#: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up
+#: on it (their --drain-timeout, ``DISPATCHKIT_DRAIN_TIMEOUT``).
+DEFAULT_DRAIN_TIMEOUT: Final = 30.0
+#: Longest drain deadline accepted, in seconds (a day).
+MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
 def _default_workers() -> int:

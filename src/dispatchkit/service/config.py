@@ -8,6 +8,7 @@ from typing import Final
 
 from dispatchkit._durations import check_seconds
 from dispatchkit.executors.registry import kind_names
+from dispatchkit.settings import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -40,12 +41,6 @@ DEFAULT_FSYNC_INTERVAL: Final = 1.0
 
 #: Longest flush interval accepted, in seconds (a day): beyond, a typo is likelier.
 MAX_FSYNC_INTERVAL: Final = 86400.0
-
-#: Seconds a signal waits for open requests before their connections are closed.
-DEFAULT_DRAIN_TIMEOUT: Final = 30.0
-
-#: Longest drain deadline accepted, in seconds (a day).
-MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 #: Deepest nesting of arrays and objects a request body may have by default:
 #: the body's own object is level 1, ``payloads`` 2, a payload object 3.

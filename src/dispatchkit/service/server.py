@@ -16,18 +16,15 @@ payload answered 202 is then on disk, or the worker says how many are not
 granian runs that hook only once every open connection has ended: a client
 that never finishes its request would hold the service forever, so past
 ``--drain-timeout`` the main process tells the worker to drain at once
-(shutdown.py); the worker writes what it accepted and exits, which closes the
-connections.
+(deadline_server.py, shutdown.py); the worker writes what it accepted and
+exits, which closes the connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import math
-import multiprocessing
 import os
 import socket
 import tempfile
@@ -37,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from granian.constants import HTTPModes, Interfaces, Loops
-from granian.server import MPServer
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
@@ -46,6 +42,7 @@ from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
+from .deadline_server import DeadlineServer
 from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
@@ -132,7 +129,7 @@ def serve(config: ServeConfig) -> bool:
     }
     os.environ[CONFIG_ENV] = json.dumps(settings)
     os.environ[PARENT_ENV] = str(os.getpid())
-    server = _Server(
+    server = DeadlineServer(
         f"{__name__}:create_app",
         drain_timeout=config.drain_timeout,
         address=config.host,
@@ -162,46 +159,6 @@ def serve(config: ServeConfig) -> bool:
     if report["unstored"]:
         raise UnstoredPayloads(report["unstored"])
     return not report["cut_short"]
-
-
-class _Server(MPServer):
-    """granian's server, whose stop waits for open requests at most ``drain_timeout``.
-
-    At the deadline the worker gets :data:`DRAIN_NOW`: it writes what it accepted
-    and exits with :data:`DRAIN_DEADLINE_EXIT`. granian's ``workers_kill_timeout``
-    SIGKILLs it only if it did not manage that within :data:`FLUSH_GRACE`.
-    """
-
-    def __init__(self, target: str, *, drain_timeout: float, **options: Any) -> None:
-        kill_after = math.ceil(drain_timeout + FLUSH_GRACE) + 1
-        super().__init__(target, workers_kill_timeout=kill_after, **options)
-        self._drain_timeout = drain_timeout
-        self._deadline: threading.Timer | None = None
-        self._workers: list[multiprocessing.process.BaseProcess] = []
-
-    def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-        if self._deadline is None:  # the first signal starts the clock
-            self._workers = multiprocessing.active_children()
-            self._deadline = threading.Timer(self._drain_timeout, self._deadline_passed)
-            self._deadline.daemon = True
-            self._deadline.start()
-        super().signal_handler_interrupt(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    def _deadline_passed(self) -> None:
-        for worker in self._workers:
-            if worker.is_alive() and worker.pid is not None:
-                with contextlib.suppress(ProcessLookupError):  # it just ended
-                    os.kill(worker.pid, DRAIN_NOW)
-
-    def worker_exit_codes(self) -> list[int | None]:
-        """How the worker processes ended, once :meth:`serve` returned."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-        for worker in self._workers:
-            # granian may return a moment before it reaped a worker that ended
-            # by itself (at the drain deadline): its exit code is not known yet.
-            worker.join(FLUSH_GRACE)
-        return [worker.exitcode for worker in self._workers]
 
 
 def choose_executor(config: ServeConfig) -> str:
