@@ -42,6 +42,7 @@ class Cluster(Protocol):
     """Remote workers on one queue, and dispatchers that reach them."""
 
     workers: int
+    concurrency: int
 
     def dispatcher(self, strategy: str, block: int) -> Any:
         """A fresh ``RedisDispatcher`` (or one of its shape) on the cluster's queue."""
@@ -166,7 +167,8 @@ class RemoteTarget:
     ) -> Iterator[FrontEnd]:
         dispatcher = self.cluster.dispatcher(strategy, block)
         try:
-            yield RemoteFront(dispatcher, self.cluster.workers, chunk)
+            # Its ``workers`` are the jobs that run at once (what holding them all takes).
+            yield RemoteFront(dispatcher, self.cluster.workers * self.cluster.concurrency, chunk)
         finally:
             dispatcher.join(30)
             dispatcher.shutdown(wait=False)

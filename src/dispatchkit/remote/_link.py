@@ -76,7 +76,8 @@ class Link:
         self._visibility = visibility
         self._freed = freed
         self.lock = threading.Lock()
-        self._wake = threading.Condition(self.lock)
+        self._wake = threading.Condition(self.lock)  # the flusher's: the outbox has entries
+        self._awaited = threading.Condition(self.lock)  # the listener's: an outcome is due
         self._outbox: deque[tuple[Waiting, Hashable, bytes]] = deque()
         #: Every entry submitted whose outcome has not come, by its id.
         self.waiting: dict[int, Waiting] = {}
@@ -99,6 +100,8 @@ class Link:
     def send(self, entry: Waiting, key: Hashable, payload: bytes) -> None:
         """Queue an entry for the flusher (the caller holds :attr:`lock`)."""
         self.waiting[entry.seq] = entry
+        if len(self.waiting) == 1:
+            self._awaited.notify()
         self._outbox.append((entry, key, payload))
         if len(self._outbox) == 1:
             self._wake.notify()
@@ -125,8 +128,9 @@ class Link:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        with self._wake:
+        with self.lock:
             self._wake.notify()
+            self._awaited.notify()
         for thread in self._threads:
             thread.join()
         try:
@@ -197,7 +201,13 @@ class Link:
     def _listen(self) -> None:
         check_every = min(self._visibility / 2, _CHECK_EVERY)
         next_check = time.monotonic() + check_every
-        while not (self._stopping.is_set() and not self.waiting):
+        while True:
+            # Nothing awaited, nothing to read: an idle dispatcher asks Redis nothing.
+            with self._awaited:
+                while not self.waiting and not self._stopping.is_set():
+                    self._awaited.wait(1.0)
+                if not self.waiting:
+                    return
             try:
                 self._read_outcomes(block=0.2)
                 if time.monotonic() >= next_check:
