@@ -110,6 +110,19 @@ class RemoteBulk(Ledger):
             sent += len(block)
         return sent
 
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Any] | str,
+        items: Iterable[Any],
+        *,
+        outcomes: Literal[True],
+        ordered: bool = ...,
+        star: bool = ...,
+        key: Callable[[Any], Hashable] | None = ...,
+        chunk: int = ...,
+        window: int | None = ...,
+    ) -> Iterator[Outcome[Any]]: ...
     # A coroutine job's result is what it returns once awaited (on an async worker).
     @overload
     def map(
@@ -130,26 +143,13 @@ class RemoteBulk(Ledger):
         fn: Callable[..., R] | str,
         items: Iterable[Any],
         *,
-        ordered: bool = ...,
-        outcomes: Literal[False] = ...,
-        star: bool = ...,
-        key: Callable[[Any], Hashable] | None = ...,
         chunk: int = ...,
         window: int | None = ...,
+        ordered: bool = ...,
+        star: bool = ...,
+        key: Callable[[Any], Hashable] | None = ...,
+        outcomes: bool = ...,
     ) -> Iterator[R]: ...
-    @overload
-    def map(
-        self,
-        fn: Callable[..., Any] | str,
-        items: Iterable[Any],
-        *,
-        ordered: bool = ...,
-        outcomes: Literal[True],
-        star: bool = ...,
-        key: Callable[[Any], Hashable] | None = ...,
-        chunk: int = ...,
-        window: int | None = ...,
-    ) -> Iterator[Outcome[Any]]: ...
     def map(
         self,
         fn: Callable[..., Any] | str,

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sized
 from typing import Any, Final
 
 from dispatchkit.errors import JobVanished, TransportError
@@ -67,14 +67,9 @@ class Link:
         visibility: float,
         freed: Callable[[], None],
     ) -> None:
-        self._transport = transport
-        self.keys = transport.keys
-        self._results = results
-        self._strategy = strategy
-        self._partitions = partitions
-        self._worker_wait = worker_wait
-        self._visibility = visibility
-        self._freed = freed
+        self._transport, self.keys, self._results = transport, transport.keys, results
+        self._strategy, self._partitions = strategy, partitions
+        self._worker_wait, self._visibility, self._freed = worker_wait, visibility, freed
         self.lock = threading.Lock()
         self._wake = threading.Condition(self.lock)  # the flusher's: the outbox has entries
         self._awaited = threading.Condition(self.lock)  # the listener's: an outcome is due
@@ -139,14 +134,18 @@ class Link:
             logger.warning("could not delete %s", self._results)
         self._transport.close()
 
+    def _work_in(self, work: Sized, changed: threading.Condition) -> bool:
+        """Wait (holding ``changed``) for ``work`` to be non-empty; False: stopped, none left."""
+        while not work and not self._stopping.is_set():
+            changed.wait(0.5)
+        return bool(work)
+
     # -- publishing (flusher thread) ---------------------------------------------------
 
     def _flush_loop(self) -> None:
         while True:
             with self._wake:
-                while not self._outbox and not self._stopping.is_set():
-                    self._wake.wait(0.2)
-                if not self._outbox:
+                if not self._work_in(self._outbox, self._wake):
                     return
                 count = min(len(self._outbox), _PUBLISH_BATCH)
                 batch = [self._outbox.popleft() for _ in range(count)]
@@ -204,9 +203,7 @@ class Link:
         while True:
             # Nothing awaited, nothing to read: an idle dispatcher asks Redis nothing.
             with self._awaited:
-                while not self.waiting and not self._stopping.is_set():
-                    self._awaited.wait(1.0)
-                if not self.waiting:
+                if not self._work_in(self.waiting, self._awaited):
                     return
             try:
                 self._read_outcomes(block=0.2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
@@ -27,7 +27,6 @@ from dispatchkit.core import (
 )
 from dispatchkit.job import Job, JobHandle
 from dispatchkit.registry import job_name
-from dispatchkit.retry import RetryPolicy
 from dispatchkit.strategies import Strategy, parse_strategy
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Transport
@@ -128,10 +127,6 @@ class RedisDispatcher(RemoteBulk):
     def strategy(self) -> Strategy:
         return self._strategy
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def __repr__(self) -> str:
         return f"<RedisDispatcher {self.keys.prefix} {self._strategy.name} pending={self.pending}>"
 
@@ -154,7 +149,7 @@ class RedisDispatcher(RemoteBulk):
                 a key that is not an int, str or bytes with the key strategy.
             QueueFull: no room within ``put_timeout``.
         """
-        return self._submit_one(job_name(fn), args, kwargs, None)
+        return self._submit_one(job_name(fn), Job(_remote, args, kwargs))
 
     def submit_job(self, job: Job[R]) -> JobHandle[R]:
         """Publish a :class:`~dispatchkit.Job` (with its key, for the key strategy).
@@ -168,23 +163,15 @@ class RedisDispatcher(RemoteBulk):
         Raises:
             ClosedError, ValueError, TypeError, QueueFull: as :meth:`submit`.
         """
-        name = job.name or job_name(job.fn)
-        return self._submit_one(name, job.args, job.kwargs, job.key, job.timeout, job.retry)
+        return self._submit_one(job.name or job_name(job.fn), job)
 
-    def _submit_one(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: Any,
-        key: Hashable,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> JobHandle[Any]:
+    def _submit_one(self, name: str, job: Job[Any]) -> JobHandle[Any]:
+        """Publish one job as the registered job ``name``."""
         self._check_open()
         seq = self._take_seqs(1)
         handle: JobHandle[Any] = JobHandle(seq, _remote, (), {}, name)
         entry = Waiting(seq, 1, False, perf_counter(), handle=handle)
-        self._publish(entry, name, args, kwargs, key, timeout, retry)
+        self._publish(entry, name, job.args, job.kwargs, job.key, job.timeout, job.retry)
         return handle
 
     # -- accounting and lifecycle ------------------------------------------------------------
