@@ -143,10 +143,6 @@ REMOTE_CAPABILITIES = Capabilities(
     identity="pid",
     recall=False,
     key_pins_worker=False,
-    # A chunk of map or dispatch is one stream entry, placed whole (by its first
-    # job): round_robin and batch place chunks, not jobs. Chunks are checked by
-    # the bulk checks (their options and counts), not by placement.
-    chunk=(1,),
 )
 
 

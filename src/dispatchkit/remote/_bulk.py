@@ -77,7 +77,7 @@ class RemoteBulk(Ledger):
                     raise ClosedError("the dispatcher is closed: it takes no more jobs")
                 self._link.send(entry, key, payload)
         except BaseException:
-            self._reject(entry.jobs)
+            self._reject(len(entry.seqs))
             raise
 
     def dispatch(
@@ -103,12 +103,37 @@ class RemoteBulk(Ledger):
         name = self._check_bulk(fn, chunk, key)
         sent = 0
         source = iter(items)
-        while block := list(islice(source, chunk)):
-            entry = Waiting(self._take_seqs(len(block)), len(block), True, perf_counter())
-            calls = [[item] for item in block]
-            self._publish(entry, CHUNK_JOB, (name, calls), {}, key(block[0]) if key else None)
-            sent += len(block)
+        while entries := self._next_entries(source, chunk, None)[1]:
+            for seqs, jobs in entries:
+                entry = Waiting(seqs, True, perf_counter())
+                calls = [[item] for item in jobs]
+                self._publish(entry, CHUNK_JOB, (name, calls), {}, key(jobs[0]) if key else None)
+                sent += len(seqs)
         return sent
+
+    def _next_entries(
+        self, source: Iterator[Any], chunk: int, most: int | None
+    ) -> tuple[int, list[tuple[list[int], list[Any]]]]:
+        """The next jobs of ``source`` (``most`` at most), numbered: ``(first seq,
+        entries of at most chunk jobs, each as (seqs, items)))``. Where the strategy
+        places each job on a worker, an entry holds the jobs of one worker, so that
+        a chunk goes where its jobs would go one by one.
+
+        Raises:
+            LookupError: no worker to place on within ``worker_wait`` seconds.
+        """
+        strategy = self._strategy
+        spread = chunk > 1 and not strategy.shared and not strategy.needs_key
+        workers = self._link.worker_count() if spread else 1
+        size = chunk * workers
+        block = list(islice(source, size if most is None else min(size, most)))
+        if not block:
+            return 0, []
+        first = self._take_seqs(len(block))
+        seqs = list(range(first, first + len(block)))
+        parts = [part for _, part in strategy.split(seqs, first, workers)] if spread else [seqs]
+        pieces = [part[low : low + chunk] for part in parts for low in range(0, len(part), chunk)]
+        return first, [(piece, [block[seq - first] for seq in piece]) for piece in pieces]
 
     @overload
     def map(
@@ -199,17 +224,20 @@ class RemoteBulk(Ledger):
 
         source = iter(items)
         while True:
-            while window.room() > 0 and (block := list(islice(source, min(chunk, window.room())))):
-                first = self._take_seqs(len(block))
-                window.admit(first, len(block))
-                entry = Waiting(first, len(block), chunk > 1, perf_counter(), deliver=deliver)
-                if chunk > 1:
-                    calls = [list(item) if star else [item] for item in block]
-                    self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
-                else:
-                    (item,) = block
-                    args = tuple(item) if star else (item,)
-                    self._publish(entry, name, args, {}, key(item) if key else None)
+            while window.room() > 0:
+                first, entries = self._next_entries(source, chunk, window.room())
+                if not entries:
+                    break
+                window.admit(first, sum(len(seqs) for seqs, _ in entries))
+                for seqs, jobs in entries:
+                    entry = Waiting(seqs, chunk > 1, perf_counter(), deliver=deliver)
+                    if chunk > 1:
+                        calls = [list(item) if star else [item] for item in jobs]
+                        self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
+                    else:
+                        (item,) = jobs
+                        args = tuple(item) if star else (item,)
+                        self._publish(entry, name, args, {}, key(item) if key else None)
             if window.in_flight == 0:
                 return
             with ready:

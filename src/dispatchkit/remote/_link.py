@@ -175,6 +175,14 @@ class Link:
         workers = self._live_workers()
         return self.keys.worker_stream(workers[strategy.assign(seq, key, len(workers))])
 
+    def worker_count(self) -> int:
+        """Registered workers that take jobs (waiting ``worker_wait`` for one).
+
+        Raises:
+            LookupError: none registered within ``worker_wait`` seconds.
+        """
+        return len(self._live_workers())
+
     def _live_workers(self) -> list[str]:
         """Registered workers that are not draining, refreshed at most once a second.
 

@@ -170,7 +170,7 @@ class RedisDispatcher(RemoteBulk):
         self._check_open()
         seq = self._take_seqs(1)
         handle: JobHandle[Any] = JobHandle(seq, _remote, (), {}, name)
-        entry = Waiting(seq, 1, False, perf_counter(), handle=handle)
+        entry = Waiting([seq], False, perf_counter(), handle=handle)
         self._publish(entry, name, job.args, job.kwargs, job.key, job.timeout, job.retry)
         return handle
 

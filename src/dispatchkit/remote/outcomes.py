@@ -68,20 +68,22 @@ class Waiting:
     """One published entry waiting for its outcome.
 
     Attributes:
-        seq: the sequence number of its first job (the entry's id).
-        jobs: how many jobs it holds.
+        seqs: the sequence numbers of its jobs (the first is the entry's id).
         chunked: its outcome is a list of ``[ok, value]``, one per job.
         handle: the handle of a ``submit`` job.
         deliver: where the rows of a ``map`` entry go (the call's ``MapRun``,
             under the lock the ``map`` call waits with).
     """
 
-    seq: int
-    jobs: int
+    seqs: list[int]
     chunked: bool
     submitted_at: float
     handle: JobHandle[Any] | None = None
     deliver: Callable[[list[ResultRow]], None] | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.seqs[0]
 
     def settle(
         self, ok: bool, value: Any, attempts: int, count: Callable[[int, int, int], None]
@@ -89,7 +91,7 @@ class Waiting:
         """End its jobs as the outcome says, first telling ``count(succeeded, failed, 0)``."""
         if not ok:  # the entry failed whole (dead-lettered, lost, vanished)
             error = value if isinstance(value, BaseException) else remote_error(value)
-            ends = [(_FAILED, error)] * self.jobs
+            ends = [(_FAILED, error)] * len(self.seqs)
         elif self.chunked:
             ends = [(_SUCCEEDED, v) if good else (_FAILED, remote_error(v)) for good, v in value]
         else:
@@ -100,8 +102,8 @@ class Waiting:
 
     def cancel(self, why: str, count: Callable[[int, int, int], None]) -> None:
         """End its jobs cancelled (they may still run remotely), first counting them."""
-        count(0, 0, self.jobs)
-        self._end([(_CANCELLED, JobCancelled(why))] * self.jobs, 0)
+        count(0, 0, len(self.seqs))
+        self._end([(_CANCELLED, JobCancelled(why))] * len(self.seqs), 0)
 
     def _end(self, ends: list[tuple[JobStatus, Any]], attempts: int) -> None:
         now = perf_counter()
@@ -113,10 +115,10 @@ class Waiting:
                 # The remote worker is known by name, not index: no worker, no start time.
                 self.handle._complete(-1, status, value, None, now, attempts)
         elif self.deliver is not None:
-            first, at = self.seq, self.submitted_at
+            at = self.submitted_at
             self.deliver(
                 [
-                    ResultRow(first + i, status, value, None, at, None, now, attempts)
-                    for i, (status, value) in enumerate(ends)
+                    ResultRow(seq, status, value, None, at, None, now, attempts)
+                    for seq, (status, value) in zip(self.seqs, ends, strict=True)
                 ]
             )
