@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from dispatchkit.errors import DispatchError
 from dispatchkit.job import Job, JobHandle, Outcome
 
 from . import jobs
@@ -34,7 +35,7 @@ __all__ = ["Cluster", "MemoryCluster", "RemoteTarget", "ServerCluster", "TargetU
 JOBS_MODULE = jobs.__name__
 
 
-class TargetUnavailable(Exception):
+class TargetUnavailable(DispatchError):
     """A target cannot run here (its server cannot be reached, say)."""
 
 
