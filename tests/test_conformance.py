@@ -19,13 +19,7 @@ from dispatchkit.testing import (
     TargetUnavailable,
     check_accounting,
     check_batch_blocks,
-    check_chunked_map_counts,
-    check_dispatch,
-    check_map_options,
     check_round_robin_spread,
-    check_stop_cancels_queued,
-    check_stop_shutdown_idempotent,
-    check_window_validation,
 )
 
 #: Hypothesis examples of the checks that take ``max_examples``, per target
@@ -38,18 +32,7 @@ EXAMPLES: dict[Callable[..., None], dict[str, int]] = {
 
 #: What each front end does differently today, (front end, check) -> why; it
 #: applies to every target on that front end.
-DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {
-    ("RedisDispatcher", check_map_options): "RedisDispatcher.map has no ordered, outcomes or star",
-    ("RedisDispatcher", check_window_validation): "RedisDispatcher.map(window=0) runs the jobs",
-    ("RedisDispatcher", check_dispatch): "RedisDispatcher has no dispatch()",
-    ("RedisDispatcher", check_chunked_map_counts): (
-        "RemoteStats counts a chunk of map as one published job, not its jobs"
-    ),
-    ("RedisDispatcher", check_stop_cancels_queued): "RedisDispatcher has no stop(cancel)",
-    ("RedisDispatcher", check_stop_shutdown_idempotent): (
-        "RedisDispatcher has no stop(), and its shutdown(wait, timeout) has no cancel_futures"
-    ),
-}
+DIVERGENCES: dict[tuple[str, Callable[[Target], None]], str] = {}
 
 
 def _cases() -> Iterator[object]:

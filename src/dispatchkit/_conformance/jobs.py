@@ -92,12 +92,13 @@ def span(entry: list[Any]) -> int:
 
 @job("dispatchkit.conformance.hold")
 def hold(entry: list[Any]) -> int:
-    """``[path, x]``: log ``x`` as started, then wait until the file ``path + '.open'`` exists."""
+    """``[path, x]``: log ``x`` as started, then wait until the file ``path + '.open'`` exists
+    (or its directory is gone: the check is over, and did not wait for this job)."""
     path, x = entry
     _log(path, f"{x} {os.getpid()}")
     gate = Path(f"{path}.open")
     deadline = time.monotonic() + HOLD_LIMIT
-    while not gate.exists() and time.monotonic() < deadline:
+    while not gate.exists() and gate.parent.exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     return int(x)
 
@@ -109,6 +110,6 @@ async def hold_async(entry: list[Any]) -> int:
     _log(path, f"{x} {os.getpid()}")
     gate = Path(f"{path}.open")
     deadline = time.monotonic() + HOLD_LIMIT
-    while not gate.exists() and time.monotonic() < deadline:
+    while not gate.exists() and gate.parent.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     return int(x)

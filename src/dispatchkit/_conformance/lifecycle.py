@@ -62,7 +62,11 @@ def check_cancel(target: Target) -> None:
 def check_stop_cancels_queued(target: Target) -> None:
     """``stop(cancel=True)`` cancels every queued job (CANCELLED, ``result`` raises
     ``JobCancelled``, none of them runs), lets running ones end, and returns counts
-    in which ``submitted == succeeded + failed + cancelled``."""
+    in which ``submitted == succeeded + failed + cancelled``.
+
+    Where a submitted job cannot be recalled (``recall=False``), its handle ends
+    CANCELLED all the same, but the job may still run (it has left the process).
+    """
     with scratch() as tmp, target.open(workers_for(target, 2), strategy="round_robin") as front:
         log = str(tmp / "log")
         stopped: list[Any] = []
@@ -91,7 +95,8 @@ def check_stop_cancels_queued(target: Target) -> None:
         assert all(status is JobStatus.CANCELLED for status in ended), ended
         assert all(_raises_cancelled(front, h) for h in queued), "JobCancelled from result()"
         assert all(front.outcome(h).status.finished for h in held), "a held job did not end"
-        assert jobs.read_log(log) == [], "a cancelled job ran"
+        if target.capabilities.recall:
+            assert jobs.read_log(log) == [], "a cancelled job ran"
     assert counts.submitted == 4 * front.workers, counts
     assert counts.finished == counts.submitted, counts
     assert counts.cancelled >= 3 * front.workers, counts

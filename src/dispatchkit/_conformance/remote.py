@@ -4,8 +4,9 @@ A :class:`Cluster` is what a remote target needs besides the face: a way to
 make a dispatcher on its queue and to start and stop its workers.
 :class:`ServerCluster` runs ``dispatchkit worker`` processes (started with the
 CLI, as on other hosts) against a real Redis server, in a namespace of its own.
-A cluster over another transport (an in-memory one, say) is one more class of
-the same shape and one more entry in :data:`dispatchkit.testing.TARGETS`.
+:class:`MemoryCluster` runs ``RedisWorker`` threads over the in-memory
+transport, in this process. A cluster over another transport is one more class
+of the same shape and one more entry in :data:`dispatchkit.testing.TARGETS`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -27,7 +29,7 @@ from dispatchkit.job import Job, JobHandle, Outcome
 from . import jobs
 from .face import Capabilities, Counts, FrontEnd
 
-__all__ = ["Cluster", "RemoteTarget", "ServerCluster", "TargetUnavailable"]
+__all__ = ["Cluster", "MemoryCluster", "RemoteTarget", "ServerCluster", "TargetUnavailable"]
 
 #: The module every remote worker of a conformance cluster imports.
 JOBS_MODULE = jobs.__name__
@@ -41,6 +43,7 @@ class Cluster(Protocol):
     """Remote workers on one queue, and dispatchers that reach them."""
 
     workers: int
+    concurrency: int
 
     def dispatcher(self, strategy: str, block: int) -> Any:
         """A fresh ``RedisDispatcher`` (or one of its shape) on the cluster's queue."""
@@ -115,14 +118,13 @@ class RemoteFront:
         *,
         key: Callable[[Any], Hashable] | None = None,
     ) -> int:
-        return int(self.dispatcher.dispatch(fn, items, key=key))
+        keyed = key is not None or self.dispatcher.strategy.name == "key"
+        chunk = 1 if keyed else self._chunk
+        return int(self.dispatcher.dispatch(fn, items, key=key, chunk=chunk))
 
     def counts(self) -> Counts:
         stats = self.dispatcher.stats()
-        # RemoteStats says "published" and counts no cancellations; a stats type
-        # shared with the local front ends says "submitted" and "cancelled".
-        submitted = stats.submitted if hasattr(stats, "submitted") else stats.published
-        return Counts(submitted, stats.succeeded, stats.failed, getattr(stats, "cancelled", 0))
+        return Counts(stats.submitted, stats.succeeded, stats.failed, stats.cancelled)
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -142,11 +144,6 @@ REMOTE_CAPABILITIES = Capabilities(
     identity="pid",
     recall=False,
     key_pins_worker=False,
-    # RedisDispatcher has no dispatch, no stop and no map(outcomes=True): each is
-    # checked on its own.
-    operations=frozenset({"submit", "map", "cancel"}),
-    # RemoteStats counts a chunk of map as one job: checked on its own.
-    chunk=(1,),
 )
 
 
@@ -167,7 +164,8 @@ class RemoteTarget:
     ) -> Iterator[FrontEnd]:
         dispatcher = self.cluster.dispatcher(strategy, block)
         try:
-            yield RemoteFront(dispatcher, self.cluster.workers, chunk)
+            # Its ``workers`` are the jobs that run at once (what holding them all takes).
+            yield RemoteFront(dispatcher, self.cluster.workers * self.cluster.concurrency, chunk)
         finally:
             dispatcher.join(30)
             dispatcher.shutdown(wait=False)
@@ -259,6 +257,72 @@ class ServerCluster:
                 client.delete(*keys)
         finally:
             client.close()
+
+
+@dataclass
+class MemoryCluster:
+    """``RedisWorker`` threads over one in-memory broker: Redis's protocol, no server.
+
+    Args:
+        workers: workers, each ``run()`` in a thread of its own.
+        concurrency: jobs each worker runs at once.
+    """
+
+    workers: int = 2
+    concurrency: int = 2
+    queue: str = "conformance"
+    _broker: Any = None
+    _running: list[tuple[Any, threading.Thread]] = field(default_factory=list)
+
+    def _transport(self, consumer: str = "") -> Any:
+        from dispatchkit.transports.memory import MemoryBroker, MemoryTransport
+
+        if self._broker is None:
+            self._broker = MemoryBroker()
+        return MemoryTransport(self._broker, queue=self.queue, consumer=consumer)
+
+    def dispatcher(self, strategy: str, block: int) -> Any:
+        from dispatchkit.remote import RedisDispatcher
+
+        return RedisDispatcher(transport=self._transport(), strategy=strategy, block=block)
+
+    def start(self) -> None:
+        from dispatchkit.registry import DEFAULT_REGISTRY
+        from dispatchkit.remote import RedisWorker
+
+        for i in range(self.workers):
+            worker = RedisWorker(
+                transport=self._transport(f"conformance-{i}"),
+                registry=DEFAULT_REGISTRY,
+                concurrency=self.concurrency,
+                heartbeat=0.2,
+            )
+            thread = threading.Thread(target=worker.run, name=f"memory-cluster-{i}", daemon=True)
+            thread.start()
+            self._running.append((worker, thread))
+        # Registered, every worker reads its stream: a round-robin probe then
+        # comes back from each of them.
+        deadline = time.monotonic() + 30
+        workers_key = self._transport().keys.workers
+        while len(self._broker.members(workers_key)) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.workers} workers did not register in time")
+            time.sleep(0.02)
+        probe = self.dispatcher("round_robin", 1)
+        try:
+            handles = [probe.submit(jobs.square, i) for i in range(2 * self.workers)]
+            if [h.result(timeout=30) for h in handles] != [i * i for i in range(len(handles))]:
+                raise RuntimeError("the workers gave wrong results to a probe")
+        finally:
+            probe.shutdown(wait=False)
+
+    def stop(self) -> None:
+        # As SIGTERM does: each reads no more, finishes what it holds, and returns.
+        for worker, _ in self._running:
+            worker.stop()
+        for _, thread in self._running:
+            thread.join(15)
+        self._running.clear()
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from .placement import (
     check_pull_runs_each_job_once,
     check_round_robin_spread,
 )
-from .remote import ServerCluster, redis_server_url, started
+from .remote import MemoryCluster, ServerCluster, redis_server_url, started
 
 __all__ = ["CHECKS", "TARGETS", "TargetEntry"]
 
@@ -61,6 +61,9 @@ TARGETS: dict[str, TargetEntry] = {
     "thread": TargetEntry(lambda: nullcontext(LocalTarget("thread")), "Dispatcher"),
     "process": TargetEntry(lambda: nullcontext(LocalTarget("process")), "Dispatcher"),
     "async": TargetEntry(lambda: nullcontext(AsyncTarget()), "AsyncDispatcher"),
+    "redis-memory": TargetEntry(
+        lambda: started(MemoryCluster(), "redis-memory", identity="none"), "RedisDispatcher"
+    ),
     "redis": TargetEntry(
         lambda: started(ServerCluster(redis_server_url()), "redis"),
         "RedisDispatcher",

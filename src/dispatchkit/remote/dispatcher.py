@@ -1,79 +1,56 @@
 """A dispatcher that publishes jobs to Redis instead of running them.
 
-    submit ──encode──▶ outbox ──flusher thread: pipelined XADD──▶ job streams
-    handles ◀──listener thread: XREAD results stream, settle handles── workers
+    submit/map/dispatch ──encode──▶ Link outbox ──flusher──▶ job streams
+    handles / map rows / counts ◀──listener── results stream ◀── workers
 
-``submit`` returns the same :class:`~dispatchkit.JobHandle` as the local
-dispatcher; its outcome arrives from whichever worker ran the job. Outcomes
-are delivered at least once: a duplicate (the job ran twice after its worker
-died) finds its handle settled already and is dropped.
-
-A handle still waiting ``visibility_timeout`` seconds after its job was
-published is checked (by the listener, many in one pipelined round trip, each
-at most once per timeout): if its entry is neither in its stream nor pending
-in the group, and no outcome came, the entry vanished (Redis restarted without
-persistence, say) and the handle fails with :class:`~dispatchkit.errors.JobVanished`.
+The numbering and the count of how jobs ended are the core's
+(:class:`~dispatchkit.core.Ledger`), so are the ``map`` window and its rows
+(:class:`~dispatchkit.core.MapWindow`, :func:`~dispatchkit.core.map_result`);
+:mod:`._link` does the I/O. ``submit`` returns the same
+:class:`~dispatchkit.JobHandle` as the local dispatchers; its outcome arrives
+from whichever worker ran the job.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
+from collections.abc import Callable, Coroutine
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 from dispatchkit._durations import check_seconds
-from dispatchkit.errors import (
-    ClosedError,
-    JobVanished,
-    QueueFull,
-    TransportError,
+from dispatchkit.core import (
+    shutdown_plan,
 )
-from dispatchkit.job import Job, JobHandle, JobStatus
+from dispatchkit.job import Job, JobHandle
 from dispatchkit.registry import job_name
-from dispatchkit.retry import RetryPolicy
-from dispatchkit.strategies import Strategy, parse_strategy, stable_hash
-from dispatchkit.transports._codec import CHUNK_JOB, decode_outcome, encode_job
+from dispatchkit.strategies import Strategy, parse_strategy
 from dispatchkit.transports._redis_keys import DEFAULT_NAMESPACE
 from dispatchkit.transports.base import Transport
 
+from ._bulk import RemoteBulk
 from ._connect import redis_transport
-from .outcomes import RemoteStats, remote_error, values
+from ._link import Link
+from .outcomes import RemoteStats, Waiting
 from .worker import DEFAULT_PARTITIONS
 
 __all__ = ["RedisDispatcher", "RemoteStats"]
 
-logger = logging.getLogger(__name__)
-
 R = TypeVar("R")
-
-#: Entries published in one pipelined round trip, at most.
-_PUBLISH_BATCH: Final = 2048
-
-#: Outcomes read in one XREAD, at most.
-_READ_BATCH: Final = 2048
 
 #: Seconds a connection or a reply from Redis may take before the call fails as
 #: unreachable (a blocking read waits 0.2 s).
-_REPLY_TIMEOUT: Final = 10.0
-
-#: Handles whose entries are looked for in one pipelined round trip, at most.
-_CHECK_BATCH: Final = 1024
-#: Seconds between two looks for vanished entries, at most.
-_CHECK_EVERY: Final = 5.0
+_REPLY_TIMEOUT = 10.0
 
 
 def _remote(*args: Any, **kwargs: Any) -> Any:  # the local stand-in of every remote job
     raise RuntimeError("a remote job does not run locally")
 
 
-class RedisDispatcher:
+class RedisDispatcher(RemoteBulk):
     """Publishes registered jobs to the workers of one Redis queue.
 
     Args:
@@ -87,14 +64,15 @@ class RedisDispatcher:
         block: block size of ``batch``.
         namespace: first part of every key (as given to the workers).
         partitions: partitions of ``key`` (as given to the workers).
-        capacity: unfinished jobs at most; ``submit`` waits for room beyond.
-        put_timeout: seconds ``submit`` waits for room before ``QueueFull``
+        capacity: unfinished stream entries at most (a chunk is one); submitting
+            waits for room beyond.
+        put_timeout: seconds a submit waits for room before ``QueueFull``
             (None: as long as it takes).
         worker_wait: seconds to wait for a registered worker (round_robin and
             batch cannot place a job without one) before failing the jobs.
-        visibility_timeout: seconds after which a handle whose entry is gone
-            from Redis (neither queued, nor held by a worker, nor answered)
-            fails with ``JobVanished`` (as given to the workers).
+        visibility_timeout: seconds after which a job whose entry is gone from
+            Redis (neither queued, nor held by a worker, nor answered) fails with
+            ``JobVanished`` (as given to the workers).
         transport: the transport to use instead of a Redis URL (a
             :class:`~dispatchkit.transports.memory.MemoryTransport` in tests, say).
 
@@ -122,7 +100,7 @@ class RedisDispatcher:
         if put_timeout is not None:
             put_timeout = check_seconds("put_timeout", put_timeout, zero_ok=True)
         worker_wait = check_seconds("worker_wait", worker_wait, zero_ok=True)
-        self._visibility = check_seconds("visibility_timeout", visibility_timeout)
+        visibility = check_seconds("visibility_timeout", visibility_timeout)
         if capacity < 1 or partitions < 1:
             raise ValueError("capacity and partitions must be at least 1")
         self._strategy = parse_strategy(strategy, block=block)
@@ -132,41 +110,25 @@ class RedisDispatcher:
             transport = redis_transport(url, queue, namespace, "", _REPLY_TIMEOUT)
         elif url is not None or (queue is not None and queue != transport.keys.queue):
             raise ValueError("give either a Redis URL and a queue, or a transport of that queue")
-        self._transport = transport
-        self._transport.ping()
-        self.keys = self._transport.keys
+        transport.ping()
+        self.keys = transport.keys
         self._results = self.keys.results(self.name)
-        self._partitions = partitions
         self._put_timeout = put_timeout
-        self._worker_wait = worker_wait
         self._slots = threading.BoundedSemaphore(capacity)
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._outbox: deque[tuple[int, Hashable, bytes]] = deque()
-        self._pending: dict[int, JobHandle[Any]] = {}
-        # Where each published, unsettled job's entry is, and when to look for it:
-        # in order of that time (published in order; one looked at goes last).
-        self._placed: dict[int, tuple[str, str, float]] = {}
-        self._last_outcome = "0-0"
-        self._unread = 0
+        self._open_ledger(threading.Lock())
         self._closed = False
-        self._stopping = threading.Event()
-        self._workers: list[str] = []
-        self._workers_at = 0.0
-        self.published = self.succeeded = self.failed = self.duplicates = 0
-        self._flusher = threading.Thread(target=self._flush_loop, name="redis-flusher", daemon=True)
-        self._listener = threading.Thread(target=self._listen, name="redis-listener", daemon=True)
-        self._flusher.start()
-        self._listener.start()
+        self.started_at = perf_counter()
+        self._link = Link(
+            transport, self._results, self._strategy, partitions=partitions,
+            worker_wait=worker_wait, visibility=visibility, freed=self._slots.release,
+        )  # fmt: skip
 
     @property
     def strategy(self) -> Strategy:
         return self._strategy
 
     def __repr__(self) -> str:
-        strategy = self._strategy.name
-        return f"<RedisDispatcher {self.keys.prefix} {strategy} pending={len(self._pending)}>"
+        return f"<RedisDispatcher {self.keys.prefix} {self._strategy.name} pending={self.pending}>"
 
     # -- submitting ----------------------------------------------------------------
 
@@ -187,7 +149,7 @@ class RedisDispatcher:
                 a key that is not an int, str or bytes with the key strategy.
             QueueFull: no room within ``put_timeout``.
         """
-        return self._submit(job_name(fn), args, kwargs, None)
+        return self._submit_one(job_name(fn), Job(_remote, args, kwargs))
 
     def submit_job(self, job: Job[R]) -> JobHandle[R]:
         """Publish a :class:`~dispatchkit.Job` (with its key, for the key strategy).
@@ -201,325 +163,80 @@ class RedisDispatcher:
         Raises:
             ClosedError, ValueError, TypeError, QueueFull: as :meth:`submit`.
         """
-        name = job.name or job_name(job.fn)
-        return self._submit(name, job.args, job.kwargs, job.key, job.timeout, job.retry)
+        return self._submit_one(job.name or job_name(job.fn), job)
 
-    @overload
-    def map(
-        self,
-        fn: Callable[..., Coroutine[Any, Any, R]],
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-        chunk: int = 1,
-        window: int = 10_000,
-    ) -> Iterator[R]: ...
-    @overload
-    def map(
-        self,
-        fn: Callable[..., R] | str,
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-        chunk: int = 1,
-        window: int = 10_000,
-    ) -> Iterator[R]: ...
-    def map(
-        self,
-        fn: Callable[..., Any] | str,
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-        chunk: int = 1,
-        window: int = 10_000,
-    ) -> Iterator[Any]:
-        """Run ``fn(item)`` remotely for each item; yield the results in input order.
-
-        ``chunk`` jobs travel in one stream entry and come back in one outcome:
-        the batching that makes tiny jobs cheap. At most about ``window`` jobs
-        are unfinished at once: the input is read lazily.
-
-        Raises:
-            ClosedError, TypeError, QueueFull: as :meth:`submit`.
-            ValueError: ``fn`` is not registered, or ``chunk`` > 1 with the key strategy.
-            RemoteJobError: the first job error met, in input order.
-        """
-        name = job_name(fn)
-        if chunk < 1:
-            raise ValueError(f"chunk must be at least 1, got {chunk}")
-        if chunk > 1 and (key is not None or self._strategy.needs_key):
-            raise ValueError("the key strategy sends one job per entry: use chunk=1")
-        handles: deque[JobHandle[Any]] = deque()
-        source = iter(items)
-        while block := list(itertools.islice(source, chunk)):
-            if chunk == 1:
-                item = block[0]
-                handles.append(self._submit(name, (item,), {}, key(item) if key else None))
-            else:
-                calls = [[item] for item in block]
-                handles.append(self._submit(CHUNK_JOB, (name, calls), {}, None))
-            if len(handles) * chunk >= window:
-                yield from values(handles.popleft(), chunk > 1)
-        while handles:
-            yield from values(handles.popleft(), chunk > 1)
-
-    def _submit(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: Any,
-        key: Hashable,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> JobHandle[Any]:
-        if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
-        if self._strategy.needs_key:
-            stable_hash(key)  # a TypeError now, rather than in the flusher
-        job_id = next(self._ids)
-        payload = encode_job(job_id, name, args, kwargs, self._results, None, timeout, retry)
-        if not self._slots.acquire(timeout=self._put_timeout):
-            raise QueueFull(f"{len(self._pending)} jobs unfinished for {self._put_timeout} s")
-        handle: JobHandle[Any] = JobHandle(job_id, _remote, (), {}, name)
-        with self._wake:
-            if self._closed:
-                self._slots.release()
-                raise ClosedError("the dispatcher is closed: it takes no more jobs")
-            self._pending[job_id] = handle
-            self._outbox.append((job_id, key, payload))
-            if len(self._outbox) == 1:
-                self._wake.notify()
+    def _submit_one(self, name: str, job: Job[Any]) -> JobHandle[Any]:
+        """Publish one job as the registered job ``name``."""
+        self._check_open()
+        seq = self._take_seqs(1)
+        handle: JobHandle[Any] = JobHandle(seq, _remote, (), {}, name)
+        entry = Waiting([seq], False, perf_counter(), handle=handle)
+        self._publish(entry, name, job.args, job.kwargs, job.key, job.timeout, job.retry)
         return handle
 
-    # -- publishing (flusher thread) ---------------------------------------------------
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._outbox and not self._stopping.is_set():
-                    self._wake.wait(0.2)
-                if not self._outbox:
-                    return
-                count = min(len(self._outbox), _PUBLISH_BATCH)
-                batch = [self._outbox.popleft() for _ in range(count)]
-            try:
-                entries = [(self._stream_of(seq, key), payload) for seq, key, payload in batch]
-                ids = self._transport.put(entries)
-                self.published += len(entries)
-                due = time.monotonic() + self._visibility
-                with self._lock:
-                    for (seq, _, _), (stream, _), entry_id in zip(batch, entries, ids, strict=True):
-                        if seq in self._pending:  # not settled already
-                            self._placed[seq] = (stream, entry_id, due)
-            except (TransportError, LookupError) as exc:
-                logger.error("publishing %d jobs failed: %s", len(batch), exc)
-                for seq, _, _ in batch:
-                    self._settle(seq, False, exc, 0)
-
-    def _stream_of(self, seq: int, key: Hashable) -> str:
-        # Routed by what the strategy declares, so that one of the user's own goes
-        # where it belongs: one shared stream, a partition per key, or a worker's stream.
-        strategy = self._strategy
-        if strategy.shared:
-            return self.keys.pull
-        if strategy.needs_key:
-            return self.keys.partition(stable_hash(key) % self._partitions)
-        # round_robin and batch: the strategy picks among the registered workers.
-        workers = self._live_workers()
-        return self.keys.worker_stream(workers[strategy.assign(seq, key, len(workers))])
-
-    def _live_workers(self) -> list[str]:
-        """Registered workers that are not draining, refreshed at most once a second.
-
-        Raises:
-            LookupError: none registered within ``worker_wait`` seconds.
-        """
-        now = time.monotonic()
-        if self._workers and now - self._workers_at < 1.0:
-            return self._workers
-        deadline = now + self._worker_wait
-        while True:
-            # Fresh heartbeats only: a worker silent for 10 s gets no new jobs.
-            names = self._transport.live_workers(10.0)
-            if names:
-                self._workers, self._workers_at = names, time.monotonic()
-                return names
-            if time.monotonic() > deadline or self._stopping.is_set():
-                raise LookupError(f"no worker registered on queue {self.keys.prefix}")
-            time.sleep(0.1)
-
-    # -- outcomes (listener thread) ------------------------------------------------------
-
-    def _listen(self) -> None:
-        check_every = min(self._visibility / 2, _CHECK_EVERY)
-        next_check = time.monotonic() + check_every
-        while not (self._stopping.is_set() and not self._pending):
-            try:
-                self._read_outcomes(block=0.2)
-                if time.monotonic() >= next_check:
-                    self._fail_vanished()
-                    next_check = time.monotonic() + check_every
-            except TransportError as exc:
-                logger.error("reading outcomes failed: %s; retrying", exc)
-                time.sleep(0.5)
-
-    def _read_outcomes(self, block: float | None) -> int:
-        """Read and settle the next outcomes (waiting ``block`` seconds for some); how many.
-
-        Raises:
-            TransportError: Redis failed.
-        """
-        t = self._transport
-        entries = t.read_outcomes(self._results, self._last_outcome, _READ_BATCH, block)
-        if not entries:
-            return 0
-        self._last_outcome = entries[-1][0]
-        for _, payload in entries:
-            self._on_outcome(payload)
-        self._unread += len(entries)
-        if self._unread >= _READ_BATCH or not self._pending:
-            # Trim what was read, in one command per many outcomes.
-            t.trim_outcomes(self._results, self._last_outcome)
-            self._unread = 0
-        return len(entries)
-
-    def _fail_vanished(self) -> None:
-        """Fail the handles, due for a look, whose entries are gone from Redis.
-
-        Raises:
-            TransportError: Redis failed (the handles are looked at next time).
-        """
-        while due := self._due_for_a_look():
-            try:
-                gone = self._transport.vanished([(stream, eid) for _, stream, eid in due])
-            except TransportError:
-                self._look_again(due)
-                raise
-            self._look_again([d for d, lost in zip(due, gone, strict=True) if not lost])
-            lost_jobs = [d for d, lost in zip(due, gone, strict=True) if lost]
-            if not lost_jobs:
-                continue
-            # An entry acknowledged before the look had its outcome stored with it:
-            # read every outcome up to now before calling any entry lost.
-            while self._read_outcomes(block=None) == _READ_BATCH:
-                pass
-            with self._lock:
-                lost_jobs = [d for d in lost_jobs if d[0] in self._pending]
-            for job_id, stream, entry_id in lost_jobs:
-                error = JobVanished(
-                    f"job {job_id} vanished from Redis: its entry {entry_id} is neither in "
-                    f"{stream} nor held by a worker, and no outcome came (did Redis restart "
-                    "without persistence?)"
-                )
-                self._settle(job_id, False, error, 0)
-            if lost_jobs:
-                logger.error("%d jobs vanished from Redis: their handles fail", len(lost_jobs))
-
-    def _due_for_a_look(self) -> list[tuple[int, str, str]]:
-        now = time.monotonic()
-        due: list[tuple[int, str, str]] = []
-        with self._lock:
-            for job_id, (stream, entry_id, when) in self._placed.items():
-                if when > now or len(due) == _CHECK_BATCH:
-                    break
-                due.append((job_id, stream, entry_id))
-            for job_id, _, _ in due:
-                del self._placed[job_id]
-        return due
-
-    def _look_again(self, jobs: list[tuple[int, str, str]]) -> None:
-        """Put jobs still unsettled back, to be looked at one timeout from now."""
-        when = time.monotonic() + self._visibility
-        with self._lock:
-            for job_id, stream, entry_id in jobs:
-                if job_id in self._pending:
-                    self._placed[job_id] = (stream, entry_id, when)
-
-    def _on_outcome(self, payload: bytes | None) -> None:
-        try:
-            job_id, ok, value, _worker, attempts = decode_outcome(payload or b"")
-        except ValueError:
-            logger.warning("ignored a malformed outcome on %s", self._results)
-            return
-        if not ok:
-            value = remote_error(value)
-        self._settle(job_id, ok, value, attempts)
-
-    def _settle(self, job_id: int, ok: bool, value: Any, attempts: int) -> None:
-        with self._lock:
-            handle = self._pending.pop(job_id, None)
-            self._placed.pop(job_id, None)
-        if handle is None:
-            self.duplicates += 1  # at-least-once: the job ran again after a worker died
-            return
-        if ok:
-            self.succeeded += 1
-        else:
-            self.failed += 1
-        self._slots.release()
-        # The remote worker is known by name, not index: no worker, no start time.
-        status = JobStatus.SUCCEEDED if ok else JobStatus.FAILED
-        handle._complete(-1, status, value, None, perf_counter(), attempts)
+    # -- accounting and lifecycle ------------------------------------------------------------
 
     def stats(self) -> RemoteStats:
-        """Counts so far. After :meth:`join`, published = succeeded + failed."""
-        return RemoteStats(
-            published=self.published,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            duplicates=self.duplicates,
-            pending=len(self._pending),
-        )
-
-    # -- shutdown ----------------------------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """Jobs submitted whose outcome has not arrived."""
-        return len(self._pending)
+        """Counts so far, a job at a time (exact after :meth:`join` or :meth:`stop`:
+        submitted = succeeded + failed + cancelled)."""
+        with self._lock:
+            submitted = self._next_seq - self._rejected
+        link = self._link
+        with link.lock:
+            ended = (link.succeeded, link.failed, link.cancelled)
+            return RemoteStats(submitted, *ended, (), link.published, link.duplicates)
 
     def close(self) -> None:
         """Take no more jobs (those submitted still run). Idempotent."""
-        with self._wake:
+        with self._link.lock:
             self._closed = True
-            self._wake.notify()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Close, then wait for every outcome; False if some are missing after ``timeout``."""
+        """Close, then wait for every outcome; False if some are missing after ``timeout``.
+
+        Once every outcome is in, the dispatcher's threads end and its results
+        stream is deleted.
+        """
         self.close()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._pending:
+        while self._link.waiting:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+        self._link.release()
         return True
 
-    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Close, wait for the outcomes if ``wait``, stop the threads, drop the results stream.
+    def stop(self, cancel: bool = True, timeout: float | None = None) -> RemoteStats:
+        """Close and stop; returns the final stats. Idempotent.
 
-        Handles still unsettled then fail with ``TransportError``: their jobs
-        may yet run on a worker, but their outcomes will not be read. Idempotent.
+        A published job cannot be recalled: it runs on a worker whatever happens
+        here. With ``cancel``, every job not yet published is dropped and every
+        handle, ``map`` row or ``dispatch`` job still waiting for its outcome ends
+        CANCELLED (``JobCancelled``) at once: its outcome, if it comes, is not
+        read. Without ``cancel``, outcomes are waited for up to ``timeout``
+        seconds (None: all of them) first, and only what is left is cancelled.
         """
-        if wait:
-            self.join(timeout)
         self.close()
-        self._stopping.set()
-        with self._lock:
-            self._outbox.clear()  # never published: nobody will run them
-            left = list(self._pending)
-        for job_id in left:
-            self._settle(
-                job_id, False, TransportError("dispatcher shut down before the outcome"), 0
-            )
-        self._flusher.join()
-        self._listener.join()
-        try:
-            self._transport.drop_outcomes(self._results)
-        except TransportError:
-            logger.warning("could not delete %s", self._results)
-        self._transport.close()
+        if cancel or not self.join(timeout):
+            self._link.cancel_waiting("cancelled by stop(): its outcome is not waited for")
+            self._link.release()
+        return self.stats()
 
-    def __enter__(self) -> RedisDispatcher:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """``concurrent.futures.Executor.shutdown``. Idempotent.
+
+        ``wait`` (and no ``cancel_futures``) waits for every outcome, as
+        :meth:`join`; otherwise it is :meth:`stop`: the dispatcher's threads
+        read outcomes, so without waiting what still waits is cancelled. For a
+        bounded wait, ``join(timeout)`` first (or ``stop(cancel=False, timeout=...)``).
+        """
+        how, _ = shutdown_plan(wait, cancel_futures)
+        if how == "join":
+            self.join()
+        else:
+            self.stop(cancel=True)
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
