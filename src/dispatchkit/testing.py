@@ -31,33 +31,30 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ._conformance import (
-    AsyncTarget,
-    Capabilities,
-    Cluster,
-    Counts,
-    FrontEnd,
-    LocalTarget,
-    RemoteTarget,
-    ServerCluster,
-    Target,
-    TargetUnavailable,
-    check_accounting,
-    check_batch_blocks,
-    check_cancel,
+from ._conformance.accounting import check_accounting
+from ._conformance.bulk import (
     check_chunked_map_counts,
-    check_close_join_idempotent,
     check_dispatch,
+    check_map_options,
+    check_window_validation,
+)
+from ._conformance.face import Capabilities, Counts, FrontEnd, Target
+from ._conformance.lifecycle import (
+    check_cancel,
+    check_close_join_idempotent,
+    check_stop_cancels_queued,
+    check_stop_shutdown_idempotent,
+)
+from ._conformance.local import AsyncTarget, LocalTarget
+from ._conformance.placement import (
+    check_batch_blocks,
     check_error_isolation,
     check_key_order,
     check_map,
-    check_map_options,
     check_pull_runs_each_job_once,
     check_round_robin_spread,
-    check_stop_cancels_queued,
-    check_stop_shutdown_idempotent,
-    check_window_validation,
 )
+from ._conformance.remote import Cluster, RemoteTarget, ServerCluster, TargetUnavailable
 from ._conformance.targets import CHECKS, TARGETS, TargetEntry
 from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from .dispatcher import Dispatcher

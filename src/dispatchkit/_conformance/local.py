@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 from dispatchkit.async_dispatcher import AsyncDispatcher, AsyncJobHandle
 from dispatchkit.dispatcher import Dispatcher
-from dispatchkit.job import Job, JobHandle, Outcome
+from dispatchkit.job import Job, Outcome
 from dispatchkit.stats import DispatcherStats
 
+from .blocking import HandleFront
 from .face import Capabilities, Counts, FrontEnd
 
 __all__ = ["AsyncTarget", "LocalTarget"]
@@ -32,27 +33,14 @@ def counts_of(stats: DispatcherStats) -> Counts:
     )
 
 
-class SyncFront:
+class SyncFront(HandleFront):
     """A :class:`~dispatchkit.Dispatcher` (thread or process workers) as a front end."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
+    dispatcher: Dispatcher
 
     @property
     def workers(self) -> int:
         return self.dispatcher.workers
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, key: Hashable = None) -> Any:
-        return self.dispatcher.submit_job(Job(fn, args, key=key))
-
-    def outcome(self, handle: JobHandle[Any], timeout: float = 30) -> Outcome[Any]:
-        return handle.outcome(timeout)
-
-    def result(self, handle: JobHandle[Any], timeout: float = 30) -> Any:
-        return handle.result(timeout)
-
-    def cancel(self, handle: JobHandle[Any]) -> bool:
-        return handle.cancel()
 
     def map(
         self,
@@ -82,17 +70,8 @@ class SyncFront:
     def counts(self) -> Counts:
         return counts_of(self.dispatcher.stats())
 
-    def close(self) -> None:
-        self.dispatcher.close()
-
-    def join(self) -> None:
-        self.dispatcher.join()
-
     def stop(self, cancel: bool = True) -> Counts:
         return counts_of(self.dispatcher.stop(cancel=cancel))
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self.dispatcher.shutdown(wait, cancel_futures=cancel_futures)
 
 
 @dataclass

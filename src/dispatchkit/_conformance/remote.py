@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from dispatchkit.errors import DispatchError
-from dispatchkit.job import Job, JobHandle, Outcome
 
 from . import jobs
+from .blocking import HandleFront
 from .face import Capabilities, Counts, FrontEnd
 
 __all__ = ["Cluster", "MemoryCluster", "RemoteTarget", "ServerCluster", "TargetUnavailable"]
@@ -58,7 +58,7 @@ class Cluster(Protocol):
         ...
 
 
-class RemoteFront:
+class RemoteFront(HandleFront):
     """A ``RedisDispatcher`` as a front end.
 
     Options the dispatcher lacks are passed only when a check asks for them (so
@@ -67,25 +67,13 @@ class RemoteFront:
     """
 
     def __init__(self, dispatcher: Any, workers: int, chunk: int) -> None:
-        self.dispatcher = dispatcher
+        super().__init__(dispatcher)
         self._workers = workers
         self._chunk = chunk
 
     @property
     def workers(self) -> int:
         return self._workers
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, key: Hashable = None) -> Any:
-        return self.dispatcher.submit_job(Job(fn, args, key=key))
-
-    def outcome(self, handle: JobHandle[Any], timeout: float = 30) -> Outcome[Any]:
-        return handle.outcome(timeout)
-
-    def result(self, handle: JobHandle[Any], timeout: float = 30) -> Any:
-        return handle.result(timeout)
-
-    def cancel(self, handle: JobHandle[Any]) -> bool:
-        return handle.cancel()
 
     def map(
         self,
@@ -107,7 +95,7 @@ class RemoteFront:
             options["star"] = True
         if window is not None:
             options["window"] = window
-        keyed = key is not None or self.dispatcher.strategy.name == "key"
+        keyed = key is not None or self.dispatcher.strategy.needs_key
         chunk = 1 if keyed else self._chunk
         return list(self.dispatcher.map(fn, items, key=key, chunk=chunk, **options))
 
@@ -118,7 +106,7 @@ class RemoteFront:
         *,
         key: Callable[[Any], Hashable] | None = None,
     ) -> int:
-        keyed = key is not None or self.dispatcher.strategy.name == "key"
+        keyed = key is not None or self.dispatcher.strategy.needs_key
         chunk = 1 if keyed else self._chunk
         return int(self.dispatcher.dispatch(fn, items, key=key, chunk=chunk))
 
@@ -126,18 +114,9 @@ class RemoteFront:
         stats = self.dispatcher.stats()
         return Counts(stats.submitted, stats.succeeded, stats.failed, stats.cancelled)
 
-    def close(self) -> None:
-        self.dispatcher.close()
-
-    def join(self) -> None:
-        self.dispatcher.join()
-
     def stop(self, cancel: bool = True) -> Counts:
         self.dispatcher.stop(cancel=cancel)
         return self.counts()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self.dispatcher.shutdown(wait, cancel_futures=cancel_futures)
 
 
 REMOTE_CAPABILITIES = Capabilities(

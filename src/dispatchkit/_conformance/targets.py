@@ -6,29 +6,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from .accounting import check_accounting
-from .bulk import (
-    check_chunked_map_counts,
-    check_dispatch,
-    check_map_options,
-    check_window_validation,
-)
+from . import accounting, bulk, lifecycle, placement
 from .face import Target
-from .lifecycle import (
-    check_cancel,
-    check_close_join_idempotent,
-    check_stop_cancels_queued,
-    check_stop_shutdown_idempotent,
-)
 from .local import AsyncTarget, LocalTarget
-from .placement import (
-    check_batch_blocks,
-    check_error_isolation,
-    check_key_order,
-    check_map,
-    check_pull_runs_each_job_once,
-    check_round_robin_spread,
-)
 from .remote import MemoryCluster, ServerCluster, redis_server_url, started
 
 __all__ = ["CHECKS", "TARGETS", "TargetEntry"]
@@ -74,19 +54,19 @@ TARGETS: dict[str, TargetEntry] = {
 #: Every check of the kit; each takes a target (``check_accounting`` also a
 #: ``max_examples``).
 CHECKS: tuple[Callable[[Target], None], ...] = (
-    check_accounting,
-    check_round_robin_spread,
-    check_batch_blocks,
-    check_key_order,
-    check_pull_runs_each_job_once,
-    check_map,
-    check_map_options,
-    check_window_validation,
-    check_dispatch,
-    check_chunked_map_counts,
-    check_error_isolation,
-    check_cancel,
-    check_stop_cancels_queued,
-    check_close_join_idempotent,
-    check_stop_shutdown_idempotent,
+    accounting.check_accounting,
+    placement.check_round_robin_spread,
+    placement.check_batch_blocks,
+    placement.check_key_order,
+    placement.check_pull_runs_each_job_once,
+    placement.check_map,
+    bulk.check_map_options,
+    bulk.check_window_validation,
+    bulk.check_dispatch,
+    bulk.check_chunked_map_counts,
+    placement.check_error_isolation,
+    lifecycle.check_cancel,
+    lifecycle.check_stop_cancels_queued,
+    lifecycle.check_close_join_idempotent,
+    lifecycle.check_stop_shutdown_idempotent,
 )
