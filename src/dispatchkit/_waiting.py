@@ -1,7 +1,10 @@
 """Waiting on many handles at once, as ``concurrent.futures.wait`` and ``as_completed`` do.
 
-Built on the handles' public interface (``done``, ``status``,
-``add_done_callback``), so any handle that has it can be waited on.
+Built on the public Future interface (``done``, ``cancelled``, ``exception``,
+``add_done_callback``), so any handle or future can be waited on, an
+``AsyncJobHandle`` too. A :class:`~dispatchkit.job.JobHandle` is a
+``concurrent.futures.Future``, so the stdlib's own ``wait`` and
+``as_completed`` work on it as well.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from queue import Empty, SimpleQueue
 from time import monotonic
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-from .core.status import JobStatus
 
 if TYPE_CHECKING:
     from .job import JobHandle
@@ -55,7 +56,7 @@ def wait(
         if return_when == FIRST_COMPLETED:
             return bool(done)
         if return_when == FIRST_EXCEPTION:
-            return any(h.status is JobStatus.FAILED for h in done)
+            return any(not h.cancelled() and h.exception() is not None for h in done)
         return False
 
     if stop_now():
