@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
@@ -93,7 +93,15 @@ class ThreadFrontEnd(FrontEnd):
         star: bool,
         key: Callable[[Any], Hashable] | None,
         window: MapWindow,
+        deadline: float | None = None,
+        chunk: int | None = None,
     ) -> Iterator[Any]:
+        """The map loop; ``deadline`` (a ``monotonic()`` reading): raise TimeoutError
+        when a result is still awaited then; ``chunk``: jobs per hand-off.
+
+        Raises:
+            TimeoutError: past ``deadline`` with the next result not in.
+        """
         run, wait = thread_map_run(outcomes)
         blocks = self._numbered_blocks(items, key, limit=window.room)
         exhausted = False
@@ -112,7 +120,7 @@ class ThreadFrontEnd(FrontEnd):
                     self._parts(range(first, first + len(block)), first, keys),
                     lambda seqs, block=block, first=first, now=now: [  # type: ignore[misc]
                         MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
-                        for piece in self._chunked(seqs)
+                        for piece in self._chunked(seqs, chunk)
                     ],
                 )
             if window.in_flight == 0:
@@ -120,7 +128,13 @@ class ThreadFrontEnd(FrontEnd):
             # Take what has finished, waiting if nothing has.
             if not run.finished:
                 self._wake_all()
-                wait()
+                if deadline is None:
+                    wait(None)
+                else:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"{window.in_flight} map results not in by the deadline")
+                    wait(remaining)
             while run.finished:
                 for row in window.release(run.finished.popleft()):
                     yield map_result(row, outcomes)
