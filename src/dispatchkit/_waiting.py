@@ -9,14 +9,11 @@ Built on the public Future interface (``done``, ``cancelled``, ``exception``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from queue import Empty, SimpleQueue
 from time import monotonic
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-if TYPE_CHECKING:
-    from .job import JobHandle
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "ALL_COMPLETED",
@@ -27,16 +24,26 @@ __all__ = [
     "wait",
 ]
 
-R = TypeVar("R")
+
+class Waitable(Protocol):
+    """What :func:`wait` and :func:`as_completed` need: a future, a handle, an async handle."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def exception(self, timeout: float | None = None) -> BaseException | None: ...
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
+W = TypeVar("W", bound=Waitable)
 
 
 class DoneAndNotDone(NamedTuple):
-    done: set[JobHandle[Any]]
-    not_done: set[JobHandle[Any]]
+    done: set[Any]
+    not_done: set[Any]
 
 
 def wait(
-    handles: Iterable[JobHandle[Any]],
+    handles: Iterable[Waitable],
     timeout: float | None = None,
     return_when: str = ALL_COMPLETED,
 ) -> DoneAndNotDone:
@@ -61,7 +68,7 @@ def wait(
 
     if stop_now():
         return DoneAndNotDone(done, pending)
-    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
+    finished: SimpleQueue[Waitable] = SimpleQueue()
     for handle in pending:
         handle.add_done_callback(finished.put)
     deadline = None if timeout is None else monotonic() + timeout
@@ -78,16 +85,14 @@ def wait(
     return DoneAndNotDone(done, pending)
 
 
-def as_completed(
-    handles: Iterable[JobHandle[R]], timeout: float | None = None
-) -> Iterator[JobHandle[R]]:
+def as_completed(handles: Iterable[W], timeout: float | None = None) -> Iterator[W]:
     """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
 
     Raises:
         TimeoutError: some jobs had not finished after ``timeout`` seconds.
     """
     pending = set(handles)
-    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
+    finished: SimpleQueue[W] = SimpleQueue()
     for handle in pending:
         handle.add_done_callback(finished.put)
     deadline = None if timeout is None else monotonic() + timeout
