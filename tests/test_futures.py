@@ -539,3 +539,32 @@ def test_run_in_executor_raises_the_jobs_error(make: MakeExecutor) -> None:
 
     with pytest.raises(ValueError, match="async boom"):
         asyncio.run(main())
+
+
+def test_map_results_taken_after_the_with_block(make: MakeExecutor) -> None:
+    # The stdlib's map submits every job at the call; dispatchkit's is lazy,
+    # so closing the pool feeds an open map's remaining input to the workers.
+    with make(2) as executor:
+        results = executor.map(pow, range(300), [2] * 300)
+        started = executor.map(abs, range(-300, 0))
+        assert next(started) == 300
+    assert list(results) == [i * i for i in range(300)]
+    assert list(started) == list(range(299, 0, -1))
+
+
+def test_an_input_error_met_while_closing_is_raised_by_the_map() -> None:
+    def inputs() -> Iterator[int]:
+        yield from range(5000)
+        raise LookupError("input broke")
+
+    d = Dispatcher(2)
+    results = d.map(abs, inputs())
+    d.join()  # feeds the map; the input's error waits for its iterator
+    assert d.closed
+    got: list[int] = []
+    with pytest.raises(LookupError, match="input broke"):
+        got.extend(results)
+    # The blocks placed before the error yield their results first (the block
+    # the input broke in was never placed, as when the map runs open).
+    assert got == list(range(len(got)))
+    assert got
