@@ -568,3 +568,38 @@ def test_an_input_error_met_while_closing_is_raised_by_the_map() -> None:
     # the input broke in was never placed, as when the map runs open).
     assert got == list(range(len(got)))
     assert got
+
+
+def test_async_handles_work_with_asyncio_wait_gather_and_friends() -> None:
+    async def job(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async def broken() -> None:
+        raise ValueError("async job broke")
+
+    async def main() -> None:
+        async with dispatchkit.AsyncDispatcher(4) as d:
+            handles = [await d.submit(job, i) for i in range(4)]
+            # typeshed types asyncio.wait for asyncio.Future only: a handle is duck-typed.
+            done, pending = await asyncio.wait(handles, timeout=PATIENCE)  # type: ignore[type-var]
+            assert done == set(handles)
+            assert not pending
+            assert await asyncio.gather(*handles) == [0, 1, 2, 3]
+            assert sorted([await f for f in asyncio.as_completed(handles)]) == [0, 1, 2, 3]
+            assert await asyncio.shield(handles[0]) == 0
+            assert await asyncio.wait_for(handles[1], PATIENCE) == 1
+            failing = await d.submit(broken)
+            done, pending = await asyncio.wait(  # type: ignore[type-var]
+                [failing, *handles], timeout=PATIENCE, return_when=asyncio.FIRST_EXCEPTION
+            )
+            assert failing in done
+            assert isinstance(failing.exception(), ValueError)
+            seen: list[object] = []
+            late = await d.submit(job, 9)
+            late.add_done_callback(seen.append)
+            late.remove_done_callback(seen.append)
+            assert await late == 9
+            assert seen == []
+
+    asyncio.run(main())
