@@ -16,11 +16,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
-from .core import FrontEnd, MapWindow, WorkerState, map_result, shutdown_plan
+from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
 from .errors import ClosedError, DispatchError, ForkedError
 from .stats import DispatcherStats
 
@@ -73,6 +73,7 @@ class ThreadFrontEnd(FrontEnd):
 
     def _start(self) -> None:
         """Start the workers; from now on the dispatcher is drained at exit."""
+        self._open_maps: weakref.WeakSet[_MapFeed] = weakref.WeakSet()
         self._pool.start()
         _live.add(self)
 
@@ -93,37 +94,89 @@ class ThreadFrontEnd(FrontEnd):
         star: bool,
         key: Callable[[Any], Hashable] | None,
         window: MapWindow,
+        deadline: float | None = None,
+        chunk: int | None = None,
     ) -> Iterator[Any]:
+        """The results of one map call; ``deadline`` (a ``monotonic()`` reading):
+        raise TimeoutError when a result is still awaited then; ``chunk``: jobs
+        per hand-off.
+
+        The call is registered at once (not at the first ``next``): closing the
+        dispatcher feeds an open map's remaining input to the workers, so that
+        ``with pool: results = pool.map(...)`` and iterating after the block
+        works, as with ``concurrent.futures`` (whose map submits everything at
+        the call).
+        """
         run, wait = thread_map_run(outcomes)
-        blocks = self._numbered_blocks(items, key, limit=window.room)
-        exhausted = False
-        while True:
-            # Keep the window full.
-            while not exhausted and window.room() > 0:
-                taken = next(blocks, None)
-                if taken is None:
-                    exhausted = True
-                    break
-                block, first, keys = taken
-                now = perf_counter()
-                window.admit(first, len(block))
-                self._place(
-                    block,
-                    self._parts(range(first, first + len(block)), first, keys),
-                    lambda seqs, block=block, first=first, now=now: [  # type: ignore[misc]
-                        MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
-                        for piece in self._chunked(seqs)
-                    ],
-                )
-            if window.in_flight == 0:
-                return
-            # Take what has finished, waiting if nothing has.
-            if not run.finished:
-                self._wake_all()
-                wait()
-            while run.finished:
-                for row in window.release(run.finished.popleft()):
-                    yield map_result(row, outcomes)
+
+        def place(taken: tuple[list[Any], int, list[Hashable] | None]) -> None:
+            block, first, keys = taken
+            now = perf_counter()
+            window.admit(first, len(block))
+            self._place(
+                block,
+                self._parts(range(first, first + len(block)), first, keys),
+                lambda seqs: [
+                    MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
+                    for piece in self._chunked(seqs, chunk)
+                ],
+            )
+
+        feed = _MapFeed(window, place)
+        feed.blocks = self._numbered_blocks(items, key, limit=feed.limit)
+        self._open_maps.add(feed)
+        return self._map_results(feed, run, wait, outcomes, deadline)
+
+    def _map_results(
+        self,
+        feed: _MapFeed,
+        run: MapRun,
+        wait: Callable[[float | None], None],
+        outcomes: bool,
+        deadline: float | None,
+    ) -> Iterator[Any]:
+        """The map loop: keep the window full, yield what may be yielded.
+
+        Raises:
+            TimeoutError: past ``deadline`` with the next result not in.
+        """
+        window = feed.window
+        try:
+            while True:
+                feed.fill()
+                if window.in_flight == 0 and feed.exhausted:
+                    return
+                # Take what has finished, waiting if nothing has.
+                if not run.finished:
+                    self._wake_all()
+                    if deadline is None:
+                        wait(None)
+                    else:
+                        remaining = deadline - monotonic()
+                        if remaining <= 0:
+                            raise TimeoutError(
+                                f"{window.in_flight} map results not in by the deadline"
+                            )
+                        wait(remaining)
+                while run.finished:
+                    with feed.lock:
+                        rows = window.release(run.finished.popleft())
+                    for row in rows:
+                        yield map_result(row, outcomes)
+        finally:
+            self._open_maps.discard(feed)
+
+    def _feed_open_maps(self) -> None:
+        """Place the rest of every open map's input (closing: no later chance).
+
+        What placing raises (the input's own error, QueueFull) is kept for the
+        map's iterator to raise, once the results placed before are taken.
+        """
+        for feed in list(self._open_maps):
+            try:
+                feed.fill(to_the_end=True)
+            except Exception as exc:
+                feed.error = exc
 
     def _check_bulk(self, key: Callable[[Any], Hashable] | None) -> None:
         if self._closed:
@@ -188,7 +241,18 @@ class ThreadFrontEnd(FrontEnd):
     # -- shutdown ------------------------------------------------------------
 
     def close(self) -> None:
-        """Take no more jobs; the workers finish what is queued. Idempotent."""
+        """Take no more jobs; the workers finish what is queued. Idempotent.
+
+        A ``map`` still open has the rest of its input placed first (this
+        waits for room in the inboxes), so its results can still be taken.
+        """
+        if not self._closed:
+            try:
+                self._feed_open_maps()
+            finally:
+                self._close()
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -214,9 +278,9 @@ class ThreadFrontEnd(FrontEnd):
         after its current job. Cancelled handles raise ``JobCancelled``. With
         process workers, jobs still running after ``timeout`` seconds are killed
         (they end as ``WorkerLost``). Returns the final stats (their ``cancelled``
-        says how many were dropped).
+        says how many were dropped). An open ``map`` gets no more of its input.
         """
-        self.close()
+        self._close()
         if cancel:
             self._control.stopping = True
             self._control.stop_event.set()
@@ -237,3 +301,51 @@ class ThreadFrontEnd(FrontEnd):
     def error_samples(self) -> list[tuple[Any, BaseException]]:
         """The latest failures of fire-and-forget jobs (up to 10), as ``(item, exception)``."""
         return list(self._control.error_samples)
+
+
+class _MapFeed:
+    """The input side of one ``map`` call: blocks placed while its window has room,
+    or all of them when the dispatcher closes. ``lock`` keeps the placing thread
+    and the iterating one (they differ when another thread closes) apart on the window.
+    """
+
+    __slots__ = (
+        "__weakref__", "blocks", "error", "exhausted", "lock", "place", "to_the_end", "window",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        window: MapWindow,
+        place: Callable[[tuple[list[Any], int, list[Hashable] | None]], None],
+    ) -> None:
+        self.window = window
+        self.place = place
+        self.lock = threading.Lock()
+        self.exhausted = False
+        self.to_the_end = False
+        self.error: Exception | None = None
+        self.blocks: Iterator[tuple[list[Any], int, list[Hashable] | None]] = iter(())
+
+    def limit(self) -> int:
+        """Most jobs the next block may hold."""
+        return 1 << 16 if self.to_the_end else self.window.room()
+
+    def fill(self, to_the_end: bool = False) -> None:
+        """Place blocks while the window has room (all that is left, ``to_the_end``).
+
+        Raises:
+            BaseException: whatever placing raises (ClosedError, QueueFull, ...).
+        """
+        with self.lock:
+            if self.error is not None:
+                if self.window.in_flight == 0:
+                    raise self.error
+                return
+            if to_the_end:
+                self.to_the_end = True
+            while not self.exhausted and (self.to_the_end or self.window.room() > 0):
+                taken = next(self.blocks, None)
+                if taken is None:
+                    self.exhausted = True
+                    return
+                self.place(taken)

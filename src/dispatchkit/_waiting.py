@@ -1,21 +1,19 @@
 """Waiting on many handles at once, as ``concurrent.futures.wait`` and ``as_completed`` do.
 
-Built on the handles' public interface (``done``, ``status``,
-``add_done_callback``), so any handle that has it can be waited on.
+Built on the public Future interface (``done``, ``cancelled``, ``exception``,
+``add_done_callback``), so any handle or future can be waited on, an
+``AsyncJobHandle`` too. A :class:`~dispatchkit.job.JobHandle` is a
+``concurrent.futures.Future``, so the stdlib's own ``wait`` and
+``as_completed`` work on it as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
 from queue import Empty, SimpleQueue
 from time import monotonic
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-
-from .core.status import JobStatus
-
-if TYPE_CHECKING:
-    from .job import JobHandle
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "ALL_COMPLETED",
@@ -26,16 +24,26 @@ __all__ = [
     "wait",
 ]
 
-R = TypeVar("R")
+
+class Waitable(Protocol):
+    """What :func:`wait` and :func:`as_completed` need: a future, a handle, an async handle."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
+W = TypeVar("W", bound=Waitable)
 
 
 class DoneAndNotDone(NamedTuple):
-    done: set[JobHandle[Any]]
-    not_done: set[JobHandle[Any]]
+    done: set[Any]
+    not_done: set[Any]
 
 
 def wait(
-    handles: Iterable[JobHandle[Any]],
+    handles: Iterable[Waitable],
     timeout: float | None = None,
     return_when: str = ALL_COMPLETED,
 ) -> DoneAndNotDone:
@@ -55,12 +63,12 @@ def wait(
         if return_when == FIRST_COMPLETED:
             return bool(done)
         if return_when == FIRST_EXCEPTION:
-            return any(h.status is JobStatus.FAILED for h in done)
+            return any(not h.cancelled() and h.exception() is not None for h in done)
         return False
 
     if stop_now():
         return DoneAndNotDone(done, pending)
-    finished: SimpleQueue[JobHandle[Any]] = SimpleQueue()
+    finished: SimpleQueue[Waitable] = SimpleQueue()
     for handle in pending:
         handle.add_done_callback(finished.put)
     deadline = None if timeout is None else monotonic() + timeout
@@ -77,16 +85,14 @@ def wait(
     return DoneAndNotDone(done, pending)
 
 
-def as_completed(
-    handles: Iterable[JobHandle[R]], timeout: float | None = None
-) -> Iterator[JobHandle[R]]:
+def as_completed(handles: Iterable[W], timeout: float | None = None) -> Iterator[W]:
     """Yield handles as their jobs finish, like ``concurrent.futures.as_completed``.
 
     Raises:
         TimeoutError: some jobs had not finished after ``timeout`` seconds.
     """
     pending = set(handles)
-    finished: SimpleQueue[JobHandle[R]] = SimpleQueue()
+    finished: SimpleQueue[W] = SimpleQueue()
     for handle in pending:
         handle.add_done_callback(finished.put)
     deadline = None if timeout is None else monotonic() + timeout

@@ -215,7 +215,7 @@ def cancel_message(message: Any) -> int:
     return count
 
 
-def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[], None]]:
+def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[float | None], None]]:
     """A :class:`MapRun` for thread (or process-liaison) workers, and how ``map`` waits on it.
 
     ``map`` sets ``waiting`` (under the lock) before it sleeps, and a worker
@@ -230,13 +230,14 @@ def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[], None]]:
 
     run = MapRun(outcomes, notify)
 
-    def wait() -> None:
-        """Sleep until a chunk is delivered (returns at once if one is waiting)."""
+    def wait(timeout: float | None = None) -> None:
+        """Sleep until a chunk is delivered (returns at once if one is waiting),
+        or ``timeout`` seconds have passed."""
         with lock:
             run.waiting = True
             try:
                 if not run.finished:
-                    cond.wait()
+                    cond.wait(timeout)
             finally:
                 run.waiting = False
 

@@ -116,8 +116,18 @@ class AsyncJobHandle(Generic[R]):
             raise JobCancelled(f"job {self.job_id} was cancelled")
         return self._future.exception()
 
-    def add_done_callback(self, fn: Callable[[AsyncJobHandle[R]], object]) -> None:
-        self._future.add_done_callback(lambda _: fn(self))
+    def add_done_callback(
+        self, fn: Callable[[AsyncJobHandle[R]], object], *, context: Any = None
+    ) -> None:
+        """Call ``fn(handle)`` in the loop when the job ends, as ``asyncio.Future`` does."""
+        self._future.add_done_callback(_HandleCallback(fn, self), context=context)
+
+    def remove_done_callback(self, fn: Callable[[AsyncJobHandle[R]], object]) -> int:
+        """Remove every registration of ``fn``; how many there were (``asyncio.wait`` uses it)."""
+        return self._future.remove_done_callback(fn)  # type: ignore[arg-type]
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._future.get_loop()
 
     def outcome(self) -> Outcome[R]:
         """How the job ended (call once it is done)."""
@@ -180,3 +190,25 @@ class AsyncJobHandle(Generic[R]):
     def _cancel_taken(self) -> int:
         self._finish(CANCELLED, None)
         return 1
+
+
+class _HandleCallback:
+    """A done callback of the inner future that passes the handle, not the future;
+    equal to the function it wraps, so ``remove_done_callback(fn)`` finds it."""
+
+    __slots__ = ("fn", "handle")
+
+    def __init__(self, fn: Callable[[Any], object], handle: AsyncJobHandle[Any]) -> None:
+        self.fn = fn
+        self.handle = handle
+
+    def __call__(self, _future: object) -> None:
+        self.fn(self.handle)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _HandleCallback):
+            return other.fn == self.fn
+        return other == self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from time import perf_counter
+from concurrent.futures import Executor
+from time import monotonic, perf_counter
 from typing import Any, Literal, TypeVar, overload
 
 from ._inbox import Inbox
@@ -39,7 +40,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Dispatcher(ThreadFrontEnd):
+class Dispatcher(ThreadFrontEnd, Executor):
     """Dispatches jobs to a pool of thread workers with a chosen strategy.
 
     Args:
@@ -280,8 +281,10 @@ class Dispatcher(ThreadFrontEnd):
     def map(
         self,
         fn: Callable[..., R],
-        items: Iterable[Any],
-        *,
+        *iterables: Iterable[Any],
+        timeout: float | None = ...,
+        chunksize: int = ...,
+        buffersize: int | None = ...,
         ordered: bool = ...,
         outcomes: Literal[False] = ...,
         star: bool = ...,
@@ -293,8 +296,10 @@ class Dispatcher(ThreadFrontEnd):
     def map(
         self,
         fn: Callable[..., R],
-        items: Iterable[Any],
-        *,
+        *iterables: Iterable[Any],
+        timeout: float | None = ...,
+        chunksize: int = ...,
+        buffersize: int | None = ...,
         ordered: bool = ...,
         outcomes: Literal[True],
         star: bool = ...,
@@ -305,35 +310,89 @@ class Dispatcher(ThreadFrontEnd):
     def map(
         self,
         fn: Callable[..., R],
-        items: Iterable[Any],
-        *,
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
         ordered: bool = True,
         outcomes: bool = False,
         star: bool = False,
         key: Callable[[Any], Hashable] | None = None,
         window: int | None = None,
     ) -> Iterator[R] | Iterator[Outcome[R]]:
-        """Run ``fn`` over ``items`` and yield the results as they are needed.
+        """Run ``fn`` over the inputs and yield the results as they are needed,
+        as ``concurrent.futures.Executor.map`` does, with bounded memory.
 
-        ``items`` is consumed lazily: at most ``window`` jobs (default: what
-        all inboxes hold) are in flight or waiting to be yielded, so memory stays
-        bounded however long the input is.
+        Several iterables are zipped: ``fn(a, b)`` for each pair, as the builtin
+        ``map`` does. The inputs are consumed lazily: at most ``window`` jobs
+        (default: what all inboxes hold) are in flight or waiting to be yielded,
+        so memory stays bounded however long the input is.
 
         Args:
-            fn: the job function, called as ``fn(item)`` (``fn(*item)`` with ``star``).
-            items: the inputs.
+            fn: the job function, called as ``fn(item)`` (``fn(*item)`` with
+                ``star``; ``fn(*items)`` with several iterables).
+            iterables: the inputs.
+            timeout: seconds from this call after which the iterator raises
+                ``TimeoutError`` instead of waiting for a result.
+            chunksize: jobs per hand-off to a worker; 1 (the default) keeps the
+                dispatcher's own ``chunk``.
+            buffersize: ``concurrent.futures``' name for ``window``.
             ordered: yield in input order (True) or as jobs finish (False).
             outcomes: yield an :class:`Outcome` per item instead of raising.
             star: unpack each item as positional arguments.
             key: for the ``key`` strategy, a function giving each item's key.
-            window: most jobs in flight at once.
+            window: most jobs in flight or waiting to be yielded at once.
 
         Raises:
             ClosedError: the dispatcher is closed.
             ForkedError: this is a copy made by ``os.fork()``.
-            ValueError: a bad ``window``, or the ``key`` strategy without ``key``.
+            ValueError: a bad ``window``, ``buffersize`` or ``chunksize``, both
+                ``window`` and ``buffersize``, or the ``key`` strategy without ``key``.
+            TypeError: a ``buffersize`` or ``chunksize`` that is not an int.
+            TimeoutError: from the iterator, past ``timeout``.
             BaseException: without ``outcomes``, the exception of a failed job,
                 raised when its result is reached (the remaining jobs go on).
         """
         self._check_bulk(key)
-        return self._map(fn, items, outcomes, star, key, self._map_window(window, ordered))
+        items = _zipped(iterables, star)
+        chunk = _checked_chunksize(chunksize)
+        if buffersize is not None:
+            if window is not None:
+                raise ValueError("give window or buffersize, not both (they are one setting)")
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+            window = buffersize
+        deadline = None if timeout is None else monotonic() + timeout
+        return self._map(
+            fn, items, outcomes, star or len(iterables) > 1, key,
+            self._map_window(window, ordered), deadline, chunk,
+        )  # fmt: skip
+
+
+def _zipped(iterables: tuple[Iterable[Any], ...], star: bool) -> Iterable[Any]:
+    """The inputs of one ``map`` call: one iterable as it is, several zipped.
+
+    Raises:
+        ValueError: ``star`` with several iterables (they are unpacked already).
+    """
+    if len(iterables) == 1:
+        return iterables[0]
+    if star:
+        raise ValueError("star applies to one iterable; several are zipped and unpacked already")
+    return zip(*iterables, strict=False)  # the shortest input ends it, as in the stdlib
+
+
+def _checked_chunksize(chunksize: int) -> int | None:
+    """The chunk of one ``map`` call: None (the dispatcher's) for 1.
+
+    Raises:
+        TypeError: not an int.
+        ValueError: under 1.
+    """
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an int, got {chunksize!r}")
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    return None if chunksize == 1 else chunksize

@@ -1,18 +1,33 @@
 """Jobs, their handles and their outcomes.
 
-A :class:`JobHandle` is what ``Dispatcher.submit`` returns. It follows the
-``concurrent.futures.Future`` interface (``result``, ``exception``, ``done``,
-``cancel``, ``add_done_callback``) but costs far less: no lock or condition
-of its own. The worker that runs the job writes its state; anything waiting on
-it (``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
+A :class:`JobHandle` is what ``Dispatcher.submit`` returns: a real
+``concurrent.futures.Future`` (a subclass), so the stdlib's ``wait``,
+``as_completed``, ``asyncio.wrap_future`` and ``loop.run_in_executor`` take
+it. It costs far less than a stdlib Future: it never runs ``Future.__init__``,
+so it has no ``Condition`` of its own until someone waits through the stdlib.
+The worker that runs the job writes its state; anything waiting on it
+(``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
 *hook* under one module-wide lock, taken only when there is something to wake.
+
+How the stdlib's module-level ``wait``/``as_completed`` see a handle: they
+take ``f._condition``, read ``f._state`` and append to ``f._waiters``. The
+first read of ``_condition`` creates the condition and the waiter list and
+installs a hook (:func:`_publish`) that, under that condition, marks the handle
+*published* and tells the stdlib waiters. Until it is published, ``_state``
+says the job runs, even if the worker has already finished it: the stdlib thus
+sees the job end under the condition it holds, never between its look at
+``_state`` and its append to ``_waiters``, which is the guarantee its own
+Futures give by changing state under their condition.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import traceback
 from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import _base as _futures_base
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -46,6 +61,12 @@ R = TypeVar("R")
 # as cheap as an int, with no table between the two (``result()`` is on the hot path).
 _PENDING, _RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 _SUCCEEDED, _FAILED, _CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+
+# The states of a stdlib Future, as its module-level wait/as_completed read them.
+_F_PENDING, _F_RUNNING = _futures_base.PENDING, _futures_base.RUNNING
+_F_CANCELLED, _F_FINISHED = _futures_base.CANCELLED_AND_NOTIFIED, _futures_base.FINISHED
+
+_LOGGER = logging.getLogger(__name__)
 
 # Guards the hook lists of every handle. Taken only to attach a hook, and by a
 # worker finishing a job that has hooks: never on the plain submit/run path.
@@ -149,18 +170,21 @@ class Outcome(Generic[R]):
         raise RuntimeError(f"job {self.job_id} has not finished ({self.status.value})")
 
 
-class JobHandle(Generic[R]):
-    """The future result of one submitted job.
+class JobHandle(Future[R]):
+    """The future result of one submitted job: a ``concurrent.futures.Future``.
 
-    Compatible with ``concurrent.futures.Future`` where practical; use this
-    module's :func:`wait` and :func:`as_completed` rather than the stdlib ones,
-    which reach into a Future's private lock.
+    ``cancel``, ``running``, ``done``, ``cancelled``, ``result(timeout)``,
+    ``exception(timeout)``, ``add_done_callback`` and
+    ``set_running_or_notify_cancel`` behave as the stdlib documents; the
+    stdlib's ``wait`` and ``as_completed`` work on handles, mixed with other
+    futures. A dispatcher owns the job's result: ``set_result`` and
+    ``set_exception`` raise ``InvalidStateError``. On top: ``status``,
+    ``outcome()``, ``attempts``, ``worker`` and the timestamps.
     """
 
     # Only what submit needs is set in __init__: every store costs, and
     # ``submit`` is the hot path. The rest is set by the worker that runs it.
     __slots__ = (
-        "__weakref__",
         "_args",
         "_attempts",
         "_finished_at",
@@ -170,7 +194,7 @@ class JobHandle(Generic[R]):
         "_queue",
         "_result",
         "_started_at",
-        "_state",
+        "_status",
         "_worker",
         "job_id",
         "name",
@@ -193,10 +217,12 @@ class JobHandle(Generic[R]):
         self._fn: Callable[..., R] | None = fn
         self._args = args
         self._kwargs = kwargs
-        self._state = _PENDING
+        self._status = _PENDING
         self._hooks: list[Callable[[JobHandle[R]], object]] | None = None
         self._queue = queue
         self.submitted_at = perf_counter()
+        # Future.__init__ is not called on purpose: its Condition and waiter
+        # list are made only when the stdlib waits on this handle (_condition).
 
     @property
     def worker(self) -> int | None:
@@ -217,22 +243,22 @@ class JobHandle(Generic[R]):
         return getattr(self, "_attempts", 1 if hasattr(self, "_started_at") else 0)
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.job_id} {self._state.value}>"
+        return f"<JobHandle {self.job_id} {self._status.value}>"
 
     # -- the Future interface ------------------------------------------------
 
     @property
     def status(self) -> JobStatus:
-        return self._state
+        return self._status
 
     def done(self) -> bool:
-        return self._state is not _PENDING and self._state is not _RUNNING
+        return self._status is not _PENDING and self._status is not _RUNNING
 
     def running(self) -> bool:
-        return self._state is _RUNNING
+        return self._status is _RUNNING
 
     def cancelled(self) -> bool:
-        return self._state is _CANCELLED
+        return self._status is _CANCELLED
 
     def cancel(self) -> bool:
         """Cancel the job if no worker has taken it yet.
@@ -240,10 +266,10 @@ class JobHandle(Generic[R]):
         Returns True if the job is (now) cancelled, False if it is running or
         has finished.
         """
-        if self._state is _CANCELLED:
+        if self._status is _CANCELLED:
             return True
         queue = self._queue
-        if self._state is not _PENDING or queue is None or not queue.cancel(self):
+        if self._status is not _PENDING or queue is None or not queue.cancel(self):
             return False
         self._cancel_taken()
         return True
@@ -256,12 +282,12 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
             BaseException: whatever the job raised.
         """
-        if self._state is _SUCCEEDED:
+        if self._status is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
         self._wait(timeout)
-        if self._state is _SUCCEEDED:
+        if self._status is _SUCCEEDED:
             return self._result  # type: ignore[no-any-return,unused-ignore]
-        if self._state is _CANCELLED:
+        if self._status is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
         raise self._result
 
@@ -273,9 +299,9 @@ class JobHandle(Generic[R]):
             JobCancelled: the job was cancelled.
         """
         self._wait(timeout)
-        if self._state is _CANCELLED:
+        if self._status is _CANCELLED:
             raise JobCancelled(f"job {self.job_id} was cancelled")
-        return self._result if self._state is _FAILED else None
+        return self._result if self._status is _FAILED else None
 
     def add_done_callback(self, fn: Callable[[JobHandle[R]], object]) -> None:
         """Call ``fn(handle)`` when the job finishes (at once if it has).
@@ -295,10 +321,82 @@ class JobHandle(Generic[R]):
         self._wait(timeout)
         times = (self.submitted_at, self.started_at, self.finished_at)
         # A cancelled job's outcome carries neither a value nor an error.
-        result = None if self._state is _CANCELLED else getattr(self, "_result", None)
+        result = None if self._status is _CANCELLED else getattr(self, "_result", None)
         return Outcome.ended(
-            self.job_id, self._state, result, self.worker, times, self.attempts, self.name
+            self.job_id, self._status, result, self.worker, times, self.attempts, self.name
         )
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As ``concurrent.futures.Future``: False if cancelled, else mark it running.
+
+        Raises:
+            RuntimeError: the job is already running or has finished.
+        """
+        if self._status is _CANCELLED:
+            return False
+        if self._status is _PENDING:
+            self._status = _RUNNING
+            return True
+        raise RuntimeError(f"job {self.job_id} is in an unexpected state ({self._status.value})")
+
+    def set_result(self, result: R) -> None:
+        """Refused: the dispatcher that runs the job sets its result.
+
+        Raises:
+            InvalidStateError: always.
+        """
+        raise InvalidStateError(f"job {self.job_id}: its dispatcher sets its result")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Refused: the dispatcher that runs the job sets its exception.
+
+        Raises:
+            InvalidStateError: always.
+        """
+        raise InvalidStateError(f"job {self.job_id}: its dispatcher sets its exception")
+
+    # -- what the stdlib's wait() and as_completed() reach into -------------
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """This handle's condition, made on first use (only the stdlib's wait uses it)."""
+        try:
+            return self.__dict__["_cond"]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with _HOOKS_LOCK:
+            cond: threading.Condition | None = self.__dict__.get("_cond")
+            if cond is not None:
+                return cond
+            cond = threading.Condition()
+            # Kept in the instance dict, not in slots: a handle nobody waits on
+            # through the stdlib pays not even the room for them.
+            self.__dict__["_fwaiters"] = []
+            self.__dict__["_published"] = False
+            self.__dict__["_cond"] = cond
+        if not self._add_hook(_publish):
+            _publish(self)
+        return cond
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        """The stdlib waiters (``concurrent.futures._base._Waiter``) of this handle."""
+        try:
+            return self.__dict__["_fwaiters"]  # type: ignore[no-any-return]
+        except KeyError:
+            self._condition  # noqa: B018  (makes the list)
+            return self.__dict__["_fwaiters"]  # type: ignore[no-any-return]
+
+    @property
+    def _state(self) -> str:  # type: ignore[override]
+        """The state as a stdlib Future names it; finished only once published."""
+        status = self._status
+        published = self.__dict__.get("_published")
+        if published is None:  # nobody waits through the stdlib: the status is the truth
+            published = status is not _PENDING and status is not _RUNNING
+        if published:
+            return _F_CANCELLED if status is _CANCELLED else _F_FINISHED
+        return _F_PENDING if status is _PENDING else _F_RUNNING
 
     # -- used by workers -----------------------------------------------------
 
@@ -306,7 +404,7 @@ class JobHandle(Generic[R]):
         """Run the job on ``worker`` (a worker's private state) and record how it ended."""
         self._worker = worker.index
         self._started_at = perf_counter()
-        self._state = _RUNNING
+        self._status = _RUNNING
         fn = self._fn
         assert fn is not None
         try:
@@ -314,11 +412,11 @@ class JobHandle(Generic[R]):
         except BaseException as exc:  # a job's failure, whatever it is, never stops a worker
             self._result = exc
             self._finished_at = perf_counter()
-            self._state = _FAILED
+            self._status = _FAILED
             worker.failed += 1
         else:
             self._finished_at = perf_counter()
-            self._state = _SUCCEEDED
+            self._status = _SUCCEEDED
             worker.succeeded += 1
         # Drop what the job referred to, so a handle kept for its result does
         # not keep the arguments alive too.
@@ -342,7 +440,7 @@ class JobHandle(Generic[R]):
         self._attempts = attempts
         self._result = value
         self._finished_at = perf_counter() if finished is None else finished
-        self._state = status
+        self._status = status
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -350,7 +448,7 @@ class JobHandle(Generic[R]):
     def _cancel_taken(self) -> None:
         """Mark cancelled a job that was removed from its queue (nobody else holds it)."""
         self._finished_at = perf_counter()
-        self._state = _CANCELLED
+        self._status = _CANCELLED
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -361,7 +459,7 @@ class JobHandle(Generic[R]):
     def _add_hook(self, hook: Callable[[JobHandle[R]], object]) -> bool:
         """Attach a hook; False if the job has already finished (call it yourself)."""
         with _HOOKS_LOCK:
-            if self._state is not _PENDING and self._state is not _RUNNING:
+            if self._status is not _PENDING and self._status is not _RUNNING:
                 return False
             if self._hooks is None:
                 self._hooks = [hook]
@@ -369,7 +467,7 @@ class JobHandle(Generic[R]):
                 self._hooks.append(hook)
         # The worker may have finished the job between our check and our
         # append and seen no hooks: whoever takes the list under the lock fires it.
-        if self._state is not _PENDING and self._state is not _RUNNING:
+        if self._status is not _PENDING and self._status is not _RUNNING:
             self._fire_hooks()
         return True
 
@@ -380,7 +478,7 @@ class JobHandle(Generic[R]):
             _call_hook(hook, self)
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state is not _PENDING and self._state is not _RUNNING:
+        if self._status is not _PENDING and self._status is not _RUNNING:
             return
         event = threading.Event()
         if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
@@ -410,7 +508,7 @@ class PolicyHandle(JobHandle[R]):
         """Run the job on a thread worker, retrying as its policy says."""
         self._worker = worker.index
         self._started_at = perf_counter()
-        self._state = _RUNNING
+        self._status = _RUNNING
         fn, args, kwargs = self._fn, self._args, self._kwargs
         assert fn is not None
         policy = self.retry or worker.control.retry
@@ -424,16 +522,30 @@ class PolicyHandle(JobHandle[R]):
         """Record how the job ended (a finished status) and wake waiters."""
         self._result = value
         self._finished_at = finished
-        self._state = kind
+        self._status = kind
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
+
+
+def _publish(handle: JobHandle[Any]) -> None:
+    """Show the finished job to the stdlib's waiters, under the handle's condition."""
+    cond: threading.Condition = handle.__dict__["_cond"]
+    with cond:
+        handle.__dict__["_published"] = True
+        status = handle._status
+        for waiter in handle.__dict__["_fwaiters"]:
+            if status is _SUCCEEDED:
+                waiter.add_result(handle)
+            elif status is _FAILED:
+                waiter.add_exception(handle)
+            else:
+                waiter.add_cancelled(handle)
+        cond.notify_all()
 
 
 def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:
     try:
         hook(handle)
     except Exception:
-        import logging
-
-        logging.getLogger(__name__).exception("a done callback of job %s raised", handle.job_id)
+        _LOGGER.exception("a done callback of job %s raised", handle.job_id)

@@ -117,9 +117,10 @@ class Placement(Ledger):
             return [(0, part) for _, part in parts]
         return parts
 
-    def _chunked(self, jobs: list[T]) -> list[list[T]]:
-        """A part cut into hand-offs of ``chunk`` jobs."""
-        chunk = self._chunk
+    def _chunked(self, jobs: list[T], chunk: int | None = None) -> list[list[T]]:
+        """A part cut into hand-offs of ``chunk`` jobs (default: the dispatcher's)."""
+        if chunk is None:
+            chunk = self._chunk
         if len(jobs) <= chunk:
             return [jobs]
         return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]

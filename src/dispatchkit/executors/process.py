@@ -80,7 +80,8 @@ class ProcessOptions:
         """The options of a dispatcher's arguments, or None for a kind without processes.
 
         Raises:
-            ValueError: a process option given to a kind without worker processes.
+            ValueError: a process option given to a kind without worker processes
+                (threads take ``initializer`` and ``initargs`` too).
         """
         if worker_processes:
             return cls(
@@ -90,15 +91,16 @@ class ProcessOptions:
                 max_jobs_per_worker,
                 job_timeout,
             )
-        given = {
-            "start_method": start_method,
-            "initializer": initializer,
-            "initargs": initargs or None,
-            "max_jobs_per_worker": max_jobs_per_worker,
-        }
+        given = {"start_method": start_method, "max_jobs_per_worker": max_jobs_per_worker}
         named = [name for name, value in given.items() if value is not None]
         if named:
             raise ValueError(f"{', '.join(named)} need executor='process'")
+        if initializer is not None:
+            # Thread workers run an initializer too (once per thread, before any job):
+            # of these options they read only initializer and initargs.
+            return cls("forkserver", initializer, initargs, None, None)
+        if initargs:
+            raise ValueError("initargs need an initializer")
         return None
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -23,7 +23,9 @@ __all__ = ["ThreadWorkerPool"]
 logger = logging.getLogger(__name__)
 
 
-def _worker_loop(inbox: Inbox[Any], state: WorkerState) -> None:
+def _worker_loop(inbox: Inbox[Any], state: WorkerState, start: _Start | None = None) -> None:
+    if start is not None and not start.initialize(state.index):
+        return
     get = inbox.get
     while True:
         message = get()
@@ -43,8 +45,42 @@ def _worker_loop(inbox: Inbox[Any], state: WorkerState) -> None:
         state.busy += perf_counter() - started
 
 
+class _Start:
+    """Runs the initializer in each worker thread and tells ``start`` how it went."""
+
+    def __init__(self, initializer: Callable[..., object], initargs: tuple[Any, ...], n: int):
+        self._initializer = initializer
+        self._initargs = initargs
+        self._lock = threading.Lock()
+        self._all_reported = threading.Condition(self._lock)
+        self._waiting = n
+        #: (worker index, exception) of each initializer that raised.
+        self.failures: list[tuple[int, BaseException]] = []
+
+    def initialize(self, index: int) -> bool:
+        """Run the initializer in this worker thread; False if it raised."""
+        failure: BaseException | None = None
+        try:
+            self._initializer(*self._initargs)
+        except BaseException as exc:  # reported to start(), which raises it
+            failure = exc
+        with self._lock:
+            if failure is not None:
+                self.failures.append((index, failure))
+            self._waiting -= 1
+            self._all_reported.notify_all()
+        return failure is None
+
+    def wait(self) -> None:
+        """Until every worker thread has run the initializer."""
+        with self._lock:
+            while self._waiting:
+                self._all_reported.wait()
+
+
 class ThreadWorkerPool:
-    """One thread per worker."""
+    """One thread per worker; ``name`` prefixes the threads' names (``{index}`` in
+    it, if any, is replaced by the worker index instead)."""
 
     def __init__(
         self,
@@ -56,11 +92,21 @@ class ThreadWorkerPool:
         if len(inboxes) != len(states):
             raise ValueError("one inbox per worker state is needed")
         self._inboxes = list(inboxes)
+        initializer = getattr(options, "initializer", None)
+        self._init = (
+            None
+            if initializer is None
+            else _Start(initializer, getattr(options, "initargs", ()), len(states))
+        )
         self._threads = [
             threading.Thread(
                 target=_worker_loop,
-                args=(inbox, state),
-                name=f"{name}-worker-{state.index}",
+                args=(inbox, state, self._init),
+                name=(
+                    name.format(index=state.index)
+                    if "{index}" in name
+                    else f"{name}-worker-{state.index}"
+                ),
                 daemon=True,
             )
             for inbox, state in zip(inboxes, states, strict=True)
@@ -77,15 +123,27 @@ class ThreadWorkerPool:
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": a limit of the OS
-                for inbox in {id(inbox): inbox for inbox in self._inboxes}.values():
-                    inbox.close()
-                for running in self._threads[:started]:
-                    running.join()
+                self._stop_started(started)
                 raise WorkerStartError(
                     f"the operating system refused to start worker thread {started + 1} "
                     f"of {len(self._threads)} ({exc}): ask for fewer workers, or raise the "
                     "system's limits (ulimit -u, kernel.pid_max, kernel.threads-max, memory)"
                 ) from exc
+        if self._init is not None:
+            self._init.wait()
+            if self._init.failures:
+                index, error = min(self._init.failures, key=lambda failure: failure[0])
+                self._stop_started(len(self._threads))
+                raise WorkerStartError(
+                    f"the initializer failed in worker thread {index}: {error!r}"
+                ) from error
+
+    def _stop_started(self, started: int) -> None:
+        """Close the inboxes and join the first ``started`` threads."""
+        for inbox in {id(inbox): inbox for inbox in self._inboxes}.values():
+            inbox.close()
+        for running in self._threads[:started]:
+            running.join()
 
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else monotonic() + timeout
