@@ -89,6 +89,9 @@ class Waiting:
         self, ok: bool, value: Any, attempts: int, count: Callable[[int, int, int], None]
     ) -> None:
         """End its jobs as the outcome says, first telling ``count(succeeded, failed, 0)``."""
+        if ok and self.chunked and self.deliver is not None:
+            self._deliver_chunk(value, attempts, count)
+            return
         if not ok:  # the entry failed whole (dead-lettered, lost, vanished)
             error = value if isinstance(value, BaseException) else remote_error(value)
             ends = [(_FAILED, error)] * len(self.seqs)
@@ -99,6 +102,29 @@ class Waiting:
         failed = sum(1 for status, _ in ends if status is _FAILED)
         count(len(ends) - failed, failed, 0)  # counted before anyone sees them end
         self._end(ends, attempts)
+
+    def _deliver_chunk(
+        self, value: Any, attempts: int, count: Callable[[int, int, int], None]
+    ) -> None:
+        """The rows of a chunk of ``map``, in one pass: the hot path of a chunked map.
+
+        Rows are plain tuples in :class:`~dispatchkit.core.ResultRow`'s field
+        order (as the local chunk loops build them): a NamedTuple per job costs
+        more than the job's own round trip here.
+        """
+        assert self.deliver is not None
+        now, at = perf_counter(), self.submitted_at
+        rows: list[Any] = []
+        append = rows.append
+        failed = 0
+        for seq, (good, result) in zip(self.seqs, value, strict=True):
+            if good:
+                append((seq, _SUCCEEDED, result, None, at, None, now, attempts))
+            else:
+                failed += 1
+                append((seq, _FAILED, remote_error(result), None, at, None, now, attempts))
+        count(len(rows) - failed, failed, 0)  # counted before anyone sees them end
+        self.deliver(rows)
 
     def cancel(self, why: str, count: Callable[[int, int, int], None]) -> None:
         """End its jobs cancelled (they may still run remotely), first counting them."""
