@@ -26,7 +26,6 @@ requires), and every call is carried over with ``run_coroutine_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -46,6 +45,7 @@ from ._conformance.lifecycle import (
     check_stop_shutdown_idempotent,
 )
 from ._conformance.local import AsyncTarget, LocalTarget
+from ._conformance.loop import owned_on_loop
 from ._conformance.placement import (
     check_batch_blocks,
     check_error_isolation,
@@ -210,32 +210,6 @@ def open_harness(executor: str, workers: int, **settings: Any) -> Iterator[Harne
         finally:
             dispatcher.join()
         return
-    loop = asyncio.new_event_loop()
-    ready, finished = threading.Event(), threading.Event()
     async_dispatcher = AsyncDispatcher(workers, **settings)
-    release: asyncio.Event | None = None
-
-    async def owner() -> None:
-        nonlocal release
-        release = asyncio.Event()
-        async with async_dispatcher:
-            ready.set()
-            await release.wait()
-
-    def run_loop() -> None:
-        try:
-            loop.run_until_complete(owner())
-        finally:
-            loop.close()
-            finished.set()
-
-    thread = threading.Thread(target=run_loop, name="harness-loop", daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with owned_on_loop(async_dispatcher, name="harness-loop") as loop:
         yield _AsyncHarness(async_dispatcher, loop)
-    finally:
-        assert release is not None
-        loop.call_soon_threadsafe(release.set)
-        finished.wait(60)
-        thread.join(10)

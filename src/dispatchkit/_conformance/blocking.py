@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from dispatchkit.job import Job, JobHandle, Outcome
@@ -10,7 +10,12 @@ from dispatchkit.job import Job, JobHandle, Outcome
 
 class HandleFront:
     """A dispatcher whose ``submit_job`` gives a :class:`~dispatchkit.JobHandle`,
-    and whose lifecycle calls block: ``Dispatcher`` and ``RedisDispatcher``."""
+    and whose lifecycle calls block: ``Dispatcher`` and ``RedisDispatcher``.
+
+    ``map`` and ``dispatch`` pass the options a check gives (those of
+    :meth:`FrontEnd.map <.face.FrontEnd.map>`) on as given, and only those: a
+    default the check leaves out is the dispatcher's own.
+    """
 
     def __init__(self, dispatcher: Any) -> None:
         self.dispatcher = dispatcher
@@ -26,6 +31,12 @@ class HandleFront:
 
     def cancel(self, handle: JobHandle[Any]) -> bool:
         return handle.cancel()
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
+        return list(self.dispatcher.map(fn, items, **options))
+
+    def dispatch(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> int:
+        return int(self.dispatcher.dispatch(fn, items, **options))
 
     def close(self) -> None:
         self.dispatcher.close()

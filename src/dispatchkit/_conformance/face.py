@@ -88,7 +88,9 @@ class FrontEnd(Protocol):
     """One dispatcher, whatever its kind, driven synchronously.
 
     Every method does what the method of the same name does on ``Dispatcher``;
-    ``map`` returns the whole list (or raises the error it met).
+    ``map`` returns the whole list (or raises the error it met). The options of
+    ``map`` and ``dispatch`` are declared here once: a front end may take them
+    as ``**options`` and hand its dispatcher those a check gave.
     """
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from dispatchkit.stats import DispatcherStats
 
 from .blocking import HandleFront
 from .face import Capabilities, Counts, FrontEnd
+from .loop import owned_on_loop
 
 __all__ = ["AsyncTarget", "LocalTarget"]
 
@@ -41,31 +41,6 @@ class SyncFront(HandleFront):
     @property
     def workers(self) -> int:
         return self.dispatcher.workers
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        ordered: bool = True,
-        outcomes: bool = False,
-        star: bool = False,
-        key: Callable[[Any], Hashable] | None = None,
-        window: int | None = None,
-    ) -> list[Any]:
-        options: dict[str, Any] = {"ordered": ordered, "star": star, "key": key, "window": window}
-        if outcomes:
-            return list(self.dispatcher.map(fn, items, outcomes=True, **options))
-        return list(self.dispatcher.map(fn, items, **options))
-
-    def dispatch(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-    ) -> int:
-        return self.dispatcher.dispatch(fn, items, key=key)
 
     def counts(self) -> Counts:
         return counts_of(self.dispatcher.stats())
@@ -149,33 +124,14 @@ class AsyncFront:
     def cancel(self, handle: AsyncJobHandle[Any]) -> bool:
         return bool(self._call(handle.cancel))
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        ordered: bool = True,
-        outcomes: bool = False,
-        star: bool = False,
-        key: Callable[[Any], Hashable] | None = None,
-        window: int | None = None,
-    ) -> list[Any]:
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
         async def collect() -> list[Any]:
-            mapped = self.dispatcher.map(
-                fn, items, ordered=ordered, outcomes=outcomes, star=star, key=key, window=window
-            )
-            return [value async for value in mapped]
+            return [value async for value in self.dispatcher.map(fn, items, **options)]
 
         return self._run(collect())
 
-    def dispatch(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-    ) -> int:
-        return self._run(self.dispatcher.dispatch(fn, items, key=key))
+    def dispatch(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> int:
+        return self._run(self.dispatcher.dispatch(fn, items, **options))
 
     def counts(self) -> Counts:
         return counts_of(self._call(self.dispatcher.stats))
@@ -205,32 +161,5 @@ class AsyncTarget:
         self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
     ) -> Iterator[FrontEnd]:
         dispatcher = AsyncDispatcher(workers, strategy=strategy, chunk=chunk, block=block)
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        release: asyncio.Event | None = None
-
-        async def owner() -> None:
-            nonlocal release
-            release = asyncio.Event()
-            # The TaskGroup must be entered and left by one task: this one.
-            async with dispatcher:
-                ready.set()
-                await release.wait()
-                await dispatcher.stop(cancel=True)
-
-        def run_loop() -> None:
-            try:
-                loop.run_until_complete(owner())
-            finally:
-                loop.close()
-
-        thread = threading.Thread(target=run_loop, name="conformance-loop", daemon=True)
-        thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the event loop of the async target did not start")
-        try:
+        with owned_on_loop(dispatcher, name="conformance-loop", stop_first=True) as loop:
             yield AsyncFront(dispatcher, loop)
-        finally:
-            assert release is not None
-            loop.call_soon_threadsafe(release.set)
-            thread.join(60)

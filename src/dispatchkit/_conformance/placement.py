@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from dispatchkit.job import JobStatus
 from dispatchkit.strategies import Batch, RoundRobin, Strategy
@@ -75,33 +76,36 @@ def check_round_robin_spread(target: Target, *, max_examples: int = 10) -> None:
                 f"{len(ran)} jobs over {workers} workers: {sorted(per_worker.values())}"
             )
 
-    examples(
-        max_examples,
-        check,
-        workers=lambda st: worker_counts(target, st),
-        count=lambda st: st.integers(min_value=0, max_value=25),
-        chunk=lambda st: st.sampled_from(caps.chunk),
-    )
+    _placement_examples(target, max_examples, check)
 
 
 def check_batch_blocks(target: Target, *, max_examples: int = 10) -> None:
     """Batch sends ``block`` consecutive jobs to one worker and the next block to the
     next worker, by ``submit`` and by ``map``, whatever the chunk; the results
     concatenate back to the input (under hypothesis)."""
-    caps = target.capabilities
 
     def check(workers: int, count: int, chunk: int, block: int) -> None:
         with target.open(workers, strategy="batch", chunk=chunk, block=block) as front:
             ran = placements(target, front, count)
         _check_slots(target, Batch(block), workers, ran)
 
+    _placement_examples(
+        target, max_examples, check, block=lambda st: st.integers(min_value=1, max_value=6)
+    )
+
+
+def _placement_examples(
+    target: Target, max_examples: int, check: Callable[..., None], **more: Callable[[Any], Any]
+) -> None:
+    """Run ``check`` over drawn worker counts, job counts (0 to 25), the target's chunk
+    sizes, and the arguments ``more`` draws (as :func:`.common.examples` takes them)."""
     examples(
         max_examples,
         check,
         workers=lambda st: worker_counts(target, st),
         count=lambda st: st.integers(min_value=0, max_value=25),
-        chunk=lambda st: st.sampled_from(caps.chunk),
-        block=lambda st: st.integers(min_value=1, max_value=6),
+        chunk=lambda st: st.sampled_from(target.capabilities.chunk),
+        **more,
     )
 
 

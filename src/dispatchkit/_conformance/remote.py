@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -61,9 +61,10 @@ class Cluster(Protocol):
 class RemoteFront(HandleFront):
     """A ``RedisDispatcher`` as a front end.
 
-    Options the dispatcher lacks are passed only when a check asks for them (so
-    the divergence shows as the dispatcher's own ``TypeError``); the key strategy
-    sends one job per entry, so ``chunk`` applies to the other strategies only.
+    As every option is (see :class:`.blocking.HandleFront`), one the dispatcher
+    lacks is passed only when a check asks for it, so the divergence shows as the
+    dispatcher's own ``TypeError``; the key strategy sends one job per entry, so
+    ``chunk`` applies to the other strategies only.
     """
 
     def __init__(self, dispatcher: Any, workers: int, chunk: int) -> None:
@@ -75,40 +76,15 @@ class RemoteFront(HandleFront):
     def workers(self) -> int:
         return self._workers
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        ordered: bool = True,
-        outcomes: bool = False,
-        star: bool = False,
-        key: Callable[[Any], Hashable] | None = None,
-        window: int | None = None,
-    ) -> list[Any]:
-        options: dict[str, Any] = {}
-        if not ordered:
-            options["ordered"] = False
-        if outcomes:
-            options["outcomes"] = True
-        if star:
-            options["star"] = True
-        if window is not None:
-            options["window"] = window
-        keyed = key is not None or self.dispatcher.strategy.needs_key
-        chunk = 1 if keyed else self._chunk
-        return list(self.dispatcher.map(fn, items, key=key, chunk=chunk, **options))
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> list[Any]:
+        return super().map(fn, items, chunk=self._chunk_for(options), **options)
 
-    def dispatch(
-        self,
-        fn: Callable[..., Any],
-        items: Iterable[Any],
-        *,
-        key: Callable[[Any], Hashable] | None = None,
-    ) -> int:
-        keyed = key is not None or self.dispatcher.strategy.needs_key
-        chunk = 1 if keyed else self._chunk
-        return int(self.dispatcher.dispatch(fn, items, key=key, chunk=chunk))
+    def dispatch(self, fn: Callable[..., Any], items: Iterable[Any], **options: Any) -> int:
+        return super().dispatch(fn, items, chunk=self._chunk_for(options), **options)
+
+    def _chunk_for(self, options: dict[str, Any]) -> int:
+        keyed = options.get("key") is not None or self.dispatcher.strategy.needs_key
+        return 1 if keyed else self._chunk
 
     def counts(self) -> Counts:
         stats = self.dispatcher.stats()
