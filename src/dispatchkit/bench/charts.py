@@ -86,13 +86,18 @@ def draw_charts(results: BenchResults, out: Path) -> list[Path]:
     return paths
 
 
-def _panel_heights(groups: dict[str, list[ConfigResult]]) -> list[float]:
-    return [max(1.6, 0.32 * len(g) + 0.8) for g in groups.values()]
+#: One panel of a chart: its axes, the workload's name and the workload's results.
+_Panel = tuple[Any, str, list[ConfigResult]]
 
 
-def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
+def _workload_panels(plt: Any, results: BenchResults) -> tuple[Any, list[_Panel]]:
+    """A figure of one panel per workload, each as tall as its bars need.
+
+    Returns the figure and, for each panel, its axes, the workload's name and
+    its results ranked (the fastest last: at the top of a horizontal chart).
+    """
     groups = results.by_workload()
-    heights = _panel_heights(groups)
+    heights = [max(1.6, 0.32 * len(g) + 0.8) for g in groups.values()]
     fig, axes = plt.subplots(
         len(groups),
         1,
@@ -100,8 +105,24 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, (name, group) in zip(axes[:, 0], groups.items(), strict=True):
-        ranked = _ranked(group)
+    panels = zip(axes[:, 0], groups.items(), strict=True)
+    return fig, [(ax, name, _ranked(group)) for ax, (name, group) in panels]
+
+
+def _save_panels(plt: Any, fig: Any, title: str, path: Path) -> Path:
+    """Add the legend and ``title`` to a figure of :func:`_workload_panels`, and write it."""
+    _legend(fig)
+    fig.suptitle(title, fontsize=12, x=0.01, ha="left")
+    # Keep a fixed strip of about half an inch on top for the title and the legend.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
+    fig, panels = _workload_panels(plt, results)
+    for ax, name, ranked in panels:
         medians = [r.median("throughput") for r in ranked]
         low = [
             m - min(x.throughput for x in r.metrics) for m, r in zip(medians, ranked, strict=True)
@@ -123,13 +144,7 @@ def _throughput(plt: Any, results: BenchResults, path: Path) -> Path:
         )
         ax.set_xlabel("jobs per second (median; whiskers: fastest and slowest repeat)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-    _legend(fig)
-    fig.suptitle("Throughput per configuration: longer is faster", fontsize=12, x=0.01, ha="left")
-    # Keep a fixed strip of about half an inch on top for the title and the legend.
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(plt, fig, "Throughput per configuration: longer is faster", path)
 
 
 def _legend(fig: Any) -> None:
@@ -145,17 +160,8 @@ def _legend(fig: Any) -> None:
 def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
     from matplotlib.ticker import FuncFormatter
 
-    groups = results.by_workload()
-    heights = _panel_heights(groups)
-    fig, axes = plt.subplots(
-        len(groups),
-        1,
-        figsize=(10, sum(heights) + 1),
-        squeeze=False,
-        gridspec_kw={"height_ratios": heights},
-    )
-    for ax, (name, group) in zip(axes[:, 0], groups.items(), strict=True):
-        ranked = _ranked(group)
+    fig, panels = _workload_panels(plt, results)
+    for ax, name, ranked in panels:
         data = [[job.latency * 1000 for job in r.median_run().jobs] for r in ranked]
         boxes = ax.boxplot(
             data,
@@ -178,13 +184,7 @@ def _latency(plt: Any, results: BenchResults, path: Path) -> Path:
             "ms from submission to finish (box: p25-p75, whiskers: p1-p99; log scale)", fontsize=8
         )
         ax.grid(axis="x", alpha=0.3, which="both")
-    _legend(fig)
-    fig.suptitle("Latency (median run): further left is better", fontsize=12, x=0.01, ha="left")
-    # Keep a fixed strip of about half an inch on top for the title and the legend.
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(plt, fig, "Latency (median run): further left is better", path)
 
 
 def _minor_label(value: float, _pos: int) -> str:

@@ -14,14 +14,14 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from time import perf_counter
 from typing import Any, Final
 
 from .config import Config
-from .metrics import JobRecord, RunRecord, usage_now
+from .metrics import JobRecord, RunRecord, Usage, usage_now
 from .workloads import Workload, cpu_loops, noop, set_cpu_loops
 
 __all__ = ["PEER_RUNNERS"]
@@ -51,9 +51,31 @@ def _timed(fn: Callable[[Any], Any], item: Any) -> _Row:
     return (os.getpid(), threading.get_ident()), started, perf_counter(), ok
 
 
+def _sync_job(workload: Workload) -> Callable[[Any], _Row]:
+    """The workload's job, timed where it runs (see :func:`_timed`).
+
+    Raises:
+        BenchUsageError: the workload has only a coroutine function.
+    """
+    return partial(_timed, workload.sync_job("no sync peer can run it"))
+
+
+def _clocked(run: Callable[[], Iterable[_Row]]) -> tuple[float, float, list[_Row]]:
+    """The clock at the start, the makespan and the rows of ``run()`` (a bulk call)."""
+    t0 = perf_counter()
+    rows = list(run())
+    return t0, perf_counter() - t0, rows
+
+
 def _to_record(
-    rows: Sequence[_Row], t0: float, makespan: float, config: Config, ordered: bool = True
+    rows: Sequence[_Row],
+    t0: float,
+    makespan: float,
+    config: Config,
+    before: Usage,
+    ordered: bool = True,
 ) -> RunRecord:
+    """The run's record; its usage is what was used since ``before`` (pool start-up included)."""
     # Number the threads or processes in the order they first appear.
     index: dict[Hashable, int] = {}
     jobs = []
@@ -62,53 +84,46 @@ def _to_record(
         job = position if ordered else -1
         jobs.append(JobRecord(worker, 0.0, started - t0, finished - t0, ok, job))
     workers = max(config.workers, len(index))
-    return RunRecord(makespan, workers, tuple(jobs), usage_now())
+    return RunRecord(makespan, workers, tuple(jobs), usage_now() - before)
 
 
 def run_thread_pool(workload: Workload, config: Config) -> RunRecord:
     """``concurrent.futures.ThreadPoolExecutor.map``."""
-    job = partial(_timed, workload.sync_job("no sync peer can run it"))
+    job = _sync_job(workload)
     before = usage_now()
     with ThreadPoolExecutor(config.workers) as pool:
-        t0 = perf_counter()
-        rows = list(pool.map(job, workload.items))
-        makespan = perf_counter() - t0
-    record = _to_record(rows, t0, makespan, config)
-    return RunRecord(record.makespan, record.workers, record.jobs, record.usage - before)
+        t0, makespan, rows = _clocked(lambda: pool.map(job, workload.items))
+    return _to_record(rows, t0, makespan, config, before)
 
 
 def run_process_pool(workload: Workload, config: Config) -> RunRecord:
     """``concurrent.futures.ProcessPoolExecutor.map`` with ``chunksize``."""
-    job = partial(_timed, workload.sync_job("no sync peer can run it"))
+    job = _sync_job(workload)
     before = usage_now()
     with ProcessPoolExecutor(
         config.workers, mp_context=_MP_CONTEXT, initializer=_init_worker, initargs=(cpu_loops(),)
     ) as pool:
         list(pool.map(noop, range(config.workers)))  # start the processes before the clock
-        t0 = perf_counter()
-        rows = list(pool.map(job, workload.items, chunksize=config.chunk))
-        makespan = perf_counter() - t0
-    record = _to_record(rows, t0, makespan, config)
-    return RunRecord(record.makespan, record.workers, record.jobs, record.usage - before)
+        t0, makespan, rows = _clocked(lambda: pool.map(job, workload.items, chunksize=config.chunk))
+    return _to_record(rows, t0, makespan, config, before)
 
 
 def run_mp_pool(workload: Workload, config: Config) -> RunRecord:
     """``multiprocessing.Pool.imap_unordered`` with ``chunksize``."""
-    job = partial(_timed, workload.sync_job("no sync peer can run it"))
+    job = _sync_job(workload)
     before = usage_now()
     pool = _MP_CONTEXT.Pool(config.workers, initializer=_init_worker, initargs=(cpu_loops(),))
     try:
-        t0 = perf_counter()
-        rows = list(pool.imap_unordered(job, workload.items, chunksize=config.chunk))
-        makespan = perf_counter() - t0
+        t0, makespan, rows = _clocked(
+            lambda: pool.imap_unordered(job, workload.items, chunksize=config.chunk)
+        )
         pool.close()
     except BaseException:
         pool.terminate()
         raise
     finally:
         pool.join()  # reaps the workers, so RUSAGE_CHILDREN counts them
-    record = _to_record(rows, t0, makespan, config, ordered=False)
-    return RunRecord(record.makespan, record.workers, record.jobs, record.usage - before)
+    return _to_record(rows, t0, makespan, config, before, ordered=False)
 
 
 def run_asyncio(workload: Workload, config: Config) -> RunRecord:
@@ -144,8 +159,7 @@ def run_asyncio(workload: Workload, config: Config) -> RunRecord:
 
     before = usage_now()
     t0, makespan, rows = asyncio.run(main())
-    record = _to_record(rows, t0, makespan, config, ordered=False)
-    return RunRecord(record.makespan, record.workers, record.jobs, record.usage - before)
+    return _to_record(rows, t0, makespan, config, before, ordered=False)
 
 
 #: peer name -> its runner
