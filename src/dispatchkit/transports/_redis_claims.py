@@ -10,18 +10,12 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from dispatchkit.errors import ExtraNotInstalled, TransportError
+from dispatchkit.errors import TransportError
 
 from ._redis_errors import translate_errors
 from ._redis_keys import GROUP, Keys
+from ._redis_py import redis
 from .base import Delivery
-
-try:
-    import redis
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ExtraNotInstalled(
-        "the Redis transport needs redis-py: install dispatchkit[redis]"
-    ) from exc
 
 __all__ = ["ATTEMPTS_FIELD", "JOB_FIELD", "RedisClaims", "delivery_of", "s"]
 

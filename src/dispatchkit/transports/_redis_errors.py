@@ -8,18 +8,12 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from dispatchkit.errors import (
-    ExtraNotInstalled,
     TransportError,
     TransportRejected,
     TransportUnavailable,
 )
 
-try:
-    import redis
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ExtraNotInstalled(
-        "the Redis transport needs redis-py: install dispatchkit[redis]"
-    ) from exc
+from ._redis_py import redis
 
 __all__ = ["is_rejection", "redacted_url", "reply_text", "translate_errors"]
 

@@ -11,8 +11,8 @@ leaves its entries pending, for a live worker to claim (issue 6).
 Claims are in :mod:`._redis_claims`; registration, heartbeats, partition leases and outcomes in
 :mod:`._redis_membership`, the Lua scripts in :mod:`._redis_scripts`, the
 translation of redis-py's errors in :mod:`._redis_errors`, every key name in
-:mod:`._redis_keys`. redis-py is loaded when this module is imported; the core
-never imports it.
+:mod:`._redis_keys`. redis-py is loaded (by :mod:`._redis_py`) when this module is
+imported; the core never imports it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from dispatchkit.errors import (
-    ExtraNotInstalled,
     TransportError,
     TransportRejected,
 )
@@ -31,14 +30,8 @@ from ._redis_claims import ATTEMPTS_FIELD, JOB_FIELD, RedisClaims, delivery_of, 
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
 from ._redis_membership import OUTCOME_FIELD, RedisMembership
+from ._redis_py import redis
 from .base import Delivery
-
-try:
-    import redis
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ExtraNotInstalled(
-        "the Redis transport needs redis-py: install dispatchkit[redis]"
-    ) from exc
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
