@@ -7,7 +7,7 @@ hand it to another, counting one more delivery, which is its attempt count.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from dispatchkit.errors import TransportError
@@ -60,12 +60,7 @@ class RedisClaims:
         Raises:
             TransportError: Redis failed.
         """
-        try:
-            return self._claim_idle(stream, min_idle, everything)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
+        return _unless_no_group(lambda: self._claim_idle(stream, min_idle, everything))
 
     def _claim_idle(self, stream: str, min_idle: float, everything: bool) -> list[Delivery]:
         claimed: list[Delivery] = []
@@ -93,12 +88,7 @@ class RedisClaims:
         Raises:
             TransportError: Redis failed.
         """
-        try:
-            return self._claim_from(stream, consumer, min_idle)
-        except TransportError as exc:
-            if "NOGROUP" in str(exc):
-                return []
-            raise
+        return _unless_no_group(lambda: self._claim_from(stream, consumer, min_idle))
 
     def _claim_from(self, stream: str, consumer: str, min_idle: float) -> list[Delivery]:
         with translate_errors("claiming a dead worker's jobs"):
@@ -178,6 +168,20 @@ class RedisClaims:
             Delivery(d.stream, d.entry_id, d.attempts + counts.get(d.entry_id, 1), d.payload)
             for d in claimed
         ]
+
+
+def _unless_no_group(claim: Callable[[], list[Delivery]]) -> list[Delivery]:
+    """``claim()``, or nothing where the stream or its group does not exist (NOGROUP).
+
+    Raises:
+        TransportError: Redis failed otherwise.
+    """
+    try:
+        return claim()
+    except TransportError as exc:
+        if "NOGROUP" in str(exc):
+            return []
+        raise
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
