@@ -11,9 +11,6 @@ from typing import TYPE_CHECKING, Final
 from dispatchkit.settings import MAX_QUEUE_SIZE, MAX_WORKERS
 
 from .common import (
-    EXECUTOR_CHOICES,
-    RET_FAILED,
-    RET_OK,
     UsageError,
     add_command,
     add_list,
@@ -24,11 +21,17 @@ from .common import (
     show_progress,
     strategies,
 )
+from .constants import EXECUTOR_CHOICES, RET_FAILED, RET_OK
 
 if TYPE_CHECKING:
     from .common import Commands
 
 __all__ = ["add_parser", "command"]
+
+#: Its line in ``dispatchkit --help``.
+_SUMMARY: Final = (
+    "measure strategies, worker kinds and peers on a workload, with charts and a verdict"
+)
 
 _HELP: Final = """\
 Measure which strategy, chunk, worker kind and worker count is fastest on a
@@ -47,14 +50,7 @@ Charts need the bench extra: pip install 'dispatchkit[bench]'.
 
 def add_parser(commands: Commands) -> None:
     """Add ``bench`` and its flags."""
-    bench = add_command(
-        commands,
-        "bench",
-        command,
-        summary="measure strategies, worker kinds and peers on a workload, with charts and a "
-        "verdict",
-        description=_HELP,
-    )
+    bench = add_command(commands, "bench", command, summary=_SUMMARY, description=_HELP)
     add = bench.add_argument
     add_list(
         bench,

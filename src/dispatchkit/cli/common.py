@@ -1,9 +1,6 @@
-"""What every command of ``dispatchkit`` shares: exit codes, argument types, common flags.
+"""What every command of ``dispatchkit`` shares: the usage error, argument types, common flags.
 
-Exit codes: 0 success, 1 a failure while running, 2 bad input (a wrong flag,
-setting or environment variable), 3 ``serve`` or ``worker`` stopped at its
-drain deadline (--drain-timeout) with work still open, 4 (serve) payloads
-answered 202 could not be stored, 130 interrupted.
+The exit codes, and the other constants a caller may need, are in :mod:`.constants`.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from typing import TYPE_CHECKING, Final, NoReturn, TypeAlias
 
 from dispatchkit._durations import MAX_SECONDS, parse_seconds
 from dispatchkit.errors import DispatchError
-from dispatchkit.executors.registry import kind_names
 from dispatchkit.settings import (
     DEFAULT_DRAIN_TIMEOUT,
     ENV_PREFIX,
@@ -26,16 +22,9 @@ from dispatchkit.settings import (
 )
 from dispatchkit.strategies import parse_strategy
 
+from .constants import RET_DRAIN_DEADLINE, RET_USAGE
+
 __all__ = [
-    "DEFAULT_DRAIN_TIMEOUT",
-    "EXECUTOR_CHOICES",
-    "MAX_DRAIN_TIMEOUT",
-    "RET_DRAIN_DEADLINE",
-    "RET_FAILED",
-    "RET_INTERRUPTED",
-    "RET_OK",
-    "RET_UNSTORED",
-    "RET_USAGE",
     "Parser",
     "UsageError",
     "add_command",
@@ -55,17 +44,6 @@ __all__ = [
     "show_progress",
     "strategies",
 ]
-
-RET_OK: Final = 0
-RET_FAILED: Final = 1
-RET_USAGE: Final = 2
-RET_DRAIN_DEADLINE: Final = 3
-RET_INTERRUPTED: Final = 130
-#: serve: payloads answered 202 could not be stored (an fsync failed).
-RET_UNSTORED: Final = 4
-
-#: Worker kinds every command that runs jobs accepts with --executor.
-EXECUTOR_CHOICES: Final = kind_names()
 
 
 class UsageError(DispatchError):

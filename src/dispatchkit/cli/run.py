@@ -22,9 +22,6 @@ from dispatchkit.settings import ENV_PREFIX, MAX_QUEUE_SIZE, Settings, env_field
 from dispatchkit.settings import EXECUTORS as SETTINGS_EXECUTORS
 
 from .common import (
-    EXECUTOR_CHOICES,
-    RET_FAILED,
-    RET_OK,
     UsageError,
     add_command,
     add_list,
@@ -36,11 +33,15 @@ from .common import (
     show_progress,
     strategies,
 )
+from .constants import EXECUTOR_CHOICES, RET_FAILED, RET_OK
 
 if TYPE_CHECKING:
     from .common import Commands
 
 __all__ = ["add_parser", "command"]
+
+#: Its line in ``dispatchkit --help``.
+_SUMMARY: Final = "run the seed's demo with every strategy and compare them"
 
 _HELP: Final = f"""\
 Run the seed's demo: {DEFAULT_JOBS:,} jobs on {DEFAULT_WORKERS} workers, each job
@@ -63,13 +64,7 @@ chunk), {ENV_PREFIX}BLOCK, {ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}EXECUTOR,
 
 def add_parser(commands: Commands) -> None:
     """Add ``run`` and its flags."""
-    run = add_command(
-        commands,
-        "run",
-        command,
-        summary="run the seed's demo with every strategy and compare them",
-        description=_HELP,
-    )
+    run = add_command(commands, "run", command, summary=_SUMMARY, description=_HELP)
     run.add_argument(
         "--jobs",
         type=int_in(1, 10**10),

@@ -11,10 +11,6 @@ from dispatchkit.executors.registry import kind_names
 from dispatchkit.settings import ENV_PREFIX, env_value
 
 from .common import (
-    RET_DRAIN_DEADLINE,
-    RET_FAILED,
-    RET_OK,
-    RET_UNSTORED,
     UsageError,
     add_command,
     add_drain_timeout,
@@ -24,11 +20,15 @@ from .common import (
     int_in,
     one_strategy,
 )
+from .constants import RET_DRAIN_DEADLINE, RET_FAILED, RET_OK, RET_UNSTORED
 
 if TYPE_CHECKING:
     from .common import Commands
 
 __all__ = ["add_parser", "command"]
+
+#: Its line in ``dispatchkit --help``.
+_SUMMARY: Final = "serve the HTTP ingest service (needs dispatchkit[serve])"
 
 _HELP: Final = f"""\
 Serve the HTTP ingest service of the Go article on a dispatcher.
@@ -48,15 +48,18 @@ The bearer tokens may come from {ENV_PREFIX}TOKEN and {ENV_PREFIX}METRICS_TOKEN.
 """
 
 
+#: The flags whose value is the ``ServeConfig`` field of the same name, as given.
+_AS_GIVEN: Final = (
+    *("host", "port", "interface", "access_log"),
+    *("workers", "executor", "queue_size", "strategy"),
+    *("max_depth", "max_body", "segment_bytes", "fsync_interval"),
+    *("redis", "queue", "namespace", "job"),
+)
+
+
 def add_parser(commands: Commands) -> None:
     """Add ``serve`` and its flags."""
-    serve = add_command(
-        commands,
-        "serve",
-        command,
-        summary="serve the HTTP ingest service (needs dispatchkit[serve])",
-        description=_HELP,
-    )
+    serve = add_command(commands, "serve", command, summary=_SUMMARY, description=_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int_in(0, 65535), default=8080, help="port (default 8080)")
     add_pool(
@@ -103,19 +106,9 @@ def add_parser(commands: Commands) -> None:
         help="deepest nesting of arrays and objects in a request body, the body's own "
         "object counting 1; deeper bodies get 400 (default 64, at most 512)",
     )
-    serve.add_argument(
-        "--max-body",
-        type=int_in(1, 1 << 30),
-        default=1 << 20,
-        metavar="BYTES",
-        help="largest request body (default 1 MiB)",
-    )
-    serve.add_argument(
-        "--segment-bytes",
-        type=int_in(1, 1 << 40),
-        default=64 << 20,
-        metavar="BYTES",
-        help="size at which a new segment file starts (default 64 MiB)",
+    _add_size(serve, "--max-body", 1 << 20, 1 << 30, "largest request body")
+    _add_size(
+        serve, "--segment-bytes", 64 << 20, 1 << 40, "size at which a new segment file starts"
     )
     add_seconds(
         serve,
@@ -155,6 +148,19 @@ def add_parser(commands: Commands) -> None:
     add_drain_timeout(serve, "open requests")
 
 
+def _add_size(
+    parser: argparse.ArgumentParser, flag: str, default: int, most: int, what: str
+) -> None:
+    """Add a flag of a size in bytes, from 1 to ``most``; its help gives the default in MiB."""
+    parser.add_argument(
+        flag,
+        type=int_in(1, most),
+        default=default,
+        metavar="BYTES",
+        help=f"{what} (default {default / (1 << 20):g} MiB)",
+    )
+
+
 def command(args: argparse.Namespace) -> int:
     """Serve as ``args`` say, until a signal drained the service; the exit code."""
     try:
@@ -177,28 +183,13 @@ def command(args: argparse.Namespace) -> int:
     try:
         config = service.ServeConfig(
             sink=None if args.sink is None else Path(args.sink),
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            executor=args.executor,
-            queue_size=args.queue_size,
-            strategy=args.strategy,
             handler=args.job_handler,
             token=args.token if args.token is not None else _token_from_env(),
             metrics_token=args.metrics_token
             if args.metrics_token is not None
             else _token_from_env("METRICS_TOKEN"),
-            max_depth=args.max_depth,
-            max_body=args.max_body,
-            segment_bytes=args.segment_bytes,
-            fsync_interval=args.fsync_interval,
-            access_log=args.access_log,
-            interface=args.interface,
-            redis=args.redis,
-            queue=args.queue,
-            namespace=args.namespace,
-            job=args.job,
             drain_timeout=drain_timeout(args),
+            **{name: getattr(args, name) for name in _AS_GIVEN},
         )
         service.configure_logging()
         clean = service.serve(config)

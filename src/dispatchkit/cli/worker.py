@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from dispatchkit.settings import MAX_WORKERS
 
 from .common import (
-    EXECUTOR_CHOICES,
-    RET_DRAIN_DEADLINE,
-    RET_FAILED,
-    RET_OK,
     UsageError,
     add_command,
     add_drain_timeout,
@@ -20,25 +16,29 @@ from .common import (
     drain_timeout,
     int_in,
 )
+from .constants import EXECUTOR_CHOICES, RET_DRAIN_DEADLINE, RET_FAILED, RET_OK
 
 if TYPE_CHECKING:
     from .common import Commands
 
 __all__ = ["add_parser", "command"]
 
+#: Its line in ``dispatchkit --help``.
+_SUMMARY: Final = "run jobs from a Redis queue (on this or any other host)"
+
+#: Rewrapped to the terminal's width (``raw=False``).
+_HELP: Final = (
+    "Run the registered jobs published to a Redis queue until SIGTERM or "
+    "Ctrl-C, which drain: jobs in hand finish and are acknowledged, then it exits 0. "
+    f"Jobs still running at --drain-timeout are left unacknowledged, for other workers "
+    f"to claim, and it exits {RET_DRAIN_DEADLINE}. Needs dispatchkit[redis]."
+)
+
 
 def add_parser(commands: Commands) -> None:
     """Add ``worker`` and its flags."""
     worker = add_command(
-        commands,
-        "worker",
-        command,
-        summary="run jobs from a Redis queue (on this or any other host)",
-        description="Run the registered jobs published to a Redis queue until SIGTERM or "
-        "Ctrl-C, which drain: jobs in hand finish and are acknowledged, then it exits 0. "
-        f"Jobs still running at --drain-timeout are left unacknowledged, for other workers "
-        f"to claim, and it exits {RET_DRAIN_DEADLINE}. Needs dispatchkit[redis].",
-        raw=False,
+        commands, "worker", command, summary=_SUMMARY, description=_HELP, raw=False
     )
     add = worker.add_argument
     add("--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB")
