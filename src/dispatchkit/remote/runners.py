@@ -58,6 +58,17 @@ class JobRunner(Protocol):
         """Run what is queued, then stop; safe to call more than once."""
 
 
+def _checked_concurrency(concurrency: int) -> int:
+    """``concurrency``, which a runner needs to be at least 1.
+
+    Raises:
+        ValueError: it is less.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    return concurrency
+
+
 class ThreadRunner:
     """``concurrency`` threads reading one queue."""
 
@@ -65,9 +76,7 @@ class ThreadRunner:
     pool: Dispatcher | None = None
 
     def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        self.concurrency = concurrency
+        self.concurrency = _checked_concurrency(concurrency)
         self._queue: SimpleQueue[Task | None] = SimpleQueue()
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-worker-{i}", daemon=True)
@@ -140,9 +149,7 @@ class AsyncRunner:
     pool: Dispatcher | None = None
 
     def __init__(self, concurrency: int, name: str = "dispatchkit-remote") -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        self.concurrency = concurrency
+        self.concurrency = _checked_concurrency(concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None  # made by the runner's thread
         self._queue: asyncio.Queue[Task | None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
