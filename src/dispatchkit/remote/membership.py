@@ -28,6 +28,11 @@ from dispatchkit.transports.base import Delivery, Transport
 from ._outage import Outage
 from .datapath import DataPath
 
+#: Jitter and lease order come from a generator of their own: drawing from the
+#: global one in the heartbeat thread would disturb programs (and property-based
+#: tests) that seed or replay it.
+_random = random.Random()
+
 __all__ = ["Membership"]
 
 logger = logging.getLogger(__name__)
@@ -136,7 +141,7 @@ class Membership:
     # -- heartbeats, claims, leases (heartbeat thread) --------------------------------
 
     def beat_loop(self) -> None:
-        while not self.beat_stop.wait(self._heartbeat * random.uniform(0.8, 1.0)):
+        while not self.beat_stop.wait(self._heartbeat * _random.uniform(0.8, 1.0)):
             try:
                 self._beat()
                 self._outage.reached()
@@ -248,7 +253,7 @@ class Membership:
     def _acquire_leases(self, wanted: int) -> None:
         t = self._transport
         order = list(range(self._partitions))
-        random.shuffle(order)
+        _random.shuffle(order)
         for index in order:
             if wanted == 0:
                 return
