@@ -448,3 +448,22 @@ def test_retry_policy_validation_and_delays() -> None:
         RetryPolicy(retry_on=ValueError)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
         Dispatcher(1, retry=3)  # type: ignore[arg-type]
+
+
+def test_a_pool_that_runs_jobs_elsewhere_reads_the_call_and_settles_the_handle() -> None:
+    # What the process pool's liaison (and the remote dispatcher) use instead of
+    # reaching into the handle: the call until the job ends, then its outcome.
+    handle: JobHandle[int] = JobHandle(7, pow, (2, 3), {"mod": 5})
+    assert handle.call == (pow, (2, 3), {"mod": 5})
+    waiter = threading.Thread(target=handle.result)
+    waiter.start()
+    handle.settle(3, JobStatus.SUCCEEDED, 3, 1.0, 2.0, 2)
+    waiter.join()
+    assert (handle.result(), handle.worker, handle.attempts) == (3, 3, 2)
+    assert (handle.started_at, handle.finished_at) == (1.0, 2.0)
+    with pytest.raises(RuntimeError, match="has ended"):
+        handle.call  # noqa: B018
+    never_started: JobHandle[int] = JobHandle(8, abs, (-1,), {})
+    never_started.settle(0, JobStatus.CANCELLED, None, None, None, 0)
+    assert never_started.cancelled()
+    assert never_started.worker is None

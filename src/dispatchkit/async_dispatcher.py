@@ -153,6 +153,7 @@ class AsyncDispatcher(AsyncFrontEnd):
             caller = self._caller(lambda _: fn(*args, **kwargs))
             call = lambda: caller(None)  # noqa: E731
         seq = self._take_seqs(1)
+        inbox = self._inboxes[0 if self._shared else self._strategy.assign(seq, job.key, self._n)]
         handle: AsyncJobHandle[Any] = AsyncJobHandle(
             self,
             seq,
@@ -160,9 +161,8 @@ class AsyncDispatcher(AsyncFrontEnd):
             job.name,
             job.retry or self._retry,
             job.timeout or self._job_timeout,
+            inbox,
         )
-        inbox = self._inboxes[0 if self._shared else self._strategy.assign(seq, job.key, self._n)]
-        handle._inbox = inbox
         try:
             await inbox.put(handle, self.settings.put_timeout if timeout is None else timeout)
         except BaseException:

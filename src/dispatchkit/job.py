@@ -424,7 +424,23 @@ class JobHandle(Future[R]):
         if self._hooks is not None:
             self._fire_hooks()
 
-    def _complete(
+    # -- for worker pools that run the job elsewhere -------------------------
+    # As ``Future.set_running_or_notify_cancel`` is for executors: public, so
+    # that a pool need not reach into the handle, but not for users.
+
+    @property
+    def call(self) -> tuple[Callable[..., R], tuple[Any, ...], Mapping[str, Any]]:
+        """The job's function, positional and keyword arguments, until it ends.
+
+        Raises:
+            RuntimeError: the job has ended (its call is dropped then).
+        """
+        fn = self._fn
+        if fn is None:
+            raise RuntimeError(f"job {self.job_id} has ended: its call is gone")
+        return fn, self._args, self._kwargs
+
+    def settle(
         self,
         worker: int,
         status: JobStatus,
@@ -433,14 +449,31 @@ class JobHandle(Future[R]):
         finished: float | None,
         attempts: int,
     ) -> None:
-        """Record how the job ended elsewhere (a worker process, a task) and wake waiters."""
+        """Record how the job ended elsewhere (a worker process, a remote worker)
+        and wake its waiters.
+
+        Args:
+            worker: index of the worker that ran it (kept only if it started).
+            status: a finished status (succeeded, failed or cancelled).
+            value: the value if it succeeded, else its exception (or None).
+            started: when it started (None: it never did).
+            finished: when it finished (None: now).
+            attempts: times a worker started it.
+        """
         if started is not None:
             self._worker = worker
             self._started_at = started
         self._attempts = attempts
+        self._finish(status, value, perf_counter() if finished is None else finished)
+
+    #: The name ``settle`` had (remote/outcomes.py calls it so).
+    _complete = settle
+
+    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
+        """Record how the job ended (a finished status) and wake waiters."""
         self._result = value
-        self._finished_at = perf_counter() if finished is None else finished
-        self._status = status
+        self._finished_at = finished
+        self._status = kind
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -517,15 +550,6 @@ class PolicyHandle(JobHandle[R]):
         )
         self._finish(kind, value, perf_counter())
         worker.count(kind)
-
-    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
-        """Record how the job ended (a finished status) and wake waiters."""
-        self._result = value
-        self._finished_at = finished
-        self._status = kind
-        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
-        if self._hooks is not None:
-            self._fire_hooks()
 
 
 def _publish(handle: JobHandle[Any]) -> None:

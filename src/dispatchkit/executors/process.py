@@ -146,13 +146,7 @@ def _let_go_after_fork() -> None:
     children: Any = getattr(multiprocessing.process, "_children", None)
     for pool in list(_pools):
         for liaison in pool._liaisons:
-            if isinstance(children, set):
-                children.discard(liaison._process)
-            if liaison._conn is not None:
-                # Only this copy of the pipe's end: the worker still sees EOF
-                # when the parent goes, whatever the child does.
-                liaison._conn.close()
-            liaison._process = liaison._conn = None
+            liaison.let_go(children if isinstance(children, set) else None)
     _pools.clear()
     server: Any = getattr(multiprocessing.forkserver, "_forkserver", None)
     if _uses_fork_server and getattr(server, "_forkserver_pid", None) is not None:
@@ -194,7 +188,7 @@ class ProcessWorkerPool:
         # fork, or an interpreter and its imports under spawn) is not billed
         # to the first jobs.
         for liaison in self._liaisons:
-            liaison._ensure_process()
+            liaison.start_process()
         for liaison in self._liaisons:
             liaison.thread.start()
 
