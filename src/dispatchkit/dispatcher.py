@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from time import monotonic, perf_counter
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._inbox import Inbox
 from ._thread_front import ThreadFrontEnd
@@ -31,8 +31,7 @@ from .executors.process import ProcessOptions
 from .executors.registry import worker_kind
 from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
-from .settings import Settings
-from .strategies import Strategy
+from .settings import DispatcherOptions, Settings, front_end_settings
 
 __all__ = ["Dispatcher"]
 
@@ -45,15 +44,21 @@ class Dispatcher(ThreadFrontEnd, Executor):
 
     Args:
         workers: number of workers (default: the CPU count).
-        strategy: ``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"`` or a
-            :class:`~dispatchkit.strategies.Strategy`.
-        chunk: jobs per hand-off for ``map`` and ``dispatch``.
-        queue_size: jobs one worker's inbox holds before submitting waits.
-        block: block size of the ``batch`` strategy.
-        put_timeout: seconds a submit waits for room before raising ``QueueFull``
-            (None: wait as long as it takes).
-        settings: a ready :class:`Settings` instead of the arguments above.
+        executor: where workers run, ``"thread"`` or ``"process"``.
+        retry: the retry policy for jobs that have none of their own.
+        start_method, initializer, initargs, max_jobs_per_worker: for process
+            workers: how they start, what each runs first, how many jobs one
+            runs before a new one replaces it.
         name: prefix of the worker threads' names.
+        options: the settings (:class:`~dispatchkit.settings.DispatcherOptions`):
+            ``strategy`` (``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"``
+            or a :class:`~dispatchkit.strategies.Strategy`), ``chunk`` (jobs
+            per hand-off for ``map`` and ``dispatch``), ``queue_size`` (jobs
+            one worker's inbox holds before submitting waits), ``block`` (of
+            the ``batch`` strategy), ``put_timeout`` (seconds a submit waits
+            for room before raising ``QueueFull``; None: as long as it takes),
+            ``job_timeout`` (process workers), or ``settings``, a ready
+            :class:`Settings` that the others override.
 
     Raises:
         ValueError, TypeError: an invalid setting, with a message naming it.
@@ -66,36 +71,20 @@ class Dispatcher(ThreadFrontEnd, Executor):
         self,
         workers: int | None = None,
         *,
-        strategy: str | Strategy | None = None,
-        chunk: int | None = None,
-        queue_size: int | None = None,
-        block: int | None = None,
-        put_timeout: float | None = None,
         executor: str | None = None,
-        job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         start_method: str | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         max_jobs_per_worker: int | None = None,
-        settings: Settings | None = None,
         name: str = "dispatchkit",
+        **options: Unpack[DispatcherOptions],
     ) -> None:
-        settings = Settings.merged(
-            settings,
-            workers=workers,
-            strategy=strategy,
-            chunk=chunk,
-            queue_size=queue_size,
-            block=block,
-            put_timeout=put_timeout,
-            executor=executor,
-            job_timeout=job_timeout,
-        )
+        settings = front_end_settings("Dispatcher", workers, options, executor=executor)
         self._open_front_end(settings, retry, threading.Lock())
         self._put_timeout = settings.put_timeout
         kind = worker_kind(settings.executor, front_end="Dispatcher")
-        options = ProcessOptions.given(
+        process_options = ProcessOptions.given(
             not kind.in_process,
             start_method=start_method,
             initializer=initializer,
@@ -115,7 +104,9 @@ class Dispatcher(ThreadFrontEnd, Executor):
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
-        self._pool: WorkerPool = kind.pool_class()(worker_inboxes, self._states, name, options)
+        self._pool: WorkerPool = kind.pool_class()(
+            worker_inboxes, self._states, name, process_options
+        )
         self._start()
 
     @classmethod
