@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -467,3 +468,10 @@ def test_a_pool_that_runs_jobs_elsewhere_reads_the_call_and_settles_the_handle()
     never_started.settle(0, JobStatus.CANCELLED, None, None, None, 0)
     assert never_started.cancelled()
     assert never_started.worker is None
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.inf, math.nan])
+def test_a_job_timeout_is_checked_as_every_duration_is(timeout: float) -> None:
+    # One rule for durations (an infinite one would overflow the waits that enforce it).
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+        Job(abs, (1,), timeout=timeout)

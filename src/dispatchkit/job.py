@@ -22,6 +22,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _waiting
+from ._durations import check_seconds
 from ._handle_hooks import HookedFuture
 from .core.status import JobStatus
 from .errors import JobCancelled
@@ -60,6 +61,10 @@ class Job(Generic[R]):
     Use it with ``Dispatcher.submit_job`` when a job needs a key (for the
     ``key`` strategy) or a name; ``submit(fn, *args, **kwargs)`` is shorthand
     for a job with neither.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``timeout`` is not a number.
+        ValueError: ``timeout`` is not a finite number of seconds > 0 (in range).
     """
 
     fn: Callable[..., R]
@@ -76,10 +81,8 @@ class Job(Generic[R]):
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise TypeError(f"a job needs a callable, not {type(self.fn).__name__}")
-        if self.timeout is not None and not (
-            isinstance(self.timeout, int | float) and self.timeout > 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.timeout is not None:
+            check_seconds("timeout", self.timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final
 
+from dispatchkit._durations import check_seconds
 from dispatchkit._inbox import Inbox
 from dispatchkit.core import WorkerState
 
@@ -118,10 +119,8 @@ class ProcessOptions:
                 f"max_jobs_per_worker must be a whole number of at least 1, "
                 f"got {self.max_jobs_per_worker!r}"
             )
-        if self.job_timeout is not None and not (
-            isinstance(self.job_timeout, int | float) and self.job_timeout > 0
-        ):
-            raise ValueError(f"job_timeout must be a positive number, got {self.job_timeout!r}")
+        if self.job_timeout is not None:
+            check_seconds("job_timeout", self.job_timeout)
         if self.initializer is not None and not callable(self.initializer):
             raise TypeError("initializer must be callable")
 
