@@ -198,7 +198,7 @@ def test_backpressure_and_misuse() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="workers must be at least 1"):
         AsyncDispatcher(0)
-    with pytest.raises(ValueError, match="job_timeout must be a positive number"):
+    with pytest.raises(ValueError, match="job_timeout must be a finite number of seconds"):
         AsyncDispatcher(2, job_timeout=-1)
     with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
         AsyncDispatcher(2, retry=3)  # type: ignore[arg-type]

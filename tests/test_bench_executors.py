@@ -48,3 +48,25 @@ def test_auto_runs_processes_only_where_they_help() -> None:
     assert {("noop", "thread"), ("noop", "async"), ("cpu", "process")} <= kinds
     quick = make_plan(BenchOptions(workloads=("cpu",), quick=True))
     assert "process" not in {c.executor for c in quick.configs}
+
+
+@pytest.mark.parametrize("like", ["thread", "async"])
+def test_a_worker_kind_added_to_the_registry_is_benched_with_no_bench_edit(
+    like: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The adapter reads the kind's front end and what jobs it takes from the
+    # registry: a new name for an existing pool runs as its model does.
+    from dataclasses import replace
+
+    from dispatchkit.bench import adapters
+    from dispatchkit.bench.config import Config
+    from dispatchkit.bench.workloads import resolve_workload
+    from dispatchkit.executors import registry
+
+    # (The entry keeps its model's name: Settings checks ``executor`` against the
+    # kinds known at import.)
+    monkeypatch.setitem(registry.WORKER_KINDS, "spare", replace(registry.WORKER_KINDS[like]))
+    workload = resolve_workload("io", 8, None)
+    run = adapters.run_kind(workload, Config("io", "spare", "round_robin", 1, 2))
+    assert adapters.available("spare")
+    assert sorted(job.index for job in run.jobs) == list(range(8))

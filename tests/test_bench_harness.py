@@ -76,7 +76,7 @@ def test_an_empty_inputs_file_is_an_error(tmp_path: Path) -> None:
 
 def test_thread_adapter_times_every_job_on_a_real_worker() -> None:
     workload = resolve_workload("noop", 50, None)
-    run = adapters.run_thread(workload, Config("noop", "thread", "round_robin", 1, 3))
+    run = adapters.run_kind(workload, Config("noop", "thread", "round_robin", 1, 3))
     assert len(run.jobs) == 50
     assert {job.worker for job in run.jobs} == {0, 1, 2}
     assert sorted(job.index for job in run.jobs) == list(range(50))
@@ -86,7 +86,7 @@ def test_thread_adapter_times_every_job_on_a_real_worker() -> None:
 
 def test_key_strategy_runs_with_a_key_per_input() -> None:
     workload = resolve_workload("json:dumps", None, "range:20")
-    run = adapters.run_thread(workload, Config("w", "thread", "key", 4, 2))
+    run = adapters.run_kind(workload, Config("w", "thread", "key", 4, 2))
     assert len(run.jobs) == 20
 
 

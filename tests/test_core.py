@@ -154,5 +154,7 @@ def test_every_consumer_reads_the_one_worker_kind_registry() -> None:
     for name, kind in WORKER_KINDS.items():
         pool = kind.pool_class()
         assert callable(pool.kill), name  # every pool can be asked to stop its jobs
+        assert kind.front_end_class().__name__ == kind.front_end, name
+    assert [k.name for k in WORKER_KINDS.values() if k.takes_coroutines] == ["async"]
     with pytest.raises(ValueError, match="choose one of thread, process"):
         worker_kind("async", front_end="Dispatcher")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -448,3 +449,29 @@ def test_retry_policy_validation_and_delays() -> None:
         RetryPolicy(retry_on=ValueError)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
         Dispatcher(1, retry=3)  # type: ignore[arg-type]
+
+
+def test_a_pool_that_runs_jobs_elsewhere_reads_the_call_and_settles_the_handle() -> None:
+    # What the process pool's liaison (and the remote dispatcher) use instead of
+    # reaching into the handle: the call until the job ends, then its outcome.
+    handle: JobHandle[int] = JobHandle(7, pow, (2, 3), {"mod": 5})
+    assert handle.call == (pow, (2, 3), {"mod": 5})
+    waiter = threading.Thread(target=handle.result)
+    waiter.start()
+    handle.settle(3, JobStatus.SUCCEEDED, 3, 1.0, 2.0, 2)
+    waiter.join()
+    assert (handle.result(), handle.worker, handle.attempts) == (3, 3, 2)
+    assert (handle.started_at, handle.finished_at) == (1.0, 2.0)
+    with pytest.raises(RuntimeError, match="has ended"):
+        handle.call  # noqa: B018
+    never_started: JobHandle[int] = JobHandle(8, abs, (-1,), {})
+    never_started.settle(0, JobStatus.CANCELLED, None, None, None, 0)
+    assert never_started.cancelled()
+    assert never_started.worker is None
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.inf, math.nan])
+def test_a_job_timeout_is_checked_as_every_duration_is(timeout: float) -> None:
+    # One rule for durations (an infinite one would overflow the waits that enforce it).
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+        Job(abs, (1,), timeout=timeout)

@@ -117,3 +117,29 @@ def test_the_api_refuses_a_duration_that_is_not_finite_and_in_range(value: float
         Dispatcher(1, put_timeout=value)
     with pytest.raises(ValueError, match=r"^job_timeout must be"):
         Settings(executor="process", job_timeout=value)
+
+
+def test_every_front_end_refuses_a_keyword_it_does_not_take_even_none() -> None:
+    # The settings keywords are written once (settings.DispatcherOptions); each
+    # constructor still refuses what it does not take, as an explicit signature would.
+    from dispatchkit import AsyncDispatcher, Dispatcher
+    from dispatchkit.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    with pytest.raises(
+        TypeError, match=r"Dispatcher\(\) got an unexpected keyword argument 'colour'"
+    ):
+        Dispatcher(1, colour=None)  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match=r"AsyncDispatcher.* unexpected keyword argument 'executor'"
+    ):
+        AsyncDispatcher(1, executor="process")  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match=r"ThreadPoolExecutor.* unexpected keyword argument 'block'"
+    ):
+        ThreadPoolExecutor(1, block=3)  # type: ignore[call-arg]
+    with pytest.raises(
+        TypeError, match=r"ProcessPoolExecutor.* unexpected keyword argument 'settings'"
+    ):
+        ProcessPoolExecutor(1, settings=None)  # type: ignore[call-arg]
+    with Dispatcher(2, settings=Settings(workers=3, chunk=4), chunk=5) as d:
+        assert (d.workers, d.settings.chunk) == (2, 5)

@@ -27,18 +27,18 @@ from collections.abc import (
     Sequence,
 )
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from ._async_front import AsyncFrontEnd
 from ._async_inbox import AsyncInbox
 from ._async_work import StopSignal, is_coroutine_function
+from ._durations import check_seconds
 from .async_handle import AsyncJobHandle
 from .core import WorkerState
 from .executors.asyncio import AsyncWorkerPool
 from .job import Job
 from .retry import RetryPolicy
-from .settings import Settings
-from .strategies import Strategy
+from .settings import DispatcherOptions, front_end_settings
 
 __all__ = ["AsyncDispatcher", "AsyncJobHandle"]
 
@@ -55,8 +55,9 @@ class AsyncDispatcher(AsyncFrontEnd):
 
     Args:
         workers: number of worker tasks (may be thousands).
-        strategy, chunk, queue_size, block, put_timeout: as for :class:`Dispatcher`.
-        job_timeout: seconds any one job may run before it is reported
+        options: ``strategy``, ``chunk``, ``queue_size``, ``block``,
+            ``put_timeout``, ``settings``: as for :class:`Dispatcher`;
+            ``job_timeout``: seconds any one job may run before it is reported
             ``TimedOut``: a coroutine is cancelled; a plain function in a thread
             (``sync_in_thread``) is abandoned, its thread running on to the end
             (a thread cannot be stopped). A plain function on the event loop
@@ -78,31 +79,16 @@ class AsyncDispatcher(AsyncFrontEnd):
         self,
         workers: int | None = None,
         *,
-        strategy: str | Strategy | None = None,
-        chunk: int | None = None,
-        queue_size: int | None = None,
-        block: int | None = None,
-        put_timeout: float | None = None,
-        job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         sync_in_thread: bool = False,
-        settings: Settings | None = None,
+        **options: Unpack[DispatcherOptions],
     ) -> None:
-        self.settings = Settings.merged(
-            settings,
-            workers=workers,
-            strategy=strategy,
-            chunk=chunk,
-            queue_size=queue_size,
-            block=block,
-            put_timeout=put_timeout,
-        )
-        if job_timeout is not None and not (
-            isinstance(job_timeout, int | float)
-            and not isinstance(job_timeout, bool)
-            and job_timeout > 0
-        ):
-            raise ValueError(f"job_timeout must be a positive number, got {job_timeout!r}")
+        # Not a setting here: Settings refuses a timeout to threads, which cannot
+        # be stopped, but a task can be.
+        job_timeout = options.pop("job_timeout", None)
+        self.settings = front_end_settings("AsyncDispatcher", workers, options)
+        if job_timeout is not None:
+            check_seconds("job_timeout", job_timeout)
         self._open_front_end(self.settings, retry)
         self._job_timeout = job_timeout
         self._sync_in_thread = sync_in_thread
@@ -153,6 +139,7 @@ class AsyncDispatcher(AsyncFrontEnd):
             caller = self._caller(lambda _: fn(*args, **kwargs))
             call = lambda: caller(None)  # noqa: E731
         seq = self._take_seqs(1)
+        inbox = self._inboxes[0 if self._shared else self._strategy.assign(seq, job.key, self._n)]
         handle: AsyncJobHandle[Any] = AsyncJobHandle(
             self,
             seq,
@@ -160,9 +147,8 @@ class AsyncDispatcher(AsyncFrontEnd):
             job.name,
             job.retry or self._retry,
             job.timeout or self._job_timeout,
+            inbox,
         )
-        inbox = self._inboxes[0 if self._shared else self._strategy.assign(seq, job.key, self._n)]
-        handle._inbox = inbox
         try:
             await inbox.put(handle, self.settings.put_timeout if timeout is None else timeout)
         except BaseException:

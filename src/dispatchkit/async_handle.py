@@ -59,7 +59,9 @@ class AsyncJobHandle(Generic[R]):
         name: str | None,
         policy: RetryPolicy | None,
         timeout: float | None,
+        inbox: AsyncInbox[Any],
     ) -> None:
+        """``inbox``: the queue the job waits in, from which ``cancel`` takes it."""
         self._owner = owner
         self.job_id = job_id
         self._call: Callable[[], Awaitable[R]] | None = call
@@ -67,7 +69,7 @@ class AsyncJobHandle(Generic[R]):
         self.policy = policy
         self.timeout = timeout
         self._future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._inbox: AsyncInbox[Any] | None = None
+        self._inbox: AsyncInbox[Any] | None = inbox
         self.worker: int | None = None
         self.submitted_at = perf_counter()
         self.started_at: float | None = None

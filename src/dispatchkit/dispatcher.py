@@ -5,7 +5,9 @@
                                    worker threads ──▶ handles / map results / counters
 
 The submitting thread does the dispatching itself: no dispatcher thread sits
-between it and the inboxes, which saves a hand-off per job.
+between it and the inboxes, which saves a hand-off per job. ``map`` is
+:mod:`dispatchkit._futures_map`'s; putting, the map loop and the lifecycle are
+:mod:`dispatchkit._thread_front`'s.
 
 Every job gets a sequence number when it is accepted. ``submitted`` counts
 them; each ends as succeeded or failed (counted by the worker that ran it) or
@@ -17,22 +19,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Executor
-from time import monotonic, perf_counter
-from typing import Any, Literal, TypeVar, overload
+from time import perf_counter
+from typing import Any, TypeVar, Unpack
 
+from ._futures_map import FuturesMap
 from ._inbox import Inbox
-from ._thread_front import ThreadFrontEnd
 from ._work import Control, Message
 from .core import WorkerState
 from .executors.base import WorkerPool
 from .executors.process import ProcessOptions
 from .executors.registry import worker_kind
-from .job import Job, JobHandle, Outcome, PolicyHandle
+from .job import Job, JobHandle, PolicyHandle
 from .retry import RetryPolicy
-from .settings import Settings
-from .strategies import Strategy
+from .settings import DispatcherOptions, Settings, front_end_settings
 
 __all__ = ["Dispatcher"]
 
@@ -40,20 +41,26 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Dispatcher(ThreadFrontEnd, Executor):
+class Dispatcher(FuturesMap, Executor):
     """Dispatches jobs to a pool of thread workers with a chosen strategy.
 
     Args:
         workers: number of workers (default: the CPU count).
-        strategy: ``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"`` or a
-            :class:`~dispatchkit.strategies.Strategy`.
-        chunk: jobs per hand-off for ``map`` and ``dispatch``.
-        queue_size: jobs one worker's inbox holds before submitting waits.
-        block: block size of the ``batch`` strategy.
-        put_timeout: seconds a submit waits for room before raising ``QueueFull``
-            (None: wait as long as it takes).
-        settings: a ready :class:`Settings` instead of the arguments above.
+        executor: where workers run, ``"thread"`` or ``"process"``.
+        retry: the retry policy for jobs that have none of their own.
+        start_method, initializer, initargs, max_jobs_per_worker: for process
+            workers: how they start, what each runs first, how many jobs one
+            runs before a new one replaces it.
         name: prefix of the worker threads' names.
+        options: the settings (:class:`~dispatchkit.settings.DispatcherOptions`):
+            ``strategy`` (``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"``
+            or a :class:`~dispatchkit.strategies.Strategy`), ``chunk`` (jobs
+            per hand-off for ``map`` and ``dispatch``), ``queue_size`` (jobs
+            one worker's inbox holds before submitting waits), ``block`` (of
+            the ``batch`` strategy), ``put_timeout`` (seconds a submit waits
+            for room before raising ``QueueFull``; None: as long as it takes),
+            ``job_timeout`` (process workers), or ``settings``, a ready
+            :class:`Settings` that the others override.
 
     Raises:
         ValueError, TypeError: an invalid setting, with a message naming it.
@@ -66,36 +73,20 @@ class Dispatcher(ThreadFrontEnd, Executor):
         self,
         workers: int | None = None,
         *,
-        strategy: str | Strategy | None = None,
-        chunk: int | None = None,
-        queue_size: int | None = None,
-        block: int | None = None,
-        put_timeout: float | None = None,
         executor: str | None = None,
-        job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         start_method: str | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         max_jobs_per_worker: int | None = None,
-        settings: Settings | None = None,
         name: str = "dispatchkit",
+        **options: Unpack[DispatcherOptions],
     ) -> None:
-        settings = Settings.merged(
-            settings,
-            workers=workers,
-            strategy=strategy,
-            chunk=chunk,
-            queue_size=queue_size,
-            block=block,
-            put_timeout=put_timeout,
-            executor=executor,
-            job_timeout=job_timeout,
-        )
+        settings = front_end_settings("Dispatcher", workers, options, executor=executor)
         self._open_front_end(settings, retry, threading.Lock())
         self._put_timeout = settings.put_timeout
         kind = worker_kind(settings.executor, front_end="Dispatcher")
-        options = ProcessOptions.given(
+        process_options = ProcessOptions.given(
             not kind.in_process,
             start_method=start_method,
             initializer=initializer,
@@ -115,7 +106,9 @@ class Dispatcher(ThreadFrontEnd, Executor):
         # Worker index of a submitted job; SHARED (-1) indexes the one shared inbox.
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
-        self._pool: WorkerPool = kind.pool_class()(worker_inboxes, self._states, name, options)
+        self._pool: WorkerPool = kind.pool_class()(
+            worker_inboxes, self._states, name, process_options
+        )
         self._start()
 
     @classmethod
@@ -276,123 +269,3 @@ class Dispatcher(ThreadFrontEnd, Executor):
             for index, jobs in parts:
                 self._inboxes[index].put_nowait_many(make(jobs), wake)
         return True
-
-    @overload
-    def map(
-        self,
-        fn: Callable[..., R],
-        *iterables: Iterable[Any],
-        timeout: float | None = ...,
-        chunksize: int = ...,
-        buffersize: int | None = ...,
-        ordered: bool = ...,
-        outcomes: Literal[False] = ...,
-        star: bool = ...,
-        key: Callable[[Any], Hashable] | None = ...,
-        window: int | None = ...,
-    ) -> Iterator[R]: ...
-
-    @overload
-    def map(
-        self,
-        fn: Callable[..., R],
-        *iterables: Iterable[Any],
-        timeout: float | None = ...,
-        chunksize: int = ...,
-        buffersize: int | None = ...,
-        ordered: bool = ...,
-        outcomes: Literal[True],
-        star: bool = ...,
-        key: Callable[[Any], Hashable] | None = ...,
-        window: int | None = ...,
-    ) -> Iterator[Outcome[R]]: ...
-
-    def map(
-        self,
-        fn: Callable[..., R],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int = 1,
-        buffersize: int | None = None,
-        ordered: bool = True,
-        outcomes: bool = False,
-        star: bool = False,
-        key: Callable[[Any], Hashable] | None = None,
-        window: int | None = None,
-    ) -> Iterator[R] | Iterator[Outcome[R]]:
-        """Run ``fn`` over the inputs and yield the results as they are needed,
-        as ``concurrent.futures.Executor.map`` does, with bounded memory.
-
-        Several iterables are zipped: ``fn(a, b)`` for each pair, as the builtin
-        ``map`` does. The inputs are consumed lazily: at most ``window`` jobs
-        (default: what all inboxes hold) are in flight or waiting to be yielded,
-        so memory stays bounded however long the input is.
-
-        Args:
-            fn: the job function, called as ``fn(item)`` (``fn(*item)`` with
-                ``star``; ``fn(*items)`` with several iterables).
-            iterables: the inputs.
-            timeout: seconds from this call after which the iterator raises
-                ``TimeoutError`` instead of waiting for a result.
-            chunksize: jobs per hand-off to a worker; 1 (the default) keeps the
-                dispatcher's own ``chunk``.
-            buffersize: ``concurrent.futures``' name for ``window``.
-            ordered: yield in input order (True) or as jobs finish (False).
-            outcomes: yield an :class:`Outcome` per item instead of raising.
-            star: unpack each item as positional arguments.
-            key: for the ``key`` strategy, a function giving each item's key.
-            window: most jobs in flight or waiting to be yielded at once.
-
-        Raises:
-            ClosedError: the dispatcher is closed.
-            ForkedError: this is a copy made by ``os.fork()``.
-            ValueError: a bad ``window``, ``buffersize`` or ``chunksize``, both
-                ``window`` and ``buffersize``, or the ``key`` strategy without ``key``.
-            TypeError: a ``buffersize`` or ``chunksize`` that is not an int.
-            TimeoutError: from the iterator, past ``timeout``.
-            BaseException: without ``outcomes``, the exception of a failed job,
-                raised when its result is reached (the remaining jobs go on).
-        """
-        self._check_bulk(key)
-        items = _zipped(iterables, star)
-        chunk = _checked_chunksize(chunksize)
-        if buffersize is not None:
-            if window is not None:
-                raise ValueError("give window or buffersize, not both (they are one setting)")
-            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-                raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
-            if buffersize < 1:
-                raise ValueError("buffersize must be None or > 0")
-            window = buffersize
-        deadline = None if timeout is None else monotonic() + timeout
-        return self._map(
-            fn, items, outcomes, star or len(iterables) > 1, key,
-            self._map_window(window, ordered), deadline, chunk,
-        )  # fmt: skip
-
-
-def _zipped(iterables: tuple[Iterable[Any], ...], star: bool) -> Iterable[Any]:
-    """The inputs of one ``map`` call: one iterable as it is, several zipped.
-
-    Raises:
-        ValueError: ``star`` with several iterables (they are unpacked already).
-    """
-    if len(iterables) == 1:
-        return iterables[0]
-    if star:
-        raise ValueError("star applies to one iterable; several are zipped and unpacked already")
-    return zip(*iterables, strict=False)  # the shortest input ends it, as in the stdlib
-
-
-def _checked_chunksize(chunksize: int) -> int | None:
-    """The chunk of one ``map`` call: None (the dispatcher's) for 1.
-
-    Raises:
-        TypeError: not an int.
-        ValueError: under 1.
-    """
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"chunksize must be an int, got {chunksize!r}")
-    if chunksize < 1:
-        raise ValueError("chunksize must be >= 1.")
-    return None if chunksize == 1 else chunksize

@@ -35,11 +35,11 @@ from concurrent.futures import (
     as_completed,
     wait,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .dispatcher import Dispatcher
 from .retry import RetryPolicy
-from .strategies import Strategy
+from .settings import PoolOptions, check_options
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -63,19 +63,20 @@ __all__ = [
 _pool_numbers = itertools.count().__next__
 
 
-def _checked_workers(max_workers: int | None, default: int) -> int:
-    """Raises ValueError: ``max_workers`` under 1 (the stdlib's message)."""
-    if max_workers is None:
-        return default
-    if max_workers <= 0:
+def _checked_pool(
+    max_workers: int | None, default: int, initializer: Callable[..., object] | None
+) -> int:
+    """The worker count of a pool, checked with its initializer as the stdlib checks them.
+
+    Raises:
+        ValueError: ``max_workers`` under 1 (the stdlib's message).
+        TypeError: ``initializer`` is not callable (the stdlib's message).
+    """
+    if max_workers is not None and max_workers <= 0:
         raise ValueError("max_workers must be greater than 0")
-    return max_workers
-
-
-def _checked_initializer(initializer: Callable[..., object] | None) -> None:
-    """Raises TypeError: not callable (the stdlib's message)."""
     if initializer is not None and not callable(initializer):
         raise TypeError("initializer must be a callable")
+    return default if max_workers is None else max_workers
 
 
 class ThreadPoolExecutor(Dispatcher, concurrent.futures.ThreadPoolExecutor):
@@ -110,29 +111,23 @@ class ThreadPoolExecutor(Dispatcher, concurrent.futures.ThreadPoolExecutor):
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
         *,
-        strategy: str | Strategy | None = None,
-        chunk: int | None = None,
-        queue_size: int | None = None,
-        job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        **options: Unpack[PoolOptions],
     ) -> None:
-        workers = _checked_workers(max_workers, min(32, (os.cpu_count() or 1) + 4))
-        _checked_initializer(initializer)
+        workers = _checked_pool(max_workers, min(32, (os.cpu_count() or 1) + 4), initializer)
+        check_options("ThreadPoolExecutor", options, PoolOptions.__optional_keys__)
         prefix = thread_name_prefix or f"ThreadPoolExecutor-{_pool_numbers()}"
         #: As in the stdlib, for code that reads it.
         self._max_workers = workers
         self._thread_name_prefix = prefix
         super().__init__(
             workers,
-            strategy=strategy,
-            chunk=chunk,
-            queue_size=queue_size,
-            job_timeout=job_timeout,
             retry=retry,
             initializer=initializer,
             initargs=initargs,
             # The pool replaces {index}: the stdlib's "<prefix>_<n>".
             name=prefix.replace("{", "{{").replace("}", "}}") + "_{index}",
+            **options,
         )
 
 
@@ -168,14 +163,11 @@ class ProcessPoolExecutor(Dispatcher, concurrent.futures.ProcessPoolExecutor):
         initargs: tuple[Any, ...] = (),
         *,
         max_tasks_per_child: int | None = None,
-        strategy: str | Strategy | None = None,
-        chunk: int | None = None,
-        queue_size: int | None = None,
-        job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        **options: Unpack[PoolOptions],
     ) -> None:
-        workers = _checked_workers(max_workers, os.cpu_count() or 1)
-        _checked_initializer(initializer)
+        workers = _checked_pool(max_workers, os.cpu_count() or 1, initializer)
+        check_options("ProcessPoolExecutor", options, PoolOptions.__optional_keys__)
         start_method = None if mp_context is None else mp_context.get_start_method()
         if max_tasks_per_child is not None:
             if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
@@ -192,14 +184,11 @@ class ProcessPoolExecutor(Dispatcher, concurrent.futures.ProcessPoolExecutor):
         super().__init__(
             workers,
             executor="process",
-            strategy=strategy,
-            chunk=chunk,
-            queue_size=queue_size,
-            job_timeout=job_timeout,
             retry=retry,
             start_method=start_method,
             initializer=initializer,
             initargs=initargs,
             max_jobs_per_worker=max_tasks_per_child,
             name="ProcessPoolExecutor",
+            **options,
         )

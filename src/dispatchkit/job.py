@@ -7,32 +7,23 @@ it. It costs far less than a stdlib Future: it never runs ``Future.__init__``,
 so it has no ``Condition`` of its own until someone waits through the stdlib.
 The worker that runs the job writes its state; anything waiting on it
 (``result()``, callbacks, :func:`wait`, :func:`as_completed`) registers a
-*hook* under one module-wide lock, taken only when there is something to wake.
-
-How the stdlib's module-level ``wait``/``as_completed`` see a handle: they
-take ``f._condition``, read ``f._state`` and append to ``f._waiters``. The
-first read of ``_condition`` creates the condition and the waiter list and
-installs a hook (:func:`_publish`) that, under that condition, marks the handle
-*published* and tells the stdlib waiters. Until it is published, ``_state``
-says the job runs, even if the worker has already finished it: the stdlib thus
-sees the job end under the condition it holds, never between its look at
-``_state`` and its append to ``_waiters``, which is the guarantee its own
-Futures give by changing state under their condition.
+*hook* under one module-wide lock, taken only when there is something to wake
+(:mod:`dispatchkit._handle_hooks`, which also shows a handle to the stdlib's
+``wait`` and ``as_completed``).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import traceback
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import _base as _futures_base
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _waiting
+from ._durations import check_seconds
+from ._handle_hooks import HookedFuture
 from .core.status import JobStatus
 from .errors import JobCancelled
 from .retry import RetryPolicy, run_with_policy
@@ -62,16 +53,6 @@ R = TypeVar("R")
 _PENDING, _RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 _SUCCEEDED, _FAILED, _CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
-# The states of a stdlib Future, as its module-level wait/as_completed read them.
-_F_PENDING, _F_RUNNING = _futures_base.PENDING, _futures_base.RUNNING
-_F_CANCELLED, _F_FINISHED = _futures_base.CANCELLED_AND_NOTIFIED, _futures_base.FINISHED
-
-_LOGGER = logging.getLogger(__name__)
-
-# Guards the hook lists of every handle. Taken only to attach a hook, and by a
-# worker finishing a job that has hooks: never on the plain submit/run path.
-_HOOKS_LOCK = threading.Lock()
-
 
 @dataclass(frozen=True, slots=True)
 class Job(Generic[R]):
@@ -80,6 +61,10 @@ class Job(Generic[R]):
     Use it with ``Dispatcher.submit_job`` when a job needs a key (for the
     ``key`` strategy) or a name; ``submit(fn, *args, **kwargs)`` is shorthand
     for a job with neither.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``timeout`` is not a number.
+        ValueError: ``timeout`` is not a finite number of seconds > 0 (in range).
     """
 
     fn: Callable[..., R]
@@ -96,10 +81,8 @@ class Job(Generic[R]):
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise TypeError(f"a job needs a callable, not {type(self.fn).__name__}")
-        if self.timeout is not None and not (
-            isinstance(self.timeout, int | float) and self.timeout > 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.timeout is not None:
+            check_seconds("timeout", self.timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +153,7 @@ class Outcome(Generic[R]):
         raise RuntimeError(f"job {self.job_id} has not finished ({self.status.value})")
 
 
-class JobHandle(Future[R]):
+class JobHandle(HookedFuture[R]):
     """The future result of one submitted job: a ``concurrent.futures.Future``.
 
     ``cancel``, ``running``, ``done``, ``cancelled``, ``result(timeout)``,
@@ -189,7 +172,6 @@ class JobHandle(Future[R]):
         "_attempts",
         "_finished_at",
         "_fn",
-        "_hooks",
         "_kwargs",
         "_queue",
         "_result",
@@ -303,15 +285,6 @@ class JobHandle(Future[R]):
             raise JobCancelled(f"job {self.job_id} was cancelled")
         return self._result if self._status is _FAILED else None
 
-    def add_done_callback(self, fn: Callable[[JobHandle[R]], object]) -> None:
-        """Call ``fn(handle)`` when the job finishes (at once if it has).
-
-        The callback runs in the worker thread that finished the job; an
-        exception it raises is logged and ignored, as in ``concurrent.futures``.
-        """
-        if not self._add_hook(fn):
-            _call_hook(fn, self)
-
     def outcome(self, timeout: float | None = None) -> Outcome[R]:
         """Wait for the job and return its :class:`Outcome` (never raises the job's error).
 
@@ -355,49 +328,6 @@ class JobHandle(Future[R]):
         """
         raise InvalidStateError(f"job {self.job_id}: its dispatcher sets its exception")
 
-    # -- what the stdlib's wait() and as_completed() reach into -------------
-
-    @property
-    def _condition(self) -> threading.Condition:  # type: ignore[override]
-        """This handle's condition, made on first use (only the stdlib's wait uses it)."""
-        try:
-            return self.__dict__["_cond"]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        with _HOOKS_LOCK:
-            cond: threading.Condition | None = self.__dict__.get("_cond")
-            if cond is not None:
-                return cond
-            cond = threading.Condition()
-            # Kept in the instance dict, not in slots: a handle nobody waits on
-            # through the stdlib pays not even the room for them.
-            self.__dict__["_fwaiters"] = []
-            self.__dict__["_published"] = False
-            self.__dict__["_cond"] = cond
-        if not self._add_hook(_publish):
-            _publish(self)
-        return cond
-
-    @property
-    def _waiters(self) -> list[Any]:  # type: ignore[override]
-        """The stdlib waiters (``concurrent.futures._base._Waiter``) of this handle."""
-        try:
-            return self.__dict__["_fwaiters"]  # type: ignore[no-any-return]
-        except KeyError:
-            self._condition  # noqa: B018  (makes the list)
-            return self.__dict__["_fwaiters"]  # type: ignore[no-any-return]
-
-    @property
-    def _state(self) -> str:  # type: ignore[override]
-        """The state as a stdlib Future names it; finished only once published."""
-        status = self._status
-        published = self.__dict__.get("_published")
-        if published is None:  # nobody waits through the stdlib: the status is the truth
-            published = status is not _PENDING and status is not _RUNNING
-        if published:
-            return _F_CANCELLED if status is _CANCELLED else _F_FINISHED
-        return _F_PENDING if status is _PENDING else _F_RUNNING
-
     # -- used by workers -----------------------------------------------------
 
     def _run(self, worker: Any) -> None:
@@ -424,7 +354,23 @@ class JobHandle(Future[R]):
         if self._hooks is not None:
             self._fire_hooks()
 
-    def _complete(
+    # -- for worker pools that run the job elsewhere -------------------------
+    # As ``Future.set_running_or_notify_cancel`` is for executors: public, so
+    # that a pool need not reach into the handle, but not for users.
+
+    @property
+    def call(self) -> tuple[Callable[..., R], tuple[Any, ...], Mapping[str, Any]]:
+        """The job's function, positional and keyword arguments, until it ends.
+
+        Raises:
+            RuntimeError: the job has ended (its call is dropped then).
+        """
+        fn = self._fn
+        if fn is None:
+            raise RuntimeError(f"job {self.job_id} has ended: its call is gone")
+        return fn, self._args, self._kwargs
+
+    def settle(
         self,
         worker: int,
         status: JobStatus,
@@ -433,14 +379,31 @@ class JobHandle(Future[R]):
         finished: float | None,
         attempts: int,
     ) -> None:
-        """Record how the job ended elsewhere (a worker process, a task) and wake waiters."""
+        """Record how the job ended elsewhere (a worker process, a remote worker)
+        and wake its waiters.
+
+        Args:
+            worker: index of the worker that ran it (kept only if it started).
+            status: a finished status (succeeded, failed or cancelled).
+            value: the value if it succeeded, else its exception (or None).
+            started: when it started (None: it never did).
+            finished: when it finished (None: now).
+            attempts: times a worker started it.
+        """
         if started is not None:
             self._worker = worker
             self._started_at = started
         self._attempts = attempts
+        self._finish(status, value, perf_counter() if finished is None else finished)
+
+    #: The name ``settle`` had (remote/outcomes.py calls it so).
+    _complete = settle
+
+    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
+        """Record how the job ended (a finished status) and wake waiters."""
         self._result = value
-        self._finished_at = perf_counter() if finished is None else finished
-        self._status = status
+        self._finished_at = finished
+        self._status = kind
         self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
         if self._hooks is not None:
             self._fire_hooks()
@@ -455,34 +418,6 @@ class JobHandle(Future[R]):
 
     def _job_count(self) -> int:
         return 1
-
-    def _add_hook(self, hook: Callable[[JobHandle[R]], object]) -> bool:
-        """Attach a hook; False if the job has already finished (call it yourself)."""
-        with _HOOKS_LOCK:
-            if self._status is not _PENDING and self._status is not _RUNNING:
-                return False
-            if self._hooks is None:
-                self._hooks = [hook]
-            else:
-                self._hooks.append(hook)
-        # The worker may have finished the job between our check and our
-        # append and seen no hooks: whoever takes the list under the lock fires it.
-        if self._status is not _PENDING and self._status is not _RUNNING:
-            self._fire_hooks()
-        return True
-
-    def _fire_hooks(self) -> None:
-        with _HOOKS_LOCK:
-            hooks, self._hooks = self._hooks, None
-        for hook in hooks or ():
-            _call_hook(hook, self)
-
-    def _wait(self, timeout: float | None) -> None:
-        if self._status is not _PENDING and self._status is not _RUNNING:
-            return
-        event = threading.Event()
-        if self._add_hook(lambda _handle: event.set()) and not event.wait(timeout):
-            raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
 
 
 class PolicyHandle(JobHandle[R]):
@@ -517,35 +452,3 @@ class PolicyHandle(JobHandle[R]):
         )
         self._finish(kind, value, perf_counter())
         worker.count(kind)
-
-    def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
-        """Record how the job ended (a finished status) and wake waiters."""
-        self._result = value
-        self._finished_at = finished
-        self._status = kind
-        self._fn = self._args = self._kwargs = self._queue = None  # type: ignore[assignment]
-        if self._hooks is not None:
-            self._fire_hooks()
-
-
-def _publish(handle: JobHandle[Any]) -> None:
-    """Show the finished job to the stdlib's waiters, under the handle's condition."""
-    cond: threading.Condition = handle.__dict__["_cond"]
-    with cond:
-        handle.__dict__["_published"] = True
-        status = handle._status
-        for waiter in handle.__dict__["_fwaiters"]:
-            if status is _SUCCEEDED:
-                waiter.add_result(handle)
-            elif status is _FAILED:
-                waiter.add_exception(handle)
-            else:
-                waiter.add_cancelled(handle)
-        cond.notify_all()
-
-
-def _call_hook(hook: Callable[[Any], object], handle: JobHandle[Any]) -> None:
-    try:
-        hook(handle)
-    except Exception:
-        _LOGGER.exception("a done callback of job %s raised", handle.job_id)

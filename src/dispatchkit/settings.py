@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, cast
+from typing import Any, Final, TypedDict, cast
 
 from ._durations import MAX_SECONDS, check_seconds
 from .executors.registry import kind_names
@@ -35,9 +35,13 @@ __all__ = [
     "ENV_PREFIX",
     "EXECUTORS",
     "MAX_DRAIN_TIMEOUT",
+    "DispatcherOptions",
+    "PoolOptions",
     "Settings",
+    "check_options",
     "env_fields",
     "env_value",
+    "front_end_settings",
 ]
 
 #: Prefix of the environment variables read by :meth:`Settings.from_env`.
@@ -179,6 +183,60 @@ class Settings:
                 "a running thread cannot be stopped"
             )
         return cls(**values)
+
+
+class PoolOptions(TypedDict, total=False):
+    """The settings every dispatcher takes as keywords, ``concurrent.futures``' pools too.
+
+    None (or leaving one out) keeps the default; :class:`Settings` says what each means.
+    """
+
+    strategy: str | Strategy | None
+    chunk: int | None
+    queue_size: int | None
+    job_timeout: float | None
+
+
+class DispatcherOptions(PoolOptions, total=False):
+    """The settings a :class:`~dispatchkit.Dispatcher` or
+    :class:`~dispatchkit.AsyncDispatcher` takes as keywords; ``settings``: a ready
+    :class:`Settings` that the others override."""
+
+    block: int | None
+    put_timeout: float | None
+    settings: Settings | None
+
+
+def front_end_settings(
+    owner: str, workers: int | None, options: DispatcherOptions, **fixed: Any
+) -> Settings:
+    """The settings of a dispatcher made with ``owner(workers, **options)``.
+
+    ``options["settings"]`` (or the defaults) with ``workers``, the other
+    options and ``fixed`` (what the owner takes beyond them) that are not None.
+    The owner's constructor is written once this way: its keywords are checked
+    here, as Python checks an explicit signature.
+
+    Raises:
+        TypeError: an option that is not one of :class:`DispatcherOptions` (the
+            message is Python's own), or a value of the wrong type.
+        ValueError: a value out of range.
+    """
+    check_options(owner, options, DispatcherOptions.__optional_keys__)
+    given: dict[str, Any] = dict(options)
+    base = given.pop("settings", None)
+    return Settings.merged(base, workers=workers, **given, **fixed)
+
+
+def check_options(owner: str, options: Mapping[str, object], allowed: frozenset[str]) -> None:
+    """Check the keywords given to ``owner(**options)`` as Python checks a signature's.
+
+    Raises:
+        TypeError: one that is not ``allowed`` (Python's message).
+    """
+    unknown = options.keys() - allowed
+    if unknown:
+        raise TypeError(f"{owner}() got an unexpected keyword argument {min(unknown)!r}")
 
 
 def env_value(variable: str, expected: str, environ: Mapping[str, str] | None = None) -> str | None:

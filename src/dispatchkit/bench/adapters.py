@@ -1,8 +1,10 @@
-"""One small adapter per dispatchkit worker kind: run a workload, time every job.
+"""The adapter of every dispatchkit worker kind: run a workload, time every job.
 
-    adapter(workload, config) ──▶ Dispatcher / AsyncDispatcher ──map(outcomes=True)──▶ RunRecord
+    run_kind(workload, config) ──▶ the kind's front end ──map(outcomes=True)──▶ RunRecord
 
-Each adapter starts its workers before the clock starts (as the seed does),
+The worker kind's registry entry (:mod:`dispatchkit.executors.registry`) says
+which front end drives it and whether it takes coroutine functions. The
+adapter starts the workers before the clock starts (as the seed does),
 then times from handing over the first job until every result is back, and
 reads ``getrusage`` around the whole life of the workers, so that worker
 processes, reaped at shutdown, are counted.
@@ -15,16 +17,17 @@ import asyncio
 import json
 from collections.abc import Callable, Hashable, Iterable
 from time import perf_counter
-from typing import Any, Final
+from typing import Any
 
 from dispatchkit import AsyncDispatcher, Dispatcher, Outcome
+from dispatchkit.executors.registry import WORKER_KINDS, worker_kind
 
 from .config import Config
 from .errors import ExecutorUnavailable
 from .metrics import JobRecord, RunRecord, usage_now
 from .workloads import Workload, cpu_loops, set_cpu_loops
 
-__all__ = ["ADAPTERS", "Adapter", "available", "check_available", "job_key"]
+__all__ = ["Adapter", "available", "check_available", "job_key", "run_kind"]
 
 Adapter = Callable[[Workload, Config], RunRecord]
 
@@ -38,7 +41,7 @@ def job_key(item: Any) -> Hashable:
 
 def available(executor: str) -> bool:
     """Whether ``executor`` is a dispatchkit worker kind."""
-    return executor in ADAPTERS
+    return executor in WORKER_KINDS
 
 
 def check_available(executor: str) -> None:
@@ -63,11 +66,34 @@ def _records(outcomes: Iterable[Outcome[Any]], t0: float) -> tuple[JobRecord, ..
     return tuple(records)
 
 
-def _run_dispatcher(workload: Workload, config: Config, **extra: Any) -> RunRecord:
-    fn = workload.sync_job("only --executor async can run it")
+def run_kind(workload: Workload, config: Config) -> RunRecord:
+    """Any dispatchkit worker kind, through the front end the registry names for it.
+
+    Worker processes (a kind that does not run in this process) are handed the
+    ``cpu`` workload's calibration, so that none calibrates (for 0.1 s) inside
+    its first job.
+
+    Raises:
+        BenchUsageError: the workload has no function of the kind the workers take.
+    """
+    kind = worker_kind(config.executor)
+    front_end = kind.front_end_class()
+    if kind.takes_coroutines:
+        return _run_awaiting(front_end, workload, config)
+    extra: dict[str, Any] = {}
+    if not kind.in_process:
+        extra = {"initializer": set_cpu_loops, "initargs": (cpu_loops(),)}
+    return _run_blocking(front_end, workload, config, executor=kind.name, **extra)
+
+
+def _run_blocking(
+    front_end: type[Dispatcher], workload: Workload, config: Config, **extra: Any
+) -> RunRecord:
+    """``with Dispatcher(...)``, ``d.map`` the inputs."""
+    fn = workload.sync_job(f"only --executor {' or '.join(_coroutine_kinds())} can run it")
     key = job_key if config.strategy == "key" else None
     before = usage_now()
-    with Dispatcher(config.workers, strategy=config.strategy, chunk=config.chunk, **extra) as d:
+    with front_end(config.workers, strategy=config.strategy, chunk=config.chunk, **extra) as d:
         t0 = perf_counter()
         outcomes = list(d.map(fn, workload.items, outcomes=True, ordered=False, key=key))
         makespan = perf_counter() - t0
@@ -75,28 +101,10 @@ def _run_dispatcher(workload: Workload, config: Config, **extra: Any) -> RunReco
     return RunRecord(makespan, config.workers, _records(outcomes, t0), usage)
 
 
-def run_thread(workload: Workload, config: Config) -> RunRecord:
-    """Thread workers: ``Dispatcher(...)``."""
-    return _run_dispatcher(workload, config)
-
-
-def run_process(workload: Workload, config: Config) -> RunRecord:
-    """Process workers: ``Dispatcher(..., executor="process")``.
-
-    Each worker process is handed the ``cpu`` workload's calibration, so that
-    it does not calibrate (for 0.1 s) inside its first job.
-    """
-    return _run_dispatcher(
-        workload,
-        config,
-        executor="process",
-        initializer=set_cpu_loops,
-        initargs=(cpu_loops(),),
-    )
-
-
-def run_async(workload: Workload, config: Config) -> RunRecord:
-    """Asyncio workers: ``async with AsyncDispatcher(...)``, ``d.map`` an async iterator.
+def _run_awaiting(
+    front_end: type[AsyncDispatcher], workload: Workload, config: Config
+) -> RunRecord:
+    """``async with AsyncDispatcher(...)``, ``d.map`` the inputs.
 
     Raises:
         BenchUsageError: the workload has no coroutine function.
@@ -105,9 +113,7 @@ def run_async(workload: Workload, config: Config) -> RunRecord:
     extra: dict[str, Any] = {"key": job_key} if config.strategy == "key" else {}
 
     async def main() -> tuple[float, float, list[Outcome[Any]]]:
-        async with AsyncDispatcher(
-            config.workers, strategy=config.strategy, chunk=config.chunk
-        ) as d:
+        async with front_end(config.workers, strategy=config.strategy, chunk=config.chunk) as d:
             t0 = perf_counter()
             outcomes = [o async for o in d.map(afn, workload.items, outcomes=True, **extra)]
             return t0, perf_counter() - t0, outcomes
@@ -118,9 +124,5 @@ def run_async(workload: Workload, config: Config) -> RunRecord:
     return RunRecord(makespan, config.workers, _records(outcomes, t0), usage)
 
 
-#: The adapter of each dispatchkit worker kind.
-ADAPTERS: Final[dict[str, Adapter]] = {
-    "thread": run_thread,
-    "process": run_process,
-    "async": run_async,
-}
+def _coroutine_kinds() -> list[str]:
+    return [kind.name for kind in WORKER_KINDS.values() if kind.takes_coroutines]

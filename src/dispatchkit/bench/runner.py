@@ -19,9 +19,10 @@ from time import perf_counter
 from typing import Final
 
 from dispatchkit import __version__
+from dispatchkit.executors.registry import WORKER_KINDS
 from dispatchkit.strategies import parse_strategy
 
-from .adapters import ADAPTERS, available, check_available
+from .adapters import available, check_available, run_kind
 from .config import EXECUTORS, PEERS, Config
 from .errors import BenchUsageError
 from .metrics import RunMetrics, RunRecord, compute_metrics
@@ -116,7 +117,7 @@ def _executors(asked: tuple[str, ...], notes: list[str]) -> list[str]:
     for executor in asked:
         if executor not in EXECUTORS:
             raise BenchUsageError(
-                f"unknown executor {executor!r}: expected thread, process, async or all"
+                f"unknown executor {executor!r}: expected {', '.join(EXECUTORS)} or all"
             )
         check_available(executor)
     return list(dict.fromkeys(asked))
@@ -156,8 +157,10 @@ def make_plan(options: BenchOptions) -> Plan:
     if options.quick and auto:
         # Starting worker processes for every configuration would take most of
         # the 30 s a quick look may last; ask for them with --executor process.
-        executors = [e for e in executors if e != "process"]
-        notes.append("--quick: process workers not measured (add --executor process)")
+        left_out = [e for e in executors if not WORKER_KINDS[e].in_process]
+        executors = [e for e in executors if e not in left_out]
+        for name in left_out:
+            notes.append(f"--quick: {name} workers not measured (add --executor {name})")
     chunks = options.chunks or (DEFAULT_CHUNKS[:1] if options.quick else DEFAULT_CHUNKS)
     repeat = options.repeat or (QUICK_REPEAT if options.quick else DEFAULT_REPEAT)
 
@@ -171,13 +174,13 @@ def make_plan(options: BenchOptions) -> Plan:
     configs: list[Config] = []
     for spec, workload in workloads.items():
         for executor in executors:
-            if auto and executor == "process" and spec in BUILTIN and spec not in CPU_BOUND:
+            kind = WORKER_KINDS[executor]
+            if auto and not kind.in_process and spec in BUILTIN and spec not in CPU_BOUND:
                 continue  # processes buy nothing on waits; --executor all measures them
-            needs_async = executor == "async"
-            if (workload.afn if needs_async else workload.fn) is None:
+            if (workload.afn if kind.takes_coroutines else workload.fn) is None:
                 notes.append(
                     f"{spec}: {executor} workers skipped (the function is not "
-                    f"{'a coroutine function' if needs_async else 'synchronous'})"
+                    f"{'a coroutine function' if kind.takes_coroutines else 'synchronous'})"
                 )
                 continue
             for workers in options.workers:
@@ -310,4 +313,4 @@ def _run_one(workload: Workload, config: Config) -> RunRecord:
     gc.collect()
     if config.is_peer:
         return PEER_RUNNERS[config.executor](workload, config)
-    return ADAPTERS[config.executor](workload, config)
+    return run_kind(workload, config)

@@ -88,6 +88,25 @@ class Liaison:
 
     # -- the process ---------------------------------------------------------
 
+    def start_process(self) -> None:
+        """Start the worker process now, if it is not running (before any job)."""
+        self._ensure_process()
+
+    def let_go(self, children: set[Any] | None) -> None:
+        """In a child made by ``os.fork()``: forget the parent's worker process.
+
+        ``children`` is multiprocessing's set of this process's children (None
+        if it has none): the process is taken out of it, so that the child's
+        exit handler does not terminate it.
+        """
+        if children is not None:
+            children.discard(self._process)
+        if self._conn is not None:
+            # Only this copy of the pipe's end: the worker still sees EOF
+            # when the parent goes, whatever the child does.
+            self._conn.close()
+        self._process = self._conn = None
+
     def _ensure_process(self) -> tuple[BaseProcess, Connection]:
         """The live process to give work to: a new one if there is none, or it died.
 
@@ -162,9 +181,8 @@ class Liaison:
                 timeout = message.timeout or timeout
             else:
                 policy = control.retry
-            assert message._fn is not None
-            call = [(message._args, message._kwargs)]
-            return _Spec(CALL, message._fn, call, policy, timeout)
+            fn, args, kwargs = message.call
+            return _Spec(CALL, fn, [(args, kwargs)], policy, timeout)
         if message.__class__ is tuple:
             return _Spec(EACH, message[0], [message[1]], control.retry, timeout, keep_values=False)
         if isinstance(message, BulkChunk):
@@ -424,7 +442,7 @@ class Liaison:
         state.cancelled += statuses.count(JobStatus.CANCELLED)
         if isinstance(message, JobHandle):
             status, value, started, finished = final[0]
-            message._complete(state.index, status, value, started, finished, attempts[0])
+            message.settle(state.index, status, value, started, finished, attempts[0])
         elif isinstance(message, MapChunk):
             rows = [
                 ResultRow(

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final
 
+from dispatchkit._durations import check_seconds
 from dispatchkit._inbox import Inbox
 from dispatchkit.core import WorkerState
 
@@ -118,10 +119,8 @@ class ProcessOptions:
                 f"max_jobs_per_worker must be a whole number of at least 1, "
                 f"got {self.max_jobs_per_worker!r}"
             )
-        if self.job_timeout is not None and not (
-            isinstance(self.job_timeout, int | float) and self.job_timeout > 0
-        ):
-            raise ValueError(f"job_timeout must be a positive number, got {self.job_timeout!r}")
+        if self.job_timeout is not None:
+            check_seconds("job_timeout", self.job_timeout)
         if self.initializer is not None and not callable(self.initializer):
             raise TypeError("initializer must be callable")
 
@@ -146,13 +145,7 @@ def _let_go_after_fork() -> None:
     children: Any = getattr(multiprocessing.process, "_children", None)
     for pool in list(_pools):
         for liaison in pool._liaisons:
-            if isinstance(children, set):
-                children.discard(liaison._process)
-            if liaison._conn is not None:
-                # Only this copy of the pipe's end: the worker still sees EOF
-                # when the parent goes, whatever the child does.
-                liaison._conn.close()
-            liaison._process = liaison._conn = None
+            liaison.let_go(children if isinstance(children, set) else None)
     _pools.clear()
     server: Any = getattr(multiprocessing.forkserver, "_forkserver", None)
     if _uses_fork_server and getattr(server, "_forkserver_pid", None) is not None:
@@ -194,7 +187,7 @@ class ProcessWorkerPool:
         # fork, or an interpreter and its imports under spawn) is not billed
         # to the first jobs.
         for liaison in self._liaisons:
-            liaison._ensure_process()
+            liaison.start_process()
         for liaison in self._liaisons:
             liaison.thread.start()
 

@@ -2,8 +2,11 @@
 
 Settings, the CLI's ``--executor``, ``bench``, ``serve`` and the test harness
 take their allowed values from :data:`WORKER_KINDS`; ``Dispatcher`` builds its
-pool from :meth:`WorkerKind.pool_class`. A pool module is imported only when
-its kind is used (the process pool pulls in ``multiprocessing``).
+pool from :meth:`WorkerKind.pool_class`, and a consumer that runs any kind (the
+bench) opens :meth:`WorkerKind.front_end_class` and hands it
+:attr:`WorkerKind.takes_coroutines` jobs, so a new kind needs no edit there. A
+pool or front-end module is imported only when its kind is used (the process
+pool pulls in ``multiprocessing``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,29 @@ class WorkerKind:
 
     def pool_class(self) -> Any:
         """The pool class (imported now)."""
-        module, _, attribute = self.pool.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _load(self.pool)
+
+    def front_end_class(self) -> Any:
+        """The dispatcher class that drives this kind (imported now)."""
+        return _load(_FRONT_ENDS[self.front_end])
+
+    @property
+    def takes_coroutines(self) -> bool:
+        """Jobs are coroutine functions, awaited on an event loop (else plain callables)."""
+        return self.front_end == "AsyncDispatcher"
+
+
+#: ``module:Class`` of each front end a kind can name.
+_FRONT_ENDS: Final[Mapping[str, str]] = {
+    "Dispatcher": "dispatchkit.dispatcher:Dispatcher",
+    "AsyncDispatcher": "dispatchkit.async_dispatcher:AsyncDispatcher",
+}
+
+
+def _load(path: str) -> Any:
+    """The attribute a ``module:attribute`` path names, its module imported now."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 #: Every worker kind, by name, in the order help texts list them.
