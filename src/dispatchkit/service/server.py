@@ -38,6 +38,7 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import DispatchError, TransportError
+from dispatchkit.executors.registry import kind_names, worker_kind
 from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
@@ -174,13 +175,24 @@ def choose_executor(config: ServeConfig) -> str:
     """
     handler = None if config.handler is None else load_handler(config.handler)
     coroutine = handler is not None and is_coroutine_handler(handler)
-    if config.executor == "thread" and coroutine:
+    on_loop = _in_process_kind("AsyncDispatcher")
+    if config.executor != "auto" and not _on_loop(config.executor) and coroutine:
         raise ValueError(
-            f"handler {config.handler!r} is a coroutine function: it needs the async executor"
+            f"handler {config.handler!r} is a coroutine function: it needs the {on_loop} executor"
         )
     if config.executor != "auto":
         return config.executor
-    return "async" if handler is None or coroutine else "thread"
+    return on_loop if handler is None or coroutine else _in_process_kind("Dispatcher")
+
+
+def _in_process_kind(front_end: str) -> str:
+    """The worker kind that runs jobs in this process behind ``front_end``."""
+    return kind_names(front_end=front_end, in_process=True)[0]
+
+
+def _on_loop(executor: str) -> bool:
+    """Whether the workers of ``executor`` are tasks on the server's event loop."""
+    return worker_kind(executor).front_end == "AsyncDispatcher"
 
 
 def _check_redis(url: str) -> None:
@@ -254,7 +266,7 @@ class _Service:
         self._executor = "remote" if config.redis is not None else choose_executor(config)
         job: Any = None
         if config.handler is not None:
-            job = handler_job(load_handler(config.handler), on_thread=self._executor == "thread")
+            job = handler_job(load_handler(config.handler), on_thread=not _on_loop(self._executor))
         elif config.sink is not None:
             self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
             job = self._sink.append
@@ -267,7 +279,7 @@ class _Service:
             self._remote = RedisPayloadQueue(
                 config.redis, config.queue, config.namespace, config.job, config.queue_size
             )
-        elif self._executor == "async":
+        elif _on_loop(self._executor):
             self._dispatcher = AsyncDispatcher(
                 workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
             )
