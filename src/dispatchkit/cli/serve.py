@@ -35,8 +35,9 @@ Serve the HTTP ingest service of the Go article on a dispatcher.
 
 POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object, ...]}}
 and answers 202 with the number of payloads accepted: written to NDJSON segment
-files in --sink before the answer (fsynced within --fsync-interval), or each
-queued as a job that calls --handler. A full queue or a sink that cannot write
+files in --sink and fsynced before the answer (--ack buffered: written before
+it, fsynced within --fsync-interval), or each queued as a job that calls
+--handler. A full queue or a sink that cannot write
 answers 503 with Retry-After; all payloads of a request are accepted together or
 not at all. GET /healthz (503 with the reason when no work can be taken) and
 GET /metrics (Prometheus; open unless --metrics-token) too.
@@ -117,11 +118,21 @@ def add_parser(commands: Commands) -> None:
         metavar="BYTES",
         help="size at which a new segment file starts (default 64 MiB)",
     )
+    serve.add_argument(
+        "--ack",
+        choices=("durable", "buffered"),  # the service's ACK_MODES
+        default="durable",
+        help="with --sink, when a request is answered 202: durable, once its payloads are "
+        "written and fsynced (requests arriving during an fsync share the next one); "
+        "buffered, once written (the OS has them: a power loss or an OS crash may lose up "
+        "to --fsync-interval of them) (default durable)",
+    )
     add_seconds(
         serve,
         "--fsync-interval",
         1.0,
-        "seconds between two flushes of the sink to disk (default 1)",
+        "seconds between two background flushes of the sink to disk; with --ack durable, "
+        "how soon a failed fsync is tried again (default 1)",
     )
     serve.add_argument(
         "--redis",
@@ -192,6 +203,7 @@ def command(args: argparse.Namespace) -> int:
             max_body=args.max_body,
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
+            ack=args.ack,
             access_log=args.access_log,
             interface=args.interface,
             redis=args.redis,

@@ -44,6 +44,7 @@ from dispatchkit.settings import Settings
 from .app import IngestApp, Receive, Scope, Send
 from .config import ServeConfig
 from .deadline_server import DeadlineServer
+from .group_commit import GroupCommit
 from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
@@ -263,13 +264,19 @@ class _Service:
     def __init__(self, config: ServeConfig) -> None:
         self._config = config
         self._sink: SegmentSink | None = None
+        self._commit: GroupCommit | None = None
         self._executor = "remote" if config.redis is not None else choose_executor(config)
         job: Any = None
         if config.handler is not None:
             job = handler_job(load_handler(config.handler), on_thread=not _on_loop(self._executor))
         elif config.sink is not None:
-            self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
+            durable = config.ack == "durable"
+            self._sink = SegmentSink(
+                config.sink, config.segment_bytes, config.fsync_interval, durable=durable
+            )
             job = self._sink.append
+            if durable:
+                self._commit = GroupCommit(self._sink.flush)
         # Where payload jobs go: a local dispatcher, or (--redis) remote workers.
         self._dispatcher: AsyncDispatcher | Dispatcher | None = None
         self._remote: RedisPayloadQueue | None = None
@@ -304,6 +311,7 @@ class _Service:
             job,
             self._metrics,
             sink=self._sink,
+            commit=self._commit,
             token=config.token,
             metrics_token=config.metrics_token,
             max_body=config.max_body,
@@ -399,6 +407,7 @@ class _Service:
                 "workers": config.workers,
                 "strategy": self._dispatcher.strategy.name,
                 "sink": None if config.sink is None else str(config.sink),
+                **({} if config.sink is None else {"ack": config.ack}),
             }
         logger.info(
             "listening",
@@ -463,7 +472,9 @@ class _Service:
         if isinstance(self._dispatcher, Dispatcher):
             self._dispatcher.join()
         if self._sink is not None:
-            self._sink.close()
+            self._sink.close()  # first: no write, so no wait for a flush, comes after
+        if self._commit is not None:
+            self._commit.close()
         counts: dict[str, int] = {}
         if self._dispatcher is not None:
             stats = self._dispatcher.stats()
