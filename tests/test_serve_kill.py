@@ -38,13 +38,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("ack", ["durable", "buffered"])
-def test_a_kill_9_under_load_keeps_every_payload_answered_202(tmp_path: Path, ack: str) -> None:
+@pytest.mark.parametrize(("ack", "processes"), [("durable", "2"), ("buffered", "1")])
+def test_a_kill_9_under_load_keeps_every_payload_answered_202(
+    tmp_path: Path, ack: str, processes: str
+) -> None:
     sink = tmp_path / "sink"
     # The flusher fsyncs rarely: with --ack buffered what is kept must be kept by
     # the write itself; with --ack durable by the fsync each 202 waited for.
-    server = start_server(tmp_path, "--sink", str(sink), "--fsync-interval", "60", "--ack", ack)
-    (worker,) = _children(server.process.pid)
+    server = start_server(
+        tmp_path,
+        "--sink", str(sink), "--fsync-interval", "60", "--ack", ack, "--processes", processes,
+    )  # fmt: skip
+    workers = _children(server.process.pid)
+    assert len(workers) == int(processes)
     lock = threading.Lock()
     stop = threading.Event()
     answered = 0
@@ -71,7 +77,7 @@ def test_a_kill_9_under_load_keeps_every_payload_answered_202(tmp_path: Path, ac
     while answered < 300 and time.monotonic() < deadline:
         time.sleep(0.01)
     # The whole server dies at once, in the middle of the load.
-    for pid in (worker, server.process.pid):
+    for pid in (*workers, server.process.pid):
         os.kill(pid, signal.SIGKILL)
     server.process.wait(10)
     stop.set()

@@ -41,6 +41,7 @@ it, fsynced within --fsync-interval), or each queued as a job that calls
 answers 503 with Retry-After; all payloads of a request are accepted together or
 not at all. GET /healthz (503 with the reason when no work can be taken) and
 GET /metrics (Prometheus; open unless --metrics-token) too.
+--processes (default: one per CPU) server processes share the port.
 SIGTERM or SIGINT stops intake, drains the queue, fsyncs the sink and exits 0;
 requests still open after --drain-timeout have their connections closed, the
 queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}. It exits
@@ -163,6 +164,15 @@ def add_parser(commands: Commands) -> None:
         default="rsgi",
         help="how the server calls the app: rsgi, granian's own (faster), or asgi (default rsgi)",
     )
+    serve.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="server processes, each with its own workers and its own series of sink "
+        "segments, all on one port (SO_REUSEPORT); /metrics sums them; auto: one per CPU "
+        "this command may run on (default auto)",
+    )
     add_drain_timeout(serve, "open requests")
 
 
@@ -204,6 +214,7 @@ def command(args: argparse.Namespace) -> int:
             segment_bytes=args.segment_bytes,
             fsync_interval=args.fsync_interval,
             ack=args.ack,
+            processes=args.processes,
             access_log=args.access_log,
             interface=args.interface,
             redis=args.redis,
@@ -224,6 +235,11 @@ def command(args: argparse.Namespace) -> int:
         return RET_FAILED
     # The worker logged the final line: stopped, or what the deadline cut short.
     return RET_OK if clean else RET_DRAIN_DEADLINE
+
+
+def _processes(text: str) -> int | None:
+    """``--processes``: a whole number from 1 to 1,024, or ``auto`` (None)."""
+    return None if text == "auto" else int_in(1, 1024)(text)  # the service's MAX_PROCESSES
 
 
 def _token_from_env(name: str = "TOKEN") -> str | None:

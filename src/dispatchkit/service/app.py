@@ -36,6 +36,7 @@ from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import ClosedError, TransportError
 
+from .board import REJECT_REASONS, Slot
 from .config import DEFAULT_MAX_DEPTH
 from .group_commit import GroupCommit
 from .metrics import CONTENT_TYPE, ServiceMetrics
@@ -84,6 +85,11 @@ HEALTH_TIMEOUT: Final = 2.0
 _JSON: Final = ("content-type", "application/json")
 _RETRY_AFTER: Final = ("retry-after", str(RETRY_AFTER_SECONDS))
 _encode = msgspec.json.encode
+
+#: Where each reason's count of refused requests sits in a row of counters.
+_REJECTED_SLOT: Final = {
+    reason: Slot.REJECTED + index for index, reason in enumerate(REJECT_REASONS)
+}
 
 
 class Response(NamedTuple):
@@ -160,6 +166,7 @@ class IngestApp:
             self._by_key = False
         self._access_log = access_log
         self._observe = metrics.observe_latency
+        self._counts = metrics.row
         self._wake_armed = False
 
     # -- RSGI ---------------------------------------------------------------
@@ -341,9 +348,9 @@ class IngestApp:
         return request_id, lines
 
     def _accepted(self, count: int, request_id: str) -> Response:
-        metrics = self._metrics
-        metrics.payloads_accepted += count
-        metrics.requests_accepted += 1
+        counts = self._counts
+        counts[Slot.PAYLOADS] += count
+        counts[Slot.REQUESTS] += 1
         return Response(202, [_JSON], _encode({"accepted": count, "request_id": request_id}))
 
     def _refuse_request(self, exc: BadRequest) -> Response:
@@ -423,7 +430,7 @@ class IngestApp:
         return BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
 
     def _refuse(self, status: int, reason: str, message: str, *extra: tuple[str, str]) -> Response:
-        self._metrics.rejected[reason] += 1
+        self._counts[_REJECTED_SLOT[reason]] += 1
         if status >= 500 and reason not in ("queue_full", "sink_failed"):
             logger.warning("request refused", extra={"status": status, "reason": reason})
         return Response(status, [_JSON, *extra], _encode({"error": message}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,7 +23,9 @@ __all__ = [
     "MAX_DRAIN_TIMEOUT",
     "MAX_FSYNC_INTERVAL",
     "MAX_MAX_DEPTH",
+    "MAX_PROCESSES",
     "ServeConfig",
+    "available_cpus",
 ]
 
 #: Kinds of workers that run the payload jobs (``auto`` chooses: see ServeConfig).
@@ -32,6 +35,18 @@ EXECUTORS: Final = ("auto", *kind_names(in_process=True))
 #: and fsynced (group commit), or once they are written (the OS has them; a
 #: power loss or an OS crash may lose up to ``fsync_interval`` of them).
 ACK_MODES: Final = ("durable", "buffered")
+
+#: Most server processes accepted: beyond, a typo is likelier than a machine that size.
+MAX_PROCESSES: Final = 1024
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; ``taskset`` narrows it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
 
 #: Server interfaces the service runs on: granian's own (faster here) or ASGI.
 INTERFACES: Final = ("rsgi", "asgi")
@@ -104,6 +119,9 @@ class ServeConfig:
         drain_timeout: seconds SIGTERM or SIGINT waits for the open requests;
             then their connections are closed, and the payloads already
             accepted are still written.
+        processes: server processes, each with its own dispatcher and its own
+            series of sink segments, all accepting on one port (None: one per
+            CPU this process may run on, :func:`available_cpus`).
 
     Raises:
         ValueError: a value out of range, with a message naming it.
@@ -133,6 +151,7 @@ class ServeConfig:
     metrics_token: str | None = None
     max_depth: int = DEFAULT_MAX_DEPTH
     ack: str = "durable"
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
@@ -157,6 +176,10 @@ class ServeConfig:
         if self.executor not in EXECUTORS:
             raise ValueError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
+            )
+        if self.processes is not None and not 1 <= self.processes <= MAX_PROCESSES:
+            raise ValueError(
+                f"processes must be between 1 and {MAX_PROCESSES}, got {self.processes}"
             )
         if self.ack not in ACK_MODES:
             raise ValueError(f"ack must be one of {', '.join(ACK_MODES)}, got {self.ack!r}")

@@ -9,11 +9,15 @@
 
 Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
 next one is opened once the current one reaches ``segment_bytes``, so files
-are only ever appended to. A request's lines are written in one ``os.write``
-before it is answered, so a full disk is seen before the 202 and refused. When
-the sink is ``durable`` the request then waits for a :meth:`SegmentSink.flush`
-that began after its write (the server's group commit); otherwise the fsync is
-deferred to the flusher (at most one ``fsync_interval`` later).
+are only ever appended to. A sink of a named ``series`` (one per server
+process: ``p1``, ``p2``, ...) writes ``segment-p1-000001.ndjson``, ...: each
+series is numbered on its own and written by one process only.
+
+A request's lines are written in one ``os.write`` before it is answered, so a
+full disk is seen before the 202 and refused. When the sink is ``durable`` the
+request then waits for a :meth:`SegmentSink.flush` that began after its write
+(the server's group commit); otherwise the fsync is deferred to the flusher (at
+most one ``fsync_interval`` later).
 
 A write that fails (a full disk, a short write) is undone: the segment is
 truncated back to its last whole line before anything else is written, so a
@@ -75,13 +79,21 @@ class SegmentSink:
         durable: each write is answered only after a :meth:`flush` that began
             after it succeeded, so a failed fsync loses nothing answered 202
             (and counts nothing in :attr:`unstored`).
+        series: the name this sink's segments carry (empty: none), so that
+            several processes can write to one directory without sharing a file.
 
     Raises:
         OSError: the directory cannot be created or the first segment opened.
     """
 
     def __init__(
-        self, directory: Path, segment_bytes: int, fsync_interval: float, *, durable: bool = False
+        self,
+        directory: Path,
+        segment_bytes: int,
+        fsync_interval: float,
+        *,
+        durable: bool = False,
+        series: str = "",
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -99,7 +111,9 @@ class SegmentSink:
         self._unsynced: list[tuple[int, int]] = []
         #: No rotation is tried before this time (after a failed one).
         self._next_rotation = 0.0
-        existing = sorted(directory.glob(SEGMENT_GLOB))
+        #: What the segment names start with.
+        self._prefix = f"segment-{series}-" if series else "segment-"
+        existing = sorted(directory.glob(f"{self._prefix}[0-9]*.ndjson"))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
         self._number += 1
@@ -302,11 +316,11 @@ class SegmentSink:
 
     def _open_next(self) -> int:
         """Open the segment after the current one (the caller counts it as opened)."""
-        path = self.directory / f"segment-{self._number + 1:06d}.ndjson"
+        path = self.directory / f"{self._prefix}{self._number + 1:06d}.ndjson"
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _segment_name(self) -> str:
-        return f"segment-{self._number:06d}.ndjson"
+        return f"{self._prefix}{self._number:06d}.ndjson"
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(self._interval):
