@@ -74,6 +74,9 @@ class GroupCommit:
         done: asyncio.Future[None],
     ) -> None:
         self._running = False
+        # The next flush first: the disk works while this group's answers go out.
+        if self._waiting is not None:
+            self._launch(loop)
         failure = None if done.cancelled() else done.exception()
         for waiter in group:
             if waiter.done():  # its request was cancelled
@@ -82,5 +85,3 @@ class GroupCommit:
                 waiter.set_result(None)
             else:
                 waiter.set_exception(failure)
-        if self._waiting is not None:
-            self._launch(loop)
