@@ -169,16 +169,19 @@ func main() {
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	stopped := make(chan struct{})
 	go func() {
 		<-stop
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		server.Shutdown(ctx)
+		server.Shutdown(ctx) // returns once every open request was answered
+		close(stopped)
 	}()
 	if err := server.ListenAndServe(); err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	<-stopped      // ListenAndServe returns as Shutdown begins, not when it ends
 	pending.Wait() // every queued job has run
 	store.mu.Lock()
 	store.out.Flush()
