@@ -387,7 +387,7 @@ def test_group_commit_shares_one_flush_among_the_requests_that_arrive_during_one
 
     async def scenario() -> None:
         nonlocal fail
-        commit = GroupCommit(flush)
+        commit = GroupCommit(flush, lambda: 0)
         first = commit.synced()
         await asyncio.to_thread(started.acquire)  # the first flush is running
         # Written while it runs: they wait for the next flush, all together.
@@ -406,3 +406,25 @@ def test_group_commit_shares_one_flush_among_the_requests_that_arrive_during_one
     asyncio.run(scenario())
     assert len(flushes) == 2  # six requests, two fsyncs
     assert all(name.startswith("sink-fsync") for name in flushes)  # off the event loop
+
+
+def test_group_commit_answers_no_write_as_stored_if_any_flush_failed_since_it() -> None:
+    failed = 0
+
+    def flush() -> None:
+        pass  # this one succeeds...
+
+    async def scenario() -> None:
+        nonlocal failed
+        commit = GroupCommit(flush, lambda: failed)
+        before = commit.synced()
+        await before  # nothing failed: stored
+        failed += 1  # ...but another flush (the flusher thread's) failed meanwhile
+        after = commit.synced()
+        failed += 1
+        with pytest.raises(OSError, match="a flush failed after the write"):
+            await after
+        await commit.synced()  # written after the failures: stored, no error
+        commit.close()
+
+    asyncio.run(scenario())

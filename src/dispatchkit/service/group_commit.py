@@ -10,7 +10,10 @@
 
 A write that succeeded on the loop is covered only by a flush that *began*
 after it, so a request that arrives while a flush runs waits for the next one,
-which starts the moment the running one ends. Under load each fsync covers every
+which starts the moment the running one ends. A request is answered as stored
+only if no flush failed between its write and the end of the one it waited
+for: another flush (the flusher thread's) may have taken a segment holding its
+lines, and a later success does not undo that failure. Under load each fsync covers every
 request of the previous fsync's duration: durability costs latency (about two
 fsyncs at worst), not throughput. The flushes run in one thread of their own,
 so the event loop never blocks on the disk.
@@ -31,13 +34,16 @@ class GroupCommit:
 
     Args:
         flush: makes every write done before it began durable; raises on failure.
+        failures: how many flushes (any caller's) have failed so far.
     """
 
-    def __init__(self, flush: Callable[[], None]) -> None:
+    def __init__(self, flush: Callable[[], None], failures: Callable[[], int]) -> None:
         self._flush = flush
+        self._failures = failures
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sink-fsync")
-        #: Futures of the requests waiting for the next flush (None: no one waits).
-        self._waiting: list[asyncio.Future[None]] | None = None
+        #: The requests waiting for the next flush, each with the count of
+        #: failed flushes as it joined (None: no one waits).
+        self._waiting: list[tuple[asyncio.Future[None], int]] | None = None
         self._running = False
 
     def synced(self) -> asyncio.Future[None]:
@@ -48,10 +54,11 @@ class GroupCommit:
         """
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
+        entry = (waiter, self._failures())
         if self._waiting is None:
-            self._waiting = [waiter]
+            self._waiting = [entry]
         else:
-            self._waiting.append(waiter)
+            self._waiting.append(entry)
         if not self._running:
             self._launch(loop)
         return waiter
@@ -70,7 +77,7 @@ class GroupCommit:
     def _landed(
         self,
         loop: asyncio.AbstractEventLoop,
-        group: list[asyncio.Future[None]],
+        group: list[tuple[asyncio.Future[None], int]],
         done: asyncio.Future[None],
     ) -> None:
         self._running = False
@@ -78,10 +85,13 @@ class GroupCommit:
         if self._waiting is not None:
             self._launch(loop)
         failure = None if done.cancelled() else done.exception()
-        for waiter in group:
+        failures = self._failures()
+        for waiter, failures_before in group:
             if waiter.done():  # its request was cancelled
                 continue
-            if failure is None:
-                waiter.set_result(None)
-            else:
+            if failure is not None:
                 waiter.set_exception(failure)
+            elif failures > failures_before:
+                waiter.set_exception(OSError("a flush failed after the write"))
+            else:
+                waiter.set_result(None)

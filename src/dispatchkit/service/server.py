@@ -319,7 +319,8 @@ class _Service:
             )
             job = self._sink.append
             if durable:
-                self._commit = GroupCommit(self._sink.flush)
+                sink = self._sink
+                self._commit = GroupCommit(sink.flush, lambda: sink.failed_flushes)
         # Where payload jobs go: a local dispatcher, or (--redis) remote workers.
         self._dispatcher: AsyncDispatcher | Dispatcher | None = None
         self._remote: RedisPayloadQueue | None = None

@@ -123,6 +123,9 @@ class SegmentSink:
         self.lines_written = 0
         #: Lines written whose fsync failed: answered 202, perhaps not on disk.
         self.unstored = 0
+        #: Flushes that failed so far: a durable write is answered 202 only if
+        #: none failed between it and the end of the flush it waited for.
+        self.failed_flushes = 0
         #: Lines written to the current segment since the last flush took its count.
         self._lines_unsynced = 0
         #: Why the last write failed (None: it succeeded), and how many bytes it had.
@@ -213,6 +216,7 @@ class SegmentSink:
         a flush succeeds.
 
         Raises:
+            SinkClosed: the sink was closed (its close flushed it).
             OSError: an fsync failed (every descriptor is closed regardless).
         """
         with self._flush_lock:
@@ -220,6 +224,8 @@ class SegmentSink:
 
     def _flush_serialized(self) -> None:
         with self._lock:
+            if self._fd < 0:
+                raise SinkClosed("the sink is closed")
             pending = [*self._unsynced, (os.dup(self._fd), self._lines_unsynced)]
             self._unsynced = []
             self._lines_unsynced = 0
@@ -233,6 +239,7 @@ class SegmentSink:
         first = False
         with self._lock:
             if failure is not None:
+                self.failed_flushes += 1
                 if not self.durable:  # a durable sink's writes were not answered 202 yet
                     self.unstored += lost
                 first = self._sync_failure is None
@@ -260,13 +267,15 @@ class SegmentSink:
         self._flusher.join()
         with contextlib.suppress(OSError):  # counted in unstored and logged by the flush
             self.flush()
-        with self._lock:
+        # Both locks: a flush still asked for (a group commit's) finds it closed.
+        with self._flush_lock, self._lock:
             if self._torn:  # one more try: leave no partial line behind
                 try:
                     self._cut_back_locked()
                 except SinkFailure:
                     logger.critical("sink: the last segment ends on a partial line")
             os.close(self._fd)
+            self._fd = -1
 
     def _fail_write_locked(self, exc: OSError, size: int) -> None:
         """Undo a failed write: cut the segment back to its last whole line."""
