@@ -37,11 +37,11 @@ POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object,
 and answers 202 with the number of payloads accepted: written to NDJSON segment
 files in --sink and fsynced before the answer (--ack buffered: written before
 it, fsynced within --fsync-interval), or each queued as a job that calls
---handler. A full queue or a sink that cannot write
-answers 503 with Retry-After; all payloads of a request are accepted together or
-not at all. GET /healthz (503 with the reason when no work can be taken) and
-GET /metrics (Prometheus; open unless --metrics-token) too.
---processes (default: one per CPU) server processes share the port.
+--handler. A full queue or a sink that cannot write answers 503 with
+Retry-After; all payloads of a request are accepted together or not at all.
+GET /healthz (503 with the reason when no work can be taken) and GET /metrics
+(Prometheus; open unless --metrics-token) too. --processes (default: one per
+CPU) server processes share the port; /metrics sums them.
 SIGTERM or SIGINT stops intake, drains the queue, fsyncs the sink and exits 0;
 requests still open after --drain-timeout have their connections closed, the
 queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}. It exits
