@@ -10,6 +10,10 @@ dispatcher, no threads, no metrics.
 
 On SIGTERM it stops accepting, drains the queue into the file, prints one JSON
 line with its counts on stdout and exits 0.
+
+With ``--bare`` it is the Python server's floor instead: an RSGI app on the same
+granian setup that reads the body and answers 202, nothing else (no decoding,
+no storing; it counts requests, and reports each as two payloads accepted).
 """
 
 from __future__ import annotations
@@ -87,9 +91,31 @@ class Baseline:
             self.buffer = []
 
 
-def create() -> Baseline:
+class Floor:
+    """Reads the body, answers 202: what granian and RSGI cost, and nothing of ours."""
+
+    def __init__(self, payloads_per_request: int) -> None:
+        self.requests = 0
+        self.payloads_per_request = payloads_per_request
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        accepted = self.requests * self.payloads_per_request
+        print(json.dumps({"accepted": accepted, "lines_written": 0}), flush=True)
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        await protocol()
+        self.requests += 1
+        protocol.response_bytes(202, [("content-type", "application/json")], b'{"accepted":2}')
+
+
+def create() -> Baseline | Floor:
     """The app, built in granian's worker process."""
     settings = json.loads(os.environ[_ENV])
+    if settings["bare"]:
+        return Floor(2)
     return Baseline(Path(settings["sink"]), settings["queue_size"])
 
 
@@ -98,8 +124,11 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--sink", type=Path, required=True)
     parser.add_argument("--queue-size", type=int, default=8192)
+    parser.add_argument("--bare", action="store_true", help="the floor: read, answer 202")
     args = parser.parse_args()
-    os.environ[_ENV] = json.dumps({"sink": str(args.sink), "queue_size": args.queue_size})
+    os.environ[_ENV] = json.dumps(
+        {"sink": str(args.sink), "queue_size": args.queue_size, "bare": args.bare}
+    )
     sys.path.insert(0, str(Path(__file__).parent))
     Granian(
         "serve_baseline:create",

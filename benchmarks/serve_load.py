@@ -1,12 +1,23 @@
-"""Load benchmark of ``dispatchkit serve``, beside a plain single-queue baseline.
+"""Load benchmark of ``dispatchkit serve`` beside its peers, pinned and unpinned.
+
+The peers: ``floor``, a bare granian RSGI app that reads the body and answers
+202 (the Python server's floor: ``serve_baseline.py --bare``); ``baseline``, a
+plain single-queue server on the same granian setup (``serve_baseline.py``);
+``durable`` and ``buffered``, ``dispatchkit serve --sink`` with ``--ack durable``
+(the default) and ``--ack buffered``; ``go``, the Go article's design
+(``go_article/main.go``: handler, bounded JobQueue, dispatcher, a pool of worker
+channels), built with ``go build`` when ``go`` is on the PATH (Debian's
+``golang-go``) and skipped with a message otherwise.
 
 For each server: start it on a free loopback port with an empty sink, drive
 ``POST /v1/payloads`` with wrk (two payloads per body) for a bounded time, then
 stop it with SIGTERM and check that the sink holds exactly the payloads it
-accepted. Prints requests/s, accepted requests/s, latency p50/p99 and non-2xx
-counts.
+accepted. Every round runs every peer pinned (the server on CPU 0, wrk on CPU
+1) and unpinned, one after the other, so that the machine's noise spreads over
+all of them; the tables give medians of the rounds and each median's ratio to
+the floor's median of the same run.
 
-    uv run --frozen python benchmarks/serve_load.py --duration 15
+    uv run --frozen python benchmarks/serve_load.py --duration 10 --rounds 3
 
 wrk comes from Debian's packages; when it is missing the script installs it
 with apt-get (as root). Only loopback addresses are ever driven.
@@ -20,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,6 +94,7 @@ end
 @dataclass
 class Result:
     name: str
+    pinned: bool
     requests: int
     seconds: float
     non2xx: int
@@ -92,6 +105,10 @@ class Result:
     lines_in_sink: int
 
     @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    @property
     def accepted_per_second(self) -> float:
         return (self.requests - self.non2xx) / self.seconds
 
@@ -100,14 +117,33 @@ class Result:
         return self.accepted_payloads - self.lines_in_sink
 
 
-#: With --pin: the server (all its threads) on one CPU, wrk on the other.
+@dataclass(frozen=True)
+class Peer:
+    """One server of the comparison.
+
+    Attributes:
+        name: how the tables call it.
+        command: its command line, given the port and the sink directory.
+        dispatchkit: it is ``dispatchkit serve`` (it logs its counts, one
+            ``stopped`` line per process, and has ``/metrics``); the others
+            print ``{"accepted": n}`` on stdout as they stop.
+        stores: it writes the payloads to the sink (the floor does not).
+    """
+
+    name: str
+    command: Callable[[int, Path], list[str]]
+    dispatchkit: bool = False
+    stores: bool = True
+
+
+#: With pinning: the server (all its threads and processes) on one CPU, wrk on the other.
 SERVER_CPU = 0
 WRK_CPU = 1
 
 
-def pin(args: argparse.Namespace, cpu: int) -> list[str]:
+def pin(pinned: bool, cpu: int) -> list[str]:
     """The taskset prefix that keeps a command on one CPU, or nothing."""
-    return ["taskset", "--cpu-list", str(cpu)] if args.pin else []
+    return ["taskset", "--cpu-list", str(cpu)] if pinned else []
 
 
 def ensure_wrk() -> str:
@@ -120,6 +156,28 @@ def ensure_wrk() -> str:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
         subprocess.run(apt, check=True, capture_output=True)
     return shutil.which("wrk") or sys.exit("wrk could not be installed")
+
+
+def build_go(tmp: Path) -> Path | None:
+    """Build the Go article's server; None (and why, on stderr) when go is missing."""
+    go = shutil.which("go")
+    if go is None:
+        print(
+            "go is missing: the Go peer is skipped (apt-get install -y golang-go to run it)",
+            file=sys.stderr,
+        )
+        return None
+    binary = tmp / "go_article"
+    env = {**os.environ, "GOCACHE": str(tmp / "gocache"), "GOFLAGS": "-mod=mod"}
+    subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=ROOT / "go_article",
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return binary
 
 
 def free_port() -> int:
@@ -156,26 +214,28 @@ def count_lines(sink: Path) -> int:
 
 
 def measure(
-    name: str,
-    command: list[str],
-    port: int,
-    sink: Path,
+    peer: Peer,
     args: argparse.Namespace,
+    tmp: Path,
+    pinned: bool,
     stored: Callable[[], int] | None = None,
 ) -> Result:
-    """Drive one server; ``stored()`` counts what it kept (default: the sink's lines)."""
-    lua = sink.parent / "post.lua"
+    """Drive one server once; ``stored()`` counts what it kept (default: the sink's lines)."""
+    run = tmp / f"{peer.name}-{'pinned' if pinned else 'unpinned'}-{time.monotonic_ns()}"
+    run.mkdir()
+    sink = run / "sink"
+    port = free_port()
+    lua = run / "post.lua"
     lua.write_text(LUA % BODY)
-    log = sink.parent / f"{name}.log"
+    log = run / "server.log"
     with open(log, "wb") as err:
-        process = subprocess.Popen(
-            [*pin(args, SERVER_CPU), *command], stdout=subprocess.PIPE, stderr=err
-        )
+        command = [*pin(pinned, SERVER_CPU), *peer.command(port, sink)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err)
     try:
         wait_ready(port, process)
         wrk = subprocess.run(
             [
-                *pin(args, WRK_CPU),
+                *pin(pinned, WRK_CPU),
                 args.wrk,
                 f"-t{args.threads}",
                 f"-c{args.connections}",
@@ -192,24 +252,30 @@ def measure(
             timeout=args.duration + 60,
         )
         summary = json.loads(wrk.stdout.strip().splitlines()[-1])
-        if name != "baseline":
+        if peer.dispatchkit:
             scrape_accepted(port)  # /metrics still answers right after the load
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=120)
     if process.returncode != 0:
-        sys.exit(f"{name} exited with {process.returncode}; see {log}")
+        sys.exit(f"{peer.name} exited with {process.returncode}; see {log}")
     # The final count, taken once the server stopped: requests still in flight
     # when wrk ended may have been accepted after any earlier look.
-    if name != "baseline":
+    if peer.dispatchkit:
         entries = [
             json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")
         ]
-        accepted = next(e["accepted"] for e in entries if e.get("message") == "stopped")
-    else:  # the baseline reports its count on stdout as it stops
+        accepted = sum(e["accepted"] for e in entries if e.get("message") == "stopped")
+    else:  # the others report their count on stdout as they stop
         accepted = json.loads(out.decode().strip().splitlines()[-1])["accepted"]
+    in_sink = accepted  # the floor stores nothing: nothing to check
+    if stored is not None:
+        in_sink = stored()
+    elif peer.stores:
+        in_sink = count_lines(sink)
     return Result(
-        name=name,
+        name=peer.name,
+        pinned=pinned,
         requests=summary["requests"],
         seconds=summary["duration_us"] / 1e6,
         non2xx=summary["non2xx"],
@@ -217,11 +283,11 @@ def measure(
         p50_ms=summary["p50_ms"],
         p99_ms=summary["p99_ms"],
         accepted_payloads=accepted,
-        lines_in_sink=count_lines(sink) if stored is None else stored(),
+        lines_in_sink=in_sink,
     )
 
 
-def measure_redis(args: argparse.Namespace, tmp: Path) -> Result:
+def measure_redis(args: argparse.Namespace, tmp: Path, pinned: bool) -> Result:
     """``dispatchkit serve --redis``: payloads into a Redis stream, no worker reading it.
 
     The stream then holds exactly the accepted payloads: that is the check.
@@ -231,17 +297,18 @@ def measure_redis(args: argparse.Namespace, tmp: Path) -> Result:
     namespace = f"dkload-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(args.redis)
     stream = f"{namespace}:ingest:pull"
-    port = free_port()
-    sink = tmp / "redis" / "sink"  # unused by the server: where measure() keeps its files
-    sink.parent.mkdir()
-    command = [
-        sys.executable, "-m", "dispatchkit", "serve",
-        "--host", HOST, "--port", str(port), "--redis", args.redis,
-        "--namespace", namespace, "--queue-size", str(10**8),
-        "--interface", args.interface,
-    ]  # fmt: skip
+
+    def command(port: int, _: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "dispatchkit", "serve",
+            "--host", HOST, "--port", str(port), "--redis", args.redis,
+            "--namespace", namespace, "--queue-size", str(10**8),
+            "--interface", args.interface, *args.serve_arg,
+        ]  # fmt: skip
+
+    peer = Peer("redis", command, dispatchkit=True)
     try:
-        return measure("dk --redis", command, port, sink, args, lambda: int(client.xlen(stream)))
+        return measure(peer, args, tmp, pinned, lambda: int(client.xlen(stream)))
     finally:
         keys = list(client.scan_iter(match=f"{namespace}:*"))
         if keys:
@@ -249,9 +316,64 @@ def measure_redis(args: argparse.Namespace, tmp: Path) -> Result:
         client.close()
 
 
+def peers(args: argparse.Namespace, tmp: Path) -> list[Peer]:
+    """The servers asked for, in the order each round runs them."""
+
+    def dispatchkit(ack: str) -> Callable[[int, Path], list[str]]:
+        def command(port: int, sink: Path) -> list[str]:
+            return [
+                sys.executable, "-m", "dispatchkit", "serve",
+                "--host", HOST, "--port", str(port), "--sink", str(sink), "--ack", ack,
+                "--workers", str(args.workers), "--queue-size", str(args.queue_size),
+                "--strategy", args.strategy, "--executor", args.executor,
+                "--interface", args.interface, *args.serve_arg,
+            ]  # fmt: skip
+
+        return command
+
+    baseline = [sys.executable, str(ROOT / "serve_baseline.py")]
+    every: dict[str, Callable[[], Peer | None]] = {
+        "floor": lambda: Peer(
+            "floor",
+            lambda port, sink: [*baseline, "--bare", "--port", str(port), "--sink", str(sink)],
+            stores=False,
+        ),
+        "baseline": lambda: Peer(
+            "baseline", lambda port, sink: [*baseline, "--port", str(port), "--sink", str(sink)]
+        ),
+        "durable": lambda: Peer("durable", dispatchkit("durable"), dispatchkit=True),
+        "buffered": lambda: Peer("buffered", dispatchkit("buffered"), dispatchkit=True),
+        "go": lambda: go_peer(tmp),
+    }
+    chosen = [every[name]() for name in args.peers.split(",")]
+    return [peer for peer in chosen if peer is not None]
+
+
+def go_peer(tmp: Path) -> Peer | None:
+    binary = build_go(tmp)
+    if binary is None:
+        return None
+    return Peer("go", lambda port, sink: [str(binary), "-port", str(port), "-sink", str(sink)])
+
+
+def median_of(runs: list[Result]) -> dict[str, float]:
+    return {
+        "req_per_s": statistics.median(r.per_second for r in runs),
+        "accepted_per_s": statistics.median(r.accepted_per_second for r in runs),
+        "p50_ms": statistics.median(r.p50_ms for r in runs),
+        "p99_ms": statistics.median(r.p99_ms for r in runs),
+        "non2xx": sum(r.non2xx for r in runs),
+        "socket_errors": sum(r.socket_errors for r in runs),
+        "missing": sum(r.missing for r in runs),
+        "min": min(r.per_second for r in runs),
+        "max": max(r.per_second for r in runs),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=15, help="seconds per server (default 15)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds to take medians of (3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="dispatcher workers (default 2)")
@@ -264,9 +386,23 @@ def main() -> int:
         "--interface", default="rsgi", help="rsgi or asgi, for dispatchkit serve (default rsgi)"
     )
     parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for dispatchkit serve (repeat it)",
+    )
+    parser.add_argument(
+        "--peers",
+        default="floor,baseline,durable,buffered,go",
+        help="which servers, comma-separated (default floor,baseline,durable,buffered,go)",
+    )
+    parser.add_argument(
         "--pin",
-        action="store_true",
-        help=f"run each server on CPU {SERVER_CPU} only and wrk on CPU {WRK_CPU}",
+        choices=("both", "pinned", "unpinned"),
+        default="both",
+        help=f"pinned: each server on CPU {SERVER_CPU} only, wrk on CPU {WRK_CPU}; "
+        "unpinned: both anywhere (default both, interleaved)",
     )
     parser.add_argument(
         "--redis",
@@ -274,63 +410,72 @@ def main() -> int:
         metavar="URL",
         help="also measure dispatchkit serve --redis URL (payloads into a Redis stream)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline server")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if not 1 <= args.duration <= 120:
         parser.error("--duration must be between 1 and 120 seconds")
+    unknown = set(args.peers.split(",")) - {"floor", "baseline", "durable", "buffered", "go"}
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     args.wrk = ensure_wrk()
-    if args.pin and (os.cpu_count() or 1) < 2:
-        parser.error("--pin needs at least two CPUs")
+    modes = {"both": (True, False), "pinned": (True,), "unpinned": (False,)}[args.pin]
+    if True in modes and (os.cpu_count() or 1) < 2:
+        parser.error("pinning needs at least two CPUs")
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dispatchkit-load-") as tmp:
-        port = free_port()
-        sink = Path(tmp) / "dispatchkit" / "sink"
-        sink.parent.mkdir()
-        command = [
-            sys.executable, "-m", "dispatchkit", "serve",
-            "--host", HOST, "--port", str(port), "--sink", str(sink),
-            "--workers", str(args.workers), "--queue-size", str(args.queue_size),
-            "--strategy", args.strategy, "--executor", args.executor,
-            "--interface", args.interface,
-        ]  # fmt: skip
-        results.append(measure("dispatchkit", command, port, sink, args))
-        if args.redis:
-            results.append(measure_redis(args, Path(tmp)))
-        if not args.no_baseline:
-            port = free_port()
-            sink = Path(tmp) / "baseline" / "sink"
-            sink.parent.mkdir()
-            command = [
-                sys.executable, str(ROOT / "serve_baseline.py"),
-                "--port", str(port), "--sink", str(sink),
-            ]  # fmt: skip
-            results.append(measure("baseline", command, port, sink, args))
+        chosen = peers(args, Path(tmp))
+        for _ in range(args.rounds):
+            for pinned in modes:
+                for peer in chosen:
+                    results.append(measure(peer, args, Path(tmp), pinned))
+                if args.redis:
+                    results.append(measure_redis(args, Path(tmp), pinned))
 
+    names = list(dict.fromkeys(r.name for r in results))
+    medians = {
+        (name, pinned): median_of([r for r in results if r.name == name and r.pinned == pinned])
+        for name in names
+        for pinned in modes
+    }
     if args.json:
         print(
             json.dumps(
-                [{**r.__dict__, "accepted_per_second": r.accepted_per_second} for r in results],
+                {
+                    "runs": [{**r.__dict__, "req_per_s": r.per_second} for r in results],
+                    "medians": [
+                        {"name": name, "pinned": pinned, **values}
+                        for (name, pinned), values in medians.items()
+                    ],
+                },
                 indent=2,
             )
         )
     else:
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-            f"{len(BODY)}-byte bodies of {PAYLOADS_PER_REQUEST} payloads, {os.cpu_count()} CPUs"
-            + (f", server on CPU {SERVER_CPU} and wrk on CPU {WRK_CPU}" if args.pin else "")
+            f"{len(BODY)}-byte bodies of {PAYLOADS_PER_REQUEST} payloads, {os.cpu_count()} CPUs, "
+            f"medians of {args.rounds} interleaved rounds"
         )
-        print(
-            f"{'server':<12} {'req/s':>9} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'non-2xx':>8} {'errors':>7} {'accepted':>10} {'in sink':>10} {'missing':>8}"
-        )
-        for r in results:
+        for pinned in modes:
+            where = f"pinned: server on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU}"
+            print(f"\n{where if pinned else 'unpinned'}")
             print(
-                f"{r.name:<12} {r.requests / r.seconds:>9,.0f} {r.accepted_per_second:>11,.0f} "
-                f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non2xx:>8,} {r.socket_errors:>7,} "
-                f"{r.accepted_payloads:>10,} {r.lines_in_sink:>10,} {r.missing:>8,}"
+                f"{'server':<10} {'req/s':>9} {'(min-max)':>17} {'÷ floor':>8} {'÷ go':>6} "
+                f"{'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} {'errors':>7} {'missing':>8}"
             )
+            floor = medians.get(("floor", pinned), {}).get("req_per_s")
+            go = medians.get(("go", pinned), {}).get("req_per_s")
+            for name in names:
+                m = medians[(name, pinned)]
+                ratio = f"{m['req_per_s'] / floor:.2f}" if floor else "-"
+                to_go = f"{m['req_per_s'] / go:.2f}" if go else "-"
+                spread = f"{m['min']:,.0f}-{m['max']:,.0f}"
+                print(
+                    f"{name:<10} {m['req_per_s']:>9,.0f} {spread:>17} {ratio:>8} {to_go:>6} "
+                    f"{m['p50_ms']:>7.2f} {m['p99_ms']:>7.2f} {m['non2xx']:>8,.0f} "
+                    f"{m['socket_errors']:>7,.0f} {m['missing']:>8,.0f}"
+                )
     return 0 if all(r.missing == 0 for r in results) else 1
 
 

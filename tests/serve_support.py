@@ -87,12 +87,17 @@ def payload_body(ids: Sequence[int], request_id: str = "r") -> bytes:
 
 
 def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """Start ``dispatchkit serve --port 0`` and wait until it listens."""
+    """Start ``dispatchkit serve --port 0`` and wait until it listens.
+
+    One server process unless ``args`` give ``--processes``: most tests look at
+    one worker process, its segments and its log lines.
+    """
     log = tmp / f"server-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    processes = () if "--processes" in args else ("--processes", "1")
     with open(log, "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dispatchkit", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "dispatchkit", "serve", "--port", "0", *processes, *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=full_env,
@@ -101,11 +106,16 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     STARTED.append(server)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        for entry in server.log_entries() if log.exists() else []:
-            if entry.get("message") == "listening":
-                server.port = entry["port"]
-                _wait_healthy(server, deadline)
-                return server
+        listening = [
+            entry
+            for entry in (server.log_entries() if log.exists() else [])
+            if entry.get("message") == "listening"
+        ]
+        # Every server process logs its own line: the service is up once all did.
+        if listening and len(listening) >= listening[0].get("processes", 1):
+            server.port = listening[0]["port"]
+            _wait_healthy(server, deadline)
+            return server
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")
         time.sleep(0.02)

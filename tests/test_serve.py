@@ -398,6 +398,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--sink", "s", "--interface", "wsgi"), "--interface"),
         (("--sink", "s", "--max-depth", "2"), "argument --max-depth: must be between 3 and 512"),
         (("--sink", "s", "--executor", "process"), "--executor"),
+        (("--sink", "s", "--ack", "eventually"), "argument --ack: invalid choice"),
+        (("--sink", "s", "--processes", "0"), "argument --processes: must be between 1"),
+        (("--sink", "s", "--processes", "some"), "argument --processes: must be a whole number"),
         (
             ("--handler", "serve_handlers:slow_async", "--executor", "thread"),
             "is a coroutine function",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatchkit.cli import RET_UNSTORED
+from dispatchkit.cli import RET_OK, RET_UNSTORED
 from tests.serve_support import (
     Server,
     fill,
@@ -184,8 +184,10 @@ def test_payloads_whose_fsync_failed_are_counted_and_the_exit_code_says_so(
 ) -> None:
     sink = tmp_path / "sink"
     server = start_server(
-        tmp_path, "--sink", str(sink), "--segment-bytes", "100", "--fsync-interval", "0.05"
-    )
+        tmp_path,
+        "--sink", str(sink), "--segment-bytes", "100", "--fsync-interval", "0.05",
+        "--ack", "buffered",
+    )  # fmt: skip
     # The next segment is a device that takes writes but cannot be fsynced.
     (sink / "segment-000002.ndjson").symlink_to("/dev/null")
     assert server.post([1, 2, 3]) == 202  # into segment 1, which is then full
@@ -206,6 +208,33 @@ def test_payloads_whose_fsync_failed_are_counted_and_the_exit_code_says_so(
     assert [e["unstored"] for e in errors] == [2]
     text = server.log.read_text()
     assert "2 payloads answered 202 could not be stored" in text.strip().splitlines()[-1]
+    assert "Traceback" not in text
+
+
+def test_with_durable_acks_a_failed_fsync_is_a_503_and_nothing_answered_202_is_lost(
+    tmp_path: Path,
+) -> None:
+    sink = tmp_path / "sink"
+    server = start_server(tmp_path, "--sink", str(sink), "--segment-bytes", "100")
+    # The next segment is a device that takes writes but cannot be fsynced.
+    (sink / "segment-000002.ndjson").symlink_to("/dev/null")
+    assert server.post([1]) == 202  # written and fsynced: segment 1 is not full yet
+    # Fills segment 1 and opens the device: the flush this request waits for fails.
+    status, _, body = server.request("POST", "/v1/payloads", payload_body([2, 3, 4]))
+    assert status == 503
+    assert "cannot fsync the sink" in body["error"]
+    status, _, health = server.request("GET", "/healthz")
+    assert status == 503
+    assert "sink cannot fsync" in health["reason"]
+    assert server.post([5]) == 503  # refused until an fsync succeeds
+
+    # Nothing answered 202 was lost: a clean stop.
+    assert server.stop() == RET_OK
+    stored = sink_ids(sink)
+    assert stored[:1] == [1]
+    assert 5 not in stored
+    text = server.log.read_text()
+    assert "could not be stored" not in text
     assert "Traceback" not in text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dispatchkit import ClosedError, Dispatcher
 from dispatchkit.service.config import DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH, ServeConfig
+from dispatchkit.service.group_commit import GroupCommit
 from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
 from dispatchkit.service.payloads import BadRequest, decode_request, depth
@@ -368,3 +370,61 @@ def test_a_handler_returning_a_coroutine_on_a_thread_fails_loudly() -> None:
     coroutine = HandlerJob(serve_handlers.returns_coroutine, on_thread=False)(b'{"id": 1}')
     assert inspect.iscoroutine(coroutine)
     coroutine.close()
+
+
+def test_group_commit_shares_one_flush_among_the_requests_that_arrive_during_one() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Semaphore(0)
+    flushes: list[str] = []
+    fail = False
+
+    def flush() -> None:  # runs in the group commit's own thread
+        started.release()
+        release.acquire()
+        flushes.append(threading.current_thread().name)
+        if fail:
+            raise OSError(5, "Input/output error")
+
+    async def scenario() -> None:
+        nonlocal fail
+        commit = GroupCommit(flush, lambda: 0)
+        first = commit.synced()
+        await asyncio.to_thread(started.acquire)  # the first flush is running
+        # Written while it runs: they wait for the next flush, all together.
+        later = [commit.synced() for _ in range(5)]
+        later[0].cancel()  # a request that went away cancels its own wait only
+        release.release()
+        await first
+        assert not any(waiter.done() for waiter in later[1:])
+        await asyncio.to_thread(started.acquire)  # the second flush began at once
+        fail = True
+        release.release()
+        results = await asyncio.gather(*later[1:], return_exceptions=True)
+        assert all(isinstance(result, OSError) for result in results)
+        commit.close()
+
+    asyncio.run(scenario())
+    assert len(flushes) == 2  # six requests, two fsyncs
+    assert all(name.startswith("sink-fsync") for name in flushes)  # off the event loop
+
+
+def test_group_commit_answers_no_write_as_stored_if_any_flush_failed_since_it() -> None:
+    failed = 0
+
+    def flush() -> None:
+        pass  # this one succeeds...
+
+    async def scenario() -> None:
+        nonlocal failed
+        commit = GroupCommit(flush, lambda: failed)
+        before = commit.synced()
+        await before  # nothing failed: stored
+        failed += 1  # ...but another flush (the flusher thread's) failed meanwhile
+        after = commit.synced()
+        failed += 1
+        with pytest.raises(OSError, match="a flush failed after the write"):
+            await after
+        await commit.synced()  # written after the failures: stored, no error
+        commit.close()
+
+    asyncio.run(scenario())

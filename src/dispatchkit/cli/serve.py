@@ -35,11 +35,13 @@ Serve the HTTP ingest service of the Go article on a dispatcher.
 
 POST /v1/payloads takes {{"version", "token", "request_id", "payloads": [object, ...]}}
 and answers 202 with the number of payloads accepted: written to NDJSON segment
-files in --sink before the answer (fsynced within --fsync-interval), or each
-queued as a job that calls --handler. A full queue or a sink that cannot write
-answers 503 with Retry-After; all payloads of a request are accepted together or
-not at all. GET /healthz (503 with the reason when no work can be taken) and
-GET /metrics (Prometheus; open unless --metrics-token) too.
+files in --sink and fsynced before the answer (--ack buffered: written before
+it, fsynced within --fsync-interval), or each queued as a job that calls
+--handler. A full queue or a sink that cannot write answers 503 with
+Retry-After; all payloads of a request are accepted together or not at all.
+GET /healthz (503 with the reason when no work can be taken) and GET /metrics
+(Prometheus; open unless --metrics-token) too. --processes (default: one per
+CPU) server processes share the port; /metrics sums them.
 SIGTERM or SIGINT stops intake, drains the queue, fsyncs the sink and exits 0;
 requests still open after --drain-timeout have their connections closed, the
 queue is drained all the same, and it exits {RET_DRAIN_DEADLINE}. It exits
@@ -52,7 +54,7 @@ The bearer tokens may come from {ENV_PREFIX}TOKEN and {ENV_PREFIX}METRICS_TOKEN.
 _AS_GIVEN: Final = (
     *("host", "port", "interface", "access_log"),
     *("workers", "executor", "queue_size", "strategy"),
-    *("max_depth", "max_body", "segment_bytes", "fsync_interval"),
+    *("max_depth", "max_body", "segment_bytes", "fsync_interval", "ack", "processes"),
     *("redis", "queue", "namespace", "job"),
 )
 
@@ -110,11 +112,21 @@ def add_parser(commands: Commands) -> None:
     _add_size(
         serve, "--segment-bytes", 64 << 20, 1 << 40, "size at which a new segment file starts"
     )
+    serve.add_argument(
+        "--ack",
+        choices=("durable", "buffered"),  # the service's ACK_MODES
+        default="durable",
+        help="with --sink, when a request is answered 202: durable, once its payloads are "
+        "written and fsynced (requests arriving during an fsync share the next one); "
+        "buffered, once written (the OS has them: a power loss or an OS crash may lose up "
+        "to --fsync-interval of them) (default durable)",
+    )
     add_seconds(
         serve,
         "--fsync-interval",
         1.0,
-        "seconds between two flushes of the sink to disk (default 1)",
+        "seconds between two background flushes of the sink to disk; with --ack durable, "
+        "how soon a failed fsync is tried again (default 1)",
     )
     serve.add_argument(
         "--redis",
@@ -144,6 +156,15 @@ def add_parser(commands: Commands) -> None:
         choices=("rsgi", "asgi"),
         default="rsgi",
         help="how the server calls the app: rsgi, granian's own (faster), or asgi (default rsgi)",
+    )
+    serve.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="server processes, each with its own workers and its own series of sink "
+        "segments, all on one port (SO_REUSEPORT); /metrics sums them; auto: one per CPU "
+        "this command may run on (default auto)",
     )
     add_drain_timeout(serve, "open requests")
 
@@ -203,6 +224,11 @@ def command(args: argparse.Namespace) -> int:
         return RET_FAILED
     # The worker logged the final line: stopped, or what the deadline cut short.
     return RET_OK if clean else RET_DRAIN_DEADLINE
+
+
+def _processes(text: str) -> int | None:
+    """``--processes``: a whole number from 1 to 1,024, or ``auto`` (None)."""
+    return None if text == "auto" else int_in(1, 1024)(text)  # the service's MAX_PROCESSES
 
 
 def _token_from_env(name: str = "TOKEN") -> str | None:

@@ -1,7 +1,9 @@
 """The ingest service's application: the hot path, no framework.
 
     POST /v1/payloads ──decode──▶ with --sink: the sink writes the lines (sink.py)
-                                        │ 202 once written; 503 + Retry-After if it failed
+                                        │ --ack durable: 202 once fsynced (group_commit.py)
+                                        │ --ack buffered: 202 once written
+                                        │ 503 + Retry-After if either failed
                                  ──▶ with --handler: offer (all payloads or none, never waits)
                                         │ 202, or 503 + Retry-After when full
                                         ▼
@@ -34,7 +36,9 @@ from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import ClosedError, TransportError
 
+from .board import REJECT_REASONS, Slot
 from .config import DEFAULT_MAX_DEPTH
+from .group_commit import GroupCommit
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .payloads import BadRequest, decode_request
 from .sink import SegmentSink, SinkClosed, SinkFailure
@@ -82,6 +86,11 @@ _JSON: Final = ("content-type", "application/json")
 _RETRY_AFTER: Final = ("retry-after", str(RETRY_AFTER_SECONDS))
 _encode = msgspec.json.encode
 
+#: Where each reason's count of refused requests sits in a row of counters.
+_REJECTED_SLOT: Final = {
+    reason: Slot.REJECTED + index for index, reason in enumerate(REJECT_REASONS)
+}
+
 
 class Response(NamedTuple):
     """What the application answers, before a server interface writes it."""
@@ -101,6 +110,8 @@ class IngestApp:
         metrics: where requests are counted.
         sink: where payloads are stored instead, written by the request itself
             before it is answered (None: each payload is a ``job``).
+        commit: with a sink: the group commit a request waits for after its
+            write, before its 202 (None: the 202 follows the write).
         token: bearer token required on ingest (None: none required).
         metrics_token: bearer token required on ``/metrics`` (None: open).
         max_body: largest body in bytes; larger ones get 413.
@@ -115,6 +126,7 @@ class IngestApp:
         metrics: ServiceMetrics,
         *,
         sink: SegmentSink | None = None,
+        commit: GroupCommit | None = None,
         token: str | None = None,
         metrics_token: str | None = None,
         max_body: int,
@@ -127,6 +139,15 @@ class IngestApp:
         self._threads = dispatcher if isinstance(dispatcher, Dispatcher) else None
         self._job = job
         self._sink = sink
+        self._commit = commit
+        #: How a request that must wait before its answer is ingested (None: none must).
+        self._ingest_async: Callable[[bytes | None], Awaitable[Response]] | None = (
+            self._send_on
+            if self._remote is not None
+            else self._ingest_durably
+            if commit is not None
+            else None
+        )
         self._metrics = metrics
         self._expected_auth = _bearer(token)
         self._metrics_auth = _bearer(metrics_token)
@@ -145,6 +166,7 @@ class IngestApp:
             self._by_key = False
         self._access_log = access_log
         self._observe = metrics.observe_latency
+        self._counts = metrics.row
         self._wake_armed = False
 
     # -- RSGI ---------------------------------------------------------------
@@ -166,7 +188,8 @@ class IngestApp:
                     body: bytes | None = await protocol()
                 else:  # chunked: count as it comes
                     body = await _read_rsgi_chunks(protocol, self._max_body)
-                response = self._ingest(body) if self._remote is None else await self._send_on(body)
+                ingest_async = self._ingest_async
+                response = self._ingest(body) if ingest_async is None else await ingest_async(body)
         else:
             response = await self._other(method, path, scope.headers.get("authorization"))
         protocol.response_bytes(*response)
@@ -193,7 +216,8 @@ class IngestApp:
             response = self._refuse_early(authorization, content_length)
             if response is None:
                 body = await _read_asgi_body(receive, self._max_body)
-                response = self._ingest(body) if self._remote is None else await self._send_on(body)
+                ingest_async = self._ingest_async
+                response = self._ingest(body) if ingest_async is None else await ingest_async(body)
         else:
             authorization = next(
                 (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
@@ -240,6 +264,25 @@ class IngestApp:
                 self._offer(lines, request_id)
             else:
                 self._store(lines)
+        except BadRequest as exc:
+            return self._refuse_request(exc)
+        return self._accepted(len(lines), request_id)
+
+    async def _ingest_durably(self, body: bytes | None) -> Response:
+        """:meth:`_ingest` for a durable sink: 202 once a flush after the write ended."""
+        assert self._commit is not None
+        try:
+            request_id, lines = self._decode(body)
+            self._store(lines)
+            try:
+                await self._commit.synced()
+            except OSError as exc:  # logged by the sink when it starts failing
+                raise BadRequest(
+                    503,
+                    "sink_failed",
+                    f"payloads not stored: cannot fsync the sink: {exc}; retry later",
+                    _RETRY_AFTER,
+                ) from None
         except BadRequest as exc:
             return self._refuse_request(exc)
         return self._accepted(len(lines), request_id)
@@ -305,9 +348,9 @@ class IngestApp:
         return request_id, lines
 
     def _accepted(self, count: int, request_id: str) -> Response:
-        metrics = self._metrics
-        metrics.payloads_accepted += count
-        metrics.requests_accepted += 1
+        counts = self._counts
+        counts[Slot.PAYLOADS] += count
+        counts[Slot.REQUESTS] += 1
         return Response(202, [_JSON], _encode({"accepted": count, "request_id": request_id}))
 
     def _refuse_request(self, exc: BadRequest) -> Response:
@@ -387,7 +430,7 @@ class IngestApp:
         return BadRequest(413, "too_large", f"body larger than {self._max_body} bytes")
 
     def _refuse(self, status: int, reason: str, message: str, *extra: tuple[str, str]) -> Response:
-        self._metrics.rejected[reason] += 1
+        self._counts[_REJECTED_SLOT[reason]] += 1
         if status >= 500 and reason not in ("queue_full", "sink_failed"):
             logger.warning("request refused", extra={"status": status, "reason": reason})
         return Response(status, [_JSON, *extra], _encode({"error": message}))

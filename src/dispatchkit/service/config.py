@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -11,6 +12,7 @@ from dispatchkit.executors.registry import kind_names
 from dispatchkit.settings import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 
 __all__ = [
+    "ACK_MODES",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_FSYNC_INTERVAL",
     "DEFAULT_MAX_BODY",
@@ -21,11 +23,30 @@ __all__ = [
     "MAX_DRAIN_TIMEOUT",
     "MAX_FSYNC_INTERVAL",
     "MAX_MAX_DEPTH",
+    "MAX_PROCESSES",
     "ServeConfig",
+    "available_cpus",
 ]
 
 #: Kinds of workers that run the payload jobs (``auto`` chooses: see ServeConfig).
 EXECUTORS: Final = ("auto", *kind_names(in_process=True))
+
+#: When a request stored by the sink is answered 202: once its lines are written
+#: and fsynced (group commit), or once they are written (the OS has them; a
+#: power loss or an OS crash may lose up to ``fsync_interval`` of them).
+ACK_MODES: Final = ("durable", "buffered")
+
+#: Most server processes accepted: beyond, a typo is likelier than a machine that size.
+MAX_PROCESSES: Final = 1024
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; ``taskset`` narrows it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
 
 #: Server interfaces the service runs on: granian's own (faster here) or ASGI.
 INTERFACES: Final = ("rsgi", "asgi")
@@ -78,7 +99,14 @@ class ServeConfig:
             body's object is level 1); deeper bodies get 400.
         max_body: largest request body in bytes; larger ones get 413.
         segment_bytes: size at which the sink rotates to a new segment file.
-        fsync_interval: seconds between two flushes of the sink to disk.
+        fsync_interval: seconds between two flushes of the sink to disk by
+            its flusher thread (with ``ack="durable"``, only a failed fsync
+            waits for it, to be tried again).
+        ack: with a sink: ``durable``, each request is answered 202 once its
+            payloads are written and fsynced (requests written while an fsync
+            runs share the next one); ``buffered``, once they are written (up
+            to ``fsync_interval`` of them may be lost to a power loss or an
+            OS crash). See :data:`ACK_MODES`.
         redis: hand each payload to remote workers through this Redis server
             (``redis://host:port/db``) instead of a sink or a handler here.
         queue: with ``redis``: the queue the workers read (``dispatchkit
@@ -91,6 +119,9 @@ class ServeConfig:
         drain_timeout: seconds SIGTERM or SIGINT waits for the open requests;
             then their connections are closed, and the payloads already
             accepted are still written.
+        processes: server processes, each with its own dispatcher and its own
+            series of sink segments, all accepting on one port (None: one per
+            CPU this process may run on, :func:`available_cpus`).
 
     Raises:
         ValueError: a value out of range, with a message naming it.
@@ -119,6 +150,8 @@ class ServeConfig:
 
     metrics_token: str | None = None
     max_depth: int = DEFAULT_MAX_DEPTH
+    ack: str = "durable"
+    processes: int | None = None
 
     def __post_init__(self) -> None:
         chosen = [self.sink is not None, self.handler is not None, self.redis is not None]
@@ -144,6 +177,12 @@ class ServeConfig:
             raise ValueError(
                 f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
             )
+        if self.processes is not None and not 1 <= self.processes <= MAX_PROCESSES:
+            raise ValueError(
+                f"processes must be between 1 and {MAX_PROCESSES}, got {self.processes}"
+            )
+        if self.ack not in ACK_MODES:
+            raise ValueError(f"ack must be one of {', '.join(ACK_MODES)}, got {self.ack!r}")
         if self.interface not in INTERFACES:
             raise ValueError(
                 f"interface must be one of {', '.join(INTERFACES)}, got {self.interface!r}"

@@ -28,15 +28,25 @@ class DeadlineServer(MPServer):
     At the deadline the worker gets :data:`DRAIN_NOW`: it writes what it accepted
     and exits with :data:`~.shutdown.DRAIN_DEADLINE_EXIT`. granian's
     ``workers_kill_timeout`` SIGKILLs it only if it did not manage that within
-    :data:`FLUSH_GRACE`.
+    :data:`FLUSH_GRACE`. Each worker process it starts finds its index
+    (0-based) in the environment variable ``process_env``.
     """
 
-    def __init__(self, target: str, *, drain_timeout: float, **options: Any) -> None:
+    def __init__(
+        self, target: str, *, drain_timeout: float, process_env: str, **options: Any
+    ) -> None:
         kill_after = math.ceil(drain_timeout + FLUSH_GRACE) + 1
         super().__init__(target, workers_kill_timeout=kill_after, **options)
         self._drain_timeout = drain_timeout
+        self._process_env = process_env
         self._deadline: threading.Timer | None = None
         self._workers: list[multiprocessing.process.BaseProcess] = []
+
+    def _spawn_worker(self, idx: Any, target: Any, callback_loader: Any, *rest: Any) -> Any:
+        # The worker inherits the environment as it starts (right after this):
+        # its index names its sink segments and its row of counters.
+        os.environ[self._process_env] = str(idx)
+        return super()._spawn_worker(idx, target, callback_loader, *rest)
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
         if self._deadline is None:  # the first signal starts the clock

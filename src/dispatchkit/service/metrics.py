@@ -1,8 +1,11 @@
-"""Prometheus metrics of the ingest service.
+"""Prometheus metrics of the ingest service, summed over its server processes.
 
-Request counters are updated by the event loop; job counts and the queue depth
-are read from the dispatcher's ``stats()`` when scraped, so the workers' hot path
-pays nothing for them.
+Request counters are plain int64s in this process's row of a
+:class:`~.board.CounterBoard`, updated by the event loop; job counts and the
+queue depth are read from the dispatcher's ``stats()`` (the sink's counts from
+the sink) and copied into the row when scraped and every
+:data:`~.board.PUBLISH_INTERVAL`, so the hot path pays nothing for them.
+``/metrics`` on any process reports the sum of every row.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from prometheus_client.utils import floatToGoString
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 
+from .board import BUCKETS, REJECT_REASONS, CounterBoard, Slot
+
 if TYPE_CHECKING:
     from .redis_queue import RedisPayloadQueue as RemoteQueue
     from .sink import SegmentSink
@@ -34,102 +39,77 @@ __all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ServiceMetrics"]
 #: Content type of the Prometheus text format.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-#: Labels of the rejected-requests counter.
-REJECT_REASONS: Final = (
-    "malformed",
-    "too_deep",
-    "invalid",
-    "too_large",
-    "queue_full",
-    "closing",
-    "unauthorized",
-    "not_found",
-    "method_not_allowed",
-    "unavailable",
-    "sink_failed",
-)
-
-#: Latency buckets in seconds: the target is a p99 under 50 ms.
-_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
 
 class _Collector(Collector):
-    """Reads the plain counters and the dispatcher's stats when scraped."""
+    """Sums every process's row when scraped, this process's own counts fresh."""
 
-    def __init__(
-        self,
-        metrics: ServiceMetrics,
-        dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue,
-        sink: SegmentSink | None,
-    ) -> None:
+    def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
-        self._dispatcher = dispatcher
-        self._sink = sink
 
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
+        metrics.publish()
+        totals = metrics.board.totals()
         yield CounterMetricFamily(
             "dispatchkit_payloads_accepted",
             "Payloads answered 202: stored by the sink, queued as jobs or held by Redis.",
-            value=metrics.payloads_accepted,
+            value=totals[Slot.PAYLOADS],
         )
         yield CounterMetricFamily(
             "dispatchkit_requests_accepted",
             "Requests answered 202.",
-            value=metrics.requests_accepted,
+            value=totals[Slot.REQUESTS],
         )
         rejected = CounterMetricFamily(
             "dispatchkit_requests_rejected", "Requests refused, by reason.", labels=["reason"]
         )
-        for reason, count in metrics.rejected.items():
-            rejected.add_metric([reason], count)
+        for index, reason in enumerate(REJECT_REASONS):
+            rejected.add_metric([reason], totals[Slot.REJECTED + index])
         yield rejected
-        yield from self._jobs()
-        if self._sink is not None:
+        yield from self._jobs(totals)
+        if metrics.sink is not None:
             yield CounterMetricFamily(
                 "dispatchkit_sink_lines_written",
                 "Payloads written to the sink's segments (each answered 202).",
-                value=self._sink.lines_written,
+                value=totals[Slot.SINK_LINES],
             )
             yield CounterMetricFamily(
                 "dispatchkit_sink_unstored",
                 "Payloads answered 202 whose fsync failed: perhaps not on disk.",
-                value=self._sink.unstored,
+                value=totals[Slot.SINK_UNSTORED],
             )
-        cumulative = list(accumulate(metrics.latency_counts))
+        cumulative = list(accumulate(totals[Slot.LATENCY : Slot.LATENCY + len(BUCKETS) + 1]))
         yield HistogramMetricFamily(
             "dispatchkit_request_duration_seconds",
             "Time from request to response, in seconds.",
             buckets=[
-                *zip(map(floatToGoString, _BUCKETS), cumulative, strict=False),
+                *zip(map(floatToGoString, BUCKETS), cumulative, strict=False),
                 ("+Inf", cumulative[-1]),
             ],
-            sum_value=metrics.latency_sum,
+            sum_value=totals[Slot.LATENCY_SUM_NS] / 1e9,
         )
 
-    def _jobs(self) -> Iterator[Metric]:
-        dispatcher = self._dispatcher
-        if not isinstance(dispatcher, AsyncDispatcher | Dispatcher):
+    def _jobs(self, totals: list[int]) -> Iterator[Metric]:
+        if self._metrics.remote:
             # Remote workers run and count the jobs; here, the backlog seen last.
             yield GaugeMetricFamily(
                 "dispatchkit_queue_depth",
                 "Payload jobs in the Redis stream, not yet acknowledged by a worker "
                 "(as of the last request).",
-                value=dispatcher.backlog,
+                value=totals[Slot.BACKLOG],
             )
             return
-        stats = dispatcher.stats()
-        done = stats.succeeded + stats.failed + stats.cancelled
+        done = totals[Slot.SUCCEEDED] + totals[Slot.FAILED] + totals[Slot.CANCELLED]
         yield GaugeMetricFamily(
             "dispatchkit_queue_depth",
             "Payload jobs accepted and not finished yet (queued or running).",
-            value=max(0, stats.submitted - done),
+            value=max(0, totals[Slot.SUBMITTED] - done),
         )
         yield CounterMetricFamily(
-            "dispatchkit_jobs_succeeded", "Payload jobs that ran.", value=stats.succeeded
+            "dispatchkit_jobs_succeeded", "Payload jobs that ran.", value=totals[Slot.SUCCEEDED]
         )
         yield CounterMetricFamily(
-            "dispatchkit_jobs_failed", "Payload jobs that raised.", value=stats.failed
+            "dispatchkit_jobs_failed", "Payload jobs that raised.", value=totals[Slot.FAILED]
         )
 
 
@@ -139,33 +119,55 @@ class ServiceMetrics:
     Args:
         dispatcher: whose counters the job metrics report.
         sink: whose counts the sink metrics report (None: no sink).
+        board: the counters of every server process (None: this one's only).
+        process: this process's row on ``board`` (0-based).
     """
 
     def __init__(
         self,
         dispatcher: AsyncDispatcher | Dispatcher | RemoteQueue,
         sink: SegmentSink | None = None,
+        *,
+        board: CounterBoard | None = None,
+        process: int = 0,
     ) -> None:
-        # Plain numbers, updated only by the event loop's thread: a prometheus
-        # Counter or Histogram takes a lock per update, which shows at 30k
-        # requests/s. The collector turns them into metrics when scraped.
-        #: Payloads answered 202.
-        self.payloads_accepted = 0
-        #: Requests answered 202.
-        self.requests_accepted = 0
-        #: Requests refused, by reason (one of :data:`REJECT_REASONS`).
-        self.rejected = dict.fromkeys(REJECT_REASONS, 0)
-        #: Requests by latency bucket (the last: slower than every bucket).
-        self.latency_counts = [0] * (len(_BUCKETS) + 1)
-        #: Seconds spent answering, all requests together.
-        self.latency_sum = 0.0
+        self.board = board if board is not None else CounterBoard(1)
+        #: This process's counters, added to in place by the event loop's thread
+        #: (indices in :class:`~.board.Slot`): a prometheus Counter or Histogram
+        #: takes a lock per update, which shows at 30k requests/s.
+        self.row = self.board.row(process)
+        self.dispatcher = dispatcher
+        self.sink = sink
+        self.remote = not isinstance(dispatcher, AsyncDispatcher | Dispatcher)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_Collector(self, dispatcher, sink))
+        self.registry.register(_Collector(self))
+
+    @property
+    def payloads_accepted(self) -> int:
+        """Payloads this process answered 202."""
+        return int(self.row[Slot.PAYLOADS])
 
     def observe_latency(self, seconds: float) -> None:
         """Count one request that took ``seconds`` to answer."""
-        self.latency_counts[bisect_left(_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
+        row = self.row
+        row[Slot.LATENCY + bisect_left(BUCKETS, seconds)] += 1
+        row[Slot.LATENCY_SUM_NS] += int(seconds * 1e9)
+
+    def publish(self) -> None:
+        """Copy this process's job and sink counts into its row, for the others to sum."""
+        row = self.row
+        dispatcher = self.dispatcher
+        if isinstance(dispatcher, AsyncDispatcher | Dispatcher):
+            stats = dispatcher.stats()
+            row[Slot.SUBMITTED] = stats.submitted
+            row[Slot.SUCCEEDED] = stats.succeeded
+            row[Slot.FAILED] = stats.failed
+            row[Slot.CANCELLED] = stats.cancelled
+        else:
+            row[Slot.BACKLOG] = dispatcher.backlog
+        if self.sink is not None:
+            row[Slot.SINK_LINES] = self.sink.lines_written
+            row[Slot.SINK_UNSTORED] = self.sink.unstored
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""

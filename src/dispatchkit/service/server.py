@@ -1,10 +1,19 @@
 """Running the ingest service on granian: bind, serve until a signal, drain, flush.
 
-    dispatchkit serve (granian's main process) ── fork ──▶ worker process
+    dispatchkit serve (granian's main process) ── fork ──▶ worker processes 1..N
         checks the settings, the handler           create_app(): Dispatcher, sink, IngestApp
         and the address; on SIGTERM/SIGINT         HTTP I/O in granian's Rust threads,
-        stops the worker and waits for it,         the app on the worker's event loop;
-        at most --drain-timeout (shutdown.py)      dies with the main process
+        stops the workers and waits for them,      the app on the worker's event loop;
+        at most --drain-timeout (shutdown.py);     dies with the main process
+        sums their outcomes: one exit code         counters: its row of counters.bin
+
+``--processes N`` (default: one per CPU this process may run on) gives N worker
+processes, granian's own ``workers``: each binds the port for itself with
+SO_REUSEPORT, so the kernel spreads connections over them, and each has its own
+dispatcher and its own series of sink segments (``segment-p1-*``, ...: no file
+is shared). Their counters live in one shared file (board.py), so ``/metrics``
+on any of them reports the sum; each leaves its drain's outcome in a file of
+its own, which :func:`serve` sums into one exit code.
 
 granian was chosen by measurement (README): its HTTP I/O runs outside the GIL,
 and its own interface, RSGI, costs less per request than ASGI. Shutdown order
@@ -38,11 +47,14 @@ from granian.constants import HTTPModes, Interfaces, Loops
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import DispatchError, TransportError
+from dispatchkit.executors.registry import kind_names, worker_kind
 from dispatchkit.settings import Settings
 
 from .app import IngestApp, Receive, Scope, Send
-from .config import ServeConfig
+from .board import PUBLISH_INTERVAL, CounterBoard
+from .config import ServeConfig, available_cpus
 from .deadline_server import DeadlineServer
+from .group_commit import GroupCommit
 from .handler import handler_job, is_coroutine_handler, load_handler
 from .logs import configure_logging
 from .metrics import ServiceMetrics
@@ -67,10 +79,17 @@ CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 #: Environment variable that carries the main process's pid to the worker.
 PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
 
-#: Environment variable naming the file where the worker process leaves how its
-#: drain ended (cut short by the deadline; payloads answered 202 that could not
-#: be stored), for serve().
+#: Environment variable naming the directory where each worker process leaves
+#: how its drain ended (cut short by the deadline; payloads answered 202 that
+#: could not be stored), in ``outcome-<n>.json``, for serve().
 OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
+
+#: Environment variable naming the file of every worker process's counters.
+COUNTERS_ENV: Final = "DISPATCHKIT_SERVE_COUNTERS"
+
+#: Environment variable giving a worker process its index (0-based), set by
+#: DeadlineServer as it starts each one.
+PROCESS_ENV: Final = "DISPATCHKIT_SERVE_PROCESS"
 
 
 class UnstoredPayloads(DispatchError, RuntimeError):
@@ -122,23 +141,28 @@ def serve(config: ServeConfig) -> bool:
         config.sink.mkdir(parents=True, exist_ok=True)
     # Bind once here: a busy port is one clear error, and port 0 gets a free port.
     port = _probe(config.host, config.port)
+    processes = config.processes if config.processes is not None else available_cpus()
     settings = {
         **asdict(config),
         "port": port,
         "sink": None if config.sink is None else str(config.sink),
+        "processes": processes,
     }
     os.environ[CONFIG_ENV] = json.dumps(settings)
     os.environ[PARENT_ENV] = str(os.getpid())
     server = DeadlineServer(
         f"{__name__}:create_app",
         drain_timeout=config.drain_timeout,
+        process_env=PROCESS_ENV,
         address=config.host,
         port=port,
-        **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface)},
+        **{**GRANIAN_OPTIONS, "interface": Interfaces(config.interface), "workers": processes},
     )
     with tempfile.TemporaryDirectory(prefix="dispatchkit-serve-") as scratch:
-        outcome = Path(scratch) / "outcome.json"
-        os.environ[OUTCOME_ENV] = str(outcome)
+        counters = Path(scratch) / "counters.bin"
+        CounterBoard.create(counters, processes)
+        os.environ[COUNTERS_ENV] = str(counters)
+        os.environ[OUTCOME_ENV] = scratch
         try:
             server.serve()
         except SystemExit as exc:
@@ -147,18 +171,25 @@ def serve(config: ServeConfig) -> bool:
                     f"the server's worker process failed (exit code {exc.code})"
                 ) from None
         codes = server.worker_exit_codes()
-        # The worker's own word on its drain; its exit code alone can be unknown
-        # (None) when granian reaped it first.
-        report = json.loads(outcome.read_text()) if outcome.exists() else None
-    expected = (0, DRAIN_DEADLINE_EXIT, None) if report is not None else (0,)
+        # Each worker's own word on its drain; its exit code alone can be
+        # unknown (None) when granian reaped it first.
+        reports = [
+            json.loads(path.read_text()) for path in sorted(Path(scratch).glob("outcome-*.json"))
+        ]
+    return _outcome(codes, reports, processes)
+
+
+def _outcome(codes: list[int | None], reports: list[dict[str, Any]], processes: int) -> bool:
+    """One result for every worker process: :func:`serve`'s return value, or its error."""
+    # A worker that reported its drain may end at the deadline or be reaped unseen.
+    expected = (0, DRAIN_DEADLINE_EXIT, None) if len(reports) == processes else (0,)
     failed = [code for code in codes if code not in expected]
     if failed:
         raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
-    if report is None:
-        return True
-    if report["unstored"]:
-        raise UnstoredPayloads(report["unstored"])
-    return not report["cut_short"]
+    unstored = sum(report["unstored"] for report in reports)
+    if unstored:
+        raise UnstoredPayloads(unstored)
+    return not any(report["cut_short"] for report in reports)
 
 
 def choose_executor(config: ServeConfig) -> str:
@@ -174,13 +205,24 @@ def choose_executor(config: ServeConfig) -> str:
     """
     handler = None if config.handler is None else load_handler(config.handler)
     coroutine = handler is not None and is_coroutine_handler(handler)
-    if config.executor == "thread" and coroutine:
+    on_loop = _in_process_kind("AsyncDispatcher")
+    if config.executor != "auto" and not _on_loop(config.executor) and coroutine:
         raise ValueError(
-            f"handler {config.handler!r} is a coroutine function: it needs the async executor"
+            f"handler {config.handler!r} is a coroutine function: it needs the {on_loop} executor"
         )
     if config.executor != "auto":
         return config.executor
-    return "async" if handler is None or coroutine else "thread"
+    return on_loop if handler is None or coroutine else _in_process_kind("Dispatcher")
+
+
+def _in_process_kind(front_end: str) -> str:
+    """The worker kind that runs jobs in this process behind ``front_end``."""
+    return kind_names(front_end=front_end, in_process=True)[0]
+
+
+def _on_loop(executor: str) -> bool:
+    """Whether the workers of ``executor`` are tasks on the server's event loop."""
+    return worker_kind(executor).front_end == "AsyncDispatcher"
 
 
 def _check_redis(url: str) -> None:
@@ -238,7 +280,12 @@ def create_app() -> _Service:
     settings: dict[str, Any] = json.loads(os.environ[CONFIG_ENV])
     if settings["sink"] is not None:
         settings["sink"] = Path(settings["sink"])
-    return _Service(ServeConfig(**settings))
+    config = ServeConfig(**settings)
+    processes = config.processes or 1
+    index = int(os.environ.get(PROCESS_ENV, "0"))
+    counters = os.environ.get(COUNTERS_ENV)
+    board = CounterBoard(processes, None if counters is None else Path(counters))
+    return _Service(config, board, index)
 
 
 class _Service:
@@ -248,16 +295,32 @@ class _Service:
     hooks) or ASGI (``__call__`` with the lifespan protocol).
     """
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, board: CounterBoard, index: int) -> None:
         self._config = config
+        #: This process among the server's (0-based), and how many there are.
+        self._index = index
+        self._processes = board.rows
+        self._publisher: asyncio.TimerHandle | None = None
         self._sink: SegmentSink | None = None
+        self._commit: GroupCommit | None = None
         self._executor = "remote" if config.redis is not None else choose_executor(config)
         job: Any = None
         if config.handler is not None:
-            job = handler_job(load_handler(config.handler), on_thread=self._executor == "thread")
+            job = handler_job(load_handler(config.handler), on_thread=not _on_loop(self._executor))
         elif config.sink is not None:
-            self._sink = SegmentSink(config.sink, config.segment_bytes, config.fsync_interval)
+            durable = config.ack == "durable"
+            self._sink = SegmentSink(
+                config.sink,
+                config.segment_bytes,
+                config.fsync_interval,
+                durable=durable,
+                # Each process its own series: no segment is shared or interleaved.
+                series=f"p{index + 1}" if board.rows > 1 else "",
+            )
             job = self._sink.append
+            if durable:
+                sink = self._sink
+                self._commit = GroupCommit(sink.flush, lambda: sink.failed_flushes)
         # Where payload jobs go: a local dispatcher, or (--redis) remote workers.
         self._dispatcher: AsyncDispatcher | Dispatcher | None = None
         self._remote: RedisPayloadQueue | None = None
@@ -267,7 +330,7 @@ class _Service:
             self._remote = RedisPayloadQueue(
                 config.redis, config.queue, config.namespace, config.job, config.queue_size
             )
-        elif self._executor == "async":
+        elif _on_loop(self._executor):
             self._dispatcher = AsyncDispatcher(
                 workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
             )
@@ -286,12 +349,13 @@ class _Service:
         #: Set once a drain began: the ordinary one, or :meth:`_drain_now`.
         self._drain_begun = False
         self._drain_now_task: asyncio.Task[None] | None = None
-        self._metrics = ServiceMetrics(target, self._sink)
+        self._metrics = ServiceMetrics(target, self._sink, board=board, process=index)
         self._app = IngestApp(
             target,
             job,
             self._metrics,
             sink=self._sink,
+            commit=self._commit,
             token=config.token,
             metrics_token=config.metrics_token,
             max_body=config.max_body,
@@ -320,7 +384,14 @@ class _Service:
         finally:
             self._drain()  # whatever became of the workers, the sink is flushed
 
+    def _publish(self) -> None:
+        # The other processes sum this one's job and sink counts from its row.
+        self._metrics.publish()
+        self._publisher = asyncio.get_running_loop().call_later(PUBLISH_INTERVAL, self._publish)
+
     async def _start_workers(self) -> None:
+        if self._processes > 1:
+            self._publish()
         if self._remote is not None:
             await self._remote.ping()
         if isinstance(self._dispatcher, AsyncDispatcher):
@@ -340,6 +411,8 @@ class _Service:
         # Leaving the block closed the dispatcher and waited for every queued job.
 
     async def _stop_workers(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
         if self._remote is not None:
             await self._remote.close()  # every 202 is in Redis already
         owner = self._owner
@@ -387,6 +460,7 @@ class _Service:
                 "workers": config.workers,
                 "strategy": self._dispatcher.strategy.name,
                 "sink": None if config.sink is None else str(config.sink),
+                **({} if config.sink is None else {"ack": config.ack}),
             }
         logger.info(
             "listening",
@@ -396,6 +470,8 @@ class _Service:
                 "interface": config.interface,
                 "executor": self._executor,
                 "queue_size": config.queue_size,
+                "processes": self._processes,
+                "server_process": self._index + 1,
                 **where,
             },
         )
@@ -451,7 +527,9 @@ class _Service:
         if isinstance(self._dispatcher, Dispatcher):
             self._dispatcher.join()
         if self._sink is not None:
-            self._sink.close()
+            self._sink.close()  # first: no write, so no wait for a flush, comes after
+        if self._commit is not None:
+            self._commit.close()
         counts: dict[str, int] = {}
         if self._dispatcher is not None:
             stats = self._dispatcher.stats()
@@ -461,11 +539,16 @@ class _Service:
             counts["unstored"] = self._sink.unstored
             if self._sink.unstored:
                 logger.error("payloads answered 202 could not be stored", extra=counts)
+        self._metrics.publish()  # the final counts, for the processes still scraped
         outcome = os.environ.get(OUTCOME_ENV)
         if outcome is not None:  # for serve() in the main process
             report = {"unstored": counts.get("unstored", 0), "cut_short": cut_short is not None}
-            Path(outcome).write_text(json.dumps(report))
-        facts: dict[str, Any] = {"accepted": self._metrics.payloads_accepted, **counts}
+            Path(outcome, f"outcome-{self._index + 1}.json").write_text(json.dumps(report))
+        facts: dict[str, Any] = {
+            "accepted": self._metrics.payloads_accepted,
+            **counts,
+            "server_process": self._index + 1,
+        }
         if cut_short is None:
             logger.info("stopped", extra=facts)
             return

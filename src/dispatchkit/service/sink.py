@@ -1,21 +1,32 @@
 """The default store: append payloads to NDJSON segment files, written within the request.
 
     request ──write(lines)──▶ os.write to the current segment (the OS page cache)
-       │ 202 once written,         ▲
-       │ 503 if it failed          │ flusher thread: every fsync_interval, fsync
-       ▼                           │ (outside the lock, on a duplicate descriptor)
+       │ durable: 202 once a flush ▲  group commit (group_commit.py): one flush
+       │   that began after the    │  for every request written while the one
+       │   write succeeded         │  before it ran, in a thread of its own
+       │ buffered: 202 once written│ flusher thread: every fsync_interval, fsync
+       │ 503 if either failed      │ (outside the lock, on a duplicate descriptor)
 
 Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
 next one is opened once the current one reaches ``segment_bytes``, so files
-are only ever appended to. A request's lines are written in one ``os.write``
-before it is answered, so a full disk is seen before the 202 and refused; only
-the fsync is deferred, to the next flush (at most one ``fsync_interval`` later).
+are only ever appended to. A sink of a named ``series`` (one per server
+process: ``p1``, ``p2``, ...) writes ``segment-p1-000001.ndjson``, ...: each
+series is numbered on its own and written by one process only.
+
+A request's lines are written in one ``os.write`` before it is answered, so a
+full disk is seen before the 202 and refused. When the sink is ``durable`` the
+request then waits for a :meth:`SegmentSink.flush` that began after its write
+(the server's group commit); otherwise the fsync is deferred to the flusher (at
+most one ``fsync_interval`` later).
 
 A write that fails (a full disk, a short write) is undone: the segment is
 truncated back to its last whole line before anything else is written, so a
 segment never holds a partial or fused line, and the request is refused, so
 nothing is written twice. Lines written but whose fsync failed are counted in
-:attr:`SegmentSink.unstored`: they were answered 202 and may be lost.
+:attr:`SegmentSink.unstored` when the sink is not durable: they were answered
+202 and may be lost. A durable sink's requests whose flush failed got 503
+instead: their lines may be in a segment all the same (a client that sends them
+again may store them twice), and nothing answered 202 was lost.
 """
 
 from __future__ import annotations
@@ -64,24 +75,45 @@ class SegmentSink:
         directory: where the segments go (created when missing). Numbering
             continues after the segments already there.
         segment_bytes: size at which a segment is closed and the next opened.
-        fsync_interval: seconds between two fsyncs.
+        fsync_interval: seconds between two fsyncs of the flusher thread.
+        durable: each write is answered only after a :meth:`flush` that began
+            after it succeeded, so a failed fsync loses nothing answered 202
+            (and counts nothing in :attr:`unstored`).
+        series: the name this sink's segments carry (empty: none), so that
+            several processes can write to one directory without sharing a file.
 
     Raises:
         OSError: the directory cannot be created or the first segment opened.
     """
 
-    def __init__(self, directory: Path, segment_bytes: int, fsync_interval: float) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int,
+        fsync_interval: float,
+        *,
+        durable: bool = False,
+        series: str = "",
+    ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._segment_bytes = segment_bytes
         self._interval = fsync_interval
+        self.durable = durable
         self._lock = threading.Lock()
+        #: Held for a whole flush: a flush returns only once every line written
+        #: before it began is fsynced, even those a concurrent flush took.
+        self._flush_lock = threading.Lock()
+        #: A segment was created since the last flush: its directory entry needs an fsync.
+        self._new_segment = True
         #: Full segments, fsynced and closed by the next flush: (descriptor,
         #: lines written to it since its last fsync).
         self._unsynced: list[tuple[int, int]] = []
         #: No rotation is tried before this time (after a failed one).
         self._next_rotation = 0.0
-        existing = sorted(directory.glob(SEGMENT_GLOB))
+        #: What the segment names start with.
+        self._prefix = f"segment-{series}-" if series else "segment-"
+        existing = sorted(directory.glob(f"{self._prefix}[0-9]*.ndjson"))
         self._number = int(existing[-1].stem.rsplit("-", 1)[1]) if existing else 0
         self._fd = self._open_next()
         self._number += 1
@@ -91,6 +123,9 @@ class SegmentSink:
         self.lines_written = 0
         #: Lines written whose fsync failed: answered 202, perhaps not on disk.
         self.unstored = 0
+        #: Flushes that failed so far: a durable write is answered 202 only if
+        #: none failed between it and the end of the flush it waited for.
+        self.failed_flushes = 0
         #: Lines written to the current segment since the last flush took its count.
         self._lines_unsynced = 0
         #: Why the last write failed (None: it succeeded), and how many bytes it had.
@@ -181,17 +216,32 @@ class SegmentSink:
         a flush succeeds.
 
         Raises:
+            SinkClosed: the sink was closed (its close flushed it).
             OSError: an fsync failed (every descriptor is closed regardless).
         """
+        with self._flush_lock:
+            self._flush_serialized()
+
+    def _flush_serialized(self) -> None:
         with self._lock:
+            if self._fd < 0:
+                raise SinkClosed("the sink is closed")
             pending = [*self._unsynced, (os.dup(self._fd), self._lines_unsynced)]
             self._unsynced = []
             self._lines_unsynced = 0
+            new_segment, self._new_segment = self._new_segment, False
         failure, lost = _sync_and_close(pending)  # outside the lock: writes go on meanwhile
+        if new_segment and failure is None:
+            failure = _sync_directory(self.directory)  # a new file's name survives a crash too
+            if failure is not None:
+                self._new_segment = True
+                lost = sum(lines for _, lines in pending)
         first = False
         with self._lock:
             if failure is not None:
-                self.unstored += lost
+                self.failed_flushes += 1
+                if not self.durable:  # a durable sink's writes were not answered 202 yet
+                    self.unstored += lost
                 first = self._sync_failure is None
                 self._sync_failure = failure
             elif self._sync_failure is not None:
@@ -217,13 +267,15 @@ class SegmentSink:
         self._flusher.join()
         with contextlib.suppress(OSError):  # counted in unstored and logged by the flush
             self.flush()
-        with self._lock:
+        # Both locks: a flush still asked for (a group commit's) finds it closed.
+        with self._flush_lock, self._lock:
             if self._torn:  # one more try: leave no partial line behind
                 try:
                     self._cut_back_locked()
                 except SinkFailure:
                     logger.critical("sink: the last segment ends on a partial line")
             os.close(self._fd)
+            self._fd = -1
 
     def _fail_write_locked(self, exc: OSError, size: int) -> None:
         """Undo a failed write: cut the segment back to its last whole line."""
@@ -269,14 +321,15 @@ class SegmentSink:
         self._fd = following
         self._number += 1
         self._size = 0
+        self._new_segment = True
 
     def _open_next(self) -> int:
         """Open the segment after the current one (the caller counts it as opened)."""
-        path = self.directory / f"segment-{self._number + 1:06d}.ndjson"
+        path = self.directory / f"{self._prefix}{self._number + 1:06d}.ndjson"
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _segment_name(self) -> str:
-        return f"segment-{self._number:06d}.ndjson"
+        return f"{self._prefix}{self._number:06d}.ndjson"
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(self._interval):
@@ -304,6 +357,21 @@ def _sync_and_close(pending: list[tuple[int, int]]) -> tuple[OSError | None, int
         finally:
             os.close(fd)
     return failure, lost
+
+
+def _sync_directory(directory: Path) -> OSError | None:
+    """Fsync ``directory`` (the names of the segments in it); the failure, if any."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        return exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
 
 
 def _room(directory: Path) -> int:

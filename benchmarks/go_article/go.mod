@@ -1,0 +1,3 @@
+module dispatchkit/benchmarks/go_article
+
+go 1.19
