@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ import pytest
 import dispatchkit
 import dispatchkit.futures as dkf
 from dispatchkit import Dispatcher, JobStatus, WorkerLost, WorkerStartError
-from tests import jobs
+from tests import gc_jobs, jobs
 
 #: Seconds any wait in these tests may take before it counts as a hang.
 PATIENCE = 10
@@ -635,6 +636,22 @@ def test_process_pools_submit_map_and_errors(make_process: MakeExecutor) -> None
     done, not_done = cf.wait([executor.submit(jobs.square, i) for i in range(8)], PATIENCE)
     assert not not_done
     assert sorted(f.result() for f in done) == [i * i for i in range(8)]
+
+
+def test_a_worker_process_frees_a_jobs_arguments_once_it_is_done(
+    make_process: MakeExecutor, tmp_path: Path
+) -> None:
+    executor = make_process(1)
+    mark = gc_jobs.FreedMark(str(tmp_path))
+    worker_pid = executor.submit(gc_jobs.pid_of_worker, mark).result(PATIENCE)
+    freed = tmp_path / f"freed-{worker_pid}"
+    # The worker is idle now, waiting for its next job: its copy must be gone.
+    for _ in range(PATIENCE * 100):
+        if freed.exists():
+            break
+        time.sleep(0.01)
+    assert freed.exists()
+    del mark
 
 
 def test_a_dead_worker_process_fails_only_its_job() -> None:
