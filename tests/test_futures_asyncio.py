@@ -4,16 +4,18 @@ asyncio's rule for a ``concurrent.futures.Future`` (``asyncio.wrap_future``,
 ``loop.run_in_executor``): cancelling the awaiting task calls the future's
 ``cancel()``, so a queued job is cancelled and never runs while a running job
 runs to completion and keeps its result. The same tests run on the stdlib's
-thread pool and on dispatchkit's executors; ``AsyncJobHandle`` follows the
-same rule.
+thread and process pools and on dispatchkit's executors; ``AsyncJobHandle``
+follows the same rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ import pytest
 import dispatchkit
 import dispatchkit.futures as dkf
 from dispatchkit import Dispatcher, JobStatus
+from tests import gate_jobs
 
 #: Seconds any wait in these tests may take before it counts as a hang.
 PATIENCE = 10
@@ -211,3 +214,42 @@ def test_many_awaiters_of_one_async_job_each_get_its_result() -> None:
             assert results[1:] == ["through", "through"]
 
     asyncio.run(main())
+
+
+# -- process pools ------------------------------------------------------------------
+
+
+def _forkserver() -> multiprocessing.context.BaseContext:
+    return multiprocessing.get_context("forkserver")
+
+
+PROCESS_POOLS: dict[str, Callable[[], cf.Executor]] = {
+    "stdlib-process": lambda: cf.ProcessPoolExecutor(1, _forkserver()),
+    "dispatchkit-process": lambda: dkf.ProcessPoolExecutor(1, _forkserver()),
+}
+
+
+@pytest.mark.parametrize("pool", list(PROCESS_POOLS))
+def test_cancelling_the_awaiter_cancels_a_queued_process_job(pool: str, tmp_path: Path) -> None:
+    executor = PROCESS_POOLS[pool]()
+    started, gate, ran = tmp_path / "started", tmp_path / "gate", tmp_path / "ran"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        blocking = executor.submit(gate_jobs.hold, str(started), str(gate))
+        # The stdlib hands a worker one job beyond the one it runs: that one
+        # cannot be cancelled any more, the job after it can.
+        handed_on = executor.submit(pow, 2, 2)
+        while not started.exists():
+            await asyncio.sleep(0.01)
+        await cancelled_task(loop.run_in_executor(executor, gate_jobs.touch, str(ran)))
+        gate.write_text("open")
+        assert await asyncio.wrap_future(blocking) == "through"
+        assert await asyncio.wrap_future(handed_on) == 4
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.write_text("open")
+        executor.shutdown(wait=True)
+    assert not ran.exists()
