@@ -14,9 +14,14 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import re
+import subprocess
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +29,7 @@ import pytest
 import dispatchkit
 import dispatchkit.futures as dkf
 from dispatchkit import Dispatcher, JobStatus, WorkerLost, WorkerStartError
-from tests import jobs
+from tests import gc_jobs, jobs
 
 #: Seconds any wait in these tests may take before it counts as a hang.
 PATIENCE = 10
@@ -202,6 +207,29 @@ def test_first_exception(make: MakeExecutor) -> None:
     gate.set()
 
 
+def test_wait_and_as_completed_over_both_executors_at_once() -> None:
+    with cf.ThreadPoolExecutor(2) as stdlib, dkf.ThreadPoolExecutor(2) as ours:
+        started, gate = threading.Event(), threading.Event()
+        blocked = ours.submit(blocker(started, gate))
+        theirs = stdlib.submit(pow, 2, 4)
+        mine = ours.submit(pow, 3, 2)
+        plain: cf.Future[Any] = cf.Future()
+        everything: list[cf.Future[Any]] = [blocked, theirs, mine, plain]
+        for wait in (cf.wait, dispatchkit.wait):
+            done, not_done = wait(everything, PATIENCE, cf.FIRST_COMPLETED)
+            assert done
+            assert done <= {theirs, mine}
+            assert {blocked, plain} <= not_done
+        completed = cf.as_completed(everything, timeout=PATIENCE)
+        assert {next(completed), next(completed)} == {theirs, mine}
+        plain.set_result(1)
+        assert next(completed) is plain
+        gate.set()
+        assert next(completed) is blocked
+        done, not_done = dispatchkit.wait(everything, PATIENCE)
+        assert not not_done
+
+
 def test_dispatchkit_wait_and_as_completed_take_plain_futures_too() -> None:
     with Dispatcher(2) as d:
         failing = d.submit(fail, "boom")
@@ -257,6 +285,28 @@ def test_a_raising_done_callback_is_logged_not_raised(
         future.add_done_callback(broken)  # must not raise
     errors = [r for r in caplog.records if r.exc_info and r.exc_info[1] is not None]
     assert [str(r.exc_info[1]) for r in errors if r.exc_info] == ["callback broke"]
+
+
+def test_a_callback_raising_in_the_worker_thread_is_logged_and_the_rest_run(
+    make: MakeExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    executor = make(1)
+    started, gate = threading.Event(), threading.Event()
+    future = executor.submit(blocker(started, gate))
+    called = threading.Event()
+
+    def broken(_: cf.Future[Any]) -> None:
+        raise RuntimeError("callback broke in a worker")
+
+    future.add_done_callback(broken)
+    future.add_done_callback(lambda _: called.set())
+    with caplog.at_level(logging.ERROR):
+        gate.set()
+        assert called.wait(PATIENCE)  # the callback after the broken one ran
+        assert executor.submit(pow, 2, 2).result(PATIENCE) == 4  # the worker goes on
+    errors = [r for r in caplog.records if r.exc_info and r.exc_info[1] is not None]
+    assert [str(r.exc_info[1]) for r in errors if r.exc_info] == ["callback broke in a worker"]
+    assert errors[0].threadName != threading.current_thread().name
 
 
 # -- cancel, running, timeouts -----------------------------------------------------
@@ -353,6 +403,40 @@ def test_map_timeout_raises_from_the_iterator(make: MakeExecutor) -> None:
     gate.set()
 
 
+def test_map_runs_its_jobs_from_the_call_and_counts_the_timeout_from_it(
+    make: MakeExecutor,
+) -> None:
+    executor = make(1)
+    first_ran = threading.Event()
+    started, gate = threading.Event(), threading.Event()
+    job = blocker(started, gate)
+
+    def task(i: int) -> object:
+        if i == 0:
+            first_ran.set()
+            return 0
+        return job()
+
+    results = executor.map(task, [0, 1], timeout=0.05)
+    assert first_ran.wait(PATIENCE)  # before any next(): the jobs run from the call
+    time.sleep(0.1)  # past the deadline
+    assert next(results) == 0  # a result that is in still comes out
+    with pytest.raises(cf.TimeoutError):
+        next(results)
+    gate.set()
+
+
+def test_map_keeps_no_reference_to_what_it_yielded(make: MakeExecutor) -> None:
+    class Result:
+        pass
+
+    executor = make(2)
+    for value in executor.map(lambda _: Result(), range(20)):
+        ref = weakref.ref(value)
+        del value
+        assert ref() is None
+
+
 def test_map_buffersize_bounds_the_pending_jobs(make: MakeExecutor) -> None:
     executor = make(2)
     if not isinstance(executor, Dispatcher) and sys.version_info < (3, 14):
@@ -415,6 +499,57 @@ def test_shutdown_cancel_futures_then_submit_raises(make: MakeExecutor) -> None:
     executor.shutdown(wait=True)  # again: harmless
 
 
+def test_shutdown_cancel_futures_and_wait(make: MakeExecutor) -> None:
+    executor = make(1)
+    started, gate = threading.Event(), threading.Event()
+    running = executor.submit(blocker(started, gate))
+    assert started.wait(PATIENCE)
+    queued = [executor.submit(pow, 2, i) for i in range(3)]
+    cancelled: list[cf.Future[Any]] = []
+    for future in queued:
+        future.add_done_callback(cancelled.append)
+    closer = threading.Thread(target=executor.shutdown, kwargs={"cancel_futures": True})
+    closer.start()
+    gate.set()
+    closer.join(PATIENCE)
+    assert not closer.is_alive()
+    assert running.done()  # shutdown(wait=True) returned after the running job
+    assert running.result() == "opened"
+    assert all(f.cancelled() for f in queued)
+    assert sorted(map(id, cancelled)) == sorted(map(id, queued))  # each callback ran once
+
+
+ATEXIT_DRAIN = r"""
+import sys, threading
+from {module} import ThreadPoolExecutor
+
+pool = ThreadPoolExecutor(2)
+gate = threading.Event()
+
+def job(i):
+    gate.wait()
+    sys.stdout.write(f"{{i}} {{threading.current_thread().name}}\n")  # one write per line
+
+for i in range(6):
+    pool.submit(job, i)
+gate.set()  # the last statement: every job is still queued or running at exit
+"""
+
+
+@pytest.mark.parametrize("module", ["concurrent.futures", "dispatchkit.futures"])
+def test_the_interpreter_exit_waits_for_the_queued_jobs(module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ATEXIT_DRAIN.format(module=module)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert sorted(int(i) for i, _ in lines) == list(range(6))
+    assert {name.rsplit("_", 1)[0] for _, name in lines} == {"ThreadPoolExecutor-0"}
+
+
 def test_with_block_waits_for_the_jobs(make: MakeExecutor) -> None:
     with make(2) as executor:
         futures = [executor.submit(pow, 2, i) for i in range(20)]
@@ -435,6 +570,16 @@ def test_thread_pool_names_and_defaults(make: MakeExecutor) -> None:
     name = unnamed.submit(lambda: threading.current_thread().name).result(PATIENCE)
     assert name.startswith("ThreadPoolExecutor-")
     assert name.endswith("_0")
+    gate = threading.Barrier(5, timeout=PATIENCE)
+
+    def meet() -> str:
+        gate.wait()  # five jobs at once: every thread of the pool takes one
+        return threading.current_thread().name
+
+    five = make(5)
+    names = {f.result(PATIENCE) for f in [five.submit(meet) for _ in range(5)]}
+    assert len(names) == 5
+    assert all(re.fullmatch(r"ThreadPoolExecutor-\d+_[0-4]", n) for n in names), names
     assert make()._max_workers == min(32, (os.cpu_count() or 1) + 4)  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         make(0)
@@ -491,6 +636,22 @@ def test_process_pools_submit_map_and_errors(make_process: MakeExecutor) -> None
     done, not_done = cf.wait([executor.submit(jobs.square, i) for i in range(8)], PATIENCE)
     assert not not_done
     assert sorted(f.result() for f in done) == [i * i for i in range(8)]
+
+
+def test_a_worker_process_frees_a_jobs_arguments_once_it_is_done(
+    make_process: MakeExecutor, tmp_path: Path
+) -> None:
+    executor = make_process(1)
+    mark = gc_jobs.FreedMark(str(tmp_path))
+    worker_pid = executor.submit(gc_jobs.pid_of_worker, mark).result(PATIENCE)
+    freed = tmp_path / f"freed-{worker_pid}"
+    # The worker is idle now, waiting for its next job: its copy must be gone.
+    for _ in range(PATIENCE * 100):
+        if freed.exists():
+            break
+        time.sleep(0.01)
+    assert freed.exists()
+    del mark
 
 
 def test_a_dead_worker_process_fails_only_its_job() -> None:

@@ -101,11 +101,11 @@ class ThreadFrontEnd(FrontEnd):
         raise TimeoutError when a result is still awaited then; ``chunk``: jobs
         per hand-off.
 
-        The call is registered at once (not at the first ``next``): closing the
-        dispatcher feeds an open map's remaining input to the workers, so that
-        ``with pool: results = pool.map(...)`` and iterating after the block
-        works, as with ``concurrent.futures`` (whose map submits everything at
-        the call).
+        The call is registered and its first window placed at once (not at
+        the first ``next``): closing the dispatcher feeds an open map's
+        remaining input to the workers, so that ``with pool: results =
+        pool.map(...)`` and iterating after the block works, as with
+        ``concurrent.futures`` (whose map submits everything at the call).
         """
         run, wait = thread_map_run(outcomes)
 
@@ -125,6 +125,15 @@ class ThreadFrontEnd(FrontEnd):
         feed = _MapFeed(window, place)
         feed.blocks = self._numbered_blocks(items, key, limit=feed.limit)
         self._open_maps.add(feed)
+        # The first window is placed at the call, as the stdlib submits at the
+        # call: the jobs run while the caller does something else, and a
+        # ``timeout`` counted from the call finds the results that came in.
+        try:
+            feed.fill()
+        except BaseException:
+            self._open_maps.discard(feed)
+            raise
+        self._wake_all()  # placing wakes lazily
         return self._map_results(feed, run, wait, outcomes, deadline)
 
     def _map_results(
@@ -161,8 +170,11 @@ class ThreadFrontEnd(FrontEnd):
                 while run.finished:
                     with feed.lock:
                         rows = window.release(run.finished.popleft())
-                    for row in rows:
-                        yield map_result(row, outcomes)
+                    # Popped, not iterated: once yielded, a result is the
+                    # caller's alone (the stdlib's map keeps no reference either).
+                    rows.reverse()
+                    while rows:
+                        yield map_result(rows.pop(), outcomes)
         finally:
             self._open_maps.discard(feed)
 

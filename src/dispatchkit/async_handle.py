@@ -30,6 +30,14 @@ class AsyncJobHandle(Generic[R]):
     ``await handle`` gives the value (or raises the job's exception); the rest
     follows ``asyncio.Future``: ``done``, ``cancel``, ``cancelled``,
     ``result``, ``exception``, ``add_done_callback``.
+
+    Cancelling a task that awaits the handle (``task.cancel()``, a timeout of
+    ``asyncio.timeout`` or ``wait_for``, a cancelled ``gather``) calls
+    :meth:`cancel`, as ``asyncio.wrap_future`` does for a
+    ``concurrent.futures.Future``: a job still queued is cancelled and never
+    runs; a job a worker has started runs to completion and keeps its outcome
+    on the handle, while the task gets ``CancelledError``. ``asyncio.shield``
+    keeps even a queued job.
     """
 
     #: Run by awaiting ``_arun`` (see ``InlineChunk``).
@@ -77,7 +85,21 @@ class AsyncJobHandle(Generic[R]):
         self.attempts = 0
 
     def __await__(self) -> Generator[Any, None, R]:
-        return self._future.__await__()
+        future = self._future
+        if not future.done():
+            # Each awaiter waits on its own future, so that cancelling the
+            # awaiting task cancels that one, not the handle's: the job's fate
+            # is then up to cancel(), which refuses once a worker has it.
+            waiter = future.get_loop().create_future()
+            relay = _Relay(waiter)
+            future.add_done_callback(relay)
+            try:
+                yield from waiter
+            except asyncio.CancelledError:
+                future.remove_done_callback(relay)
+                self.cancel()
+                raise
+        return future.result()
 
     def __repr__(self) -> str:
         return f"<AsyncJobHandle {self.job_id} {self.status.value}>"
@@ -192,6 +214,19 @@ class AsyncJobHandle(Generic[R]):
     def _cancel_taken(self) -> int:
         self._finish(CANCELLED, None)
         return 1
+
+
+class _Relay:
+    """A done callback of the handle's future that ends one awaiter's future."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self, waiter: asyncio.Future[Any]) -> None:
+        self.waiter = waiter
+
+    def __call__(self, _future: object) -> None:
+        if not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class _HandleCallback:

@@ -251,16 +251,25 @@ def child_main(
             conn.send_bytes(pickle.dumps(_sealed(last), pickle.HIGHEST_PROTOCOL))
             last = None
             continue
-        task, last = message, None
-        if task.summary:
-            last = _run_summary(task)
-            conn.send_bytes(_dumps(last))
-        elif task.stream:
-            for index, item in enumerate(task.items):
-                conn.send_bytes(pickle.dumps(("start", index, perf_counter())))
-                one = ("one", index, seal(_run_one(task, item)))
-                conn.send_bytes(pickle.dumps(one, pickle.HIGHEST_PROTOCOL))
-            conn.send_bytes(pickle.dumps(("done", None)))
-        else:
-            last = ("done", [_run_one(task, item) for item in task.items])
-            conn.send_bytes(_dumps(last))
+        last = _answer(conn, message)
+        # Nothing of the task may outlive it while the worker waits for the
+        # next one: its arguments are freed once it is done, as in the stdlib.
+        del data, message
+
+
+def _answer(conn: Connection, task: Task) -> tuple[Any, ...] | None:
+    """Run ``task``, send its reply, and return the reply to keep for a RESEND."""
+    if task.summary:
+        last = _run_summary(task)
+        conn.send_bytes(_dumps(last))
+        return last
+    if task.stream:
+        for index, item in enumerate(task.items):
+            conn.send_bytes(pickle.dumps(("start", index, perf_counter())))
+            one = ("one", index, seal(_run_one(task, item)))
+            conn.send_bytes(pickle.dumps(one, pickle.HIGHEST_PROTOCOL))
+        conn.send_bytes(pickle.dumps(("done", None)))
+        return None
+    done = ("done", [_run_one(task, item) for item in task.items])
+    conn.send_bytes(_dumps(done))
+    return done
