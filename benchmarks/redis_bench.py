@@ -36,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,6 +88,17 @@ def _env() -> dict[str, str]:
     }
 
 
+def _worker_command(
+    url: str, ns: str, prefetch: int | None, concurrency: int, executor: str
+) -> list[str]:
+    command = [
+        *(sys.executable, "-m", "dispatchkit", "worker", "--redis", url, "--queue", "bench"),
+        *("--namespace", ns, "--import", "benchmarks.redis_jobs"),
+        *("--concurrency", str(concurrency), "--executor", executor),
+    ]
+    return command if prefetch is None else [*command, "--prefetch", str(prefetch)]
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -108,12 +120,7 @@ def dispatchkit_workers(
     concurrency: int = THREADS,
     executor: str = "thread",
 ) -> Iterator[None]:
-    command = [
-        *(sys.executable, "-m", "dispatchkit", "worker", "--redis", url, "--queue", "bench"),
-        *("--namespace", ns, "--import", "benchmarks.redis_jobs"),
-        *("--concurrency", str(concurrency), "--prefetch", str(prefetch)),
-        *("--executor", executor),
-    ]
+    command = _worker_command(url, ns, prefetch, concurrency, executor)
     procs = [subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL) for _ in range(count)]
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 30
@@ -197,6 +204,69 @@ def run_cpu(url: str, executor: str) -> Row:
     return Row("cpu", f"dispatchkit redis {executor} x2", 1, CPU_JOBS, seconds)
 
 
+#: The fleet shape: worker processes, and jobs queued before they start.
+FLEET_WORKERS = 10
+FLEET_JOBS = 20_000
+#: Jobs per entry of the fleet shape's chunked runs.
+FLEET_CHUNK = 100
+
+
+@dataclass
+class FleetRow(Row):
+    #: Jobs each worker process ran, busiest first.
+    counts: list[int]
+    #: Seconds from launch to each worker's first job, soonest first.
+    first_job: list[float]
+
+
+def run_fleet(url: str, workload: str, chunk: int, prefetch: int | None = None) -> FleetRow:
+    """FLEET_JOBS jobs queued, then FLEET_WORKERS worker processes launched together;
+    timed from the launch to the last outcome read."""
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    fn = redis_jobs.where if workload == "noop" else redis_jobs.where_io
+    entries = -(-FLEET_JOBS // chunk)
+    rows: list[list[float]] = []
+    ended: list[float] = []
+    command = _worker_command(url, ns, prefetch, THREADS, "thread")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with RedisDispatcher(url, "bench", namespace=ns) as d:
+
+            def consume() -> None:
+                rows.extend(d.map(fn, range(FLEET_JOBS), chunk=chunk, window=FLEET_JOBS))
+                ended.append(time.time())
+
+            reader = threading.Thread(target=consume, daemon=True)
+            reader.start()
+            deadline = time.monotonic() + 60
+            while d.stats().published < entries:  # every job queued before any worker
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fleet's jobs were not all published")
+                time.sleep(0.01)
+            launch = time.time()
+            procs = [
+                subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
+                for _ in range(FLEET_WORKERS)
+            ]
+            reader.join(300)
+            if not ended:
+                raise RuntimeError("the fleet did not finish in 300 s")
+    finally:
+        _stop(procs)
+        _cleanup(url, ns)
+    firsts: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    for pid, at in rows:
+        counts[int(pid)] = counts.get(int(pid), 0) + 1
+        firsts[int(pid)] = min(firsts.get(int(pid), at), at)
+    all_counts = sorted(counts.values(), reverse=True) + [0] * (FLEET_WORKERS - len(counts))
+    system = f"fleet {'chunked' if chunk > 1 else 'single'}"
+    return FleetRow(
+        workload, system, FLEET_WORKERS, FLEET_JOBS, ended[0] - launch,
+        all_counts, sorted(at - launch for at in firsts.values()),
+    )  # fmt: skip
+
+
 def run_dramatiq(url: str, workload: str, count: int) -> Row:
     ns = f"dkbench-{uuid.uuid4().hex[:8]}"
     jobs = JOBS[(workload, "dramatiq")]
@@ -249,9 +319,26 @@ def main() -> None:
     parser.add_argument("--workloads", default="noop,io")
     parser.add_argument("--no-dramatiq", action="store_true", help="skip the peer queue")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help=f"the fleet shape instead: {FLEET_JOBS:,} jobs queued, then {FLEET_WORKERS} "
+        "worker processes launched together (the --workloads among noop,io)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the fleet shape")
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
     rows: list[Row] = []
+    if args.fleet:
+        rows = _fleet(
+            args.redis, [w for w in args.workloads.split(",") if w in ("noop", "io")], args.rounds
+        )
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(
+                json.dumps([{**asdict(r), "rate": r.rate} for r in rows], indent=2) + "\n"
+            )
+        return
     for workload in args.workloads.split(","):
         if workload in ("many", "cpu"):
             run = run_many if workload == "many" else run_cpu
@@ -278,6 +365,24 @@ def main() -> None:
         args.json.write_text(
             json.dumps([{**asdict(r), "rate": r.rate} for r in rows], indent=2) + "\n"
         )
+
+
+def _fleet(url: str, workloads: list[str], rounds: int) -> list[Row]:
+    """The fleet shape, interleaved: every workload and entry size once a round."""
+    rows: list[Row] = []
+    for _ in range(rounds):
+        for workload in workloads:
+            for chunk in (1, FLEET_CHUNK):
+                row = run_fleet(url, workload, chunk)
+                _print(row)
+                print(
+                    f"      first job {row.first_job[0]:.2f}-{row.first_job[-1]:.2f} s "
+                    f"after launch; jobs per worker {row.counts} "
+                    f"(busiest / mean {row.counts[0] * FLEET_WORKERS / FLEET_JOBS:.1f})",
+                    flush=True,
+                )
+                rows.append(row)
+    return rows
 
 
 def _print(row: Row) -> None:

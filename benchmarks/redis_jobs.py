@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from dispatchkit.registry import job
@@ -34,3 +35,16 @@ def cpu(n: int) -> int:
     for i in range(n):
         total += i * i % 7
     return total
+
+
+@job("bench.where")
+def where(i: int) -> list[float]:
+    """A no-op that says which process ran it, and when (wall clock): the fleet shape's job."""
+    return [os.getpid(), time.time()]
+
+
+@job("bench.where_io")
+def where_io(i: int) -> list[float]:
+    """:func:`where` after 5 ms of waiting."""
+    time.sleep(0.005)
+    return [os.getpid(), time.time()]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
-from typing import TypeVar
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
 from dispatchkit import AsyncDispatcher, Dispatcher, Job, TimedOut
+from dispatchkit.core import JobStatus, MapWindow, RowBlock
 from dispatchkit.strategies import SHARED, ByKey, Pull, RoundRobin, Strategy
 
 T = TypeVar("T")
@@ -158,3 +159,32 @@ def test_every_consumer_reads_the_one_worker_kind_registry() -> None:
     assert [k.name for k in WORKER_KINDS.values() if k.takes_coroutines] == ["async"]
     with pytest.raises(ValueError, match="choose one of thread, process"):
         worker_kind("async", front_end="Dispatcher")
+
+
+class _Block(RowBlock):
+    """A block whose jobs' results are their sequence numbers."""
+
+    def results(self, outcomes: bool) -> Iterator[int]:
+        return iter(self.seqs)
+
+
+def test_the_window_orders_blocks_among_rows_and_counts_their_jobs() -> None:
+    window = MapWindow(10, ordered=True)
+    window.admit_block(range(0, 3))
+    window.admit(3, 1)
+    window.admit_block(range(4, 8))
+    assert (window.in_flight, window.room()) == (8, 2)
+    # Rows and blocks travel in one list type; the window tells them apart.
+    late: Any = _Block(range(4, 8))
+    row: Any = (3, JobStatus.SUCCEEDED, 3)
+    early: Any = _Block(range(0, 3))
+    assert window.release([late]) == []
+    assert window.release([row]) == []  # its turn comes after the first block
+    assert window.release([early]) == [early, row, late]
+    assert window.in_flight == 0
+
+    unordered = MapWindow(10, ordered=False)
+    unordered.admit_block([5, 1, 9])  # jobs interleaved with another worker's: no order
+    block: Any = _Block([5, 1, 9])
+    assert unordered.release([block]) == [block]
+    assert unordered.in_flight == 0

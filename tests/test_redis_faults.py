@@ -19,7 +19,7 @@ from redis import Redis
 
 from dispatchkit.errors import JobVanished, RemoteJobError
 from dispatchkit.remote import RedisDispatcher, RedisWorker
-from dispatchkit.transports.redis import OUTCOME_FIELD, RedisTransport
+from dispatchkit.transports.redis import RedisTransport
 from tests import redis_test_jobs as jobs
 from tests.redis_support import (
     QUEUE,
@@ -118,7 +118,7 @@ def test_ack_stores_every_good_outcome_once_and_refuses_only_the_poisoned_entry(
     ]
     refused = t.ack_outcomes(done)
     assert [(d.entry_id, "WRONGTYPE" in error) for d, error in refused] == [(got[1].entry_id, True)]
-    assert [f[OUTCOME_FIELD] for _, f in client.xrange(out)] == [b"a", b"d"]
+    assert [payload for _, payload in t.read_outcomes(out, "0-0", 10, None)] == [b"a", b"d"]
     assert client.xpending(stream, "workers")["pending"] == 0
     # A batch refused before any of it ran (an outcome that cannot be encoded) is
     # tried again entry by entry: the good one is stored, the bad one left to nack.
@@ -129,7 +129,7 @@ def test_ack_stores_every_good_outcome_once_and_refuses_only_the_poisoned_entry(
     assert [(d, "must be str, int, float or bytes" in error) for d, error in refused] == [
         (bad, True)
     ]
-    assert [f[OUTCOME_FIELD] for _, f in client.xrange(out)] == [b"a", b"d", b"e"]
+    assert [p for _, p in t.read_outcomes(out, "0-0", 10, None)] == [b"a", b"d", b"e"]
     assert [
         p["message_id"].decode() for p in client.xpending_range(stream, "workers", "-", "+", 9)
     ] == [bad.entry_id]

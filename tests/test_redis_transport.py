@@ -67,3 +67,23 @@ def test_round_robin_without_any_worker_fails_the_jobs_after_worker_wait(
         handle.result(timeout=10)
     assert d.stats().failed == 1
     d.shutdown()
+
+
+def test_a_batch_of_outcomes_for_one_dispatcher_is_one_entry_read_back_in_order(
+    redis_url: str, namespace: str, client: Any
+) -> None:
+    t = RedisTransport(redis_url, queue="q", namespace=namespace, consumer="c1")
+    stream = t.keys.pull
+    t.ensure_group(stream)
+    t.put([(stream, f"job{i}".encode()) for i in range(5)])
+    got = t.fetch([stream], count=10, block=0.1)
+    mine, theirs = f"{namespace}:out1", f"{namespace}:out2"
+    done = [(d, mine if i != 2 else theirs, f"outcome{i}".encode()) for i, d in enumerate(got)]
+    assert t.ack_outcomes(done) == []
+    # One XADD per results stream, not per job; every entry acknowledged and deleted.
+    assert (client.xlen(mine), client.xlen(theirs), client.xlen(stream)) == (1, 1, 0)
+    read = t.read_outcomes(mine, "0-0", 10, None)
+    assert [payload for _, payload in read] == [b"outcome0", b"outcome1", b"outcome3", b"outcome4"]
+    assert len({entry_id for entry_id, _ in read}) == 1
+    assert [p for _, p in t.read_outcomes(theirs, "0-0", 10, None)] == [b"outcome2"]
+    t.close()

@@ -51,6 +51,17 @@ fail_until = jobs.register(local_jobs.fail_until)
 sleep_then = jobs.register(local_jobs.sleep_then)
 
 
+#: Opened by a test to let :func:`gated` jobs end.
+gate = threading.Event()
+
+
+@jobs.register
+def gated(x: int) -> int:
+    """Waits for :data:`gate` (at most 10 s), so that entries stay where they were fetched."""
+    gate.wait(10)
+    return x
+
+
 @jobs.register
 async def nap(seconds: float) -> float:
     await asyncio.sleep(seconds)
@@ -122,6 +133,7 @@ def dispatcher(broker: MemoryBroker, **options: Any) -> RedisDispatcher:
 @pytest.fixture(autouse=True)
 def _clear_runs() -> None:
     runs.clear()
+    gate.clear()
 
 
 def test_both_transports_implement_the_protocol() -> None:
@@ -354,3 +366,45 @@ print("redis" in sys.modules and sys.modules["redis"] is None)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["42", "True"]
+
+
+def test_chunks_queued_before_the_workers_start_are_shared_by_every_worker() -> None:
+    # Six entries of two jobs wait before any worker starts; three workers of two
+    # slots start one after another, each while the jobs of the ones before still
+    # run. A worker holds what it can start soon: an entry per slot until it has
+    # measured how long entries take. (Holding twice its slots, the first took
+    # four, the second the last two, and the third ran nothing.)
+    broker = MemoryBroker()
+    stream = keys().pull
+    with dispatcher(broker) as d:
+        assert d.dispatch(gated, range(12), chunk=2) == 12
+        wait_for(lambda: broker.stream_length(stream) == 6)
+        started: list[Running] = []
+        try:
+            for name in ("w1", "w2", "w3"):
+                left = broker.undelivered(stream)
+                started.append(
+                    Running(
+                        RedisWorker(
+                            transport=MemoryTransport(broker, queue=QUEUE, consumer=name),
+                            registry=jobs,
+                            heartbeat=0.05,
+                            concurrency=2,
+                        )
+                    )
+                )
+
+                # Its first fetch taken (or, if none was left for it, registered).
+                def fetched(left: int = left, count: int = len(started)) -> bool:
+                    if left == 0:
+                        return len(broker.members(keys().workers)) == count
+                    return broker.undelivered(stream) < left
+
+                wait_for(fetched)
+            gate.set()
+            assert d.join(15)
+        finally:
+            gate.set()
+            reports = [running.stop() for running in started]
+    assert sum(r.succeeded for r in reports) == 12
+    assert all(r.succeeded > 0 for r in reports), [r.succeeded for r in reports]

@@ -7,12 +7,14 @@
     >>> handle.result(), squares
     (1024, [0, 1, 4, 9, 16])
 
-Importing this package loads only the standard library.
+Importing this package loads only the standard library; the dispatchers load
+when first named, so that a remote worker, which runs neither, does not start
+them up.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
-from .dispatcher import Dispatcher
 from .errors import (
     ClosedError,
     DispatchError,
@@ -28,6 +30,28 @@ from .retry import RetryPolicy
 from .settings import Settings
 from .stats import DispatcherStats, WorkerStats
 from .strategies import Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
+
+if TYPE_CHECKING:
+    from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
+    from .dispatcher import Dispatcher
+
+#: The names imported when first used, and the module of each.
+_LAZY = {
+    "AsyncDispatcher": "async_dispatcher",
+    "AsyncJobHandle": "async_dispatcher",
+    "Dispatcher": "dispatcher",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -70,7 +70,8 @@ def add_parser(commands: Commands) -> None:
         "--prefetch",
         type=int_in(1, 100_000),
         default=None,
-        help="entries held at once, read in one request (default 2 x concurrency)",
+        help="entries held at once at most (default 2 x concurrency); fewer while "
+        "entries take long, so that other workers get them",
     )
     add_seconds(worker, "--heartbeat", 1.0, "seconds between heartbeats (default 1)", metavar=None)
     add_seconds(

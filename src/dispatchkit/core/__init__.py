@@ -17,7 +17,7 @@ from .attempts import Attempts, retry_delay
 from .frontend import FrontEnd, shutdown_plan
 from .ledger import Ledger, WorkerState
 from .placement import MIN_BLOCK, Placement
-from .rows import ResultRow, cancelled_rows, map_result
+from .rows import ResultRow, RowBlock, cancelled_rows, map_result
 from .status import JobStatus
 from .window import MapRun, MapWindow, check_window
 
@@ -31,6 +31,7 @@ __all__ = [
     "MapWindow",
     "Placement",
     "ResultRow",
+    "RowBlock",
     "WorkerState",
     "cancelled_rows",
     "check_window",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from dispatchkit.errors import JobCancelled
 
 from .status import JobStatus
 
-__all__ = ["ResultRow", "cancelled_rows", "map_result"]
+__all__ = ["ResultRow", "RowBlock", "cancelled_rows", "map_result"]
 
 
 class ResultRow(NamedTuple):
@@ -26,6 +27,32 @@ class ResultRow(NamedTuple):
     started_at: float | None
     finished_at: float | None
     attempts: int
+
+
+class RowBlock:
+    """The rows of several jobs delivered as one, turned into what ``map`` yields only
+    when yielded.
+
+    A front end whose workers hand back many results at once (a remote chunk
+    comes back as one outcome) delivers one block instead of a row per job:
+    the window orders and counts it as one unit, and per-job work is left to
+    :meth:`results`, the one loop over the jobs. A block's jobs are admitted
+    with :meth:`~dispatchkit.core.MapWindow.admit_block`.
+
+    Attributes:
+        seqs: its jobs' sequence numbers, in input order (consecutive when the
+            window is ordered).
+    """
+
+    __slots__ = ("seqs",)
+
+    def __init__(self, seqs: Sequence[int]) -> None:
+        self.seqs = seqs
+
+    def results(self, outcomes: bool) -> Iterator[Any]:
+        """What ``map`` yields for each job, in order (as :func:`map_result`: the value,
+        an :class:`~dispatchkit.Outcome`, or the job's exception raised)."""
+        raise NotImplementedError
 
 
 def cancelled_rows(

@@ -9,9 +9,10 @@ way for a :class:`MapRun` delivery, and yields ``map_result`` of each row
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .rows import ResultRow
+from .rows import ResultRow, RowBlock
 
 __all__ = ["MapRun", "MapWindow", "check_window"]
 
@@ -32,7 +33,7 @@ def check_window(window: int | None, default: int) -> int:
 class MapWindow:
     """At most ``size`` jobs admitted and not yet released; in input order if ``ordered``."""
 
-    __slots__ = ("in_flight", "order", "ordered", "ready", "size")
+    __slots__ = ("blocks", "in_flight", "order", "ordered", "ready", "size")
 
     def __init__(self, size: int, ordered: bool) -> None:
         self.size = size
@@ -42,7 +43,9 @@ class MapWindow:
         #: Seqs not yet released, in input order (ordered only).
         self.order: deque[int] = deque()
         #: Rows that arrived ahead of their turn (ordered only).
-        self.ready: dict[int, ResultRow] = {}
+        self.ready: dict[int, Any] = {}  # ResultRow, or RowBlock
+        #: Whether a :class:`RowBlock` was admitted (then :meth:`release` counts by row).
+        self.blocks = False
 
     def room(self) -> int:
         """How many more jobs may be admitted now."""
@@ -54,8 +57,19 @@ class MapWindow:
         if self.ordered:
             self.order.extend(range(first, first + count))
 
+    def admit_block(self, seqs: Sequence[int]) -> None:
+        """The jobs ``seqs`` (consecutive if ordered) are out, and come back as one
+        :class:`RowBlock`."""
+        self.blocks = True
+        self.in_flight += len(seqs)
+        if self.ordered:
+            self.order.append(seqs[0])  # the block's place: its first job's
+
     def release(self, rows: list[ResultRow]) -> list[ResultRow]:
-        """The rows to yield now, given the newly delivered ``rows``."""
+        """The rows to yield now, given the newly delivered ``rows`` (each may be a
+        :class:`RowBlock` if blocks were admitted)."""
+        if self.blocks:
+            return self._release_blocks(rows)
         if not self.ordered:
             self.in_flight -= len(rows)
             return rows
@@ -67,6 +81,18 @@ class MapWindow:
             out.append(ready.pop(order.popleft()))
         self.in_flight -= len(out)
         return out
+
+    def _release_blocks(self, rows: list[Any]) -> list[Any]:
+        """:meth:`release` when blocks may be among the rows: each counts its jobs."""
+        if self.ordered:
+            ready, order = self.ready, self.order
+            for row in rows:
+                ready[row.seqs[0] if isinstance(row, RowBlock) else row[0]] = row
+            rows = []
+            while order and order[0] in ready:
+                rows.append(ready.pop(order.popleft()))
+        self.in_flight -= sum(len(r.seqs) if isinstance(r, RowBlock) else 1 for r in rows)
+        return rows
 
 
 class MapRun:

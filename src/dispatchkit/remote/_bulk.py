@@ -10,12 +10,12 @@ of each row as the listener delivers it, ``dispatch`` keeps nothing but the coun
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Sequence
 from itertools import islice
 from time import perf_counter
 from typing import Any, Literal, TypeVar, overload
 
-from dispatchkit.core import Ledger, MapRun, MapWindow, ResultRow, check_window, map_result
+from dispatchkit.core import Ledger, MapRun, MapWindow, RowBlock, check_window, map_result
 from dispatchkit.errors import ClosedError, QueueFull
 from dispatchkit.job import Outcome
 from dispatchkit.registry import job_name
@@ -113,11 +113,12 @@ class RemoteBulk(Ledger):
 
     def _next_entries(
         self, source: Iterator[Any], chunk: int, most: int | None
-    ) -> tuple[int, list[tuple[list[int], list[Any]]]]:
+    ) -> tuple[int, list[tuple[Sequence[int], list[Any]]]]:
         """The next jobs of ``source`` (``most`` at most), numbered: ``(first seq,
         entries of at most chunk jobs, each as (seqs, items)))``. Where the strategy
         places each job on a worker, an entry holds the jobs of one worker, so that
-        a chunk goes where its jobs would go one by one.
+        a chunk goes where its jobs would go one by one; otherwise an entry's jobs
+        are consecutive (its seqs a range).
 
         Raises:
             LookupError: no worker to place on within ``worker_wait`` seconds.
@@ -130,8 +131,14 @@ class RemoteBulk(Ledger):
         if not block:
             return 0, []
         first = self._take_seqs(len(block))
+        if workers == 1:  # consecutive entries: slices, no per-job work
+            return first, [
+                (range(first + low, first + low + len(part)), part)
+                for low in range(0, len(block), chunk)
+                if (part := block[low : low + chunk])
+            ]
         seqs = list(range(first, first + len(block)))
-        parts = [part for _, part in strategy.split(seqs, first, workers)] if spread else [seqs]
+        parts = [part for _, part in strategy.split(seqs, first, workers)]
         pieces = [part[low : low + chunk] for part in parts for low in range(0, len(part), chunk)]
         return first, [(piece, [block[seq - first] for seq in piece]) for piece in pieces]
 
@@ -218,7 +225,7 @@ class RemoteBulk(Ledger):
         ready = threading.Condition()
         run = MapRun(outcomes, ready.notify)  # notified by deliver(), under ``ready``
 
-        def deliver(rows: list[ResultRow]) -> None:
+        def deliver(rows: list[Any]) -> None:
             with ready:
                 run.deliver(rows)
 
@@ -228,14 +235,22 @@ class RemoteBulk(Ledger):
                 first, entries = self._next_entries(source, chunk, window.room())
                 if not entries:
                     break
-                window.admit(first, sum(len(seqs) for seqs, _ in entries))
+                # A chunk travels as one unit, its results expanded only as they are
+                # yielded; chunks whose jobs interleave (spread over workers) are one
+                # only when order does not matter.
+                block = chunk > 1 and (not window.ordered or isinstance(entries[0][0], range))
+                if not block:
+                    window.admit(first, sum(len(seqs) for seqs, _ in entries))
                 for seqs, jobs in entries:
-                    entry = Waiting(seqs, chunk > 1, perf_counter(), deliver=deliver)
                     if chunk > 1:
-                        calls = [list(item) if star else [item] for item in jobs]
+                        if block:
+                            window.admit_block(seqs)
+                        entry = Waiting(seqs, True, perf_counter(), deliver=deliver, block=block)
+                        calls = [list(item) for item in jobs] if star else [[i] for i in jobs]
                         self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
                     else:
                         (item,) = jobs
+                        entry = Waiting(seqs, False, perf_counter(), deliver=deliver)
                         args = tuple(item) if star else (item,)
                         self._publish(entry, name, args, {}, key(item) if key else None)
             if window.in_flight == 0:
@@ -247,7 +262,10 @@ class RemoteBulk(Ledger):
                 run.waiting = False
             while run.finished:
                 for row in window.release(run.finished.popleft()):
-                    yield map_result(row, outcomes)
+                    if isinstance(row, RowBlock):
+                        yield from row.results(outcomes)
+                    else:
+                        yield map_result(row, outcomes)
 
     def _check_bulk(
         self, fn: Callable[..., Any] | str, chunk: int, key: Callable[[Any], Hashable] | None

@@ -223,7 +223,8 @@ class Link:
                 time.sleep(0.5)
 
     def _read_outcomes(self, block: float | None) -> int:
-        """Read and settle the next outcomes (waiting ``block`` seconds for some); how many.
+        """Read and settle the next outcomes (waiting ``block`` seconds for some); how many
+        (at least ``_READ_BATCH`` if there may be more: an entry may hold many).
 
         Raises:
             TransportError: Redis failed.
@@ -265,7 +266,7 @@ class Link:
                 continue
             # An entry acknowledged before the look had its outcome stored with it:
             # read every outcome up to now before calling any entry lost.
-            while self._read_outcomes(block=None) == _READ_BATCH:
+            while self._read_outcomes(block=None) >= _READ_BATCH:
                 pass
             with self.lock:
                 lost = [d for d in lost if d[0] in self.waiting]

@@ -11,13 +11,15 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dispatchkit.dispatcher import Dispatcher
 from dispatchkit.errors import NeedsAsyncWorker, TimedOut
 from dispatchkit.job import Job
 from dispatchkit.retry import RetryPolicy
 from dispatchkit.transports._codec import EncodedJob, error_info
+
+if TYPE_CHECKING:
+    from dispatchkit.dispatcher import Dispatcher
 
 __all__ = [
     "Called",

@@ -6,7 +6,12 @@
     acker thread: done queue ──▶ transport.ack_outcomes (one transaction per batch)
 
 Every entry fetched or claimed is *held* until its outcome is acknowledged; at
-most ``prefetch`` are held at once. A partition's entries (the key strategy)
+most ``prefetch`` are held at once, and fewer while entries take long: a worker
+holds one entry per runner slot, and beyond that only as many as its slots
+would start within ``_HORIZON`` seconds at the entry time it measured (none
+before it measured one). Entries it could not start soon stay in the stream
+for the workers that can: fair prefetch, even for entries queued before
+several workers start. A partition's entries (the key strategy)
 wait in a lane behind the one before them, so one key keeps its order.
 
 The streams to read, and what to do when one went away, come from the
@@ -96,6 +101,13 @@ def _describe(exc: BaseException) -> str:
         return type(exc).__name__
 
 
+#: Seconds ahead a worker holds work for: beyond one entry per runner slot, the
+#: entries its slots would start within this time (at the measured entry time).
+_HORIZON: Final = 0.05
+#: Weight of the newest entry's time in the running measure of entry times.
+_ENTRY_TIME_WEIGHT: Final = 0.2
+
+
 class DataPath:
     """Fetches, runs and acknowledges the entries of one worker.
 
@@ -130,6 +142,8 @@ class DataPath:
         self._registry = registry
         self._prefetch = prefetch
         self._refill = max(1, prefetch // 2)
+        #: Seconds an entry runs, measured (None: none has run yet).
+        self.entry_seconds: float | None = None
         self._max_attempts = max_attempts
         self._outage = outage
         self._partition_prefix = partition_prefix
@@ -164,10 +178,8 @@ class DataPath:
         while not self.stopping.is_set():
             self.check_reachable()
             with self._room:
-                room = self._prefetch - self.held_count
-                # Refill in gulps of half the prefetch, not entry by entry: a round
-                # trip per entry costs more CPU than the jobs of an io workload.
-                if room < self._refill:
+                room, gulp = self._room_and_gulp()
+                if room < gulp:
                     self._room.wait(0.05)
                     continue
             try:
@@ -184,6 +196,29 @@ class DataPath:
                 continue
             self._outage.reached()
             self.accept(deliveries)
+
+    def _room_and_gulp(self) -> tuple[int, int]:
+        """How many more entries to hold now, and the fewest worth a fetch (under the lock).
+
+        The limit is one entry per runner slot, plus what the slots would start
+        within ``_HORIZON`` at the measured entry time, never past ``prefetch``.
+        Short entries are fetched in gulps of up to half of what may be held
+        ahead (a round trip per entry costs more CPU than the jobs of an io
+        workload); long ones one by one, as slots free up.
+        """
+        slots = self._runner.concurrency
+        seconds = self.entry_seconds
+        ahead = 0 if seconds is None else int(slots * _HORIZON / max(seconds, 1e-6))
+        limit = max(1, min(self._prefetch, slots + ahead))
+        gulp = max(1, min(self._refill, (limit - slots) // 2))
+        return limit - self.held_count, gulp
+
+    def _measured(self, started: float) -> None:
+        """Fold the time of an entry that ran since ``started`` into :attr:`entry_seconds`."""
+        seconds = time.perf_counter() - started
+        last = self.entry_seconds
+        w = _ENTRY_TIME_WEIGHT
+        self.entry_seconds = seconds if last is None else last + w * (seconds - last)
 
     def accept(self, deliveries: Iterable[Delivery]) -> None:
         """Hold the entries and hand them to the runner (partition entries in order)."""
@@ -250,6 +285,7 @@ class DataPath:
     # -- running one entry (runner threads, or tasks on the runner's loop) ------------
 
     def _process(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
         try:
             prepared = self._prepare(delivery)
             if isinstance(prepared, _DeadLetter):
@@ -275,9 +311,11 @@ class DataPath:
             except Exception as exc:  # it would fail again: never leave it pending
                 self._dead_letter(delivery, *_unprocessable(job, exc))
         finally:
+            self._measured(started)
             self._next_in_lane(delivery)
 
     async def _process_in_loop(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
         try:
             prepared = self._prepare(delivery)
             if isinstance(prepared, _DeadLetter):
@@ -295,6 +333,7 @@ class DataPath:
                     dead = _unprocessable(job, exc)
                     await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
+            self._measured(started)
             self._next_in_lane(delivery)
 
     def _prepare(self, delivery: Delivery) -> _Prepared | _DeadLetter:
@@ -411,7 +450,8 @@ class DataPath:
                 if linger:
                     with self.lock:
                         # Never while the fetcher waits for room we would free.
-                        fetcher_waits = self._prefetch - self.held_count < self._refill
+                        room, gulp = self._room_and_gulp()
+                        fetcher_waits = room < gulp
                     if finished or fetcher_waits or len(batch) >= _ACK_LINGER_BELOW:
                         break
                     # A few outcomes at a time cost a transaction each: wait a

@@ -1,20 +1,21 @@
 """What comes back from remote workers: outcomes as local values and errors, and the counts.
 
 Every published entry has a :class:`Waiting` record until its outcome comes:
-a job of ``submit`` settles its handle, the jobs of a ``map`` entry (one, or a
-chunk of them) become :class:`~dispatchkit.core.ResultRow` rows delivered to
-the call's :class:`~dispatchkit.core.MapRun`, and a ``dispatch`` entry is only
-counted. An entry's id is the sequence number of its first job.
+a job of ``submit`` settles its handle, a ``map`` entry of one job becomes a
+:class:`~dispatchkit.core.ResultRow` and a chunk entry one :class:`ChunkRows`
+block, delivered to the call's :class:`~dispatchkit.core.MapRun`, and a
+``dispatch`` entry is only counted. An entry's id is the sequence number of its first job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
-from dispatchkit.core import JobStatus, ResultRow
+from dispatchkit.core import JobStatus, ResultRow, RowBlock, map_result
 from dispatchkit.errors import (
     JobCancelled,
     RemoteJobError,
@@ -25,7 +26,7 @@ from dispatchkit.errors import (
 from dispatchkit.job import JobHandle
 from dispatchkit.stats import DispatcherStats
 
-__all__ = ["RemoteStats", "Waiting", "remote_error"]
+__all__ = ["ChunkRows", "RemoteStats", "Waiting", "remote_error"]
 
 _SUCCEEDED, _FAILED, _CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
@@ -63,6 +64,52 @@ def remote_error(info: Any) -> BaseException:
     return error
 
 
+class ChunkRows(RowBlock):
+    """The jobs of one chunk entry of ``map``, delivered as one block.
+
+    Its outcome's ``[ok, value]`` pairs stay as they came (the listener's work
+    per chunk is one list); each job's value, exception or
+    :class:`~dispatchkit.Outcome` is made only as ``map`` yields it. An entry
+    that ended whole (failed, lost, cancelled) carries its rows instead.
+    """
+
+    __slots__ = ("attempts", "finished_at", "pairs", "rows", "submitted_at")
+
+    def __init__(
+        self,
+        seqs: Sequence[int],
+        pairs: list[Any] | None,
+        times: tuple[float, float],
+        attempts: int,
+        rows: list[ResultRow] | None = None,
+    ) -> None:
+        super().__init__(seqs)
+        self.pairs, self.rows, self.attempts = pairs, rows, attempts
+        self.submitted_at, self.finished_at = times
+
+    def results(self, outcomes: bool) -> Iterator[Any]:
+        if self.rows is not None:
+            for row in self.rows:
+                yield map_result(row, outcomes)
+            return
+        assert self.pairs is not None
+        if not outcomes:  # the hot path of a chunked map
+            for good, value in self.pairs:
+                if not good:
+                    raise remote_error(value)
+                yield value
+            return
+        from dispatchkit.job import Outcome
+
+        times = (self.submitted_at, None, self.finished_at)
+        for seq, (good, value) in zip(self.seqs, self.pairs, strict=True):
+            if good:
+                yield Outcome.ended(seq, _SUCCEEDED, value, None, times, self.attempts)
+            else:
+                error = remote_error(value)
+                yield Outcome.ended(seq, _FAILED, error, None, times, self.attempts)
+
+
 @dataclass(slots=True)
 class Waiting:
     """One published entry waiting for its outcome.
@@ -73,13 +120,16 @@ class Waiting:
         handle: the handle of a ``submit`` job.
         deliver: where the rows of a ``map`` entry go (the call's ``MapRun``,
             under the lock the ``map`` call waits with).
+        block: a ``map`` entry admitted as one :class:`ChunkRows` block (it is
+            delivered as one, however it ends).
     """
 
-    seqs: list[int]
+    seqs: Sequence[int]
     chunked: bool
     submitted_at: float
     handle: JobHandle[Any] | None = None
-    deliver: Callable[[list[ResultRow]], None] | None = None
+    deliver: Callable[[list[Any]], None] | None = None
+    block: bool = False
 
     @property
     def seq(self) -> int:
@@ -89,8 +139,15 @@ class Waiting:
         self, ok: bool, value: Any, attempts: int, count: Callable[[int, int, int], None]
     ) -> None:
         """End its jobs as the outcome says, first telling ``count(succeeded, failed, 0)``."""
-        if ok and self.chunked and self.deliver is not None:
-            self._deliver_chunk(value, attempts, count)
+        if ok and self.chunked and len(value) != len(self.seqs):
+            ok, value = False, ["ValueError", f"{len(value)} results for {len(self.seqs)} jobs", ""]
+        if ok and self.block and self.deliver is not None:
+            # One C-speed pass counts the failures (ok flags are bools); the rest waits
+            # for the yield.
+            failed = len(value) - sum(map(itemgetter(0), value))
+            count(len(value) - failed, failed, 0)  # counted before anyone sees them end
+            now = perf_counter()
+            self.deliver([ChunkRows(self.seqs, value, (self.submitted_at, now), attempts)])
             return
         if not ok:  # the entry failed whole (dead-lettered, lost, vanished)
             error = value if isinstance(value, BaseException) else remote_error(value)
@@ -102,29 +159,6 @@ class Waiting:
         failed = sum(1 for status, _ in ends if status is _FAILED)
         count(len(ends) - failed, failed, 0)  # counted before anyone sees them end
         self._end(ends, attempts)
-
-    def _deliver_chunk(
-        self, value: Any, attempts: int, count: Callable[[int, int, int], None]
-    ) -> None:
-        """The rows of a chunk of ``map``, in one pass: the hot path of a chunked map.
-
-        Rows are plain tuples in :class:`~dispatchkit.core.ResultRow`'s field
-        order (as the local chunk loops build them): a NamedTuple per job costs
-        more than the job's own round trip here.
-        """
-        assert self.deliver is not None
-        now, at = perf_counter(), self.submitted_at
-        rows: list[Any] = []
-        append = rows.append
-        failed = 0
-        for seq, (good, result) in zip(self.seqs, value, strict=True):
-            if good:
-                append((seq, _SUCCEEDED, result, None, at, None, now, attempts))
-            else:
-                failed += 1
-                append((seq, _FAILED, remote_error(result), None, at, None, now, attempts))
-        count(len(rows) - failed, failed, 0)  # counted before anyone sees them end
-        self.deliver(rows)
 
     def cancel(self, why: str, count: Callable[[int, int, int], None]) -> None:
         """End its jobs cancelled (they may still run remotely), first counting them."""
@@ -142,9 +176,11 @@ class Waiting:
                 self.handle._complete(-1, status, value, None, now, attempts)
         elif self.deliver is not None:
             at = self.submitted_at
-            self.deliver(
-                [
-                    ResultRow(seq, status, value, None, at, None, now, attempts)
-                    for seq, (status, value) in zip(self.seqs, ends, strict=True)
-                ]
-            )
+            rows = [
+                ResultRow(seq, status, value, None, at, None, now, attempts)
+                for seq, (status, value) in zip(self.seqs, ends, strict=True)
+            ]
+            if self.block:
+                self.deliver([ChunkRows(self.seqs, None, (at, now), attempts, rows)])
+            else:
+                self.deliver(rows)

@@ -19,9 +19,10 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from queue import SimpleQueue
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from dispatchkit.dispatcher import Dispatcher
+if TYPE_CHECKING:  # the process kind imports it when it starts: a thread worker never does
+    from dispatchkit.dispatcher import Dispatcher
 
 __all__ = [
     "RUNNERS",
@@ -126,6 +127,8 @@ class ProcessRunner(ThreadRunner):
         self.pool: Dispatcher | None = None
 
     def start(self) -> None:
+        from dispatchkit.dispatcher import Dispatcher
+
         self.pool = Dispatcher(
             workers=self.concurrency, executor="process", strategy="pull", name="remote"
         )

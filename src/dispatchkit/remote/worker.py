@@ -84,9 +84,11 @@ class RedisWorker:
         registry: where job names are looked up.
         namespace: first part of every key.
         name: the worker's name (default ``host-pid-random``).
-        prefetch: entries held at once, fetched or running (default twice the
-            concurrency); they are read in one XREADGROUP. More helps tiny
-            unchunked jobs, fewer spreads slow jobs more evenly over workers.
+        prefetch: entries held at once at most, fetched or running (default
+            twice the concurrency). The worker holds one per slot, and more only
+            while its slots would start them within 50 ms at the entry time it
+            measured, so slow entries stay in the stream for other workers. More
+            helps tiny unchunked jobs.
         heartbeat: seconds between heartbeats.
         dead_after: seconds without a heartbeat after which a worker is dead
             and its entries are claimed (default 5 heartbeats).

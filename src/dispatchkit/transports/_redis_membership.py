@@ -19,10 +19,16 @@ from .base import Peers
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["OUTCOME_FIELD", "RedisMembership"]
+__all__ = ["OUTCOME_FIELD", "RedisMembership", "outcome_field"]
 
-#: Field of an outcome entry.
+#: Field of an outcome entry: its first outcome. A worker stores all the outcomes of
+#: one batch for one dispatcher in one entry, the others in fields ``r1``, ``r2``, ...
 OUTCOME_FIELD: Final = b"r"
+
+
+def outcome_field(index: int) -> bytes:
+    """The field of an entry's ``index``-th outcome."""
+    return OUTCOME_FIELD if index == 0 else OUTCOME_FIELD + str(index).encode()
 
 
 class RedisMembership:
@@ -145,7 +151,8 @@ class RedisMembership:
     def read_outcomes(
         self, stream: str, after: str, count: int, block: float | None
     ) -> list[tuple[str, bytes | None]]:
-        """Read up to ``count`` outcomes of ``stream`` after id ``after`` (XREAD).
+        """Read the outcomes of up to ``count`` entries of ``stream`` after id ``after``
+        (XREAD): every outcome of an entry, in order, each with the entry's id.
 
         Raises:
             TransportError: Redis failed.
@@ -155,7 +162,11 @@ class RedisMembership:
             reply: Any = self.client.xread({stream: after}, count=count, block=block_ms)
         if not reply:
             return []
-        return [(_s(entry_id), fields.get(OUTCOME_FIELD)) for entry_id, fields in reply[0][1]]
+        return [
+            (_s(entry_id), payload)
+            for entry_id, fields in reply[0][1]
+            for payload in (fields.values() if fields else [None])
+        ]
 
     def trim_outcomes(self, stream: str, through: str) -> None:
         """Drop the outcomes of ``stream`` before id ``through`` (XTRIM MINID).

@@ -114,6 +114,12 @@ class MemoryBroker:
             found = self._streams.get(stream)
             return 0 if found is None else len(found.entries)
 
+    def undelivered(self, stream: str) -> int:
+        """Entries of ``stream`` no consumer has fetched yet."""
+        with self._changed:
+            found = self._streams.get(stream)
+            return 0 if found is None else len(found.new)
+
     def dead_letters(self, keys: Keys) -> list[DeadLetter]:
         """The entries of ``keys``' queue given up on, oldest first."""
         with self._changed:

@@ -29,7 +29,7 @@ from . import _redis_scripts as scripts
 from ._redis_claims import ATTEMPTS_FIELD, JOB_FIELD, RedisClaims, delivery_of, s
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
-from ._redis_membership import OUTCOME_FIELD, RedisMembership
+from ._redis_membership import OUTCOME_FIELD, RedisMembership, outcome_field
 from ._redis_py import redis
 from .base import Delivery
 
@@ -198,13 +198,16 @@ class RedisTransport(RedisClaims, RedisMembership):
         pipe = self.client.pipeline(transaction=True)
         # For each command queued: what it does, and the entries whose fate it decides.
         decides: list[tuple[str, list[Delivery]]] = []
-        replying: dict[str, list[Delivery]] = {}
+        replying: dict[str, list[tuple[Delivery, bytes]]] = {}
         for delivery, reply_to, outcome in done:
             if reply_to:
-                pipe.xadd(reply_to, {OUTCOME_FIELD: outcome})
-                decides.append((f"storing its outcome in {reply_to}", [delivery]))
-                replying.setdefault(reply_to, []).append(delivery)
-        for stream, deliveries in replying.items():
+                replying.setdefault(reply_to, []).append((delivery, outcome))
+        for stream, items in replying.items():
+            # One entry holds the batch's outcomes for one dispatcher, a field each:
+            # one XADD where there was one per job.
+            pipe.xadd(stream, {outcome_field(i): outcome for i, (_, outcome) in enumerate(items)})
+            deliveries = [delivery for delivery, _ in items]
+            decides.append((f"storing its outcome in {stream}", deliveries))
             # A dispatcher deletes its results stream on shutdown; one that died cannot.
             pipe.expire(stream, RESULTS_TTL)
             decides.append((f"setting the expiry of {stream}", deliveries))
