@@ -139,7 +139,7 @@ def run_seed(
         "put_timeout": put_timeout,
         "job_timeout": job_timeout,
     }
-    if worker_kind(executor).front_end == "AsyncDispatcher":
+    if worker_kind(executor).takes_coroutines:
         return asyncio.run(_run_seed_async(jobs, workers, options, job, on_start))
     dispatcher = Dispatcher(workers, executor=executor, **options)
     try:

@@ -396,9 +396,6 @@ class JobHandle(HookedFuture[R]):
         self._attempts = attempts
         self._finish(status, value, perf_counter() if finished is None else finished)
 
-    #: The name ``settle`` had (remote/outcomes.py calls it so).
-    _complete = settle
-
     def _finish(self, kind: JobStatus, value: Any, finished: float) -> None:
         """Record how the job ended (a finished status) and wake waiters."""
         self._result = value

@@ -173,7 +173,7 @@ class Waiting:
                 self.handle._cancel_taken()
             else:
                 # The remote worker is known by name, not index: no worker, no start time.
-                self.handle._complete(-1, status, value, None, now, attempts)
+                self.handle.settle(-1, status, value, None, now, attempts)
         elif self.deliver is not None:
             at = self.submitted_at
             rows = [

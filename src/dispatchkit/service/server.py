@@ -222,7 +222,7 @@ def _in_process_kind(front_end: str) -> str:
 
 def _on_loop(executor: str) -> bool:
     """Whether the workers of ``executor`` are tasks on the server's event loop."""
-    return worker_kind(executor).front_end == "AsyncDispatcher"
+    return worker_kind(executor).takes_coroutines
 
 
 def _check_redis(url: str) -> None:
