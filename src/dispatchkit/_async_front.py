@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
+from .core.adaptive import MeasuredMapRun
 from .stats import DispatcherStats
 
 if TYPE_CHECKING:
@@ -197,11 +198,19 @@ class AsyncFrontEnd(FrontEnd):
     ) -> AsyncIterator[Any]:
         call = self._caller(fn, star)
         event = asyncio.Event()
-        run = MapRun(outcomes, event.set)
-        blocks = self._blocks(items, key, window.room).__aiter__()
+        adaptive = self._adaptive_feed(items, self._inboxes[0].__len__)
+        run: MapRun
+        if adaptive is None:
+            run, limit, wants_more = MapRun(outcomes, event.set), window.room, _always
+        else:
+            # Adaptive chunks: paced blocks, cut when placed, measured when delivered.
+            run = MeasuredMapRun(adaptive, event.set)
+            limit = lambda: adaptive.block_limit(window.room())  # noqa: E731
+            wants_more = adaptive.wants_more
+        blocks = self._blocks(items, key, limit).__aiter__()
         exhausted = False
         while True:
-            while not exhausted and window.room() > 0:
+            while not exhausted and window.room() > 0 and wants_more():
                 try:
                     block, first, keys = await blocks.__anext__()
                 except StopAsyncIteration:
@@ -215,6 +224,7 @@ class AsyncFrontEnd(FrontEnd):
                     lambda jobs, seqs: AsyncChunk(
                         call, jobs, seqs, run, self._retry, self._job_timeout
                     ),
+                    None if adaptive is None else adaptive.cut,
                 )
             if window.in_flight == 0:
                 return
@@ -258,8 +268,10 @@ class AsyncFrontEnd(FrontEnd):
         first: int,
         keys: list[Hashable] | None,
         make: Callable[[list[Any], list[int]], AsyncChunk | InlineChunk],
+        cut: Callable[[list[int]], list[list[int]]] | None = None,
     ) -> None:
-        """Hand each queue its part of a block, a chunk at a time, waiting for room.
+        """Hand each queue its part of a block, a chunk at a time, waiting for room;
+        ``cut`` makes the chunks (default: the dispatcher's fixed chunk).
 
         If a put fails (QueueFull, an interrupt), the jobs of the block not yet
         handed over were never accepted: they are uncounted.
@@ -269,7 +281,7 @@ class AsyncFrontEnd(FrontEnd):
         try:
             for index, seqs in self._parts(range(first, first + len(block)), first, keys):
                 inbox = self._inboxes[index]
-                for piece in self._chunked(seqs):
+                for piece in self._chunked(seqs) if cut is None else cut(seqs):
                     await inbox.room(timeout)
                     inbox.put_many_nowait([make([block[s - first] for s in piece], piece)])
                     placed += len(piece)
@@ -277,8 +289,15 @@ class AsyncFrontEnd(FrontEnd):
             self._reject(len(block) - placed)
             raise
 
+    def _worker_kind(self) -> str:
+        return "asyncio"
+
     # -- accounting ----------------------------------------------------------
 
     def stats(self) -> DispatcherStats:
         """A snapshot of the counters (exact once joined or stopped)."""
         return self._ledger_stats(self._states, self.started_at, self._inboxes)
+
+
+def _always() -> bool:
+    return True

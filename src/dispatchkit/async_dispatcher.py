@@ -37,7 +37,7 @@ from .core import WorkerState
 from .executors.asyncio import AsyncWorkerPool
 from .job import Job
 from .retry import RetryPolicy
-from .settings import Settings
+from .settings import ChunkSetting, Settings
 from .strategies import Strategy
 
 __all__ = ["AsyncDispatcher", "AsyncJobHandle"]
@@ -79,7 +79,7 @@ class AsyncDispatcher(AsyncFrontEnd):
         workers: int | None = None,
         *,
         strategy: str | Strategy | None = None,
-        chunk: int | None = None,
+        chunk: ChunkSetting | None = None,
         queue_size: int | None = None,
         block: int | None = None,
         put_timeout: float | None = None,

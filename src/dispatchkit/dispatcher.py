@@ -31,7 +31,7 @@ from .executors.process import ProcessOptions
 from .executors.registry import worker_kind
 from .job import Job, JobHandle, Outcome, PolicyHandle
 from .retry import RetryPolicy
-from .settings import Settings
+from .settings import ChunkSetting, Settings
 from .strategies import Strategy
 
 __all__ = ["Dispatcher"]
@@ -45,9 +45,10 @@ class Dispatcher(ThreadFrontEnd, Executor):
 
     Args:
         workers: number of workers (default: the CPU count).
-        strategy: ``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"`` or a
-            :class:`~dispatchkit.strategies.Strategy`.
-        chunk: jobs per hand-off for ``map`` and ``dispatch``.
+        strategy: ``"auto"``, ``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"``
+            or a :class:`~dispatchkit.strategies.Strategy`.
+        chunk: jobs per hand-off for ``map`` and ``dispatch``, or ``"auto"``
+            (sized from measured job times by the ``auto`` strategy).
         queue_size: jobs one worker's inbox holds before submitting waits.
         block: block size of the ``batch`` strategy.
         put_timeout: seconds a submit waits for room before raising ``QueueFull``
@@ -67,7 +68,7 @@ class Dispatcher(ThreadFrontEnd, Executor):
         workers: int | None = None,
         *,
         strategy: str | Strategy | None = None,
-        chunk: int | None = None,
+        chunk: ChunkSetting | None = None,
         queue_size: int | None = None,
         block: int | None = None,
         put_timeout: float | None = None,

@@ -44,6 +44,8 @@ from .strategies import Strategy
 if TYPE_CHECKING:
     import multiprocessing.context
 
+    from .settings import ChunkSetting
+
 __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
@@ -111,7 +113,7 @@ class ThreadPoolExecutor(Dispatcher, concurrent.futures.ThreadPoolExecutor):
         initargs: tuple[Any, ...] = (),
         *,
         strategy: str | Strategy | None = None,
-        chunk: int | None = None,
+        chunk: ChunkSetting | None = None,
         queue_size: int | None = None,
         job_timeout: float | None = None,
         retry: RetryPolicy | None = None,
@@ -169,7 +171,7 @@ class ProcessPoolExecutor(Dispatcher, concurrent.futures.ProcessPoolExecutor):
         *,
         max_tasks_per_child: int | None = None,
         strategy: str | Strategy | None = None,
-        chunk: int | None = None,
+        chunk: ChunkSetting | None = None,
         queue_size: int | None = None,
         job_timeout: float | None = None,
         retry: RetryPolicy | None = None,

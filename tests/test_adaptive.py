@@ -1,0 +1,264 @@
+"""The adaptive chunk controller (core/adaptive.py) and the ``auto`` strategy end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dispatchkit import AsyncDispatcher, Dispatcher
+from dispatchkit.auto_strategy import Auto
+from dispatchkit.core.adaptive import (
+    MAX_CHUNK,
+    TAIL_FACTOR,
+    AdaptiveFeed,
+    ChunkController,
+    chunk_size,
+)
+from dispatchkit.settings import Settings
+from dispatchkit.strategies import SHARED, parse_strategy
+
+seconds = st.floats(min_value=1e-7, max_value=10.0, allow_nan=False)
+spreads = st.floats(min_value=0.0, max_value=20.0, allow_nan=False)
+targets = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False)
+workers = st.integers(min_value=1, max_value=2000)
+remainings = st.one_of(st.none(), st.integers(min_value=0, max_value=10**7))
+previous = st.integers(min_value=1, max_value=MAX_CHUNK)
+
+
+@given(st.one_of(st.none(), seconds), spreads, targets, workers, remainings, previous)
+def test_chunk_size_stays_in_its_bounds(
+    job: float | None, spread: float, target: float, n: int, remaining: int | None, prev: int
+) -> None:
+    size = chunk_size(job, spread, target, n, remaining, prev)
+    assert 1 <= size <= MAX_CHUNK
+    if job is not None:
+        assert size <= 2 * prev  # grows gradually
+    if remaining is not None:
+        # Near the end, a chunk is a small share of what is left (or a single job).
+        assert size <= max(1, remaining // (TAIL_FACTOR * n))
+
+
+def test_nothing_measured_gives_a_single_job() -> None:
+    assert chunk_size(None, 0.0, 0.01, 4, None, 512) == 1
+
+
+@given(seconds, seconds, spreads, targets, workers, remainings, previous)
+def test_longer_jobs_never_get_larger_chunks(
+    a: float, b: float, spread: float, target: float, n: int, remaining: int | None, prev: int
+) -> None:
+    short, long = sorted((a, b))
+    assert chunk_size(long, spread, target, n, remaining, prev) <= chunk_size(
+        short, spread, target, n, remaining, prev
+    )
+
+
+@given(seconds, spreads, spreads, targets, workers, remainings, previous)
+def test_more_variation_never_gets_larger_chunks(
+    job: float, a: float, b: float, target: float, n: int, remaining: int | None, prev: int
+) -> None:
+    low, high = sorted((a, b))
+    assert chunk_size(job, high, target, n, remaining, prev) <= chunk_size(
+        job, low, target, n, remaining, prev
+    )
+
+
+@given(
+    seconds,
+    spreads,
+    targets,
+    workers,
+    st.integers(min_value=0, max_value=10**7),
+    st.integers(min_value=0, max_value=10**7),
+    previous,
+)
+def test_less_input_left_never_gets_larger_chunks(
+    job: float, spread: float, target: float, n: int, a: int, b: int, prev: int
+) -> None:
+    fewer, more = sorted((a, b))
+    assert chunk_size(job, spread, target, n, fewer, prev) <= chunk_size(
+        job, spread, target, n, more, prev
+    )
+    assert chunk_size(job, spread, target, n, more, prev) <= chunk_size(
+        job, spread, target, n, None, prev
+    )
+
+
+@given(seconds, spreads, targets, targets, workers, remainings, previous)
+def test_a_longer_target_never_gets_smaller_chunks(
+    job: float, spread: float, a: float, b: float, n: int, remaining: int | None, prev: int
+) -> None:
+    low, high = sorted((a, b))
+    assert chunk_size(job, spread, low, n, remaining, prev) <= chunk_size(
+        job, spread, high, n, remaining, prev
+    )
+
+
+def test_short_jobs_grow_the_chunk_step_by_step_up_to_the_target() -> None:
+    controller = ChunkController(workers=4, target=0.01)
+    sizes = []
+    for _ in range(12):
+        size = controller.next_chunk()
+        sizes.append(size)
+        controller.observe(size, size * 0.0001)  # 0.1 ms a job
+    assert sizes[:4] == [1, 2, 4, 8]  # doubling, not a leap
+    assert sizes == sorted(sizes)
+    assert 99 <= sizes[-1] <= 100  # 10 ms of 0.1 ms jobs (give or take a rounding)
+
+
+def test_long_jobs_keep_single_job_hand_offs() -> None:
+    controller = ChunkController(workers=20, target=0.002)
+    for _ in range(10):
+        controller.observe(controller.next_chunk(), 0.005)
+    assert controller.next_chunk() == 1
+
+
+def test_varying_job_times_give_smaller_chunks_than_steady_ones_of_the_same_mean() -> None:
+    steady, skewed = ChunkController(2, 0.02), ChunkController(2, 0.02)
+    for i in range(200):
+        steady.observe(1, 0.0005)
+        # The same mean (0.5 ms): 1 job in 10 takes 11 times as long as the others.
+        skewed.observe(1, 0.00275 if i % 10 == 0 else 0.00025)
+    assert skewed.spread > steady.spread
+    for _ in range(12):
+        steady.next_chunk()
+        skewed.next_chunk()
+    assert skewed.next_chunk() < steady.next_chunk()
+
+
+def test_the_end_of_a_known_input_shrinks_the_chunks() -> None:
+    controller = ChunkController(workers=2, target=1.0)
+    for _ in range(12):
+        controller.observe(controller.next_chunk(), 1e-6)
+    assert controller.next_chunk(remaining=10**6) == MAX_CHUNK
+    assert controller.next_chunk(remaining=800) == 800 // (TAIL_FACTOR * 2)
+    assert controller.next_chunk(remaining=5) == 1
+
+
+def test_observe_ignores_empty_and_negative_samples() -> None:
+    controller = ChunkController(2, 0.01)
+    controller.observe(0, 1.0)
+    controller.observe(3, -1.0)
+    assert controller.job_seconds is None
+
+
+def test_controller_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        ChunkController(0, 0.01)
+    with pytest.raises(ValueError, match="target"):
+        ChunkController(1, 0.0)
+
+
+def test_feed_paces_the_input_and_cuts_blocks_at_the_decided_size() -> None:
+    queued = [0]
+    feed = AdaptiveFeed(ChunkController(3, 0.01), lambda: queued[0], total=100)
+    assert feed.wants_more()
+    assert feed.block_limit(room=1000) == 3  # nothing measured: one job per worker
+    assert feed.cut([0, 1, 2]) == [[0], [1], [2]]
+    queued[0] = 6  # two chunks per worker wait: enough
+    assert not feed.wants_more()
+    feed.observe_rows([(0, None, None, 0, 0.0, 1.0, 1.001, 1)])
+    feed.observe_rows([(1, None, None, 0, 0.0, 2.0, 2.001, 1)])
+    assert feed.block_limit(room=1000) == 6  # grown to 2 a chunk (doubling)
+    assert feed.cut(list(range(6))) == [[0, 1], [2, 3], [4, 5]]
+    assert feed.remaining() == 91
+    assert feed.block_limit(room=4) == 4  # never past the map's window
+
+
+def test_auto_strategy_is_shared_and_adaptive() -> None:
+    assert parse_strategy("auto") == Auto()
+    assert Auto.shared
+    assert Auto.adaptive
+    assert not Auto.needs_key
+    assert Auto().assign(7, None, 3) == SHARED
+    assert Auto().split([1, 2, 3], 0, 2) == [(SHARED, [1, 2, 3])]
+    assert Auto().split([], 0, 2) == []
+
+
+# -- end to end ---------------------------------------------------------------
+
+#: Long enough never to be reached when the jobs can overtake the blocked one.
+_BLOCK_LIMIT = 60.0
+
+
+def test_a_blocked_job_holds_back_no_other_job_on_threads() -> None:
+    # The first job waits until every other job has run: it can only end if the
+    # idle workers take all of them, none queued behind it.
+    count = 400
+    done = 0
+    lock = threading.Lock()
+    all_others = threading.Event()
+
+    def job(i: int) -> bool:
+        nonlocal done
+        if i == 0:
+            return all_others.wait(_BLOCK_LIMIT)
+        with lock:
+            done += 1
+            if done == count - 1:
+                all_others.set()
+        return True
+
+    with Dispatcher(4, strategy="auto", chunk="auto") as pool:
+        results = list(pool.map(job, range(count)))
+    assert results == [True] * count
+
+
+def test_auto_keeps_the_order_and_every_result_on_threads() -> None:
+    with Dispatcher(3, strategy="auto", chunk="auto") as pool:
+        assert list(pool.map(abs, range(-5000, 0))) == list(range(5000, 0, -1))
+        assert sorted(pool.map(abs, iter(range(3000)), ordered=False)) == list(range(3000))
+        stats = pool.stats()
+    assert stats.submitted == stats.succeeded == 8000
+
+
+def test_auto_on_processes_gives_every_result() -> None:
+    with Dispatcher(2, executor="process", strategy="auto", chunk="auto") as pool:
+        assert list(pool.map(abs, range(-3000, 0))) == list(range(3000, 0, -1))
+
+
+def test_a_blocked_job_holds_back_no_other_job_on_asyncio() -> None:
+    async def main() -> list[bool]:
+        count = 300
+        done = 0
+        all_others = asyncio.Event()
+
+        async def job(i: int) -> bool:
+            nonlocal done
+            if i == 0:
+                await asyncio.wait_for(all_others.wait(), _BLOCK_LIMIT)
+                return True
+            done += 1
+            if done == count - 1:
+                all_others.set()
+            await asyncio.sleep(0)
+            return True
+
+        async with AsyncDispatcher(4, strategy="auto", chunk="auto") as pool:
+            return [r async for r in pool.map(job, range(count))]
+
+    assert asyncio.run(main()) == [True] * 300
+
+
+def test_an_explicit_chunk_is_kept_under_auto() -> None:
+    with Dispatcher(2, strategy="auto", chunk=7) as pool:
+        assert pool._adaptive is False
+        assert list(pool.map(abs, range(-50, 0))) == list(range(50, 0, -1))
+
+
+def test_chunk_auto_adapts_only_with_an_adaptive_strategy() -> None:
+    auto = Settings(strategy="auto", chunk="auto")
+    assert auto.adaptive_chunk
+    assert auto.fixed_chunk == 1
+    named = Settings(strategy="round_robin", chunk="auto")
+    assert not named.adaptive_chunk
+    assert named.fixed_chunk == 1  # the seed's one job a hand-off
+    assert not Settings(strategy="auto", chunk=8).adaptive_chunk
+    assert Settings.from_env({"DISPATCHKIT_CHUNK": "AUTO"}).chunk == "auto"
+    with pytest.raises(ValueError, match="DISPATCHKIT_CHUNK='some'"):
+        Settings.from_env({"DISPATCHKIT_CHUNK": "some"})
+    with pytest.raises(TypeError, match="chunk must be an integer"):
+        Settings(chunk="big")  # type: ignore[arg-type]
