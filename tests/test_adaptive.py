@@ -262,3 +262,46 @@ def test_chunk_auto_adapts_only_with_an_adaptive_strategy() -> None:
         Settings.from_env({"DISPATCHKIT_CHUNK": "some"})
     with pytest.raises(TypeError, match="chunk must be an integer"):
         Settings(chunk="big")  # type: ignore[arg-type]
+
+
+def test_auto_is_what_every_front_end_uses_by_default() -> None:
+    from dispatchkit.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from dispatchkit.service.config import ServeConfig
+
+    assert Settings().resolved_strategy == Auto()
+    assert Settings().chunk == "auto"
+    assert Settings().adaptive_chunk
+    with Dispatcher(2) as pool, ThreadPoolExecutor(2) as threads:
+        assert pool.strategy == Auto()
+        assert threads.strategy == Auto()
+    with ProcessPoolExecutor(1) as processes:
+        assert processes.strategy == Auto()
+
+    async def strategy_of_async() -> object:
+        async with AsyncDispatcher(2) as pool:
+            return pool.strategy
+
+    assert asyncio.run(strategy_of_async()) == Auto()
+    assert ServeConfig.__dataclass_fields__["strategy"].default == "auto"
+
+
+def test_with_the_defaults_a_blocked_job_holds_back_no_other_job() -> None:
+    # As the first end-to-end test, with no strategy or chunk given: what a user
+    # who writes Dispatcher(n).map(...) gets.
+    count = 200
+    done = 0
+    lock = threading.Lock()
+    all_others = threading.Event()
+
+    def job(i: int) -> bool:
+        nonlocal done
+        if i == 0:
+            return all_others.wait(_BLOCK_LIMIT)
+        with lock:
+            done += 1
+            if done == count - 1:
+                all_others.set()
+        return True
+
+    with Dispatcher(3) as pool:
+        assert list(pool.map(job, range(count))) == [True] * count

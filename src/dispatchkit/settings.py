@@ -7,8 +7,8 @@ variable                    meaning                                default
 ==========================  =====================================  =========
 ``DISPATCHKIT_WORKERS``     number of workers                      ``os.cpu_count()``
 ``DISPATCHKIT_QUEUE_SIZE``  jobs an inbox holds before submit waits ``1024``
-``DISPATCHKIT_STRATEGY``    round_robin, batch, pull or key        ``round_robin``
-``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker          ``1``
+``DISPATCHKIT_STRATEGY``    auto, round_robin, batch, pull or key  ``auto``
+``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker, or auto ``auto``
 ``DISPATCHKIT_BLOCK``       block size of the batch strategy       ``100``
 ``DISPATCHKIT_PUT_TIMEOUT`` seconds a submit waits for room       no limit
 ``DISPATCHKIT_EXECUTOR``    thread or process workers              ``thread``
@@ -99,8 +99,8 @@ class Settings:
     """
 
     workers: int = field(default_factory=_default_workers)
-    strategy: Strategy | str = "round_robin"
-    chunk: ChunkSetting = 1
+    strategy: Strategy | str = "auto"
+    chunk: ChunkSetting = "auto"
     queue_size: int = DEFAULT_QUEUE_SIZE
     block: int = DEFAULT_BLOCK
     put_timeout: float | None = None
@@ -290,7 +290,7 @@ _ENV_FIELDS: Final[dict[str, Callable[[str], Any]]] = {
 _ENV_EXPECTED: Final = {
     "workers": f"a whole number from 1 to {MAX_WORKERS}",
     "queue_size": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
-    "strategy": "round_robin, batch, pull or key",
+    "strategy": "auto, round_robin, batch, pull or key",
     "chunk": f"auto or a whole number from 1 to {MAX_QUEUE_SIZE}",
     "block": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
     "put_timeout": f"a finite number of seconds from 0 to {MAX_SECONDS:,g}",
