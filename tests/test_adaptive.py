@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from dispatchkit import AsyncDispatcher, Dispatcher
 from dispatchkit.auto_strategy import Auto
 from dispatchkit.core.adaptive import (
+    GAP_FACTOR,
     MAX_CHUNK,
+    MAX_TARGET_SECONDS,
     TAIL_FACTOR,
     AdaptiveFeed,
     ChunkController,
@@ -98,7 +100,7 @@ def test_a_longer_target_never_gets_smaller_chunks(
 
 
 def test_short_jobs_grow_the_chunk_step_by_step_up_to_the_target() -> None:
-    controller = ChunkController(workers=4, target=0.01)
+    controller = ChunkController(workers=4, min_target=0.01)
     sizes = []
     for _ in range(12):
         size = controller.next_chunk()
@@ -106,11 +108,11 @@ def test_short_jobs_grow_the_chunk_step_by_step_up_to_the_target() -> None:
         controller.observe(size, size * 0.0001)  # 0.1 ms a job
     assert sizes[:4] == [1, 2, 4, 8]  # doubling, not a leap
     assert sizes == sorted(sizes)
-    assert 99 <= sizes[-1] <= 100  # 10 ms of 0.1 ms jobs (give or take a rounding)
+    assert sizes[-1] == 100  # 10 ms of 0.1 ms jobs
 
 
 def test_long_jobs_keep_single_job_hand_offs() -> None:
-    controller = ChunkController(workers=20, target=0.002)
+    controller = ChunkController(workers=20, min_target=0.002)
     for _ in range(10):
         controller.observe(controller.next_chunk(), 0.005)
     assert controller.next_chunk() == 1
@@ -130,12 +132,41 @@ def test_varying_job_times_give_smaller_chunks_than_steady_ones_of_the_same_mean
 
 
 def test_the_end_of_a_known_input_shrinks_the_chunks() -> None:
-    controller = ChunkController(workers=2, target=1.0)
+    controller = ChunkController(workers=2, min_target=1.0)
     for _ in range(12):
         controller.observe(controller.next_chunk(), 1e-6)
     assert controller.next_chunk(remaining=10**6) == MAX_CHUNK
     assert controller.next_chunk(remaining=800) == 800 // (TAIL_FACTOR * 2)
     assert controller.next_chunk(remaining=5) == 1
+
+
+def test_slow_hand_offs_make_the_chunks_last_longer() -> None:
+    quick, slow = ChunkController(2, 0.002), ChunkController(2, 0.002)
+    assert quick.target == slow.target == 0.002  # nothing measured: the floor
+    for _ in range(20):
+        quick.observe_gap(0.00001)  # 10 us between two chunks: below the floor
+        slow.observe_gap(0.001)  # 1 ms between two chunks (a loaded machine, a pipe)
+    assert quick.target == 0.002
+    assert slow.target == pytest.approx(GAP_FACTOR * 0.001)
+    for _ in range(12):
+        for controller in (quick, slow):
+            controller.observe(controller.next_chunk(), 0.0001 * controller.last)
+    assert quick.next_chunk() == 20
+    assert slow.next_chunk() == 500
+    for _ in range(50):
+        slow.observe_gap(100.0)
+    assert slow.target == MAX_TARGET_SECONDS
+
+
+def test_the_feed_measures_the_gap_between_a_worker_s_chunks() -> None:
+    feed = AdaptiveFeed(ChunkController(2, 0.002), lambda: 0, total=None)
+    feed.observe_rows([(0, None, None, 0, 0.0, 1.0, 1.5, 1)])
+    feed.observe_rows([(1, None, None, 1, 0.0, 1.2, 1.7, 1)])  # another worker: no gap yet
+    assert feed.controller.gap_seconds is None
+    feed.observe_rows([(2, None, None, 0, 0.0, 1.6, 2.0, 1)])
+    assert feed.controller.gap_seconds == pytest.approx(0.1)
+    feed.observe_rows([(3, None, None, 1, 0.0, None, None, 0)])  # cancelled: not measured
+    assert feed.controller.gap_seconds == pytest.approx(0.1)
 
 
 def test_observe_ignores_empty_and_negative_samples() -> None:
@@ -148,7 +179,7 @@ def test_observe_ignores_empty_and_negative_samples() -> None:
 def test_controller_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="workers"):
         ChunkController(0, 0.01)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match="min_target"):
         ChunkController(1, 0.0)
 
 

@@ -5,10 +5,14 @@ Sans-I/O: a front end feeds :class:`ChunkController` what its workers measured
 size of the next chunk (``next_chunk(remaining)``). The rule, in
 :func:`chunk_size`:
 
-* **grow while jobs are short**: a chunk should last about ``target_seconds``,
-  so that the fixed cost of a hand-off (a queue operation, a wake-up, a pipe
-  round trip to a worker process) stays a small part of it, as joblib's auto
-  batching aims at a batch duration. The size is ``target / mean job time``;
+* **grow while jobs are short relative to the hand-off**: a chunk should last
+  ``GAP_FACTOR`` times the measured hand-off cost (how long a worker sits
+  between the end of one chunk and the start of its next: a queue operation
+  and a wake-up for a thread, a pipe round trip for a process), so that this
+  cost stays near 2% of the work, as joblib's auto batching aims at a batch
+  duration. A floor per worker kind covers what the gap does not show (the
+  event loop's own work for asyncio tasks). The size is ``target / mean job
+  time``;
 * **shrink when job times vary**: the larger the measured variation, the
   smaller the chunk, so one slow job delays few others behind it;
 * **shrink near the end**: never more than ``remaining / (tail_factor *
@@ -32,8 +36,10 @@ from .window import MapRun
 
 __all__ = [
     "DEFAULT_TARGET_SECONDS",
+    "GAP_FACTOR",
     "MAX_CHUNK",
     "MAX_SPREAD",
+    "MAX_TARGET_SECONDS",
     "TAIL_FACTOR",
     "AdaptiveFeed",
     "ChunkController",
@@ -51,13 +57,18 @@ MAX_SPREAD: Final = 8.0
 #: How much a sample's weight falls with each later one: the estimates reflect
 #: about the last 1 / (1 - DECAY) chunks.
 DECAY: Final = 0.95
-#: Seconds a chunk should last, per worker kind: long enough that the hand-off's
-#: fixed cost stays near 1% of it. A thread hand-off is a deque operation and at
-#: most one wake-up (tens of microseconds); a process hand-off pickles the chunk
-#: and crosses a pipe twice (a few hundred microseconds). Asyncio workers wait
-#: side by side, so a job's measured time is mostly waiting, not the loop's
-#: work: their chunks are left to grow until the tail rule bounds them.
-DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.02, "asyncio": 0.5}
+#: Least seconds a chunk should last, per worker kind, whatever the measured gap:
+#: a thread hand-off is a deque operation and at most one wake-up (tens of
+#: microseconds); a process hand-off pickles the chunk and crosses a pipe twice
+#: (a few hundred microseconds on a quiet machine). Asyncio workers wait side by
+#: side, so a job's measured time is mostly waiting, not the loop's work, and
+#: the loop's cost per hand-off shows in no gap: their chunks are left to grow
+#: until the tail rule bounds them.
+DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.03, "asyncio": 0.5}
+#: A chunk should last this many times the measured hand-off gap (about 2% cost).
+GAP_FACTOR: Final = 50.0
+#: Longest a chunk is aimed to last, however slow the hand-offs (seconds).
+MAX_TARGET_SECONDS: Final = 1.0
 #: Chunks kept queued per worker while a map runs: one to take when the
 #: current one ends, one more so a refill can come late.
 QUEUED_PER_WORKER: Final = 2
@@ -99,7 +110,8 @@ def chunk_size(
     else:
         spread = min(max(spread, 0.0), MAX_SPREAD)
         ideal = target / (job_seconds * (1.0 + spread))
-        size = int(min(ideal, float(max_chunk)))
+        # A hair over, so that 0.002 / 0.0001 gives 20, not 19 (floating point).
+        size = int(min(ideal * (1.0 + 1e-9), float(max_chunk)))
         size = min(size, 2 * max(previous, 1))
     if remaining is not None:
         size = min(size, remaining // (tail_factor * max(workers, 1)))
@@ -107,34 +119,63 @@ def chunk_size(
 
 
 class ChunkController:
-    """Measured job times in, the next chunk size out (see the module's rule).
+    """Measured job times and hand-off gaps in, the next chunk size out (see the
+    module's rule).
 
     The estimates are decaying sums over the chunks measured (each sample's
     weight falls by ``DECAY`` per later sample): the mean job time is the
     seconds over the jobs, so a chunk of 100 jobs counts 100 times a single
     job; the variation is the coefficient of variation of job times, from how
     far each chunk's mean strays from the overall mean (a mean of ``n`` jobs
-    strays by about ``sigma / sqrt(n)``).
+    strays by about ``sigma / sqrt(n)``); the gap is the mean time a worker
+    spent between two chunks.
+
+    Args:
+        workers: how many workers share the input.
+        min_target: the least seconds a chunk should last (the worker kind's floor).
+        max_chunk: the most jobs a chunk may hold.
     """
 
     __slots__ = (
-        "_jobs", "_samples", "_seconds", "_squares", "last", "max_chunk", "target", "workers",
+        "_gap_samples", "_gaps", "_jobs", "_samples", "_seconds", "_squares", "last",
+        "max_chunk", "min_target", "workers",
     )  # fmt: skip
 
-    def __init__(self, workers: int, target: float, max_chunk: int = MAX_CHUNK) -> None:
+    def __init__(self, workers: int, min_target: float, max_chunk: int = MAX_CHUNK) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        if not target > 0:
-            raise ValueError(f"target must be a positive number of seconds, got {target!r}")
+        if not min_target > 0:
+            raise ValueError(f"min_target must be a positive number of seconds, got {min_target!r}")
         self.workers = workers
-        self.target = target
+        self.min_target = min_target
         self.max_chunk = max_chunk
         self._seconds = 0.0
         self._jobs = 0.0
         self._squares = 0.0
         self._samples = 0.0
+        self._gaps = 0.0
+        self._gap_samples = 0.0
         #: The size given last.
         self.last = 1
+
+    @property
+    def gap_seconds(self) -> float | None:
+        """The mean time a worker spent between two chunks; None before a sample."""
+        return self._gaps / self._gap_samples if self._gap_samples else None
+
+    @property
+    def target(self) -> float:
+        """Seconds the next chunk should last: ``GAP_FACTOR`` gaps, within the bounds."""
+        gap = self.gap_seconds
+        aimed = self.min_target if gap is None else GAP_FACTOR * gap
+        return min(max(aimed, self.min_target), max(MAX_TARGET_SECONDS, self.min_target))
+
+    def observe_gap(self, seconds: float) -> None:
+        """A worker spent ``seconds`` between the end of a chunk and the start of its next."""
+        if not seconds >= 0:
+            return
+        self._gaps = DECAY * self._gaps + seconds
+        self._gap_samples = DECAY * self._gap_samples + 1.0
 
     @property
     def job_seconds(self) -> float | None:
@@ -188,7 +229,7 @@ class AdaptiveFeed:
         total: the input's length, if known (``operator.length_hint``).
     """
 
-    __slots__ = ("controller", "placed", "queued", "size", "total")
+    __slots__ = ("controller", "ends", "placed", "queued", "size", "total")
 
     def __init__(
         self, controller: ChunkController, queued: Callable[[], int], total: int | None
@@ -199,6 +240,8 @@ class AdaptiveFeed:
         self.placed = 0
         #: The chunk size decided for the block being placed.
         self.size = 1
+        #: When each worker's last measured chunk ended (its clock's reading).
+        self.ends: dict[Any, float] = {}
 
     def remaining(self) -> int | None:
         if self.total is None:
@@ -227,8 +270,17 @@ class AdaptiveFeed:
         if not rows:
             return
         started, finished = rows[0][5], rows[-1][6]
-        if started is not None and finished is not None:
-            self.controller.observe(len(rows), finished - started)
+        if started is None or finished is None:
+            return
+        controller = self.controller
+        controller.observe(len(rows), finished - started)
+        # The gap since this worker's previous chunk ended: what a hand-off costs
+        # it (the timestamps of one worker come from one clock, its process's).
+        worker = rows[0][3]
+        ended = self.ends.get(worker)
+        if ended is not None and started >= ended:
+            controller.observe_gap(started - ended)
+        self.ends[worker] = finished
 
 
 class MeasuredMapRun(MapRun):
