@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatchkit import AsyncDispatcher, Dispatcher
+from dispatchkit._conformance.jobs import read_log, span
 from dispatchkit.auto_strategy import Auto
 from dispatchkit.core.adaptive import (
     GAP_FACTOR,
@@ -21,6 +24,7 @@ from dispatchkit.core.adaptive import (
     chunk_size,
 )
 from dispatchkit.settings import Settings
+from dispatchkit.stats import DispatcherStats
 from dispatchkit.strategies import SHARED, parse_strategy
 
 seconds = st.floats(min_value=1e-7, max_value=10.0, allow_nan=False)
@@ -336,3 +340,126 @@ def test_with_the_defaults_a_blocked_job_holds_back_no_other_job() -> None:
 
     with Dispatcher(3) as pool:
         assert list(pool.map(job, range(count))) == [True] * count
+
+
+# -- auto with a key: one key's jobs in order ------------------------------------
+
+
+def _check_key_runs(lines: list[list[str]], keys: list[int]) -> None:
+    """Each key's jobs ran one after another (start, end, start, end...), in input order."""
+    assert len(lines) == 2 * len(keys)
+    for key in set(keys):
+        mine = [(line[0], int(line[2])) for line in lines if int(line[1]) == key]
+        positions = [p for p, k in enumerate(keys) if k == key]
+        assert mine == [(edge, p) for p in positions for edge in ("s", "e")], key
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_auto_with_a_key_runs_each_key_s_jobs_in_order(executor: str, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    keys = [rng.randrange(6) for _ in range(300)]
+    log = str(tmp_path / "log")
+    entries = [[log, key, position] for position, key in enumerate(keys)]
+    with Dispatcher(3, executor=executor) as pool:
+        assert list(pool.map(span, entries, key=lambda e: e[1])) == list(range(len(keys)))
+        stats = pool.stats()
+    _check_key_runs(read_log(log), keys)
+    assert stats.submitted == stats.succeeded == len(keys)
+
+
+def test_auto_with_a_key_keeps_order_with_an_explicit_chunk(tmp_path: Path) -> None:
+    keys = [i % 5 for i in range(120)]
+    log = str(tmp_path / "log")
+    entries = [[log, key, position] for position, key in enumerate(keys)]
+    with Dispatcher(4, chunk=7) as pool:
+        assert sorted(pool.map(span, entries, key=lambda e: e[1], ordered=False)) == list(
+            range(120)
+        )
+    _check_key_runs(read_log(log), keys)
+
+
+def test_auto_with_a_key_runs_each_key_s_jobs_in_order_on_asyncio() -> None:
+    rng = random.Random(3)
+    keys = [rng.randrange(5) for _ in range(400)]
+    ran: list[tuple[int, int]] = []
+    running: set[int] = set()
+
+    async def job(position: int) -> int:
+        key = keys[position]
+        assert key not in running  # one key's jobs never overlap
+        running.add(key)
+        await asyncio.sleep(rng.random() / 1000)
+        running.discard(key)
+        ran.append((key, position))
+        return position
+
+    async def main() -> list[int]:
+        async with AsyncDispatcher(8) as pool:
+            return [r async for r in pool.map(job, range(len(keys)), key=keys.__getitem__)]
+
+    assert asyncio.run(main()) == list(range(len(keys)))
+    for key in set(keys):
+        mine = [p for k, p in ran if k == key]
+        assert mine == sorted(mine)
+        assert len(mine) == keys.count(key)
+
+
+def test_a_blocked_key_holds_back_no_other_key() -> None:
+    # Key 0's first job waits until every job of the other keys has run: they
+    # must neither queue behind it nor wait on its lane.
+    keys = [i % 4 for i in range(200)]
+    others = sum(1 for k in keys if k != 0)
+    done = 0
+    lock = threading.Lock()
+    all_others = threading.Event()
+
+    def job(i: int) -> bool:
+        nonlocal done
+        if i == 0:
+            return all_others.wait(_BLOCK_LIMIT)
+        if keys[i] != 0:
+            with lock:
+                done += 1
+                if done == others:
+                    all_others.set()
+        return True
+
+    with Dispatcher(3) as pool:
+        assert all(pool.map(job, range(len(keys)), key=keys.__getitem__))
+
+
+def test_stop_counts_the_jobs_waiting_in_lanes() -> None:
+    # Jobs of few keys: chunks wait in their lanes behind the running ones when
+    # the stop comes; every job still ends counted exactly once.
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def job(i: int) -> int:
+        started.release()
+        gate.wait(_BLOCK_LIMIT)
+        return i
+
+    pool = Dispatcher(2)
+    outcomes: list[object] = []
+
+    def consume() -> None:
+        try:
+            outcomes.extend(pool.map(job, range(300), key=lambda i: i % 3, outcomes=True))
+        except Exception as exc:  # the map ends with the stop (ClosedError)
+            outcomes.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert started.acquire(timeout=_BLOCK_LIMIT)
+    assert started.acquire(timeout=_BLOCK_LIMIT)  # both workers hold a job
+    stats: list[DispatcherStats] = []
+    stopper = threading.Thread(target=lambda: stats.append(pool.stop(cancel=True)))
+    stopper.start()
+    while not pool._control.stopping:
+        threading.Event().wait(0.001)
+    gate.set()
+    stopper.join()
+    consumer.join()
+    final = stats[0]
+    assert final.cancelled > 0
+    assert final.submitted == final.succeeded + final.failed + final.cancelled

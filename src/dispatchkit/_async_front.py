@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from contextlib import nullcontext
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
+from ._lanes import LanedMessage, Lanes, lane_count
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
 from .core.adaptive import MeasuredMapRun
 from .stats import DispatcherStats
@@ -208,6 +211,7 @@ class AsyncFrontEnd(FrontEnd):
             limit = lambda: adaptive.block_limit(window.room())  # noqa: E731
             wants_more = adaptive.wants_more
         blocks = self._blocks(items, key, limit).__aiter__()
+        lanes = Lanes(lane_count(self._n), nullcontext()) if self._keeps_key_order(key) else None
         exhausted = False
         while True:
             while not exhausted and window.room() > 0 and wants_more():
@@ -217,15 +221,16 @@ class AsyncFrontEnd(FrontEnd):
                     exhausted = True
                     break
                 window.admit(first, len(block))
-                await self._place(
-                    block,
-                    first,
-                    keys,
-                    lambda jobs, seqs: AsyncChunk(
-                        call, jobs, seqs, run, self._retry, self._job_timeout
-                    ),
-                    None if adaptive is None else adaptive.cut,
+                make: Callable[[list[Any], list[int]], Any] = lambda jobs, seqs: AsyncChunk(  # noqa: E731
+                    call, jobs, seqs, run, self._retry, self._job_timeout
                 )
+                cut = None if adaptive is None else adaptive.cut
+                if lanes is not None and keys is not None:
+                    # One key's jobs in order: chunks of one lane each, run in turn.
+                    size = adaptive.take(len(block)) if adaptive is not None else self._chunk
+                    cut = partial(lanes.pieces, keys=keys, size=size)
+                    make = partial(_in_lane, lanes, make)
+                await self._place(block, first, keys, make, cut)
             if window.in_flight == 0:
                 return
             if not run.finished:
@@ -267,7 +272,7 @@ class AsyncFrontEnd(FrontEnd):
         block: list[Any],
         first: int,
         keys: list[Hashable] | None,
-        make: Callable[[list[Any], list[int]], AsyncChunk | InlineChunk],
+        make: Callable[[list[Any], list[int]], Any],
         cut: Callable[[list[int]], list[list[int]]] | None = None,
     ) -> None:
         """Hand each queue its part of a block, a chunk at a time, waiting for room;
@@ -301,3 +306,9 @@ class AsyncFrontEnd(FrontEnd):
 
 def _always() -> bool:
     return True
+
+
+def _in_lane(
+    lanes: Lanes, make: Callable[[list[Any], list[int]], Any], jobs: list[Any], seqs: list[int]
+) -> LanedMessage:
+    return lanes.wrap(seqs, make(jobs, seqs))

@@ -20,6 +20,7 @@ from functools import partial
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from ._lanes import Lanes, lane_count
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
 from .core.adaptive import AdaptiveFeed
@@ -112,11 +113,26 @@ class ThreadFrontEnd(FrontEnd):
         adaptive = self._adaptive_feed(items, self._inboxes[0].__len__, chunk)
         run, wait = thread_map_run(outcomes, adaptive)
         cut = partial(self._chunked, chunk=chunk) if adaptive is None else adaptive.cut
+        lanes = Lanes(lane_count(self._n)) if self._keeps_key_order(key) else None
 
         def place(taken: tuple[list[Any], int, list[Hashable] | None]) -> None:
             block, first, keys = taken
             now = perf_counter()
             window.admit(first, len(block))
+            if lanes is not None and keys is not None:
+                size = adaptive.take(len(block)) if adaptive is not None else chunk or self._chunk
+                self._place(
+                    block,
+                    [(0, list(range(first, first + len(block))))],
+                    lambda seqs: [
+                        lanes.wrap(
+                            piece,
+                            MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now),
+                        )
+                        for piece in lanes.pieces(seqs, keys, size)
+                    ],
+                )
+                return
             self._place(
                 block,
                 self._parts(range(first, first + len(block)), first, keys),

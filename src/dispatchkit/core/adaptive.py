@@ -257,6 +257,11 @@ class AdaptiveFeed:
         self.size = self.controller.next_chunk(self.remaining())
         return max(1, min(room, self.size * self.controller.workers))
 
+    def take(self, count: int) -> int:
+        """``count`` jobs are being placed: the chunk size decided for their block."""
+        self.placed += count
+        return self.size
+
     def cut(self, jobs: Sequence[Any]) -> list[list[Any]]:
         """A placed part of the input, in chunks of the size decided for its block."""
         size = self.size

@@ -146,6 +146,11 @@ class Placement(Ledger):
         controller = ChunkController(self._n, target_seconds(self._worker_kind()))
         return AdaptiveFeed(controller, queued, None if total < 0 else total)
 
+    def _keeps_key_order(self, key: object) -> bool:
+        """Whether a bulk call's chunks go in lanes, one key's jobs in order
+        (an adaptive strategy, whose queue is shared, given a ``key``)."""
+        return key is not None and self._strategy.adaptive
+
     def _plan_offer(
         self, items: Sequence[T], keys: Sequence[Hashable] | None, queues: Sequence[_Queue]
     ) -> list[tuple[int, list[T]]] | None:
