@@ -86,7 +86,7 @@ def run_process_pool(workload: Workload, config: Config) -> RunRecord:
     ) as pool:
         list(pool.map(noop, range(config.workers)))  # start the processes before the clock
         t0 = perf_counter()
-        rows = list(pool.map(job, workload.items, chunksize=config.chunk))
+        rows = list(pool.map(job, workload.items, chunksize=config.peer_chunk))
         makespan = perf_counter() - t0
     record = _to_record(rows, t0, makespan, config)
     return RunRecord(record.makespan, record.workers, record.jobs, record.usage - before)
@@ -99,7 +99,7 @@ def run_mp_pool(workload: Workload, config: Config) -> RunRecord:
     pool = _MP_CONTEXT.Pool(config.workers, initializer=_init_worker, initargs=(cpu_loops(),))
     try:
         t0 = perf_counter()
-        rows = list(pool.imap_unordered(job, workload.items, chunksize=config.chunk))
+        rows = list(pool.imap_unordered(job, workload.items, chunksize=config.peer_chunk))
         makespan = perf_counter() - t0
         pool.close()
     except BaseException:

@@ -51,7 +51,7 @@ __all__ = [
 #: Most jobs in one adaptive hand-off.
 MAX_CHUNK: Final = 1024
 #: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk.
-TAIL_FACTOR: Final = 4
+TAIL_FACTOR: Final = 2
 #: Largest variation signal taken into account (a coefficient of variation).
 MAX_SPREAD: Final = 8.0
 #: How much a sample's weight falls with each later one: the estimates reflect
@@ -64,7 +64,7 @@ DECAY: Final = 0.95
 #: side, so a job's measured time is mostly waiting, not the loop's work, and
 #: the loop's cost per hand-off shows in no gap: their chunks are left to grow
 #: until the tail rule bounds them.
-DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.03, "asyncio": 0.5}
+DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.03, "asyncio": 60.0}
 #: A chunk should last this many times the measured hand-off gap (about 2% cost).
 GAP_FACTOR: Final = 50.0
 #: Longest a chunk is aimed to last, however slow the hand-offs (seconds).
