@@ -135,6 +135,13 @@ def test_varying_job_times_give_smaller_chunks_than_steady_ones_of_the_same_mean
     assert skewed.next_chunk() < steady.next_chunk()
 
 
+def test_the_tail_factor_is_the_controller_s() -> None:
+    many = ChunkController(workers=10, min_target=1.0, tail_factor=1)
+    for _ in range(12):
+        many.observe(many.next_chunk(), 1e-6)
+    assert many.next_chunk(remaining=1000) == 100  # a whole fair share
+
+
 def test_the_end_of_a_known_input_shrinks_the_chunks() -> None:
     controller = ChunkController(workers=2, min_target=1.0)
     for _ in range(12):

@@ -41,17 +41,24 @@ __all__ = [
     "MAX_SPREAD",
     "MAX_TARGET_SECONDS",
     "TAIL_FACTOR",
+    "TAIL_FACTORS",
     "AdaptiveFeed",
     "ChunkController",
     "MeasuredMapRun",
     "chunk_size",
+    "tail_factor",
     "target_seconds",
 ]
 
 #: Most jobs in one adaptive hand-off.
 MAX_CHUNK: Final = 1024
-#: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk.
+#: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk
+#: (half of a worker's fair share of what is left: "factoring").
 TAIL_FACTOR: Final = 2
+#: The tail factor per worker kind: asyncio workers are many (a thousand) and
+#: the event loop's cost per hand-off is what bounds them, so they take a whole
+#: fair share at a time (guided self-scheduling), which halves the hand-offs.
+TAIL_FACTORS: Final = {"thread": TAIL_FACTOR, "process": TAIL_FACTOR, "asyncio": 1}
 #: Largest variation signal taken into account (a coefficient of variation).
 MAX_SPREAD: Final = 8.0
 #: How much a sample's weight falls with each later one: the estimates reflect
@@ -75,8 +82,13 @@ QUEUED_PER_WORKER: Final = 2
 
 
 def target_seconds(executor: str) -> float:
-    """How long an adaptive chunk should last for this worker kind (seconds)."""
+    """How long an adaptive chunk should last at least for this worker kind (seconds)."""
     return DEFAULT_TARGET_SECONDS.get(executor, DEFAULT_TARGET_SECONDS["thread"])
+
+
+def tail_factor(executor: str) -> int:
+    """The tail rule's factor for this worker kind."""
+    return TAIL_FACTORS.get(executor, TAIL_FACTOR)
 
 
 def chunk_size(
@@ -134,14 +146,22 @@ class ChunkController:
         workers: how many workers share the input.
         min_target: the least seconds a chunk should last (the worker kind's floor).
         max_chunk: the most jobs a chunk may hold.
+        tail_factor: the tail rule's (chunks of at most ``remaining / (tail_factor *
+            workers)``).
     """
 
     __slots__ = (
         "_gap_samples", "_gaps", "_jobs", "_samples", "_seconds", "_squares", "last",
-        "max_chunk", "min_target", "workers",
+        "max_chunk", "min_target", "tail_factor", "workers",
     )  # fmt: skip
 
-    def __init__(self, workers: int, min_target: float, max_chunk: int = MAX_CHUNK) -> None:
+    def __init__(
+        self,
+        workers: int,
+        min_target: float,
+        max_chunk: int = MAX_CHUNK,
+        tail_factor: int = TAIL_FACTOR,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if not min_target > 0:
@@ -149,6 +169,7 @@ class ChunkController:
         self.workers = workers
         self.min_target = min_target
         self.max_chunk = max_chunk
+        self.tail_factor = tail_factor
         self._seconds = 0.0
         self._jobs = 0.0
         self._squares = 0.0
@@ -210,6 +231,7 @@ class ChunkController:
             self.workers,
             remaining,
             self.last,
+            tail_factor=self.tail_factor,
             max_chunk=self.max_chunk,
         )
         self.last = size

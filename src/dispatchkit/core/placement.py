@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dispatchkit.errors import ClosedError
 
-from .adaptive import AdaptiveFeed, ChunkController, target_seconds
+from .adaptive import AdaptiveFeed, ChunkController, tail_factor, target_seconds
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ class Placement(Ledger):
         if not self._adaptive or chunk is not None:
             return None
         total = length_hint(items, -1)
-        controller = ChunkController(self._n, target_seconds(self._worker_kind()))
+        kind = self._worker_kind()
+        controller = ChunkController(self._n, target_seconds(kind), tail_factor=tail_factor(kind))
         return AdaptiveFeed(controller, queued, None if total < 0 else total)
 
     def _keeps_key_order(self, key: object) -> bool:
