@@ -21,9 +21,11 @@ size of the next chunk (``next_chunk(remaining)``). The rule, in
 * **grow gradually**: at most twice the previous size, so one fast early
   sample does not commit a worker to a huge chunk.
 
-The measurements arrive from several worker threads at once. The state is a
-few floats, each update a handful of stores under the GIL: a race can lose a
-sample, never corrupt the estimate, and a lost sample only delays adaptation.
+The measurements arrive from several worker threads at once, without a lock.
+The state is a few floats, each update a handful of stores under the GIL: a
+race can lose a sample or part of one (its seconds but not its jobs), which
+skews the estimates by at most that one sample until the decay washes it out;
+a size is always clamped to its bounds whatever the estimates say.
 """
 
 from __future__ import annotations
