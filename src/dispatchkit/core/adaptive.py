@@ -123,7 +123,10 @@ def chunk_size(
         size = max_chunk
     else:
         spread = min(max(spread, 0.0), MAX_SPREAD)
-        ideal = target / (job_seconds * (1.0 + spread))
+        # Variation costs only where one slow job holds its chunk-mates back (the
+        # tail, an ordered map's head): a gentle penalty, so that the noise of a
+        # loaded machine does not halve every chunk.
+        ideal = target / (job_seconds * sqrt(1.0 + spread))
         # A hair over, so that 0.002 / 0.0001 gives 20, not 19 (floating point).
         size = int(min(ideal * (1.0 + 1e-9), float(max_chunk)))
         size = min(size, 2 * max(previous, 1))
