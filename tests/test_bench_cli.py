@@ -67,8 +67,9 @@ def test_a_small_bench_writes_results_and_charts(tmp_path: Path) -> None:
     data = json.loads((out / "results.json").read_text())
     assert {"cpu_count", "python", "platform"} <= data["machine"].keys()
     assert data["command"].startswith("dispatchkit bench --workload io,noop")
-    # 2 workloads x 2 worker counts x 2 strategies x 2 chunks, 2 raw repeats each.
-    assert len(data["configs"]) == 16
+    # 2 workloads x 2 worker counts x (2 strategies x 2 chunks + the defaults),
+    # 2 raw repeats each.
+    assert len(data["configs"]) == 2 * 2 * (2 * 2 + 1)
     for config in data["configs"]:
         assert len(config["repeats"]) == 2
         assert config["repeats"][0]["jobs"] == 40
@@ -76,6 +77,7 @@ def test_a_small_bench_writes_results_and_charts(tmp_path: Path) -> None:
             config["repeats"][0].keys()
         )
     assert len(data["verdicts"]) == 2
+    assert [line.split(":")[0] for line in data["defaults"]] == ["io", "noop"]
     for chart in ("throughput.png", "latency.png", "timeline.png"):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
@@ -97,6 +99,7 @@ def test_json_output_and_a_recommendation_for_the_users_function(
     [line] = data["recommendations"]
     assert line.startswith("Recommendation for benchme_jobs:double: strategy=")
     assert "thread workers, workers=2" in line
+    assert "The defaults " in line  # within 5% of the best, or how far behind
 
 
 def test_the_console_script_finds_a_module_in_the_current_directory(user_module: Path) -> None:

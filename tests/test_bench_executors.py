@@ -20,7 +20,7 @@ def test_each_worker_kind_runs_a_workload_and_is_measured(executor: str, workloa
             workers=(2,),
         )
     )
-    assert len(results.results) == 6
+    assert len(results.results) == 3 * 2 + 1  # and the defaults
     for result in results.results:
         assert result.config.executor == executor
         [metrics] = result.metrics

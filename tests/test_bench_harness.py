@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -121,14 +122,21 @@ def test_plan_sweeps_and_quick_defaults() -> None:
         BenchOptions(workloads=("io",), strategies=("pull", "batch"), workers=(2, 4),
                      chunks=(1, 8), peers=True)
     )  # fmt: skip
-    ours = [c for c in plan.configs if not c.is_peer]
+    ours = [c for c in plan.configs if not c.is_peer and not c.is_defaults]
     # thread and async (auto leaves processes out of io) x 2 strategies x 2 worker
     # counts x 2 chunks
     assert len(ours) == 2 * 2 * 2 * 2
+    # and what a user gets with no arguments, for each worker kind and count
+    defaults = [c for c in plan.configs if c.is_defaults]
+    assert {(c.executor, c.workers) for c in defaults} == {
+        (e, n) for e in ("thread", "async") for n in (2, 4)
+    }
+    assert all(c.label.startswith("dispatchkit defaults") for c in defaults)
     assert {c.executor for c in plan.configs if c.is_peer} == set(peers.PEER_RUNNERS)
     quick = make_plan(BenchOptions(workloads=("io",), quick=True))
     assert quick.repeat == 2
-    assert {c.chunk for c in quick.configs} == {1}
+    assert {c.chunk for c in quick.configs if not c.is_defaults} == {1}
+    assert os.cpu_count() in BenchOptions().workers  # among the default worker counts
     assert (
         quick.workloads["io"].jobs < make_plan(BenchOptions(workloads=("io",))).workloads["io"].jobs
     )
@@ -156,10 +164,14 @@ def test_run_bench_and_charts(tmp_path: Path) -> None:
                      strategies=("batch", "round_robin"), executors=("thread",)),
         on_run=lambda done, total, _config: calls.append((done, total)),
     )  # fmt: skip
-    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    # The two strategies and the defaults (what no arguments give), twice each.
+    assert calls == [(i, 6) for i in range(6)]
     assert all(len(r.metrics) == 2 for r in results.results)
     data = to_json(results)
     assert data["repeat"] == 2
+    [judged] = data["defaults"]
+    assert judged.startswith("skewed: dispatchkit defaults thread x3 take ")
+    assert "the time of the best configuration" in judged
     paths = draw_charts(results, tmp_path)
     assert [p.name for p in paths] == ["throughput.png", "latency.png", "timeline.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)

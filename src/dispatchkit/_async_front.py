@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from contextlib import nullcontext
+from functools import partial
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
+from ._lanes import LanedMessage, Lanes, lane_count
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
+from .core.adaptive import MeasuredMapRun
 from .stats import DispatcherStats
 
 if TYPE_CHECKING:
@@ -197,25 +201,36 @@ class AsyncFrontEnd(FrontEnd):
     ) -> AsyncIterator[Any]:
         call = self._caller(fn, star)
         event = asyncio.Event()
-        run = MapRun(outcomes, event.set)
-        blocks = self._blocks(items, key, window.room).__aiter__()
+        adaptive = self._adaptive_feed(items, self._inboxes[0].__len__)
+        run: MapRun
+        if adaptive is None:
+            run, limit, wants_more = MapRun(outcomes, event.set), window.room, _always
+        else:
+            # Adaptive chunks: paced blocks, cut when placed, measured when delivered.
+            run = MeasuredMapRun(adaptive, event.set)
+            limit = lambda: adaptive.block_limit(window.room())  # noqa: E731
+            wants_more = adaptive.wants_more
+        blocks = self._blocks(items, key, limit).__aiter__()
+        lanes = Lanes(lane_count(self._n), nullcontext()) if self._keeps_key_order(key) else None
         exhausted = False
         while True:
-            while not exhausted and window.room() > 0:
+            while not exhausted and window.room() > 0 and wants_more():
                 try:
                     block, first, keys = await blocks.__anext__()
                 except StopAsyncIteration:
                     exhausted = True
                     break
                 window.admit(first, len(block))
-                await self._place(
-                    block,
-                    first,
-                    keys,
-                    lambda jobs, seqs: AsyncChunk(
-                        call, jobs, seqs, run, self._retry, self._job_timeout
-                    ),
+                make: Callable[[list[Any], list[int]], Any] = lambda jobs, seqs: AsyncChunk(  # noqa: E731
+                    call, jobs, seqs, run, self._retry, self._job_timeout
                 )
+                cut = None if adaptive is None else adaptive.cut
+                if lanes is not None and keys is not None:
+                    # One key's jobs in order: chunks of one lane each, run in turn.
+                    size = adaptive.take(len(block)) if adaptive is not None else self._chunk
+                    cut = partial(lanes.pieces, keys=keys, size=size)
+                    make = partial(_in_lane, lanes, make)
+                await self._place(block, first, keys, make, cut)
             if window.in_flight == 0:
                 return
             if not run.finished:
@@ -257,9 +272,11 @@ class AsyncFrontEnd(FrontEnd):
         block: list[Any],
         first: int,
         keys: list[Hashable] | None,
-        make: Callable[[list[Any], list[int]], AsyncChunk | InlineChunk],
+        make: Callable[[list[Any], list[int]], Any],
+        cut: Callable[[list[int]], list[list[int]]] | None = None,
     ) -> None:
-        """Hand each queue its part of a block, a chunk at a time, waiting for room.
+        """Hand each queue its part of a block, a chunk at a time, waiting for room;
+        ``cut`` makes the chunks (default: the dispatcher's fixed chunk).
 
         If a put fails (QueueFull, an interrupt), the jobs of the block not yet
         handed over were never accepted: they are uncounted.
@@ -269,7 +286,7 @@ class AsyncFrontEnd(FrontEnd):
         try:
             for index, seqs in self._parts(range(first, first + len(block)), first, keys):
                 inbox = self._inboxes[index]
-                for piece in self._chunked(seqs):
+                for piece in self._chunked(seqs) if cut is None else cut(seqs):
                     await inbox.room(timeout)
                     inbox.put_many_nowait([make([block[s - first] for s in piece], piece)])
                     placed += len(piece)
@@ -277,8 +294,21 @@ class AsyncFrontEnd(FrontEnd):
             self._reject(len(block) - placed)
             raise
 
+    def _worker_kind(self) -> str:
+        return "asyncio"
+
     # -- accounting ----------------------------------------------------------
 
     def stats(self) -> DispatcherStats:
         """A snapshot of the counters (exact once joined or stopped)."""
         return self._ledger_stats(self._states, self.started_at, self._inboxes)
+
+
+def _always() -> bool:
+    return True
+
+
+def _in_lane(
+    lanes: Lanes, make: Callable[[list[Any], list[int]], Any], jobs: list[Any], seqs: list[int]
+) -> LanedMessage:
+    return lanes.wrap(seqs, make(jobs, seqs))

@@ -16,11 +16,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from functools import partial
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from ._lanes import Lanes, lane_count
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
+from .core.adaptive import AdaptiveFeed
 from .errors import ClosedError, DispatchError, ForkedError
 from .stats import DispatcherStats
 
@@ -107,22 +110,39 @@ class ThreadFrontEnd(FrontEnd):
         pool.map(...)`` and iterating after the block works, as with
         ``concurrent.futures`` (whose map submits everything at the call).
         """
-        run, wait = thread_map_run(outcomes)
+        adaptive = self._adaptive_feed(items, self._inboxes[0].__len__, chunk)
+        run, wait = thread_map_run(outcomes, adaptive)
+        cut = partial(self._chunked, chunk=chunk) if adaptive is None else adaptive.cut
+        lanes = Lanes(lane_count(self._n)) if self._keeps_key_order(key) else None
 
         def place(taken: tuple[list[Any], int, list[Hashable] | None]) -> None:
             block, first, keys = taken
             now = perf_counter()
             window.admit(first, len(block))
+            if lanes is not None and keys is not None:
+                size = adaptive.take(len(block)) if adaptive is not None else chunk or self._chunk
+                self._place(
+                    block,
+                    [(0, list(range(first, first + len(block))))],
+                    lambda seqs: [
+                        lanes.wrap(
+                            piece,
+                            MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now),
+                        )
+                        for piece in lanes.pieces(seqs, keys, size)
+                    ],
+                )
+                return
             self._place(
                 block,
                 self._parts(range(first, first + len(block)), first, keys),
                 lambda seqs: [
                     MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
-                    for piece in self._chunked(seqs, chunk)
+                    for piece in cut(seqs)
                 ],
             )
 
-        feed = _MapFeed(window, place)
+        feed = _MapFeed(window, place, adaptive)
         feed.blocks = self._numbered_blocks(items, key, limit=feed.limit)
         self._open_maps.add(feed)
         # The first window is placed at the call, as the stdlib submits at the
@@ -322,16 +342,20 @@ class _MapFeed:
     """
 
     __slots__ = (
-        "__weakref__", "blocks", "error", "exhausted", "lock", "place", "to_the_end", "window",
+        "__weakref__", "adaptive", "blocks", "error", "exhausted", "lock", "place",
+        "to_the_end", "window",
     )  # fmt: skip
 
     def __init__(
         self,
         window: MapWindow,
         place: Callable[[tuple[list[Any], int, list[Hashable] | None]], None],
+        adaptive: AdaptiveFeed | None = None,
     ) -> None:
         self.window = window
         self.place = place
+        #: Adaptive chunking paces the input: a block is placed when it is needed.
+        self.adaptive = adaptive
         self.lock = threading.Lock()
         self.exhausted = False
         self.to_the_end = False
@@ -340,7 +364,15 @@ class _MapFeed:
 
     def limit(self) -> int:
         """Most jobs the next block may hold."""
-        return 1 << 16 if self.to_the_end else self.window.room()
+        room = 1 << 16 if self.to_the_end else self.window.room()
+        return room if self.adaptive is None else self.adaptive.block_limit(room)
+
+    def _wants_more(self) -> bool:
+        if self.to_the_end:
+            return True
+        if self.window.room() <= 0:
+            return False
+        return self.adaptive is None or self.adaptive.wants_more()
 
     def fill(self, to_the_end: bool = False) -> None:
         """Place blocks while the window has room (all that is left, ``to_the_end``).
@@ -355,7 +387,7 @@ class _MapFeed:
                 return
             if to_the_end:
                 self.to_the_end = True
-            while not self.exhausted and (self.to_the_end or self.window.room() > 0):
+            while not self.exhausted and self._wants_more():
                 taken = next(self.blocks, None)
                 if taken is None:
                     self.exhausted = True

@@ -24,6 +24,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .core import JobStatus, MapRun, WorkerState, cancelled_rows, map_result
+from .core.adaptive import AdaptiveFeed, MeasuredMapRun
 from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
@@ -215,8 +216,11 @@ def cancel_message(message: Any) -> int:
     return count
 
 
-def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[float | None], None]]:
-    """A :class:`MapRun` for thread (or process-liaison) workers, and how ``map`` waits on it.
+def thread_map_run(
+    outcomes: bool, adaptive: AdaptiveFeed | None = None
+) -> tuple[MapRun, Callable[[float | None], None]]:
+    """A :class:`MapRun` for thread (or process-liaison) workers, and how ``map`` waits on it
+    (a measured one, feeding ``adaptive``, when the chunk adapts).
 
     ``map`` sets ``waiting`` (under the lock) before it sleeps, and a worker
     that sees it set notifies: the same no-lost-wake-up handshake as the inbox.
@@ -228,7 +232,7 @@ def thread_map_run(outcomes: bool) -> tuple[MapRun, Callable[[float | None], Non
         with lock:
             cond.notify()
 
-    run = MapRun(outcomes, notify)
+    run = MapRun(outcomes, notify) if adaptive is None else MeasuredMapRun(adaptive, notify)
 
     def wait(timeout: float | None = None) -> None:
         """Sleep until a chunk is delivered (returns at once if one is waiting),

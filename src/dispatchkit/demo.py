@@ -177,7 +177,7 @@ async def _run_seed_async(
             seconds = perf_counter() - started
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise Interrupted(dispatcher.stats()) from None
-    chunk = dispatcher.settings.chunk
+    chunk = dispatcher.settings.fixed_chunk
     return _result(
         dispatcher.strategy.name, chunk, jobs, workers, "async", seconds, dispatcher.stats()
     )

@@ -53,9 +53,10 @@ class Dispatcher(FuturesMap, Executor):
             runs before a new one replaces it.
         name: prefix of the worker threads' names.
         options: the settings (:class:`~dispatchkit.settings.DispatcherOptions`):
-            ``strategy`` (``"round_robin"``, ``"batch"``, ``"pull"``, ``"key"``
-            or a :class:`~dispatchkit.strategies.Strategy`), ``chunk`` (jobs
-            per hand-off for ``map`` and ``dispatch``), ``queue_size`` (jobs
+            ``strategy`` (``"auto"``, the default, ``"round_robin"``, ``"batch"``,
+            ``"pull"``, ``"key"`` or a :class:`~dispatchkit.strategies.Strategy`),
+            ``chunk`` (jobs per hand-off for ``map`` and ``dispatch``, or ``"auto"``:
+            sized from measured job times by the ``auto`` strategy), ``queue_size`` (jobs
             one worker's inbox holds before submitting waits), ``block`` (of
             the ``batch`` strategy), ``put_timeout`` (seconds a submit waits
             for room before raising ``QueueFull``; None: as long as it takes),

@@ -44,6 +44,7 @@ from .settings import PoolOptions, check_options
 if TYPE_CHECKING:
     import multiprocessing.context
 
+
 __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",

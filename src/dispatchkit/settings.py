@@ -7,8 +7,8 @@ variable                    meaning                                default
 ==========================  =====================================  =========
 ``DISPATCHKIT_WORKERS``     number of workers                      ``os.cpu_count()``
 ``DISPATCHKIT_QUEUE_SIZE``  jobs an inbox holds before submit waits ``1024``
-``DISPATCHKIT_STRATEGY``    round_robin, batch, pull or key        ``round_robin``
-``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker          ``1``
+``DISPATCHKIT_STRATEGY``    auto, round_robin, batch, pull or key  ``auto``
+``DISPATCHKIT_CHUNK``       jobs per hand-off to a worker, or auto ``auto``
 ``DISPATCHKIT_BLOCK``       block size of the batch strategy       ``100``
 ``DISPATCHKIT_PUT_TIMEOUT`` seconds a submit waits for room       no limit
 ``DISPATCHKIT_EXECUTOR``    thread or process workers              ``thread``
@@ -22,19 +22,21 @@ An argument wins over its variable. A variable that is set but empty is an error
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, TypedDict, cast
+from typing import Any, Final, Literal, TypeAlias, TypedDict, cast
 
 from ._durations import MAX_SECONDS, check_seconds
 from .executors.registry import kind_names
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
 __all__ = [
+    "AUTO",
     "DEFAULT_DRAIN_TIMEOUT",
     "ENV_PREFIX",
     "EXECUTORS",
     "MAX_DRAIN_TIMEOUT",
+    "ChunkSetting",
     "DispatcherOptions",
     "PoolOptions",
     "Settings",
@@ -50,6 +52,12 @@ ENV_PREFIX: Final = "DISPATCHKIT_"
 #: Where workers can run.
 #: Worker kinds a :class:`~dispatchkit.Dispatcher` runs (the registry's).
 EXECUTORS: Final = kind_names(front_end="Dispatcher")
+
+#: The ``chunk`` that adapts to measured job times.
+AUTO: Final = "auto"
+
+#: A ``chunk`` setting: a number of jobs per hand-off, or ``"auto"``.
+ChunkSetting: TypeAlias = int | Literal["auto"]
 
 #: Jobs an inbox holds by default before ``submit`` waits.
 DEFAULT_QUEUE_SIZE: Final = 1024
@@ -77,7 +85,9 @@ class Settings:
         workers: number of workers.
         strategy: which worker gets which job.
         chunk: jobs per hand-off between the dispatcher and a worker (bulk
-            ``dispatch`` and ``map``; ``submit`` always hands one job at once).
+            ``dispatch`` and ``map``; ``submit`` always hands one job at once),
+            or ``"auto"``: sized from measured job times by the ``auto``
+            strategy, one job a hand-off with the others.
         queue_size: jobs one inbox holds (``queue_size * workers`` for the shared
             queue of ``pull``); an inbox holds at least one chunk.
         block: block size of the ``batch`` strategy.
@@ -93,8 +103,8 @@ class Settings:
     """
 
     workers: int = field(default_factory=_default_workers)
-    strategy: Strategy | str = "round_robin"
-    chunk: int = 1
+    strategy: Strategy | str = "auto"
+    chunk: ChunkSetting = "auto"
     queue_size: int = DEFAULT_QUEUE_SIZE
     block: int = DEFAULT_BLOCK
     put_timeout: float | None = None
@@ -116,9 +126,19 @@ class Settings:
         return self.strategy
 
     @property
+    def fixed_chunk(self) -> int:
+        """Jobs per hand-off when it does not adapt: ``chunk``, 1 for ``"auto"``."""
+        return 1 if self.chunk == AUTO else int(self.chunk)
+
+    @property
+    def adaptive_chunk(self) -> bool:
+        """Whether the hand-off size adapts: ``chunk="auto"`` with an adaptive strategy."""
+        return self.chunk == AUTO and self.resolved_strategy.adaptive
+
+    @property
     def inbox_capacity(self) -> int:
         """Messages (hand-offs) one inbox holds: ``queue_size`` jobs, at least one chunk."""
-        return max(1, -(-self.queue_size // self.chunk))
+        return max(1, -(-self.queue_size // self.fixed_chunk))
 
     @classmethod
     def merged(cls, base: Settings | None, **overrides: Any) -> Settings:
@@ -192,7 +212,7 @@ class PoolOptions(TypedDict, total=False):
     """
 
     strategy: str | Strategy | None
-    chunk: int | None
+    chunk: ChunkSetting | None
     queue_size: int | None
     job_timeout: float | None
 
@@ -283,10 +303,17 @@ def _check_field(name: str, value: object) -> None:
             raise ValueError(f"unknown executor {value!r}: choose one of {', '.join(EXECUTORS)}")
     elif name == "strategy":
         parse_strategy(cast("Strategy | str", value))  # it raises TypeError for others
+    elif name == "chunk" and value == AUTO:
+        pass
     elif name in _INT_LIMITS:
         _check_int(name, value, _INT_LIMITS[name])
     elif value is not None:  # put_timeout, job_timeout: None means no limit
         check_seconds(name, value, zero_ok=name == "put_timeout")
+
+
+def _parse_chunk(raw: str) -> int | str:
+    """``DISPATCHKIT_CHUNK``: ``auto`` or a whole number."""
+    return AUTO if raw.lower() == AUTO else int(raw)
 
 
 #: The order in which the fields are checked (the first error is reported).
@@ -308,11 +335,11 @@ _INT_LIMITS: Final = {
     "block": MAX_QUEUE_SIZE,
 }
 
-_ENV_FIELDS: Final = {
+_ENV_FIELDS: Final[dict[str, Callable[[str], Any]]] = {
     "workers": int,
     "queue_size": int,
     "strategy": str,
-    "chunk": int,
+    "chunk": _parse_chunk,
     "block": int,
     "put_timeout": float,
     "executor": str,
@@ -321,8 +348,8 @@ _ENV_FIELDS: Final = {
 _ENV_EXPECTED: Final = {
     "workers": f"a whole number from 1 to {MAX_WORKERS}",
     "queue_size": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
-    "strategy": "round_robin, batch, pull or key",
-    "chunk": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
+    "strategy": "auto, round_robin, batch, pull or key",
+    "chunk": f"auto or a whole number from 1 to {MAX_QUEUE_SIZE}",
     "block": f"a whole number from 1 to {MAX_QUEUE_SIZE}",
     "put_timeout": f"a finite number of seconds from 0 to {MAX_SECONDS:,g}",
     "executor": "thread or process",

@@ -52,6 +52,9 @@ class Strategy(ABC):
     shared: ClassVar[bool] = False
     #: Whether every job must carry a key (``assign`` reads it).
     needs_key: ClassVar[bool] = False
+    #: Whether the hand-off size adapts to measured job times when no chunk is
+    #: given (``chunk="auto"``); the others take ``"auto"`` as one job a hand-off.
+    adaptive: ClassVar[bool] = False
 
     @abstractmethod
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
@@ -174,11 +177,12 @@ def stable_hash(key: Hashable) -> int:
     return zlib.crc32(key)
 
 
-_NAMES: Final = ("round_robin", "batch", "pull", "key")
+_NAMES: Final = ("auto", "round_robin", "batch", "pull", "key")
 
 
 def parse_strategy(value: str | Strategy, *, block: int = DEFAULT_BLOCK) -> Strategy:
-    """Turn a strategy name (``round_robin``, ``batch``, ``pull``, ``key``) into a Strategy.
+    """Turn a strategy name (``auto``, ``round_robin``, ``batch``, ``pull``, ``key``)
+    into a Strategy.
 
     Raises:
         ValueError: for an unknown name.
@@ -189,6 +193,10 @@ def parse_strategy(value: str | Strategy, *, block: int = DEFAULT_BLOCK) -> Stra
     if not isinstance(value, str):
         raise TypeError(f"strategy must be a name or a Strategy, not {type(value).__name__}")
     name = value.strip().lower().replace("-", "_")
+    if name == "auto":
+        from .auto_strategy import Auto  # its own module; it builds on this one
+
+        return Auto()
     if name in ("round_robin", "roundrobin", "rr"):
         return RoundRobin()
     if name == "batch":

@@ -20,7 +20,7 @@ from dispatchkit.job import Outcome
 __all__ = ["Capabilities", "Counts", "FrontEnd", "Target"]
 
 #: Every strategy name a target can be opened with.
-STRATEGIES = ("round_robin", "batch", "pull", "key")
+STRATEGIES = ("auto", "round_robin", "batch", "pull", "key")
 
 
 @dataclass(frozen=True, slots=True)

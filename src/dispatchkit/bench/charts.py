@@ -25,6 +25,7 @@ __all__ = ["TIMELINE_WORKLOADS", "charts_available", "draw_charts", "require_cha
 TIMELINE_WORKLOADS: Final = ("skewed", "io", "mixed", "cpu")
 
 _STRATEGY_COLOURS: Final = {
+    "auto": "#ff7f0e",
     "round_robin": "#1f77b4",
     "batch": "#d62728",
     "pull": "#2ca02c",

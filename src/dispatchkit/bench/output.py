@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import BenchResults, ConfigResult
-from .verdict import MIN_MARGIN, best_per_strategy, recommend, verdicts
+from .verdict import MIN_MARGIN, best_per_strategy, defaults_lines, recommend, verdicts
 
 __all__ = ["print_table", "to_json", "write_report", "write_results"]
 
@@ -74,6 +74,7 @@ def to_json(results: BenchResults) -> dict[str, Any]:
         "notes": results.plan.notes,
         "configs": configs,
         "verdicts": [v.line() for v in verdicts(results)],
+        "defaults": defaults_lines(results),
         "best_per_strategy": {
             name: {s: r.config.label for s, r in best_per_strategy(group).items()}
             for name, group in results.by_workload().items()
@@ -150,6 +151,8 @@ def print_table(results: BenchResults) -> None:
         console.print(f"[dim]Note: {note}[/dim]")
     for verdict in verdicts(results):
         console.print(verdict.line())
+    for line in defaults_lines(results):
+        console.print(line)
     for line in _recommendations(results):
         console.print(f"[bold]{line}[/bold]")
 
@@ -194,6 +197,7 @@ def write_report(results: BenchResults, out: Path, charts: list[Path]) -> Path:
         "## Verdicts",
         "",
         *[f"- {v.line()}" for v in verdicts(results)],
+        *[f"- {line}" for line in defaults_lines(results)],
         *[f"- **{line}**" for line in _recommendations(results)],
         *[f"- Note: {note}" for note in results.plan.notes],
         "",

@@ -104,7 +104,9 @@ def run_process_pool(workload: Workload, config: Config) -> RunRecord:
         config.workers, mp_context=_MP_CONTEXT, initializer=_init_worker, initargs=(cpu_loops(),)
     ) as pool:
         list(pool.map(noop, range(config.workers)))  # start the processes before the clock
-        t0, makespan, rows = _clocked(lambda: pool.map(job, workload.items, chunksize=config.chunk))
+        t0, makespan, rows = _clocked(
+            lambda: pool.map(job, workload.items, chunksize=config.peer_chunk)
+        )
     return _to_record(rows, t0, makespan, config, before)
 
 
@@ -115,7 +117,7 @@ def run_mp_pool(workload: Workload, config: Config) -> RunRecord:
     pool = _MP_CONTEXT.Pool(config.workers, initializer=_init_worker, initargs=(cpu_loops(),))
     try:
         t0, makespan, rows = _clocked(
-            lambda: pool.imap_unordered(job, workload.items, chunksize=config.chunk)
+            lambda: pool.imap_unordered(job, workload.items, chunksize=config.peer_chunk)
         )
         pool.close()
     except BaseException:

@@ -45,8 +45,9 @@ __all__ = [
 
 DEFAULT_WORKLOADS: Final = tuple(BUILTIN)
 DEFAULT_STRATEGIES: Final = ("round_robin", "batch", "pull", "key")
-#: More workers than this machine class's 2 cores, so that I/O-bound jobs overlap.
-DEFAULT_WORKERS: Final = (8,)
+#: More workers than this machine class's 2 cores, so that I/O-bound jobs overlap,
+#: and the CPU count, what CPU-bound jobs want.
+DEFAULT_WORKERS: Final = tuple(sorted({8, os.cpu_count() or 1}))
 #: The seed's one job per hand-off, and a chunked form.
 DEFAULT_CHUNKS: Final = (1, 32)
 DEFAULT_REPEAT: Final = 3
@@ -184,6 +185,8 @@ def make_plan(options: BenchOptions) -> Plan:
                 )
                 continue
             for workers in options.workers:
+                # What a user gets with no arguments, judged beside the sweep.
+                configs.append(Config.defaults(spec, executor, workers))
                 for strategy in strategies:
                     for chunk in chunks:
                         configs.append(Config(spec, executor, strategy, chunk, workers))

@@ -13,7 +13,16 @@ from typing import Final
 
 from .runner import BenchResults, ConfigResult
 
-__all__ = ["MIN_MARGIN", "Verdict", "best_per_strategy", "judge", "recommend", "verdicts"]
+__all__ = [
+    "MIN_MARGIN",
+    "Verdict",
+    "best_per_strategy",
+    "defaults_line",
+    "defaults_lines",
+    "judge",
+    "recommend",
+    "verdicts",
+]
 
 #: Smallest lead (a fraction of the runner-up's throughput) called a win: below
 #: it, two configurations whose repeats happen not to overlap are still a tie.
@@ -132,6 +141,13 @@ def recommend(results: BenchResults, workload: str) -> str:
             )
         else:
             line += f": {verdict.margin:.0%} more jobs/s than the next best, {other}."
+    defaults = _best_defaults(group)
+    if defaults is not None:
+        ratio = verdict.best.median("throughput") / defaults.median("throughput")
+        if ratio <= 1 + MIN_MARGIN:
+            line += f" The defaults are already within {MIN_MARGIN:.0%} of it."
+        else:
+            line += f" The defaults take {ratio:.2f}x its time."
     peers = sorted(
         (r for r in group if r.config.is_peer),
         key=lambda r: r.median("throughput"),
@@ -141,6 +157,44 @@ def recommend(results: BenchResults, workload: str) -> str:
         ratio = peers[0].median("throughput") / verdict.best.median("throughput") - 1
         line += f" (Note: {peers[0].config.label} was {ratio:.0%} faster still.)"
     return line
+
+
+def _fastest(results: list[ConfigResult]) -> ConfigResult | None:
+    return max(results, key=lambda r: r.median("throughput"), default=None)
+
+
+def _best_defaults(group: list[ConfigResult]) -> ConfigResult | None:
+    """The fastest "dispatchkit defaults" configuration (one per worker kind and count)."""
+    return _fastest([r for r in group if r.config.is_defaults])
+
+
+def defaults_line(workload: str, group: list[ConfigResult]) -> str | None:
+    """How the defaults did on one workload: their time over the best configuration's
+    and over the best stdlib peer's (None if the defaults were not measured)."""
+    defaults = _best_defaults(group)
+    if defaults is None:
+        return None
+    rate = defaults.median("throughput")
+    best = _fastest([r for r in group if not r.config.is_peer])
+    assert best is not None  # the defaults are among them
+    line = (
+        f"{workload}: {defaults.config.label} take "
+        f"{best.median('throughput') / rate:.2f}x the time of the best configuration "
+        f"({best.config.label})"
+    )
+    peer = _fastest([r for r in group if r.config.is_peer])
+    if peer is not None:
+        line += (
+            f" and {peer.median('throughput') / rate:.2f}x that of the best stdlib peer "
+            f"({peer.config.label})"
+        )
+    return line + "."
+
+
+def defaults_lines(results: BenchResults) -> list[str]:
+    """:func:`defaults_line` of every workload whose defaults were measured."""
+    lines = (defaults_line(name, group) for name, group in results.by_workload().items())
+    return [line for line in lines if line is not None]
 
 
 def best_per_strategy(group: list[ConfigResult]) -> dict[str, ConfigResult]:

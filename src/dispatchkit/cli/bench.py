@@ -79,7 +79,12 @@ def add_parser(commands: Commands) -> None:
         strategies,
         "comma-separated strategies (default round_robin,batch,pull,key)",
     )
-    add_list(bench, "--workers", int_list(1, MAX_WORKERS), "worker counts to sweep (default 8)")
+    add_list(
+        bench,
+        "--workers",
+        int_list(1, MAX_WORKERS),
+        "worker counts to sweep (default 8 and the CPU count)",
+    )
     add_list(
         bench,
         "--chunk",

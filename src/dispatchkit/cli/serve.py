@@ -79,8 +79,8 @@ def add_parser(commands: Commands) -> None:
     serve.add_argument(
         "--strategy",
         type=one_strategy,
-        default="pull",
-        help="round_robin, batch, pull or key (default pull)",
+        default="auto",
+        help="auto, round_robin, batch, pull or key (default auto: idle workers take the next job)",
     )
     serve.add_argument("--sink", default=None, metavar="DIR", help="directory of NDJSON segments")
     serve.add_argument(

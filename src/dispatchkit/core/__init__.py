@@ -11,6 +11,7 @@ each adds only its own way of waiting.
     rows.py       ResultRow, the one result row, and what map yields for it
     status.py     JobStatus, the one job-status vocabulary
     attempts.py   the attempt planner: run again after N s, or give up
+    adaptive.py   the chunk controller of chunk="auto": measured job times in, chunk sizes out
 """
 
 from .attempts import Attempts, retry_delay

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import islice
+from operator import length_hint
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dispatchkit.errors import ClosedError
 
+from .adaptive import AdaptiveFeed, ChunkController, tail_factor, target_seconds
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -46,11 +48,14 @@ class Placement(Ledger):
     _shared: bool
     _needs_key: bool
     _closed: bool
+    _adaptive: bool
+    settings: Settings
 
     def _open_placement(self, settings: Settings) -> None:
         self._strategy = settings.resolved_strategy
         self._n = settings.workers
-        self._chunk = settings.chunk
+        self._chunk = settings.fixed_chunk
+        self._adaptive = settings.adaptive_chunk
         self._shared = self._strategy.shared
         self._needs_key = self._strategy.needs_key
         self._queue_size = settings.queue_size
@@ -124,6 +129,28 @@ class Placement(Ledger):
         if len(jobs) <= chunk:
             return [jobs]
         return [jobs[low : low + chunk] for low in range(0, len(jobs), chunk)]
+
+    def _worker_kind(self) -> str:
+        """The worker kind whose hand-off cost the adaptive chunk is aimed at."""
+        return self.settings.executor
+
+    def _adaptive_feed(
+        self, items: object, queued: Callable[[], int], chunk: int | None = None
+    ) -> AdaptiveFeed | None:
+        """The pacing and chunking of one bulk call, if its hand-off size adapts:
+        the strategy is adaptive and no ``chunk`` is given for the call.
+        ``queued``: how many messages wait in the shared queue."""
+        if not self._adaptive or chunk is not None:
+            return None
+        total = length_hint(items, -1)
+        kind = self._worker_kind()
+        controller = ChunkController(self._n, target_seconds(kind), tail_factor=tail_factor(kind))
+        return AdaptiveFeed(controller, queued, None if total < 0 else total)
+
+    def _keeps_key_order(self, key: object) -> bool:
+        """Whether a bulk call's chunks go in lanes, one key's jobs in order
+        (an adaptive strategy, whose queue is shared, given a ``key``)."""
+        return key is not None and self._strategy.adaptive
 
     def _plan_offer(
         self, items: Sequence[T], keys: Sequence[Hashable] | None, queues: Sequence[_Queue]

@@ -20,6 +20,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 from dispatchkit._inbox import Inbox
+from dispatchkit._lanes import LanedMessage
 from dispatchkit._work import BulkChunk, MapChunk, report_error
 from dispatchkit.core import ResultRow, WorkerState, retry_delay
 from dispatchkit.errors import TimedOut, WorkerLost
@@ -167,7 +168,10 @@ class Liaison:
         try:
             while (message := self._inbox.get()) is not None:
                 try:
-                    self._handle(message)
+                    if message.__class__ is LanedMessage:  # auto with a key: in its lane's turn
+                        message.drive(self._handle, self._state)
+                    else:
+                        self._handle(message)
                 except BaseException:
                     logger.critical("%s: internal error", self._name, exc_info=True)
         finally:

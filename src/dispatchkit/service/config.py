@@ -90,7 +90,7 @@ class ServeConfig:
             threads for a plain-function handler.
         queue_size: jobs one inbox holds (with ``redis``: payloads the stream
             holds, waiting or running); a request that does not fit gets 503.
-        strategy: dispatcher strategy (round_robin, batch, pull or key).
+        strategy: dispatcher strategy (auto, round_robin, batch, pull or key).
         handler: ``package.module:function`` called with each decoded payload
             instead of storing it (None: the sink stores payloads).
         token: bearer token required on ``POST /v1/payloads`` (None: no check).
@@ -134,7 +134,7 @@ class ServeConfig:
     workers: int = 2
     executor: str = "auto"
     queue_size: int = 4096
-    strategy: str = "pull"
+    strategy: str = "auto"
     handler: str | None = None
     token: str | None = None
     max_body: int = DEFAULT_MAX_BODY

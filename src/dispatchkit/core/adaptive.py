@@ -1,0 +1,333 @@
+"""The adaptive hand-off size of the ``auto`` strategy: how many jobs go in the next chunk.
+
+Sans-I/O: a front end feeds :class:`ChunkController` what its workers measured
+(``observe(jobs, seconds)``, one call per finished chunk) and asks it for the
+size of the next chunk (``next_chunk(remaining)``). The rule, in
+:func:`chunk_size`:
+
+* **grow while jobs are short relative to the hand-off**: a chunk should last
+  ``GAP_FACTOR`` times the measured hand-off cost (how long a worker sits
+  between the end of one chunk and the start of its next: a queue operation
+  and a wake-up for a thread, a pipe round trip for a process), so that this
+  cost stays near 2% of the work, as joblib's auto batching aims at a batch
+  duration. A floor per worker kind covers what the gap does not show (the
+  event loop's own work for asyncio tasks). The size is ``target / mean job
+  time``;
+* **shrink when job times vary**: the larger the measured variation, the
+  smaller the chunk, so one slow job delays few others behind it;
+* **shrink near the end**: never more than ``remaining / (tail_factor *
+  workers)`` jobs, so the last jobs are spread over every worker rather than
+  left in one worker's long chunk;
+* **grow gradually**: at most twice the previous size, so one fast early
+  sample does not commit a worker to a huge chunk.
+
+The measurements arrive from several worker threads at once, without a lock.
+The state is a few floats, each update a handful of stores under the GIL: a
+race can lose a sample or part of one (its seconds but not its jobs), which
+skews the estimates by at most that one sample until the decay washes it out;
+a size is always clamped to its bounds whatever the estimates say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from math import sqrt
+from typing import Any, Final
+
+from .window import MapRun
+
+__all__ = [
+    "DEFAULT_TARGET_SECONDS",
+    "GAP_FACTOR",
+    "MAX_CHUNK",
+    "MAX_SPREAD",
+    "MAX_TARGET_SECONDS",
+    "TAIL_FACTOR",
+    "TAIL_FACTORS",
+    "AdaptiveFeed",
+    "ChunkController",
+    "MeasuredMapRun",
+    "chunk_size",
+    "tail_factor",
+    "target_seconds",
+]
+
+#: Most jobs in one adaptive hand-off.
+MAX_CHUNK: Final = 1024
+#: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk
+#: (half of a worker's fair share of what is left: "factoring").
+TAIL_FACTOR: Final = 2
+#: The tail factor per worker kind: asyncio workers are many (a thousand) and
+#: the event loop's cost per hand-off is what bounds them, so they take a whole
+#: fair share at a time (guided self-scheduling), which halves the hand-offs.
+TAIL_FACTORS: Final = {"thread": TAIL_FACTOR, "process": TAIL_FACTOR, "asyncio": 1}
+#: Largest variation signal taken into account (a coefficient of variation).
+MAX_SPREAD: Final = 8.0
+#: How much a sample's weight falls with each later one: the estimates reflect
+#: about the last 1 / (1 - DECAY) chunks.
+DECAY: Final = 0.95
+#: Least seconds a chunk should last, per worker kind, whatever the measured gap:
+#: a thread hand-off is a deque operation and at most one wake-up (tens of
+#: microseconds); a process hand-off pickles the chunk and crosses a pipe twice
+#: (a few hundred microseconds on a quiet machine). Asyncio workers wait side by
+#: side, so a job's measured time is mostly waiting, not the loop's work, and
+#: the loop's cost per hand-off shows in no gap: their chunks are left to grow
+#: until the tail rule bounds them.
+DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.03, "asyncio": 60.0}
+#: A chunk should last this many times the measured hand-off gap (about 2% cost).
+GAP_FACTOR: Final = 50.0
+#: Longest a chunk is aimed to last, however slow the hand-offs (seconds).
+MAX_TARGET_SECONDS: Final = 1.0
+#: Chunks kept queued per worker while a map runs: one to take when the
+#: current one ends, one more so a refill can come late.
+QUEUED_PER_WORKER: Final = 2
+
+
+def target_seconds(executor: str) -> float:
+    """How long an adaptive chunk should last at least for this worker kind (seconds)."""
+    return DEFAULT_TARGET_SECONDS.get(executor, DEFAULT_TARGET_SECONDS["thread"])
+
+
+def tail_factor(executor: str) -> int:
+    """The tail rule's factor for this worker kind."""
+    return TAIL_FACTORS.get(executor, TAIL_FACTOR)
+
+
+def chunk_size(
+    job_seconds: float | None,
+    spread: float,
+    target: float,
+    workers: int,
+    remaining: int | None = None,
+    previous: int = 1,
+    *,
+    tail_factor: int = TAIL_FACTOR,
+    max_chunk: int = MAX_CHUNK,
+) -> int:
+    """The size of the next chunk (at least 1, at most ``max_chunk``).
+
+    Args:
+        job_seconds: the mean job duration measured so far; None before any.
+        spread: the measured variation of job durations (a coefficient of variation).
+        target: seconds a chunk should last.
+        workers: how many workers share the input.
+        remaining: jobs of the input not yet handed out, if known.
+        previous: the size given last (growth is at most twice it).
+
+    Non-increasing in ``job_seconds`` and ``spread``; non-decreasing in
+    ``target``, ``remaining`` and ``previous``.
+    """
+    if job_seconds is None:
+        size = 1  # nothing measured: one job, to measure it soon
+    elif job_seconds <= 0:
+        size = max_chunk
+    else:
+        spread = min(max(spread, 0.0), MAX_SPREAD)
+        # Variation costs only where one slow job holds its chunk-mates back (the
+        # tail, an ordered map's head): a gentle penalty, so that the noise of a
+        # loaded machine does not halve every chunk.
+        ideal = target / (job_seconds * sqrt(1.0 + spread))
+        # A hair over, so that 0.002 / 0.0001 gives 20, not 19 (floating point).
+        size = int(min(ideal * (1.0 + 1e-9), float(max_chunk)))
+        size = min(size, 2 * max(previous, 1))
+    if remaining is not None:
+        size = min(size, remaining // (tail_factor * max(workers, 1)))
+    return max(1, min(size, max_chunk))
+
+
+class ChunkController:
+    """Measured job times and hand-off gaps in, the next chunk size out (see the
+    module's rule).
+
+    The estimates are decaying sums over the chunks measured (each sample's
+    weight falls by ``DECAY`` per later sample): the mean job time is the
+    seconds over the jobs, so a chunk of 100 jobs counts 100 times a single
+    job; the variation is the coefficient of variation of job times, from how
+    far each chunk's mean strays from the overall mean (a mean of ``n`` jobs
+    strays by about ``sigma / sqrt(n)``); the gap is the mean time a worker
+    spent between two chunks.
+
+    Args:
+        workers: how many workers share the input.
+        min_target: the least seconds a chunk should last (the worker kind's floor).
+        max_chunk: the most jobs a chunk may hold.
+        tail_factor: the tail rule's (chunks of at most ``remaining / (tail_factor *
+            workers)``).
+    """
+
+    __slots__ = (
+        "_gap_samples", "_gaps", "_jobs", "_samples", "_seconds", "_squares", "last",
+        "max_chunk", "min_target", "tail_factor", "workers",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        workers: int,
+        min_target: float,
+        max_chunk: int = MAX_CHUNK,
+        tail_factor: int = TAIL_FACTOR,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if not min_target > 0:
+            raise ValueError(f"min_target must be a positive number of seconds, got {min_target!r}")
+        self.workers = workers
+        self.min_target = min_target
+        self.max_chunk = max_chunk
+        self.tail_factor = tail_factor
+        self._seconds = 0.0
+        self._jobs = 0.0
+        self._squares = 0.0
+        self._samples = 0.0
+        self._gaps = 0.0
+        self._gap_samples = 0.0
+        #: The size given last.
+        self.last = 1
+
+    @property
+    def gap_seconds(self) -> float | None:
+        """The mean time a worker spent between two chunks; None before a sample."""
+        return self._gaps / self._gap_samples if self._gap_samples else None
+
+    @property
+    def target(self) -> float:
+        """Seconds the next chunk should last: ``GAP_FACTOR`` gaps, within the bounds."""
+        gap = self.gap_seconds
+        aimed = self.min_target if gap is None else GAP_FACTOR * gap
+        return min(max(aimed, self.min_target), max(MAX_TARGET_SECONDS, self.min_target))
+
+    def observe_gap(self, seconds: float) -> None:
+        """A worker spent ``seconds`` between the end of a chunk and the start of its next."""
+        if not seconds >= 0:
+            return
+        self._gaps = DECAY * self._gaps + seconds
+        self._gap_samples = DECAY * self._gap_samples + 1.0
+
+    @property
+    def job_seconds(self) -> float | None:
+        """The mean duration of one job (seconds); None before a sample."""
+        return self._seconds / self._jobs if self._jobs else None
+
+    @property
+    def spread(self) -> float:
+        """The measured variation of job durations (a coefficient of variation)."""
+        mean = self.job_seconds
+        if not self._samples or not mean:
+            return 0.0
+        return sqrt(self._squares / self._samples) / mean
+
+    def observe(self, jobs: int, seconds: float) -> None:
+        """A chunk of ``jobs`` jobs took ``seconds`` to run."""
+        if jobs < 1 or not seconds >= 0:
+            return
+        mean = self.job_seconds
+        if mean is not None:
+            self._squares = DECAY * self._squares + jobs * (seconds / jobs - mean) ** 2
+            self._samples = DECAY * self._samples + 1.0
+        self._seconds = DECAY * self._seconds + seconds
+        self._jobs = DECAY * self._jobs + jobs
+
+    def next_chunk(self, remaining: int | None = None) -> int:
+        """The size of the next chunk; ``remaining``: jobs not yet handed out, if known."""
+        size = chunk_size(
+            self.job_seconds,
+            self.spread,
+            self.target,
+            self.workers,
+            remaining,
+            self.last,
+            tail_factor=self.tail_factor,
+            max_chunk=self.max_chunk,
+        )
+        self.last = size
+        return size
+
+
+class AdaptiveFeed:
+    """One bulk call (``map`` or ``dispatch``) under adaptive chunking.
+
+    It paces the input, so each chunk is cut when it is about to be needed,
+    with what has been measured by then: blocks of one chunk per worker, and no
+    more while ``QUEUED_PER_WORKER`` chunks per worker wait in the shared queue.
+
+    Args:
+        controller: measurements in, sizes out.
+        queued: how many messages wait in the shared queue now.
+        total: the input's length, if known (``operator.length_hint``).
+    """
+
+    __slots__ = ("controller", "ends", "placed", "queued", "size", "total")
+
+    def __init__(
+        self, controller: ChunkController, queued: Callable[[], int], total: int | None
+    ) -> None:
+        self.controller = controller
+        self.queued = queued
+        self.total = total
+        self.placed = 0
+        #: The chunk size decided for the block being placed.
+        self.size = 1
+        #: When each worker's last measured chunk ended (its clock's reading).
+        self.ends: dict[Any, float] = {}
+
+    def remaining(self) -> int | None:
+        if self.total is None:
+            return None
+        return max(self.total - self.placed, 0)
+
+    def wants_more(self) -> bool:
+        """Whether the shared queue is short enough that more should be placed now."""
+        return self.queued() < QUEUED_PER_WORKER * self.controller.workers
+
+    def block_limit(self, room: int) -> int:
+        """Most jobs to take from the input now: a chunk per worker, within ``room``."""
+        self.size = self.controller.next_chunk(self.remaining())
+        return max(1, min(room, self.size * self.controller.workers))
+
+    def take(self, count: int) -> int:
+        """``count`` jobs are being placed: the chunk size decided for their block."""
+        self.placed += count
+        return self.size
+
+    def cut(self, jobs: Sequence[Any]) -> list[list[Any]]:
+        """A placed part of the input, in chunks of the size decided for its block."""
+        size = self.size
+        self.placed += len(jobs)
+        if len(jobs) <= size:
+            return [list(jobs)]
+        return [list(jobs[low : low + size]) for low in range(0, len(jobs), size)]
+
+    def observe_rows(self, rows: Sequence[Any]) -> None:
+        """Measure a delivered chunk of result rows (ResultRow's field order)."""
+        if not rows:
+            return
+        started, finished = rows[0][5], rows[-1][6]
+        if started is None or finished is None:
+            return
+        controller = self.controller
+        controller.observe(len(rows), finished - started)
+        # The gap since this worker's previous chunk ended: what a hand-off costs
+        # it (the timestamps of one worker come from one clock, its process's).
+        worker = rows[0][3]
+        ended = self.ends.get(worker)
+        if ended is not None and started >= ended:
+            controller.observe_gap(started - ended)
+        self.ends[worker] = finished
+
+
+class MeasuredMapRun(MapRun):
+    """A :class:`MapRun` whose every delivered chunk is measured for the controller.
+
+    ``outcomes`` is forced on: for thread workers it is what makes them read
+    the clock around each job, and the rows' timestamps are the measurement.
+    """
+
+    __slots__ = ("feed",)
+
+    def __init__(self, feed: AdaptiveFeed, notify: Callable[[], None]) -> None:
+        super().__init__(True, notify)
+        self.feed = feed
+
+    def deliver(self, rows: list[Any]) -> None:
+        self.feed.observe_rows(rows)
+        super().deliver(rows)
