@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -470,3 +471,37 @@ def test_stop_counts_the_jobs_waiting_in_lanes() -> None:
     final = stats[0]
     assert final.cancelled > 0
     assert final.submitted == final.succeeded + final.failed + final.cancelled
+
+
+def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_threads() -> None:
+    # The first map's chunks fill the shared queue: the second still places its
+    # own first block, or nothing would ever come to wake it.
+    with Dispatcher(2) as pool:
+        first = pool.map(pow, range(300), [2] * 300)
+        second = pool.map(abs, range(-300, 0))
+        assert list(second) == list(range(300, 0, -1))
+        assert list(first) == [i * i for i in range(300)]
+
+
+def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_asyncio() -> None:
+    # Two maps begun in one tick: the first fills the shared queue before any
+    # worker runs; the second still places its own first block.
+    async def main() -> list[list[int]]:
+        async def slow(i: int) -> int:
+            await asyncio.sleep(0.001)
+            return i
+
+        async def plain(i: int) -> int:
+            return -i
+
+        async def every(results: AsyncIterator[int]) -> list[int]:
+            return [r async for r in results]
+
+        async with AsyncDispatcher(2) as pool:
+            return await asyncio.gather(
+                every(pool.map(slow, range(300))), every(pool.map(plain, range(500)))
+            )
+
+    first, second = asyncio.run(main())
+    assert first == list(range(300))
+    assert second == [-i for i in range(500)]

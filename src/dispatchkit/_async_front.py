@@ -214,7 +214,9 @@ class AsyncFrontEnd(FrontEnd):
         lanes = Lanes(lane_count(self._n), nullcontext()) if self._keeps_key_order(key) else None
         exhausted = False
         while True:
-            while not exhausted and window.room() > 0 and wants_more():
+            # A map with nothing in flight places a block whatever the shared queue
+            # holds (another call's chunks, say): else nothing would wake it.
+            while not exhausted and window.room() > 0 and (window.in_flight == 0 or wants_more()):
                 try:
                     block, first, keys = await blocks.__anext__()
                 except StopAsyncIteration:
