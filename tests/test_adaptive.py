@@ -486,7 +486,7 @@ def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_thread
 def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_asyncio() -> None:
     # Two maps begun in one tick: the first fills the shared queue before any
     # worker runs; the second still places its own first block.
-    async def main() -> list[list[int]]:
+    async def main() -> tuple[list[int], list[int]]:
         async def slow(i: int) -> int:
             await asyncio.sleep(0.001)
             return i
