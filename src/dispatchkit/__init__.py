@@ -12,8 +12,9 @@ when first named, so that a remote worker, which runs neither, does not start
 them up.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from ._waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .errors import (
     ClosedError,
@@ -36,22 +37,15 @@ if TYPE_CHECKING:
     from .dispatcher import Dispatcher
 
 #: The names imported when first used, and the module of each.
-_LAZY = {
-    "AsyncDispatcher": "async_dispatcher",
-    "AsyncJobHandle": "async_dispatcher",
-    "Dispatcher": "dispatcher",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(
+    __name__,
+    globals(),
+    {
+        "AsyncDispatcher": "async_dispatcher",
+        "AsyncJobHandle": "async_dispatcher",
+        "Dispatcher": "dispatcher",
+    },
+)
 
 __version__ = "0.1.0"
 

@@ -9,29 +9,20 @@ of fixed in advance. Pure: no I/O, no threads.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-from .strategies import SHARED, Keys, Parts, Strategy
+from .strategies import Pull
 
 __all__ = ["Auto"]
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True, slots=True)
-class Auto(Strategy):
-    """One shared queue, chunks sized from measured job times (``chunk="auto"``)."""
+class Auto(Pull):
+    """Pull's one shared queue, chunks sized from measured job times (``chunk="auto"``).
+
+    A subclass of :class:`~.strategies.Pull` because the placement is the same,
+    word for word; only the ``adaptive`` declaration differs.
+    """
 
     name = "auto"
-    shared = True
     adaptive = True
-
-    def assign(self, seq: int, key: Hashable, workers: int) -> int:
-        return SHARED
-
-    def split(
-        self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
-    ) -> Parts[T]:
-        return [(SHARED, list(items))] if items else []

@@ -135,6 +135,26 @@ def chunk_size(
     return max(1, min(size, max_chunk))
 
 
+class _DecayedMean:
+    """A mean over samples whose weight falls by ``DECAY`` per later sample."""
+
+    __slots__ = ("total", "weight")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.weight = 0.0
+
+    @property
+    def mean(self) -> float | None:
+        """The weighted mean; None before a sample."""
+        return self.total / self.weight if self.weight else None
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        """A sample: ``value`` summed over ``weight`` units (jobs, chunks)."""
+        self.total = DECAY * self.total + value
+        self.weight = DECAY * self.weight + weight
+
+
 class ChunkController:
     """Measured job times and hand-off gaps in, the next chunk size out (see the
     module's rule).
@@ -156,8 +176,7 @@ class ChunkController:
     """
 
     __slots__ = (
-        "_gap_samples", "_gaps", "_jobs", "_samples", "_seconds", "_squares", "last",
-        "max_chunk", "min_target", "tail_factor", "workers",
+        "_gap", "_job", "_variance", "last", "max_chunk", "min_target", "tail_factor", "workers",
     )  # fmt: skip
 
     def __init__(
@@ -175,19 +194,18 @@ class ChunkController:
         self.min_target = min_target
         self.max_chunk = max_chunk
         self.tail_factor = tail_factor
-        self._seconds = 0.0
-        self._jobs = 0.0
-        self._squares = 0.0
-        self._samples = 0.0
-        self._gaps = 0.0
-        self._gap_samples = 0.0
+        #: Seconds per job, per chunk the squared stray of its mean job time, and
+        #: seconds a worker sat between two chunks.
+        self._job = _DecayedMean()
+        self._variance = _DecayedMean()
+        self._gap = _DecayedMean()
         #: The size given last.
         self.last = 1
 
     @property
     def gap_seconds(self) -> float | None:
         """The mean time a worker spent between two chunks; None before a sample."""
-        return self._gaps / self._gap_samples if self._gap_samples else None
+        return self._gap.mean
 
     @property
     def target(self) -> float:
@@ -200,21 +218,21 @@ class ChunkController:
         """A worker spent ``seconds`` between the end of a chunk and the start of its next."""
         if not seconds >= 0:
             return
-        self._gaps = DECAY * self._gaps + seconds
-        self._gap_samples = DECAY * self._gap_samples + 1.0
+        self._gap.add(seconds)
 
     @property
     def job_seconds(self) -> float | None:
         """The mean duration of one job (seconds); None before a sample."""
-        return self._seconds / self._jobs if self._jobs else None
+        return self._job.mean
 
     @property
     def spread(self) -> float:
         """The measured variation of job durations (a coefficient of variation)."""
         mean = self.job_seconds
-        if not self._samples or not mean:
+        variance = self._variance.mean
+        if variance is None or not mean:
             return 0.0
-        return sqrt(self._squares / self._samples) / mean
+        return sqrt(variance) / mean
 
     def observe(self, jobs: int, seconds: float) -> None:
         """A chunk of ``jobs`` jobs took ``seconds`` to run."""
@@ -222,10 +240,8 @@ class ChunkController:
             return
         mean = self.job_seconds
         if mean is not None:
-            self._squares = DECAY * self._squares + jobs * (seconds / jobs - mean) ** 2
-            self._samples = DECAY * self._samples + 1.0
-        self._seconds = DECAY * self._seconds + seconds
-        self._jobs = DECAY * self._jobs + jobs
+            self._variance.add(jobs * (seconds / jobs - mean) ** 2)
+        self._job.add(seconds, jobs)
 
     def next_chunk(self, remaining: int | None = None) -> int:
         """The size of the next chunk; ``remaining``: jobs not yet handed out, if known."""

@@ -4,7 +4,9 @@ Needs the extra: ``pip install dispatchkit[redis]``. Importing :mod:`dispatchkit
 does not import this package.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dispatchkit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .dispatcher import RedisDispatcher, RemoteStats
@@ -13,28 +15,21 @@ if TYPE_CHECKING:
 
 # Each name is imported when first used: a worker does not load the dispatcher's
 # half, nor a dispatcher the worker's.
-_LAZY = {
-    "RedisDispatcher": "dispatcher",
-    "RemoteStats": "dispatcher",
-    "RUNNERS": "runners",
-    "JobRunner": "runners",
-    "ThreadRunner": "runners",
-    "make_runner": "runners",
-    "RedisWorker": "worker",
-    "WorkerReport": "worker",
-    "run_worker": "worker",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(
+    __name__,
+    globals(),
+    {
+        "RedisDispatcher": "dispatcher",
+        "RemoteStats": "dispatcher",
+        "RUNNERS": "runners",
+        "JobRunner": "runners",
+        "ThreadRunner": "runners",
+        "make_runner": "runners",
+        "RedisWorker": "worker",
+        "WorkerReport": "worker",
+        "run_worker": "worker",
+    },
+)
 
 __all__ = [
     "RUNNERS",

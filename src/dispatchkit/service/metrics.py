@@ -11,7 +11,7 @@ the sink) and copied into the row when scraped and every
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import accumulate
 from typing import TYPE_CHECKING, Final
 
@@ -39,6 +39,38 @@ __all__ = ["CONTENT_TYPE", "REJECT_REASONS", "ServiceMetrics"]
 #: Content type of the Prometheus text format.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
+#: The counters that are one slot of the summed rows each: (name, help, slot).
+_REQUEST_COUNTERS: Final = (
+    (
+        "dispatchkit_payloads_accepted",
+        "Payloads answered 202: stored by the sink, queued as jobs or held by Redis.",
+        Slot.PAYLOADS,
+    ),
+    ("dispatchkit_requests_accepted", "Requests answered 202.", Slot.REQUESTS),
+)
+_SINK_COUNTERS: Final = (
+    (
+        "dispatchkit_sink_lines_written",
+        "Payloads written to the sink's segments (each answered 202).",
+        Slot.SINK_LINES,
+    ),
+    (
+        "dispatchkit_sink_unstored",
+        "Payloads answered 202 whose fsync failed: perhaps not on disk.",
+        Slot.SINK_UNSTORED,
+    ),
+)
+_JOB_COUNTERS: Final = (
+    ("dispatchkit_jobs_succeeded", "Payload jobs that ran.", Slot.SUCCEEDED),
+    ("dispatchkit_jobs_failed", "Payload jobs that raised.", Slot.FAILED),
+)
+
+
+def _counters(table: Iterable[tuple[str, str, int]], totals: list[int]) -> Iterator[Metric]:
+    """One counter per row of ``table``, its value read from ``totals``."""
+    for name, documentation, slot in table:
+        yield CounterMetricFamily(name, documentation, value=totals[slot])
+
 
 class _Collector(Collector):
     """Sums every process's row when scraped, this process's own counts fresh."""
@@ -50,16 +82,7 @@ class _Collector(Collector):
         metrics = self._metrics
         metrics.publish()
         totals = metrics.board.totals()
-        yield CounterMetricFamily(
-            "dispatchkit_payloads_accepted",
-            "Payloads answered 202: stored by the sink, queued as jobs or held by Redis.",
-            value=totals[Slot.PAYLOADS],
-        )
-        yield CounterMetricFamily(
-            "dispatchkit_requests_accepted",
-            "Requests answered 202.",
-            value=totals[Slot.REQUESTS],
-        )
+        yield from _counters(_REQUEST_COUNTERS, totals)
         rejected = CounterMetricFamily(
             "dispatchkit_requests_rejected", "Requests refused, by reason.", labels=["reason"]
         )
@@ -68,16 +91,7 @@ class _Collector(Collector):
         yield rejected
         yield from self._jobs(totals)
         if metrics.sink is not None:
-            yield CounterMetricFamily(
-                "dispatchkit_sink_lines_written",
-                "Payloads written to the sink's segments (each answered 202).",
-                value=totals[Slot.SINK_LINES],
-            )
-            yield CounterMetricFamily(
-                "dispatchkit_sink_unstored",
-                "Payloads answered 202 whose fsync failed: perhaps not on disk.",
-                value=totals[Slot.SINK_UNSTORED],
-            )
+            yield from _counters(_SINK_COUNTERS, totals)
         cumulative = list(accumulate(totals[Slot.LATENCY : Slot.LATENCY + len(BUCKETS) + 1]))
         yield HistogramMetricFamily(
             "dispatchkit_request_duration_seconds",
@@ -105,12 +119,7 @@ class _Collector(Collector):
             "Payload jobs accepted and not finished yet (queued or running).",
             value=max(0, totals[Slot.SUBMITTED] - done),
         )
-        yield CounterMetricFamily(
-            "dispatchkit_jobs_succeeded", "Payload jobs that ran.", value=totals[Slot.SUCCEEDED]
-        )
-        yield CounterMetricFamily(
-            "dispatchkit_jobs_failed", "Payload jobs that raised.", value=totals[Slot.FAILED]
-        )
+        yield from _counters(_JOB_COUNTERS, totals)
 
 
 class ServiceMetrics:
