@@ -1,4 +1,4 @@
-"""Dispatchers and workers over a real Redis server, workers in real processes (issue 6)."""
+"""Dispatchers and workers over a real Redis server, workers in real processes."""
 
 from __future__ import annotations
 

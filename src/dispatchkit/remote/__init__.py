@@ -1,4 +1,4 @@
-"""Dispatchers and workers on different machines, over Redis Streams (issue 6).
+"""Dispatchers and workers on different machines, over Redis Streams.
 
 Needs the extra: ``pip install dispatchkit[redis]``. Importing :mod:`dispatchkit`
 does not import this package.

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: The name of a chunk entry: ``args`` is ``[job name, [arguments of each job, ...]]``
-#: and its outcome ``[[ok, value or error], ...]``: many jobs, one entry (issue 6).
+#: and its outcome ``[[ok, value or error], ...]``: many jobs, one entry.
 CHUNK_JOB: Final = "dispatchkit.chunk"
 
 

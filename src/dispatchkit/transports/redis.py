@@ -6,7 +6,7 @@
 
 An entry stays pending in the group until its outcome is stored: the outcome,
 the XACK and the XDEL go in one transaction, so a worker that dies before it
-leaves its entries pending, for a live worker to claim (issue 6).
+leaves its entries pending, for a live worker to claim.
 
 Claims are in :mod:`._redis_claims`; registration, heartbeats, partition leases and outcomes in
 :mod:`._redis_membership`, the Lua scripts in :mod:`._redis_scripts`, the
