@@ -39,6 +39,17 @@ def test_a_thread_worker_loads_no_dispatcher() -> None:
     assert _loaded_after(code) == []
 
 
+def test_the_worker_command_loads_no_dispatcher() -> None:
+    # `dispatchkit worker` parses its arguments through the whole CLI: the
+    # other commands' modules (run's demo among them) must not start dispatchers.
+    code = (
+        "import dispatchkit.cli\n"
+        "from dispatchkit.cli import worker\n"
+        "dispatchkit.cli._build_parser().parse_args(['worker', '--redis', 'redis://x'])\n"
+    )
+    assert _loaded_after(code) == []
+
+
 def test_the_names_load_when_used() -> None:
     code = (
         "import dispatchkit, dispatchkit.remote\n"

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Any, Final
 
-from .async_dispatcher import AsyncDispatcher
-from .dispatcher import Dispatcher
 from .errors import DispatchError
 from .executors.registry import worker_kind
 from .stats import DispatcherStats
@@ -139,9 +137,14 @@ def run_seed(
         "put_timeout": put_timeout,
         "job_timeout": job_timeout,
     }
-    if worker_kind(executor).takes_coroutines:
-        return asyncio.run(_run_seed_async(jobs, workers, options, job, on_start))
-    dispatcher = Dispatcher(workers, executor=executor, **options)
+    # The front end comes from the registry, loaded now: importing this module
+    # (as the CLI does for every command, ``worker`` too) starts no dispatcher code.
+    kind = worker_kind(executor)
+    if kind.takes_coroutines:
+        return asyncio.run(
+            _run_seed_async(kind.front_end_class(), jobs, workers, options, job, on_start)
+        )
+    dispatcher = kind.front_end_class()(workers, executor=executor, **options)
     try:
         if on_start is not None:
             on_start(dispatcher)
@@ -160,13 +163,14 @@ def run_seed(
 
 
 async def _run_seed_async(
+    front_end: Any,
     jobs: int,
     workers: int,
     options: dict[str, Any],
     job: Callable[[int], object],
     on_start: Callable[[Any], None] | None,
 ) -> SeedResult:
-    dispatcher = AsyncDispatcher(workers, **options)
+    dispatcher = front_end(workers, **options)
     try:
         async with dispatcher:
             if on_start is not None:
