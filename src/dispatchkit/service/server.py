@@ -50,12 +50,13 @@ from dispatchkit.errors import DispatchError, TransportError
 from dispatchkit.executors.registry import kind_names, worker_kind
 from dispatchkit.settings import Settings
 
-from .app import IngestApp, Receive, Scope, Send
+from .app import IngestApp
 from .board import PUBLISH_INTERVAL, CounterBoard
 from .config import ServeConfig, available_cpus
 from .deadline_server import DeadlineServer
 from .group_commit import GroupCommit
 from .handler import handler_job, is_coroutine_handler, load_handler
+from .interfaces import Receive, Scope, Send
 from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .shutdown import (
