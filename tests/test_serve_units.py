@@ -21,7 +21,7 @@ from dispatchkit.service.group_commit import GroupCommit
 from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
 from dispatchkit.service.payloads import BadRequest, decode_request, depth
-from dispatchkit.service.server import choose_executor
+from dispatchkit.service.preflight import choose_executor
 from dispatchkit.service.sink import SegmentSink, SinkClosed, SinkFailure, read_lines
 from tests import serve_handlers
 from tests.serve_support import fill, mount_tmpfs, unmount

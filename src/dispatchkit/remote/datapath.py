@@ -2,7 +2,7 @@
 
     fetch loop (main thread): transport.fetch ──▶ held, lanes ──▶ runner
         (the runner: threads, a process pool, or tasks on one event loop)
-    runner: decode, look up, call ──▶ done queue   (or dead-letter the entry)
+    runner: decode, look up (entries.py), call ──▶ done queue   (or dead-letter the entry)
     acker thread: done queue ──▶ transport.ack_outcomes (one transaction per batch)
 
 Every entry fetched or claimed is *held* until its outcome is acknowledged; at
@@ -28,18 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from queue import Empty, SimpleQueue
-from typing import Any, Final, NamedTuple
+from typing import Final
 
-from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable, WorkerLost
+from dispatchkit.errors import TransportError, TransportRejected, TransportUnavailable
 from dispatchkit.registry import Registry
-from dispatchkit.retry import RetryPolicy
-from dispatchkit.transports._codec import (
-    CHUNK_JOB,
-    EncodedJob,
-    decode_job,
-    decode_options,
-    encode_outcome,
-)
+from dispatchkit.transports._codec import EncodedJob, encode_outcome
 from dispatchkit.transports.base import Delivery, Transport
 
 from ._outage import Outage
@@ -52,54 +45,18 @@ from .calls import (
     retry_in_pool,
     retry_in_thread,
 )
+from .entries import DeadLetter, prepare, unprocessable
 from .runners import JobRunner, Task
 
 __all__ = ["DataPath"]
 
 logger = logging.getLogger(__name__)
 
-#: A job's function, whether it is a chunk, and its timeout and retry policy (or None).
-_Prepared = tuple[
-    EncodedJob, Callable[..., Any], bool, tuple[float | None, RetryPolicy | None] | None
-]
-
 #: Outcomes acknowledged in one transaction, at most.
 _ACK_BATCH: Final = 1024
 #: Seconds the acker waits for more outcomes when it has fewer than ``_ACK_LINGER_BELOW``.
 _ACK_LINGER: Final = 0.001
 _ACK_LINGER_BELOW: Final = 32
-
-
-class _DeadLetter(NamedTuple):
-    """Why an entry goes to the dead-letter stream, and the failure its submitter gets."""
-
-    error: str
-    reply: tuple[str, int, BaseException] | None
-
-
-def _unprocessable(job: EncodedJob, exc: Exception) -> _DeadLetter:
-    """Why an entry whose processing failed (not its job: dispatchkit) is dead-lettered."""
-    error = RuntimeError(f"processing the entry failed: {_describe(exc)}")
-    return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
-
-
-def _options(
-    job: EncodedJob, options: list[Any]
-) -> tuple[float | None, RetryPolicy | None] | _DeadLetter:
-    """A job's timeout and retry policy, or why it is dead-lettered."""
-    try:
-        return decode_options(options)
-    except (LookupError, ValueError, TypeError) as exc:
-        bad = ValueError(f"the job's timeout or retry policy cannot be used: {exc}")
-        return _DeadLetter(str(bad), (job.reply_to, job.job_id, bad))
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:  # its message cannot be formed either
-        return type(exc).__name__
-
 
 #: Seconds ahead a worker holds work for: beyond one entry per runner slot, the
 #: entries its slots would start within this time (at the measured entry time).
@@ -287,8 +244,8 @@ class DataPath:
     def _process(self, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
-            prepared = self._prepare(delivery)
-            if isinstance(prepared, _DeadLetter):
+            prepared = prepare(delivery, self._registry, self._max_attempts)
+            if isinstance(prepared, DeadLetter):
                 self._dead_letter(delivery, *prepared)
                 return
             job, fn, chunk, options = prepared
@@ -309,7 +266,7 @@ class DataPath:
                 )
                 self._finish(delivery, job, called)
             except Exception as exc:  # it would fail again: never leave it pending
-                self._dead_letter(delivery, *_unprocessable(job, exc))
+                self._dead_letter(delivery, *unprocessable(job, exc))
         finally:
             self._measured(started)
             self._next_in_lane(delivery)
@@ -317,8 +274,8 @@ class DataPath:
     async def _process_in_loop(self, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
-            prepared = self._prepare(delivery)
-            if isinstance(prepared, _DeadLetter):
+            prepared = prepare(delivery, self._registry, self._max_attempts)
+            if isinstance(prepared, DeadLetter):
                 # Round trips to the server: in a thread, so the loop's other jobs go on.
                 await asyncio.to_thread(self._dead_letter, delivery, *prepared)
             else:
@@ -330,38 +287,11 @@ class DataPath:
                     else:
                         self._finish(delivery, job, await call_in_loop(fn, job, chunk))
                 except Exception as exc:  # it would fail again: never leave it pending
-                    dead = _unprocessable(job, exc)
+                    dead = unprocessable(job, exc)
                     await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
             self._measured(started)
             self._next_in_lane(delivery)
-
-    def _prepare(self, delivery: Delivery) -> _Prepared | _DeadLetter:
-        """The job, its function, whether it is a chunk, its options; or why to dead-letter it."""
-        if delivery.payload is None:
-            return _DeadLetter("not a job entry: no job field", None)
-        try:
-            job = decode_job(delivery.payload)
-        except ValueError as exc:
-            return _DeadLetter(str(exc), None)
-        if delivery.attempts > self._max_attempts:
-            error = WorkerLost(
-                f"job {job.name!r} was delivered {delivery.attempts} times and its worker "
-                f"died each time (max_attempts={self._max_attempts})"
-            )
-            return _DeadLetter(str(error), (job.reply_to, job.job_id, error))
-        chunk = job.name == CHUNK_JOB
-        try:
-            if chunk and not (len(job.args) == 2 and isinstance(job.args[1], list)):
-                raise KeyError("a chunk entry needs [job name, [arguments, ...]]")
-            fn = self._registry.get(job.args[0] if chunk else job.name)
-        except KeyError as exc:
-            unknown = LookupError(str(exc.args[0]))
-            return _DeadLetter(str(unknown), (job.reply_to, job.job_id, unknown))
-        options = None if job.options is None or chunk else _options(job, job.options)
-        if isinstance(options, _DeadLetter):
-            return options
-        return job, fn, chunk, options
 
     def _finish(self, delivery: Delivery, job: EncodedJob, called: Called, runs: int = 1) -> None:
         """Hand the outcome to the acker (a job without ``reply_to`` wants none).

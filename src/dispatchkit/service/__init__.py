@@ -18,7 +18,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from .app import IngestApp
 from .config import ServeConfig
 from .logs import configure_logging
-from .server import UnstoredPayloads, serve
+from .outcome import UnstoredPayloads
+from .server import serve
 from .sink import SegmentSink, read_lines
 
 __all__ = [

@@ -17,7 +17,7 @@ which ``dispatchkit serve`` runs because it measured about a third faster here
 to the same decisions (:meth:`IngestApp._ingest`, :meth:`IngestApp._other`) and
 only read bodies and write responses their own way. A framework layer costs a
 measurable share of the throughput on a small machine (issue 5), so routing,
-body reading and responses are written out here.
+body reading (interfaces.py) and responses are written out here.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from granian.rsgi import Scope as RSGIScope
@@ -39,6 +39,15 @@ from dispatchkit.errors import ClosedError, TransportError
 from .board import REJECT_REASONS, Slot
 from .config import DEFAULT_MAX_DEPTH
 from .group_commit import GroupCommit
+from .interfaces import (
+    HTTPProtocol,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    read_asgi_body,
+    read_rsgi_chunks,
+)
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .payloads import BadRequest, decode_request
 from .sink import SegmentSink, SinkClosed, SinkFailure
@@ -50,21 +59,6 @@ __all__ = ["INGEST_PATH", "IngestApp", "Response"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("dispatchkit.service.access")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[str, str]]
-
-
-class HTTPProtocol(Protocol):
-    """What this app uses of granian's RSGI HTTP protocol object."""
-
-    def __call__(self) -> Awaitable[bytes]: ...
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
-    def response_bytes(self, status: int, headers: Headers, body: bytes) -> None: ...
-
 
 #: Where payloads are posted.
 INGEST_PATH: Final = "/v1/payloads"
@@ -90,14 +84,6 @@ _encode = msgspec.json.encode
 _REJECTED_SLOT: Final = {
     reason: Slot.REJECTED + index for index, reason in enumerate(REJECT_REASONS)
 }
-
-
-class Response(NamedTuple):
-    """What the application answers, before a server interface writes it."""
-
-    status: int
-    headers: Headers
-    body: bytes
 
 
 class IngestApp:
@@ -187,7 +173,7 @@ class IngestApp:
                     # Checked against max_body above, and the server reads no more.
                     body: bytes | None = await protocol()
                 else:  # chunked: count as it comes
-                    body = await _read_rsgi_chunks(protocol, self._max_body)
+                    body = await read_rsgi_chunks(protocol, self._max_body)
                 ingest_async = self._ingest_async
                 response = self._ingest(body) if ingest_async is None else await ingest_async(body)
         else:
@@ -215,7 +201,7 @@ class IngestApp:
                     content_length = value.decode("latin-1")
             response = self._refuse_early(authorization, content_length)
             if response is None:
-                body = await _read_asgi_body(receive, self._max_body)
+                body = await read_asgi_body(receive, self._max_body)
                 ingest_async = self._ingest_async
                 response = self._ingest(body) if ingest_async is None else await ingest_async(body)
         else:
@@ -446,36 +432,6 @@ class IngestApp:
                 "client": client,
             },
         )
-
-
-async def _read_rsgi_chunks(protocol: HTTPProtocol, limit: int) -> bytes | None:
-    """The whole chunked body, or None once it grows past ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in protocol:
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def _read_asgi_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None once it grows past ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)
 
 
 def _bearer(token: str | None) -> bytes | None:

@@ -13,7 +13,8 @@ SO_REUSEPORT, so the kernel spreads connections over them, and each has its own
 dispatcher and its own series of sink segments (``segment-p1-*``, ...: no file
 is shared). Their counters live in one shared file (board.py), so ``/metrics``
 on any of them reports the sum; each leaves its drain's outcome in a file of
-its own, which :func:`serve` sums into one exit code.
+its own, which :func:`serve` sums into one exit code (outcome.py). The checks
+made before the fork are preflight.py's.
 
 granian was chosen by measurement (README): its HTTP I/O runs outside the GIL,
 and its own interface, RSGI, costs less per request than ASGI. Shutdown order
@@ -35,7 +36,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import tempfile
 import threading
 from dataclasses import asdict
@@ -46,18 +46,19 @@ from granian.constants import HTTPModes, Interfaces, Loops
 
 from dispatchkit.async_dispatcher import AsyncDispatcher
 from dispatchkit.dispatcher import Dispatcher
-from dispatchkit.errors import DispatchError, TransportError
-from dispatchkit.executors.registry import kind_names, worker_kind
 from dispatchkit.settings import Settings
 
-from .app import IngestApp, Receive, Scope, Send
+from .app import IngestApp
 from .board import PUBLISH_INTERVAL, CounterBoard
 from .config import ServeConfig, available_cpus
 from .deadline_server import DeadlineServer
 from .group_commit import GroupCommit
-from .handler import handler_job, is_coroutine_handler, load_handler
+from .handler import handler_job, load_handler
+from .interfaces import Receive, Scope, Send
 from .logs import configure_logging
 from .metrics import ServiceMetrics
+from .outcome import OUTCOME_ENV, UnstoredPayloads, read_reports, result, write_report
+from .preflight import check_redis, choose_executor, on_loop, probe
 from .shutdown import (
     DRAIN_DEADLINE_EXIT,
     DRAIN_NOW,
@@ -79,25 +80,12 @@ CONFIG_ENV: Final = "DISPATCHKIT_SERVE_CONFIG"
 #: Environment variable that carries the main process's pid to the worker.
 PARENT_ENV: Final = "DISPATCHKIT_SERVE_PARENT"
 
-#: Environment variable naming the directory where each worker process leaves
-#: how its drain ended (cut short by the deadline; payloads answered 202 that
-#: could not be stored), in ``outcome-<n>.json``, for serve().
-OUTCOME_ENV: Final = "DISPATCHKIT_SERVE_OUTCOME"
-
 #: Environment variable naming the file of every worker process's counters.
 COUNTERS_ENV: Final = "DISPATCHKIT_SERVE_COUNTERS"
 
 #: Environment variable giving a worker process its index (0-based), set by
 #: DeadlineServer as it starts each one.
 PROCESS_ENV: Final = "DISPATCHKIT_SERVE_PROCESS"
-
-
-class UnstoredPayloads(DispatchError, RuntimeError):
-    """Payloads answered 202 could not be stored (their fsync failed)."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} payloads answered 202 could not be stored (fsync failed)")
-        self.count = count
 
 
 #: How granian runs the service: one worker process, uvloop, HTTP/1.1, RSGI
@@ -136,11 +124,11 @@ def serve(config: ServeConfig) -> bool:
     # Checked without starting threads: granian forks this process.
     Settings(workers=config.workers, strategy=config.strategy, queue_size=config.queue_size)
     if config.redis is not None:
-        _check_redis(config.redis)
+        check_redis(config.redis)
     if config.sink is not None:
         config.sink.mkdir(parents=True, exist_ok=True)
     # Bind once here: a busy port is one clear error, and port 0 gets a free port.
-    port = _probe(config.host, config.port)
+    port = probe(config.host, config.port)
     processes = config.processes if config.processes is not None else available_cpus()
     settings = {
         **asdict(config),
@@ -173,79 +161,8 @@ def serve(config: ServeConfig) -> bool:
         codes = server.worker_exit_codes()
         # Each worker's own word on its drain; its exit code alone can be
         # unknown (None) when granian reaped it first.
-        reports = [
-            json.loads(path.read_text()) for path in sorted(Path(scratch).glob("outcome-*.json"))
-        ]
-    return _outcome(codes, reports, processes)
-
-
-def _outcome(codes: list[int | None], reports: list[dict[str, Any]], processes: int) -> bool:
-    """One result for every worker process: :func:`serve`'s return value, or its error."""
-    # A worker that reported its drain may end at the deadline or be reaped unseen.
-    expected = (0, DRAIN_DEADLINE_EXIT, None) if len(reports) == processes else (0,)
-    failed = [code for code in codes if code not in expected]
-    if failed:
-        raise RuntimeError(f"the server's worker process failed (exit code {failed[0]})")
-    unstored = sum(report["unstored"] for report in reports)
-    if unstored:
-        raise UnstoredPayloads(unstored)
-    return not any(report["cut_short"] for report in reports)
-
-
-def choose_executor(config: ServeConfig) -> str:
-    """The kind of workers that will run the payload jobs: ``async`` or ``thread``.
-
-    ``auto`` takes asyncio workers for the sink (an append in memory never
-    blocks the event loop) and for a coroutine handler, and threads for a
-    plain-function handler, which may block.
-
-    Raises:
-        ValueError: the handler cannot be loaded, or is a coroutine function
-            and threads were asked for.
-    """
-    handler = None if config.handler is None else load_handler(config.handler)
-    coroutine = handler is not None and is_coroutine_handler(handler)
-    on_loop = _in_process_kind("AsyncDispatcher")
-    if config.executor != "auto" and not _on_loop(config.executor) and coroutine:
-        raise ValueError(
-            f"handler {config.handler!r} is a coroutine function: it needs the {on_loop} executor"
-        )
-    if config.executor != "auto":
-        return config.executor
-    return on_loop if handler is None or coroutine else _in_process_kind("Dispatcher")
-
-
-def _in_process_kind(front_end: str) -> str:
-    """The worker kind that runs jobs in this process behind ``front_end``."""
-    return kind_names(front_end=front_end, in_process=True)[0]
-
-
-def _on_loop(executor: str) -> bool:
-    """Whether the workers of ``executor`` are tasks on the server's event loop."""
-    return worker_kind(executor).takes_coroutines
-
-
-def _check_redis(url: str) -> None:
-    """Fail early, with a clear error, when the remote queue's Redis does not answer.
-
-    Raises:
-        ValueError: the redis extra is not installed.
-        OSError: Redis cannot be reached.
-    """
-    try:
-        from dispatchkit.transports.redis import RedisTransport, redacted_url
-    except ImportError:  # TransportUnavailable too: the extra is missing
-        raise ValueError(
-            "--redis needs the redis extra: pip install 'dispatchkit[redis]'"
-        ) from None
-    transport = RedisTransport(url, queue="", socket_timeout=5)
-    try:
-        transport.ping()
-    except TransportError as exc:
-        reason = exc.__cause__ if exc.__cause__ is not None else exc
-        raise OSError(f"cannot reach Redis at {redacted_url(url)}: {reason}") from None
-    finally:
-        transport.close()
+        reports = read_reports(Path(scratch))
+    return result(codes, reports, processes)
 
 
 def _log_worker_crash(owner: asyncio.Task[None]) -> None:
@@ -253,23 +170,6 @@ def _log_worker_crash(owner: asyncio.Task[None]) -> None:
         # Workers do not fail on a job's error: this is a bug, and the service
         # now answers 503 "closing". Say so loudly.
         logger.critical("payload workers crashed", exc_info=owner.exception())
-
-
-def _probe(host: str, port: int) -> int:
-    """Bind ``host:port`` once, to fail early with a clear error; the port bound.
-
-    Raises:
-        OSError: the address cannot be bound (named in the message).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        bound: int = sock.getsockname()[1]
-        return bound
 
 
 def create_app() -> _Service:
@@ -306,7 +206,7 @@ class _Service:
         self._executor = "remote" if config.redis is not None else choose_executor(config)
         job: Any = None
         if config.handler is not None:
-            job = handler_job(load_handler(config.handler), on_thread=not _on_loop(self._executor))
+            job = handler_job(load_handler(config.handler), on_thread=not on_loop(self._executor))
         elif config.sink is not None:
             durable = config.ack == "durable"
             self._sink = SegmentSink(
@@ -330,7 +230,7 @@ class _Service:
             self._remote = RedisPayloadQueue(
                 config.redis, config.queue, config.namespace, config.job, config.queue_size
             )
-        elif _on_loop(self._executor):
+        elif on_loop(self._executor):
             self._dispatcher = AsyncDispatcher(
                 workers=config.workers, strategy=config.strategy, queue_size=config.queue_size
             )
@@ -540,10 +440,8 @@ class _Service:
             if self._sink.unstored:
                 logger.error("payloads answered 202 could not be stored", extra=counts)
         self._metrics.publish()  # the final counts, for the processes still scraped
-        outcome = os.environ.get(OUTCOME_ENV)
-        if outcome is not None:  # for serve() in the main process
-            report = {"unstored": counts.get("unstored", 0), "cut_short": cut_short is not None}
-            Path(outcome, f"outcome-{self._index + 1}.json").write_text(json.dumps(report))
+        # For serve() in the main process.
+        write_report(self._index + 1, counts.get("unstored", 0), cut_short is not None)
         facts: dict[str, Any] = {
             "accepted": self._metrics.payloads_accepted,
             **counts,
