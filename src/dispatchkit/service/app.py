@@ -16,7 +16,7 @@ which ``dispatchkit serve`` runs because it measured about a third faster here
 (README), and ASGI (``__call__``), for any ASGI server. Both hand the request
 to the same decisions (:meth:`IngestApp._ingest`, :meth:`IngestApp._other`) and
 only read bodies and write responses their own way. A framework layer costs a
-measurable share of the throughput on a small machine (issue 5), so routing,
+measurable share of the throughput on a small machine, so routing,
 body reading (interfaces.py) and responses are written out here.
 """
 
