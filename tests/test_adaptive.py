@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from dispatchkit import AsyncDispatcher, Dispatcher
 from dispatchkit._conformance.jobs import read_log, span
-from dispatchkit.auto_strategy import Auto
 from dispatchkit.core.adaptive import (
     GAP_FACTOR,
     MAX_CHUNK,
@@ -26,7 +25,7 @@ from dispatchkit.core.adaptive import (
 )
 from dispatchkit.settings import Settings
 from dispatchkit.stats import DispatcherStats
-from dispatchkit.strategies import SHARED, parse_strategy
+from dispatchkit.strategies import SHARED, Auto, parse_strategy
 
 seconds = st.floats(min_value=1e-7, max_value=10.0, allow_nan=False)
 spreads = st.floats(min_value=0.0, max_value=20.0, allow_nan=False)

@@ -30,7 +30,7 @@ from .job import Job, JobHandle, JobStatus, Outcome
 from .retry import RetryPolicy
 from .settings import Settings
 from .stats import DispatcherStats, WorkerStats
-from .strategies import Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
+from .strategies import Auto, Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
 
 if TYPE_CHECKING:
     from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
@@ -55,6 +55,7 @@ __all__ = [
     "FIRST_EXCEPTION",
     "AsyncDispatcher",
     "AsyncJobHandle",
+    "Auto",
     "Batch",
     "ByKey",
     "ClosedError",

@@ -18,6 +18,7 @@ from typing import ClassVar, Final, TypeAlias, TypeVar
 
 __all__ = [
     "SHARED",
+    "Auto",
     "Batch",
     "ByKey",
     "Pull",
@@ -146,6 +147,20 @@ class Pull(Strategy):
 
 
 @dataclass(frozen=True, slots=True)
+class Auto(Pull):
+    """The default: pull's one shared queue, chunks sized from measured job times.
+
+    The placement is pull's, word for word (no job waits behind a slow one while
+    another worker is idle); what ``adaptive`` adds is the hand-off size, which
+    :mod:`dispatchkit.core.adaptive` decides while a ``map`` runs (``chunk="auto"``)
+    instead of it being fixed in advance.
+    """
+
+    name = "auto"
+    adaptive = True
+
+
+@dataclass(frozen=True, slots=True)
 class ByKey(Strategy):
     """A stable hash of the job's key picks the worker, so one key's jobs run in order."""
 
@@ -194,8 +209,6 @@ def parse_strategy(value: str | Strategy, *, block: int = DEFAULT_BLOCK) -> Stra
         raise TypeError(f"strategy must be a name or a Strategy, not {type(value).__name__}")
     name = value.strip().lower().replace("-", "_")
     if name == "auto":
-        from .auto_strategy import Auto  # its own module; it builds on this one
-
         return Auto()
     if name in ("round_robin", "roundrobin", "rr"):
         return RoundRobin()
