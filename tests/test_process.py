@@ -29,7 +29,9 @@ def wait_for_file(path: Path, timeout: float = 10) -> str:
 
 
 def test_results_errors_and_remote_tracebacks() -> None:
-    with Dispatcher(2, executor="process") as d:
+    # round_robin: the pid check below needs each process to get jobs, which a
+    # shared queue (auto, the default) does not promise for jobs run one by one.
+    with Dispatcher(2, executor="process", strategy="round_robin") as d:
         assert d.submit(jobs.square, 12).result(timeout=30) == 144
         assert list(d.map(jobs.square, range(20))) == [x * x for x in range(20)]
         failed = d.submit(jobs.flaky, 3)
