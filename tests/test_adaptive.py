@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -226,10 +226,9 @@ def test_auto_strategy_is_shared_and_adaptive() -> None:
 _BLOCK_LIMIT = 60.0
 
 
-def test_a_blocked_job_holds_back_no_other_job_on_threads() -> None:
-    # The first job waits until every other job has run: it can only end if the
-    # idle workers take all of them, none queued behind it.
-    count = 400
+def _blocked_first(count: int) -> Callable[[int], bool]:
+    """A job whose first call waits until every other call has run: it can only
+    end if the idle workers take all of them, none queued behind it."""
     done = 0
     lock = threading.Lock()
     all_others = threading.Event()
@@ -244,9 +243,13 @@ def test_a_blocked_job_holds_back_no_other_job_on_threads() -> None:
                 all_others.set()
         return True
 
+    return job
+
+
+def test_a_blocked_job_holds_back_no_other_job_on_threads() -> None:
     with Dispatcher(4, strategy="auto", chunk="auto") as pool:
-        results = list(pool.map(job, range(count)))
-    assert results == [True] * count
+        results = list(pool.map(_blocked_first(400), range(400)))
+    assert results == [True] * 400
 
 
 def test_auto_keeps_the_order_and_every_result_on_threads() -> None:
@@ -330,23 +333,8 @@ def test_auto_is_what_every_front_end_uses_by_default() -> None:
 def test_with_the_defaults_a_blocked_job_holds_back_no_other_job() -> None:
     # As the first end-to-end test, with no strategy or chunk given: what a user
     # who writes Dispatcher(n).map(...) gets.
-    count = 200
-    done = 0
-    lock = threading.Lock()
-    all_others = threading.Event()
-
-    def job(i: int) -> bool:
-        nonlocal done
-        if i == 0:
-            return all_others.wait(_BLOCK_LIMIT)
-        with lock:
-            done += 1
-            if done == count - 1:
-                all_others.set()
-        return True
-
     with Dispatcher(3) as pool:
-        assert list(pool.map(job, range(count))) == [True] * count
+        assert list(pool.map(_blocked_first(200), range(200))) == [True] * 200
 
 
 # -- auto with a key: one key's jobs in order ------------------------------------
