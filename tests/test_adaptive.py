@@ -197,11 +197,12 @@ def test_controller_checks_its_arguments() -> None:
 def test_feed_paces_the_input_and_cuts_blocks_at_the_decided_size() -> None:
     queued = [0]
     feed = AdaptiveFeed(ChunkController(3, 0.01), lambda: queued[0], total=100)
-    assert feed.wants_more()
+    assert feed.wants_more(in_flight=3)
     assert feed.block_limit(room=1000) == 3  # nothing measured: one job per worker
     assert feed.cut([0, 1, 2]) == [[0], [1], [2]]
     queued[0] = 6  # two chunks per worker wait: enough
-    assert not feed.wants_more()
+    assert not feed.wants_more(in_flight=3)
+    assert feed.wants_more(in_flight=0)  # nothing of its own out: place anyway
     feed.observe_rows([(0, None, None, 0, 0.0, 1.0, 1.001, 1)])
     feed.observe_rows([(1, None, None, 0, 0.0, 2.0, 2.001, 1)])
     assert feed.block_limit(room=1000) == 6  # grown to 2 a chunk (doubling)

@@ -214,9 +214,7 @@ class AsyncFrontEnd(FrontEnd):
         lanes = Lanes(lane_count(self._n), nullcontext()) if self._keeps_key_order(key) else None
         exhausted = False
         while True:
-            # A map with nothing in flight places a block whatever the shared queue
-            # holds (another call's chunks, say): else nothing would wake it.
-            while not exhausted and window.room() > 0 and (window.in_flight == 0 or wants_more()):
+            while not exhausted and window.room() > 0 and wants_more(window.in_flight):
                 try:
                     block, first, keys = await blocks.__anext__()
                 except StopAsyncIteration:
@@ -306,7 +304,7 @@ class AsyncFrontEnd(FrontEnd):
         return self._ledger_stats(self._states, self.started_at, self._inboxes)
 
 
-def _always() -> bool:
+def _always(in_flight: int) -> bool:
     return True
 
 

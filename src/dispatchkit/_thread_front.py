@@ -372,9 +372,7 @@ class _MapFeed:
             return True
         if self.window.room() <= 0:
             return False
-        # With nothing in flight, a block is placed whatever the shared queue holds
-        # (another call's chunks, say): else no result would come to wake the map.
-        return self.adaptive is None or self.window.in_flight == 0 or self.adaptive.wants_more()
+        return self.adaptive is None or self.adaptive.wants_more(self.window.in_flight)
 
     def fill(self, to_the_end: bool = False) -> None:
         """Place blocks while the window has room (all that is left, ``to_the_end``).

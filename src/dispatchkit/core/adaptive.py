@@ -291,9 +291,11 @@ class AdaptiveFeed:
             return None
         return max(self.total - self.placed, 0)
 
-    def wants_more(self) -> bool:
-        """Whether the shared queue is short enough that more should be placed now."""
-        return self.queued() < QUEUED_PER_WORKER * self.controller.workers
+    def wants_more(self, in_flight: int) -> bool:
+        """Whether more should be placed now: the shared queue is short enough, or
+        this call has nothing in flight (another call's chunks may fill the queue,
+        and with none of its own out no result would come to wake it)."""
+        return in_flight == 0 or self.queued() < QUEUED_PER_WORKER * self.controller.workers
 
     def block_limit(self, room: int) -> int:
         """Most jobs to take from the input now: a chunk per worker, within ``room``."""
