@@ -118,10 +118,12 @@ def test_the_top_level_help_lists_every_command_and_loads_none() -> None:
 
 @pytest.mark.redis
 @pytest.mark.timeout(60)
-def test_a_thread_worker_runs_its_first_job_with_none_of_the_rest_loaded(
-    redis_url: str, namespace: str, workers: object
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_a_worker_runs_its_first_job_with_none_of_the_rest_loaded(
+    redis_url: str, namespace: str, workers: object, executor: str
 ) -> None:
-    workers.start()  # type: ignore[attr-defined]
+    # The process kind runs a local process Dispatcher by design: not checked here.
+    workers.start("--executor", executor)  # type: ignore[attr-defined]
     with RedisDispatcher(redis_url, QUEUE, namespace=namespace) as d:
         loaded = set(d.submit(jobs.modules).result(timeout=30))
     assert "dispatchkit.remote.worker" in loaded  # the probe ran in a worker
