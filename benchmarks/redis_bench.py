@@ -24,6 +24,14 @@ worker process with ``--concurrency 2`` running 400 jobs of about 20 ms of
 pure-Python arithmetic, on threads (which take turns with the GIL) or in two
 child processes (``--executor process``).
 
+The fleet shape (``--fleet``) queues 20,000 jobs, then launches 10 worker
+processes together, and times from the launch to the last outcome: one job per
+entry and chunks of 100, for ``noop`` and ``io``; for ``io`` also 5-ms
+``asyncio.sleep`` jobs run 100 at a time per process, by ``dispatchkit worker
+--executor async --concurrency 100`` and by taskiq (``taskiq worker
+--max-async-tasks 100`` on its Redis stream broker; skipped with a message when
+taskiq is not installed).
+
 Needs a Redis server (``--redis``, default ``redis://127.0.0.1:6379/0``). Every
 run uses its own key namespace and deletes it afterwards.
 """
@@ -31,6 +39,8 @@ run uses its own key namespace and deletes it afterwards.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import signal
@@ -39,10 +49,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -209,6 +220,8 @@ FLEET_WORKERS = 10
 FLEET_JOBS = 20_000
 #: Jobs per entry of the fleet shape's chunked runs.
 FLEET_CHUNK = 100
+#: Jobs at once per process of the fleet shape's asyncio runs (dispatchkit and taskiq).
+FLEET_ASYNC = 100
 
 
 @dataclass
@@ -219,15 +232,21 @@ class FleetRow(Row):
     first_job: list[float]
 
 
-def run_fleet(url: str, workload: str, chunk: int, prefetch: int | None = None) -> FleetRow:
+def run_fleet(
+    url: str, workload: str, chunk: int, prefetch: int | None = None, executor: str = "thread"
+) -> FleetRow:
     """FLEET_JOBS jobs queued, then FLEET_WORKERS worker processes launched together;
-    timed from the launch to the last outcome read."""
+    timed from the launch to the last outcome read. The async executor runs
+    FLEET_ASYNC jobs at once per process, the others THREADS."""
     ns = f"dkbench-{uuid.uuid4().hex[:8]}"
-    fn = redis_jobs.where if workload == "noop" else redis_jobs.where_io
+    fn: Callable[[int], Any] = {"noop": redis_jobs.where, "io": redis_jobs.where_io}[workload]
+    concurrency = THREADS
+    if executor == "async":
+        fn, concurrency = redis_jobs.where_aio, FLEET_ASYNC
     entries = -(-FLEET_JOBS // chunk)
     rows: list[list[float]] = []
     ended: list[float] = []
-    command = _worker_command(url, ns, prefetch, THREADS, "thread")
+    command = _worker_command(url, ns, prefetch, concurrency, executor)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with RedisDispatcher(url, "bench", namespace=ns) as d:
@@ -254,17 +273,71 @@ def run_fleet(url: str, workload: str, chunk: int, prefetch: int | None = None) 
     finally:
         _stop(procs)
         _cleanup(url, ns)
+    system = f"fleet {'chunked' if chunk > 1 else 'single'}"
+    if executor != "thread":
+        system += f" {executor} x{concurrency}"
+    return _fleet_row(workload, system, ended[0] - launch, rows, launch)
+
+
+def _fleet_row(
+    workload: str, system: str, seconds: float, rows: list[list[float]], launch: float
+) -> FleetRow:
+    """The row of a fleet run from its ``[pid, time]`` records, one per job."""
     firsts: dict[int, float] = {}
     counts: dict[int, int] = {}
     for pid, at in rows:
         counts[int(pid)] = counts.get(int(pid), 0) + 1
         firsts[int(pid)] = min(firsts.get(int(pid), at), at)
     all_counts = sorted(counts.values(), reverse=True) + [0] * (FLEET_WORKERS - len(counts))
-    system = f"fleet {'chunked' if chunk > 1 else 'single'}"
     return FleetRow(
-        workload, system, FLEET_WORKERS, FLEET_JOBS, ended[0] - launch,
+        workload, system, FLEET_WORKERS, FLEET_JOBS, seconds,
         all_counts, sorted(at - launch for at in firsts.values()),
     )  # fmt: skip
+
+
+def taskiq_installed() -> bool:
+    """Whether the taskiq peer can run (taskiq and taskiq-redis: the dev group has them)."""
+    return all(importlib.util.find_spec(name) for name in ("taskiq", "taskiq_redis"))
+
+
+def run_taskiq_fleet(url: str) -> FleetRow:
+    """The fleet shape's asyncio run on taskiq: FLEET_JOBS 5-ms tasks queued on its Redis
+    stream broker, then FLEET_WORKERS ``taskiq worker`` commands (one worker process
+    each, FLEET_ASYNC tasks at once) launched together; timed from the launch until
+    every task has recorded itself."""
+    ns = f"dkbench-{uuid.uuid4().hex[:8]}"
+    env = {**_env(), "DK_BENCH_REDIS": url, "DK_BENCH_NS": ns}
+    command = [
+        *(sys.executable, "-m", "taskiq", "worker", "benchmarks.taskiq_app:broker"),
+        *("--workers", "1", "--max-async-tasks", str(FLEET_ASYNC)),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    client = redis.Redis.from_url(url)
+    done = f"{ns}:done"
+    try:
+        # Sent from a child process: the app module reads its namespace at import.
+        sender = "import asyncio, sys; from benchmarks import taskiq_app as t; "
+        sender += "asyncio.run(t.send(int(sys.argv[1])))"
+        subprocess.run([sys.executable, "-c", sender, str(FLEET_JOBS)], env=env, check=True)
+        if client.xlen(f"{ns}:bench") < FLEET_JOBS:
+            raise RuntimeError("the taskiq fleet's tasks were not all sent")
+        launch = time.time()
+        procs = [
+            subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            for _ in range(FLEET_WORKERS)
+        ]
+        deadline = time.monotonic() + 300
+        while client.llen(done) < FLEET_JOBS:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the taskiq fleet did not finish in 300 s")
+            time.sleep(0.005)
+        seconds = time.time() - launch
+        records = [raw.split() for raw in client.lrange(done, 0, -1)]
+    finally:
+        _stop(procs)
+        _cleanup(url, ns)
+    rows = [[float(pid), float(at)] for pid, at in records]
+    return _fleet_row("io", f"fleet taskiq async x{FLEET_ASYNC}", seconds, rows, launch)
 
 
 def run_dramatiq(url: str, workload: str, count: int) -> Row:
@@ -326,13 +399,15 @@ def main() -> None:
         "worker processes launched together (the --workloads among noop,io)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the fleet shape")
+    parser.add_argument(
+        "--no-taskiq", action="store_true", help="skip the fleet shape's taskiq peer"
+    )
     args = parser.parse_args()
     counts = [int(c) for c in args.workers.split(",")]
     rows: list[Row] = []
     if args.fleet:
-        rows = _fleet(
-            args.redis, [w for w in args.workloads.split(",") if w in ("noop", "io")], args.rounds
-        )
+        workloads = [w for w in args.workloads.split(",") if w in ("noop", "io")]
+        rows = _fleet(args.redis, workloads, args.rounds, taskiq=not args.no_taskiq)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(
@@ -367,27 +442,39 @@ def main() -> None:
         )
 
 
-def _fleet(url: str, workloads: list[str], rounds: int) -> list[Row]:
-    """The fleet shape, interleaved: every workload and entry size once a round."""
+def _fleet(url: str, workloads: list[str], rounds: int, taskiq: bool = True) -> list[Row]:
+    """The fleet shape, interleaved: every workload and entry size once a round; for io,
+    the asyncio runs of dispatchkit and taskiq too."""
+    if taskiq and "io" in workloads and not taskiq_installed():
+        print("taskiq peer skipped: taskiq and taskiq-redis are not installed", flush=True)
+        taskiq = False
+    runs: list[Callable[[], FleetRow]] = []
+    for workload in workloads:
+        for chunk in (1, FLEET_CHUNK):
+            runs.append(functools.partial(run_fleet, url, workload, chunk))
+        if workload == "io":
+            runs.append(functools.partial(run_fleet, url, "io", 1, executor="async"))
+            if taskiq:
+                runs.append(functools.partial(run_taskiq_fleet, url))
     rows: list[Row] = []
     for _ in range(rounds):
-        for workload in workloads:
-            for chunk in (1, FLEET_CHUNK):
-                row = run_fleet(url, workload, chunk)
-                _print(row)
-                print(
-                    f"      first job {row.first_job[0]:.2f}-{row.first_job[-1]:.2f} s "
-                    f"after launch; jobs per worker {row.counts} "
-                    f"(busiest / mean {row.counts[0] * FLEET_WORKERS / FLEET_JOBS:.1f})",
-                    flush=True,
-                )
-                rows.append(row)
+        for run in runs:
+            row = run()
+            _print(row)
+            ran = row.first_job  # of the workers that ran any
+            print(
+                f"      first job {ran[0]:.2f}-{ran[-1]:.2f} s after launch "
+                f"({len(ran)} of {FLEET_WORKERS} workers ran jobs); jobs per worker "
+                f"{row.counts} (busiest / mean {row.counts[0] * FLEET_WORKERS / FLEET_JOBS:.1f})",
+                flush=True,
+            )
+            rows.append(row)
     return rows
 
 
 def _print(row: Row) -> None:
     print(
-        f"{row.workload:5} {row.system:28} workers={row.workers}  "
+        f"{row.workload:5} {row.system:32} workers={row.workers}  "
         f"{row.jobs:>8,} jobs  {row.seconds:7.2f} s  {row.rate:>10,.0f} jobs/s",
         flush=True,
     )

@@ -48,3 +48,10 @@ def where_io(i: int) -> list[float]:
     """:func:`where` after 5 ms of waiting."""
     time.sleep(0.005)
     return [os.getpid(), time.time()]
+
+
+@job("bench.where_aio")
+async def where_aio(i: int) -> list[float]:
+    """The coroutine twin of :func:`where_io`, for workers run with ``--executor async``."""
+    await asyncio.sleep(0.005)
+    return [os.getpid(), time.time()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 
 import redis
@@ -23,6 +24,12 @@ def _redis() -> redis.Redis:
 @job("t.echo")
 def echo(value: object) -> object:
     return value
+
+
+@job("t.modules")
+def modules() -> list[str]:
+    """The modules the worker process has loaded by now."""
+    return sorted(sys.modules)
 
 
 @job("t.fail")

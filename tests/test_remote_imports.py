@@ -1,4 +1,4 @@
-"""What a remote worker loads: none of the dispatchers it does not run."""
+"""What a remote worker loads: none of the dispatchers it does not run, nor other commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import sys
 import pytest
 
 pytest.importorskip("msgpack", reason="the remote worker needs dispatchkit[redis]")
+
+from dispatchkit.remote import RedisDispatcher
+from tests import redis_test_jobs as jobs
+from tests.redis_support import QUEUE, client, namespace, redis_url, workers
+
+__all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
 
 #: Modules only a local or remote dispatcher (or the process kind) needs.
 DISPATCHER_ONLY = (
@@ -22,9 +28,38 @@ DISPATCHER_ONLY = (
     "dispatchkit.remote._link",
 )
 
+#: What ``dispatchkit worker`` does not load before its first job either: the other
+#: commands, the local dispatchers' core and thread pool, and the other extras.
+NOT_BEFORE_THE_FIRST_JOB = (
+    *DISPATCHER_ONLY,
+    "dispatchkit.cli.run",
+    "dispatchkit.cli.bench",
+    "dispatchkit.cli.serve",
+    "dispatchkit.demo",
+    "dispatchkit.bench",
+    "dispatchkit.service",
+    "dispatchkit.core.frontend",
+    "dispatchkit.core.placement",
+    "dispatchkit.core.ledger",
+    "dispatchkit.core.window",
+    "dispatchkit.core.adaptive",
+    "dispatchkit.executors.thread",
+    "dispatchkit._inbox",
+    "dispatchkit._work",
+    "rich",
+    "msgspec",
+    "matplotlib",
+    "granian",
+    "prometheus_client",
+)
 
-def _loaded_after(code: str) -> list[str]:
-    report = f"print(','.join(m for m in {DISPATCHER_ONLY!r} if m in sys.modules))"
+#: The commands, and the module of each.
+COMMAND_NAMES = ("run", "worker", "bench", "serve")
+COMMAND_MODULES = tuple(f"dispatchkit.cli.{name}" for name in COMMAND_NAMES)
+
+
+def _loaded_after(code: str, among: tuple[str, ...] = DISPATCHER_ONLY) -> list[str]:
+    report = f"print(','.join(m for m in {among!r} if m in sys.modules))"
     probe = f"import sys\n{code}\n{report}"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]
@@ -39,15 +74,60 @@ def test_a_thread_worker_loads_no_dispatcher() -> None:
     assert _loaded_after(code) == []
 
 
-def test_the_worker_command_loads_no_dispatcher() -> None:
-    # `dispatchkit worker` parses its arguments through the whole CLI: the
-    # other commands' modules (run's demo among them) must not start dispatchers.
+def test_the_worker_command_loads_no_other_command() -> None:
+    # `dispatchkit worker` parses its arguments through the whole CLI: the other
+    # commands' modules (run's demo among them) must not load, nor start dispatchers.
     code = (
         "import dispatchkit.cli\n"
-        "from dispatchkit.cli import worker\n"
-        "dispatchkit.cli._build_parser().parse_args(['worker', '--redis', 'redis://x'])\n"
+        "argv = ['worker', '--redis', 'redis://x']\n"
+        "dispatchkit.cli._build_parser(argv).parse_args(argv)\n"
     )
-    assert _loaded_after(code) == []
+    assert _loaded_after(code, NOT_BEFORE_THE_FIRST_JOB + COMMAND_MODULES) == [
+        "dispatchkit.cli.worker"
+    ]
+
+
+@pytest.mark.parametrize("name", COMMAND_NAMES)
+def test_a_command_loads_only_its_own_module(name: str) -> None:
+    code = (
+        "import contextlib, io, dispatchkit.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    dispatchkit.cli.main([{name!r}, '--help'])\n"
+    )
+    assert _loaded_after(code, COMMAND_MODULES) == [f"dispatchkit.cli.{name}"]
+
+
+def test_the_top_level_help_lists_every_command_and_loads_none() -> None:
+    from dispatchkit.cli.commands import COMMANDS
+
+    assert tuple(COMMANDS) == COMMAND_NAMES
+    code = (
+        "import contextlib, io, dispatchkit.cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    dispatchkit.cli.main(['--help'])\n"
+        "print(' '.join(out.getvalue().split()))\n"
+    )
+    probe = f"{code}import sys\nprint(','.join(m for m in {COMMAND_MODULES!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    help_text, loaded = out.stdout.split("\n")[:2]
+    assert loaded == ""
+    for name, summary in COMMANDS.items():
+        assert f"{name} {summary}" in help_text
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_a_worker_runs_its_first_job_with_none_of_the_rest_loaded(
+    redis_url: str, namespace: str, workers: object, executor: str
+) -> None:
+    # The process kind runs a local process Dispatcher by design: not checked here.
+    workers.start("--executor", executor)  # type: ignore[attr-defined]
+    with RedisDispatcher(redis_url, QUEUE, namespace=namespace) as d:
+        loaded = set(d.submit(jobs.modules).result(timeout=30))
+    assert "dispatchkit.remote.worker" in loaded  # the probe ran in a worker
+    assert sorted(loaded & set(NOT_BEFORE_THE_FIRST_JOB)) == []
 
 
 def test_the_names_load_when_used() -> None:
@@ -60,3 +140,18 @@ def test_the_names_load_when_used() -> None:
     loaded = _loaded_after(code)
     assert {"dispatchkit.dispatcher", "dispatchkit.remote.dispatcher"} <= set(loaded)
     assert "dispatchkit.async_dispatcher" in loaded
+
+
+def test_the_lazy_packages_give_every_name_they_export() -> None:
+    code = (
+        "import dispatchkit.core, dispatchkit.executors\n"
+        "for package in (dispatchkit.core, dispatchkit.executors):\n"
+        "    for name in package.__all__:\n"
+        "        getattr(package, name)\n"
+        "from dispatchkit.core import *\n"
+        "from dispatchkit.executors import *\n"
+    )
+    assert _loaded_after(code, ("dispatchkit.core.frontend", "dispatchkit.executors.thread")) == [
+        "dispatchkit.core.frontend",
+        "dispatchkit.executors.thread",
+    ]

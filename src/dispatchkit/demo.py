@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Any, Final
 
-from .errors import DispatchError
+from .errors import Interrupted
 from .executors.registry import worker_kind
 from .stats import DispatcherStats
 from .strategies import DEFAULT_BLOCK
@@ -40,20 +40,6 @@ DEFAULT_STRATEGIES: Final = ("batch", "round_robin", "pull")
 #: Largest chunk ``auto_chunk`` picks: beyond it a block of input held in
 #: memory grows with no gain in speed (measured on the seed workload).
 MAX_AUTO_CHUNK: Final = 20_000
-
-
-class Interrupted(DispatchError):
-    """A run was interrupted (Ctrl-C, SIGTERM); queued jobs were cancelled.
-
-    Attributes:
-        stats: the dispatcher's final counts, ``cancelled`` among them.
-    """
-
-    def __init__(self, stats: DispatcherStats) -> None:
-        super().__init__(
-            f"interrupted: {stats.succeeded + stats.failed} jobs ran, {stats.cancelled} cancelled"
-        )
-        self.stats = stats
 
 
 def seed_job(index: int) -> str:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .stats import DispatcherStats
 
 __all__ = [
     "ClosedError",
     "DispatchError",
     "ExtraNotInstalled",
     "ForkedError",
+    "Interrupted",
     "JobCancelled",
     "JobVanished",
     "NeedsAsyncWorker",
@@ -155,3 +160,17 @@ class NeedsAsyncWorker(DispatchError, TypeError):
 
 class PayloadNotSendable(DispatchError, ValueError):
     """A payload that msgpack cannot carry to the workers (an integer over 64 bits, say)."""
+
+
+class Interrupted(DispatchError):
+    """A run was interrupted (Ctrl-C, SIGTERM); queued jobs were cancelled.
+
+    Attributes:
+        stats: the dispatcher's final counts, ``cancelled`` among them.
+    """
+
+    def __init__(self, stats: DispatcherStats) -> None:
+        super().__init__(
+            f"interrupted: {stats.succeeded + stats.failed} jobs ran, {stats.cancelled} cancelled"
+        )
+        self.stats = stats

@@ -2,15 +2,18 @@
 
 One module per command (run, worker, bench, serve), each adding its parser and
 running it; what they share (the usage error, argument types, common flags) is
-in :mod:`.common`. A command imports what it runs only when it runs, so that
-``dispatchkit --help`` stays quick. The exit codes are listed in :mod:`.constants`.
+in :mod:`.common`. Only the chosen command's module is imported (the others are
+listed in --help from the table in :mod:`.commands`), and a command imports what
+it runs only when it runs, so that ``dispatchkit --help`` stays quick and
+``dispatchkit worker`` reaches its first job soon. The exit codes are listed in
+:mod:`.constants`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -18,9 +21,10 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from dispatchkit import __version__
-from dispatchkit.demo import Interrupted
+from dispatchkit.errors import Interrupted
 
-from . import bench, constants, run, serve, worker
+from . import constants
+from .commands import COMMANDS
 from .common import Parser, UsageError
 from .constants import *  # noqa: F403 - each of its names is the package's too
 from .constants import RET_INTERRUPTED, RET_USAGE
@@ -29,7 +33,14 @@ __all__ = ["UsageError", "main"]
 __all__ += constants.__all__  # the exit codes, and the choices and bounds --help shows
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not a flag (the top level's
+    flags, --help and --version, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of ``argv``: the command it names in full, the others by name and help."""
     parser = Parser(
         prog="dispatchkit",
         description="Dispatch jobs to a pool of workers with the strategy you choose, "
@@ -38,8 +49,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dispatchkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for module in (run, worker, bench, serve):  # the order --help lists them in
-        module.add_parser(commands)
+    chosen = _chosen(argv)
+    for name, summary in COMMANDS.items():  # in the order --help lists them
+        if name == chosen:
+            importlib.import_module(f".{name}", __name__).add_parser(commands)
+        else:  # listed, never parsed: the command line names another one
+            commands.add_parser(name, help=summary)
     return parser
 
 
@@ -51,9 +66,13 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     if callable(on_sigint):
         on_sigint(signal.SIGINT, frame)
         return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no event loop here
+    # Looked up, not imported (a command that runs no loop may never load asyncio).
+    asyncio = sys.modules.get("asyncio")
+    loop = None
+    if asyncio is not None:
+        with contextlib.suppress(RuntimeError):  # no event loop in this thread
+            loop = asyncio.get_running_loop()
+    if asyncio is None or loop is None:
         raise KeyboardInterrupt from None
     # SIGINT is ignored, so asyncio.run installed no handler of its own: cancel
     # its tasks, as it does itself when it ends.
@@ -76,7 +95,9 @@ def _look_in_current_directory() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = _build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = _build_parser(argv)
     args = parser.parse_args(argv)
     _look_in_current_directory()
     # SIGTERM stops a run the way Ctrl-C does: queued jobs cancelled, counts reported.

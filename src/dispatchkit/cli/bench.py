@@ -28,11 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "command"]
 
-#: Its line in ``dispatchkit --help``.
-_SUMMARY: Final = (
-    "measure strategies, worker kinds and peers on a workload, with charts and a verdict"
-)
-
 _HELP: Final = """\
 Measure which strategy, chunk, worker kind and worker count is fastest on a
 workload, and say so: a table, a verdict per workload ("no clear winner" when
@@ -50,7 +45,7 @@ Charts need the bench extra: pip install 'dispatchkit[bench]'.
 
 def add_parser(commands: Commands) -> None:
     """Add ``bench`` and its flags."""
-    bench = add_command(commands, "bench", command, summary=_SUMMARY, description=_HELP)
+    bench = add_command(commands, "bench", command, description=_HELP)
     add = bench.add_argument
     add_list(
         bench,

@@ -22,6 +22,7 @@ from dispatchkit.settings import (
 )
 from dispatchkit.strategies import parse_strategy
 
+from .commands import COMMANDS
 from .constants import RET_DRAIN_DEADLINE, RET_USAGE
 
 __all__ = [
@@ -170,19 +171,17 @@ def add_command(
     name: str,
     handler: Callable[[argparse.Namespace], int],
     *,
-    summary: str,
     description: str,
     raw: bool = True,
 ) -> argparse.ArgumentParser:
-    """Add the parser of a command that ``handler`` runs.
+    """Add the parser of a command that ``handler`` runs; its line in --help is in COMMANDS.
 
     Args:
-        summary: its line in ``dispatchkit --help``.
         description: its ``--help`` text: shown as written (``raw``), or rewrapped.
     """
     parser = commands.add_parser(
         name,
-        help=summary,
+        help=COMMANDS[name],
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
     )

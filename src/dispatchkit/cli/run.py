@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "command"]
 
-#: Its line in ``dispatchkit --help``.
-_SUMMARY: Final = "run the seed's demo with every strategy and compare them"
-
 _HELP: Final = f"""\
 Run the seed's demo: {DEFAULT_JOBS:,} jobs on {DEFAULT_WORKERS} workers, each job
 returning its own index as a string. Every strategy runs one after the other,
@@ -64,7 +61,7 @@ chunk), {ENV_PREFIX}BLOCK, {ENV_PREFIX}QUEUE_SIZE, {ENV_PREFIX}EXECUTOR,
 
 def add_parser(commands: Commands) -> None:
     """Add ``run`` and its flags."""
-    run = add_command(commands, "run", command, summary=_SUMMARY, description=_HELP)
+    run = add_command(commands, "run", command, description=_HELP)
     run.add_argument(
         "--jobs",
         type=int_in(1, 10**10),

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "command"]
 
-#: Its line in ``dispatchkit --help``.
-_SUMMARY: Final = "serve the HTTP ingest service (needs dispatchkit[serve])"
-
 _HELP: Final = f"""\
 Serve the HTTP ingest service of the Go article on a dispatcher.
 
@@ -61,7 +58,7 @@ _AS_GIVEN: Final = (
 
 def add_parser(commands: Commands) -> None:
     """Add ``serve`` and its flags."""
-    serve = add_command(commands, "serve", command, summary=_SUMMARY, description=_HELP)
+    serve = add_command(commands, "serve", command, description=_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int_in(0, 65535), default=8080, help="port (default 8080)")
     add_pool(

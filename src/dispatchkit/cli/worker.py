@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "command"]
 
-#: Its line in ``dispatchkit --help``.
-_SUMMARY: Final = "run jobs from a Redis queue (on this or any other host)"
-
 #: Rewrapped to the terminal's width (``raw=False``).
 _HELP: Final = (
     "Run the registered jobs published to a Redis queue until SIGTERM or "
@@ -37,9 +34,7 @@ _HELP: Final = (
 
 def add_parser(commands: Commands) -> None:
     """Add ``worker`` and its flags."""
-    worker = add_command(
-        commands, "worker", command, summary=_SUMMARY, description=_HELP, raw=False
-    )
+    worker = add_command(commands, "worker", command, description=_HELP, raw=False)
     add = worker.add_argument
     add("--redis", required=True, metavar="URL", help="redis://HOST:PORT/DB")
     add("--queue", default="default", help="the queue's name (default 'default')")

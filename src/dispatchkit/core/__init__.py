@@ -14,13 +14,43 @@ each adds only its own way of waiting.
     adaptive.py   the chunk controller of chunk="auto": measured job times in, chunk sizes out
 """
 
-from .attempts import Attempts, retry_delay
-from .frontend import FrontEnd, shutdown_plan
-from .ledger import Ledger, WorkerState
-from .placement import MIN_BLOCK, Placement
-from .rows import ResultRow, RowBlock, cancelled_rows, map_result
-from .status import JobStatus
-from .window import MapRun, MapWindow, check_window
+from typing import TYPE_CHECKING
+
+from dispatchkit._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .attempts import Attempts, retry_delay
+    from .frontend import FrontEnd, shutdown_plan
+    from .ledger import Ledger, WorkerState
+    from .placement import MIN_BLOCK, Placement
+    from .rows import ResultRow, RowBlock, cancelled_rows, map_result
+    from .status import JobStatus
+    from .window import MapRun, MapWindow, check_window
+
+# Each name is imported when first used: a remote worker needs the job-status
+# vocabulary and the attempt planner, not the dispatchers' ledger and placement.
+__getattr__ = lazy_getattr(
+    __name__,
+    globals(),
+    {
+        "Attempts": "attempts",
+        "retry_delay": "attempts",
+        "FrontEnd": "frontend",
+        "shutdown_plan": "frontend",
+        "Ledger": "ledger",
+        "WorkerState": "ledger",
+        "MIN_BLOCK": "placement",
+        "Placement": "placement",
+        "ResultRow": "rows",
+        "RowBlock": "rows",
+        "cancelled_rows": "rows",
+        "map_result": "rows",
+        "JobStatus": "status",
+        "MapRun": "window",
+        "MapWindow": "window",
+        "check_window": "window",
+    },
+)
 
 __all__ = [
     "MIN_BLOCK",
