@@ -10,7 +10,9 @@ An entry still waiting ``visibility`` seconds after it was published is
 checked (by the listener, many in one pipelined round trip, each at most once
 per timeout): if it is neither in its stream nor pending in the group, and no
 outcome came, the entry vanished (Redis restarted without persistence, say) and
-its jobs fail with :class:`~dispatchkit.errors.JobVanished`.
+its jobs fail with :class:`~dispatchkit.errors.JobVanished`. A worker that gives an
+entry back unstarted adds it again under a new id and, in the same atomic step,
+stores a move in the results stream: the listener then looks for the new id.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Final
 
 from dispatchkit.errors import JobVanished, TransportError
 from dispatchkit.strategies import Strategy, stable_hash
-from dispatchkit.transports._codec import decode_outcome
+from dispatchkit.transports._codec import Moved, decode_reply
 from dispatchkit.transports.base import Transport
 
 from .outcomes import Waiting
@@ -156,7 +158,8 @@ class Link:
                 due = time.monotonic() + self._visibility
                 with self.lock:
                     for (e, _, _), (stream, _), entry_id in zip(batch, entries, ids, strict=True):
-                        if e.seq in self.waiting:  # not settled already
+                        # Not settled already, nor given back and moved meanwhile.
+                        if e.seq in self.waiting and e.seq not in self._placed:
                             self._placed[e.seq] = (stream, entry_id, due)
             except (TransportError, LookupError) as exc:
                 logger.error("publishing %d entries failed: %s", len(batch), exc)
@@ -236,10 +239,14 @@ class Link:
         self._last_outcome = entries[-1][0]
         for _, payload in entries:
             try:
-                seq, ok, value, _worker, attempts = decode_outcome(payload or b"")
+                reply = decode_reply(payload or b"")
             except ValueError:
                 logger.warning("ignored a malformed outcome on %s", self._results)
                 continue
+            if isinstance(reply, Moved):
+                self._moved(reply)
+                continue
+            seq, ok, value, _worker, attempts = reply
             self.settle(seq, ok, value, attempts)
         self._unread += len(entries)
         if self._unread >= _READ_BATCH or not self.waiting:
@@ -268,8 +275,8 @@ class Link:
             # read every outcome up to now before calling any entry lost.
             while self._read_outcomes(block=None) >= _READ_BATCH:
                 pass
-            with self.lock:
-                lost = [d for d in lost if d[0] in self.waiting]
+            with self.lock:  # a moved entry is placed anew: it is not lost
+                lost = [d for d in lost if d[0] in self.waiting and d[0] not in self._placed]
             for seq, stream, entry_id in lost:
                 error = JobVanished(
                     f"job {seq} vanished from Redis: its entry {entry_id} is neither in "
@@ -279,6 +286,14 @@ class Link:
                 self.settle(seq, False, error, 0)
             if lost:
                 logger.error("%d entries vanished from Redis: their jobs fail", len(lost))
+
+    def _moved(self, move: Moved) -> None:
+        """A worker gave the entry back: look for it where it went, one timeout from now."""
+        with self.lock:
+            if move.job_id in self.waiting:
+                self._placed.pop(move.job_id, None)  # goes last: the latest look-up time
+                due = time.monotonic() + self._visibility
+                self._placed[move.job_id] = (move.stream, move.entry_id, due)
 
     def _due_for_a_look(self) -> list[tuple[int, str, str]]:
         now = time.monotonic()

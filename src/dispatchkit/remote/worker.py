@@ -228,7 +228,9 @@ class RedisWorker:
         abandoned = 0
         try:
             path.fetch_loop()
-            # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
+            # Drain: what has not started goes back at once, for the other workers; what
+            # runs is finished and acknowledged; heartbeats go on meanwhile.
+            path.give_back_unstarted()
             abandoned = path.wait_for_held(self._drain_deadline())
         finally:
             lost = self._outage.over()
