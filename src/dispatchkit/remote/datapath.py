@@ -47,6 +47,7 @@ from .calls import (
     retry_in_loop,
     retry_in_pool,
     retry_in_thread,
+    unread_failure,
 )
 from .entries import DeadLetter, prepare, unprocessable
 from .giveback import Unstarted, destinations
@@ -360,13 +361,10 @@ class DataPath:
             return  # past the drain deadline: the entry is left for another worker
         value, ok, counts = called
         if not job.reply_to:
-            # Fire and forget (an ingest service's payload): nobody reads an
-            # outcome, so a failure is told here.
-            if not ok:
-                logger.warning(
-                    "worker %s: job %r failed: %s",
-                    *(self.name, job.name, f"{type(value).__name__}: {value}"),
-                )
+            # Fire and forget (an ingest service's payload, dispatch(forget=True)):
+            # nobody reads an outcome, so a failure is told here (and counted).
+            if (failure := unread_failure(job, called)) is not None:
+                logger.warning("worker %s: %s", self.name, failure)
             self._done.put((delivery, "", b"", counts))
             return
         attempts = delivery.attempts + runs - 1

@@ -35,7 +35,9 @@ end
 return 0
 """
 
-#: KEYS[1]: the stream; ARGV[1]: the most entries it may hold; ARGV[2]: the
+#: KEYS[1]: the stream; KEYS[2], if given: the set of worker streams, which gets
+#: the stream once an entry is added (so that a departed worker's is adopted);
+#: ARGV[1]: the most entries it may hold; ARGV[2]: the
 #: field of a job entry; then, for each request in turn, its number of jobs
 #: and the jobs. Each request is added whole if it fits, or not at all.
 #: Returns the stream's length, then 1 or 0 for each request.
@@ -43,6 +45,7 @@ ADD_IF_ROOM: Final = """
 local limit = tonumber(ARGV[1])
 local field = ARGV[2]
 local length = redis.call('XLEN', KEYS[1])
+local before = length
 local answers = {length}
 local i = 3
 while i <= #ARGV do
@@ -57,6 +60,9 @@ while i <= #ARGV do
     answers[#answers + 1] = 0
   end
   i = i + n + 1
+end
+if KEYS[2] and length > before then
+  redis.call('SADD', KEYS[2], KEYS[1])
 end
 answers[1] = length
 return answers

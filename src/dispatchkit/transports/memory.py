@@ -221,6 +221,8 @@ class MemoryTransport:
                         self._b._add(stream, payload)
                     length += len(jobs)
                 fitted.append(fits)
+            if any(fitted) and stream.startswith(self._worker_prefix):
+                self._b._sets.setdefault(self.keys.worker_streams, set()).add(stream)
             self._lock.notify_all()
         return length, fitted
 

@@ -328,8 +328,11 @@ class RedisTransport(RedisClaims, RedisMembership):
         args: list[Any] = [limit, JOB_FIELD]
         for jobs in requests:
             args += [len(jobs), *jobs]
+        keys = [stream]
+        if stream.startswith(self._worker_prefix):
+            keys.append(self.keys.worker_streams)  # as put() records it
         with translate_errors("queueing payloads"):
-            length, *fitted = self._add_if_room(keys=[stream], args=args)
+            length, *fitted = self._add_if_room(keys=keys, args=args)
         return int(length), [bool(fit) for fit in fitted]
 
     # -- internals ---------------------------------------------------------------
