@@ -178,14 +178,15 @@ class DataPath:
         within ``_HORIZON`` at the measured entry time, never past ``prefetch``.
         Short entries are fetched in gulps of up to half of what may be held
         ahead (a round trip per entry costs more CPU than the jobs of an io
-        workload); long ones one by one, as slots free up.
+        workload); long ones one by one, as slots free up. Once overdue entries
+        were given back, no more than those held (one at least) until an entry ends.
         """
         slots = self._runner.concurrency
         seconds = self.entry_seconds
         ahead = 0 if seconds is None else int(slots * _HORIZON / max(seconds, 1e-6))
         limit = max(1, min(self._prefetch, slots + ahead))
-        if self._stalled:
-            limit = min(limit, self.held_count)
+        if self._stalled:  # one at least: an entry that ended just before did not reset it
+            limit = max(1, min(limit, self.held_count))
         gulp = max(1, min(self._refill, (limit - slots) // 2))
         return limit - self.held_count, gulp
 
