@@ -244,8 +244,9 @@ class DataPath:
             self._stalled = self._stalled or (not draining and any(given))
         # Given back, or (not given) held by another worker now: not ours to run.
         self._release_held([delivery for delivery, *_ in back])
-        why = "draining" if draining else "its slots would start them late"
-        logger.info("worker %s: gave back %d unstarted entries: %s", self.name, sum(given), why)
+        if any(given):
+            why = "draining" if draining else "its slots would start them late"
+            logger.info("worker %s: gave back %d unstarted entries: %s", self.name, sum(given), why)
 
     def give_back_unstarted(self) -> None:
         """Give back every unstarted entry at once (the worker drains)."""
