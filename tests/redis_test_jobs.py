@@ -123,3 +123,15 @@ def fail_until(counter: str, failures: int) -> int:
     if calls <= failures:
         raise ConnectionError(f"call {calls} fails")
     return calls
+
+
+@job("t.hold")
+def hold(log: str, value: int, gate: str, seconds: float) -> int:
+    """Like :func:`record`, then wait until ``gate`` (a list) gets an item, ``seconds`` at most."""
+    client = _redis()
+    client.rpush(log, f"{value}:{os.getpid()}")
+    deadline = time.monotonic() + seconds
+    # One second at a time: redis-py's replies time out after 5 s by default.
+    while time.monotonic() < deadline and client.blpop([gate], 1) is None:
+        pass
+    return value

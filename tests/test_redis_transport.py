@@ -31,19 +31,19 @@ def test_put_fetch_ack_nack_requeue_keep_every_entry_accounted_for(
 
     t.ack(got[:2], [(f"{namespace}:out", b"outcome")])
     t.nack(got[2], "broken")
-    t.requeue(got[3:])
+    assert t.requeue([(d, stream, "", 0) for d in got[3:]]) == [True, True]
     assert client.xlen(f"{namespace}:out") == 1
     dead = client.xrange(t.keys.dead_letter)
     assert [(f[b"payload"], f[b"error"]) for _, f in dead] == [(b"job2", b"broken")]
     again = t.fetch([stream], count=10, block=0.1)
-    # Requeued entries come back once more, their attempts kept.
-    assert [(d.payload, d.attempts) for d in again] == [(b"job3", 2), (b"job4", 2)]
+    # Entries given back unstarted come back once more: no attempt was made.
+    assert [(d.payload, d.attempts) for d in again] == [(b"job3", 1), (b"job4", 1)]
     assert t.consumers(stream) == {"c1": 2}
     assert not t.delete_consumer(stream, "c1")  # it holds entries: never deleted
 
     other = RedisTransport(redis_url, queue="q", namespace=namespace, consumer="c2")
     claimed = other.claim_from(stream, "c1", 0)
-    assert [(d.payload, d.attempts) for d in claimed] == [(b"job3", 3), (b"job4", 3)]
+    assert [(d.payload, d.attempts) for d in claimed] == [(b"job3", 2), (b"job4", 2)]
     other.ack(claimed, [])
     assert t.delete_consumer(stream, "c1")
     assert client.xlen(stream) == 0  # acknowledged entries are gone

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dispatchkit.transports._codec import Moved, decode_reply
 from dispatchkit.transports.base import Transport
 from dispatchkit.transports.memory import MemoryBroker, MemoryTransport
 from tests.redis_support import client, namespace, redis_url
@@ -58,7 +59,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         transport.close()
 
 
-def test_entries_are_fetched_once_acknowledged_dead_lettered_requeued_and_claimed(
+def test_entries_are_fetched_once_acknowledged_dead_lettered_given_back_and_claimed(
     backend: Backend,
 ) -> None:
     t = backend.make("c1")
@@ -76,22 +77,31 @@ def test_entries_are_fetched_once_acknowledged_dead_lettered_requeued_and_claime
     assert t.vanished([(stream, got[0].entry_id), (f"{stream}-none", "1-0")]) == [True, True]
     t.nack(got[2], "broken")
     assert backend.dead_letters() == [(b"job2", "broken")]
-    t.requeue(got[3:])
+    # Given back unstarted: added again (a new id, the same attempt count) and the move
+    # told to the reply stream; one no longer held is left alone.
+    given = t.requeue(
+        [(got[3], stream, results, 3), (got[4], stream, "", 4), (got[0], stream, "", 0)]
+    )
+    assert given == [True, True, False]
     again = t.fetch([stream], count=10, block=0.1)
-    assert [(d.payload, d.attempts) for d in again] == [(b"job3", 2), (b"job4", 2)]
+    assert [(d.payload, d.attempts) for d in again] == [(b"job3", 1), (b"job4", 1)]
+    assert t.vanished([(stream, got[3].entry_id)]) == [True]
     assert not t.delete_consumer(stream, "c1")  # it holds entries
 
     other = backend.make("c2")
     t.touch({stream: [again[0].entry_id]})
     assert other.claim_idle(stream, 5.0) == []  # touched just now: not idle
     claimed = other.claim_from(stream, "c1", 0)
-    assert [(d.payload, d.attempts) for d in claimed] == [(b"job3", 3), (b"job4", 3)]
+    assert [(d.payload, d.attempts) for d in claimed] == [(b"job3", 2), (b"job4", 2)]
     other.ack(claimed, [])
     assert t.delete_consumer(stream, "c1")
     assert other.claim_idle(stream, 0, everything=True) == []
 
     outcomes = t.read_outcomes(results, "0-0", 10, None)
-    assert [payload for _, payload in outcomes] == [b"one"]
+    assert outcomes[0][1] == b"one"
+    assert [decode_reply(payload or b"") for _, payload in outcomes[1:]] == [
+        Moved(3, stream, again[0].entry_id)
+    ]
     t.trim_outcomes(results, outcomes[-1][0])
     assert t.read_outcomes(results, outcomes[-1][0], 10, 0.05) == []
     t.drop_outcomes(results)

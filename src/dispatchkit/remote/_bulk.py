@@ -68,7 +68,8 @@ class RemoteBulk(Ledger):
         try:
             if self._strategy.needs_key:
                 stable_hash(key)  # a TypeError now, rather than in the flusher
-            payload = encode_job(entry.seq, name, args, kwargs, self._results, None, timeout, retry)
+            reply_to = "" if entry.forget else self._results  # "": the worker stores no outcome
+            payload = encode_job(entry.seq, name, args, kwargs, reply_to, None, timeout, retry)
             if not self._slots.acquire(timeout=self._put_timeout):
                 raise QueueFull(f"{self.pending} entries unfinished for {self._put_timeout} s")
             with self._link.lock:
@@ -87,12 +88,17 @@ class RemoteBulk(Ledger):
         *,
         chunk: int = 1,
         key: Callable[[Any], Hashable] | None = None,
+        forget: bool = False,
     ) -> int:
         """Run ``fn(item)`` remotely for every item, fire and forget; how many were sent.
 
         ``chunk`` jobs travel in one entry. No handle is kept and values are
         dropped: each entry's outcome only counts its jobs' successes and
         failures in :meth:`stats` (as they arrive; :meth:`join` waits for all).
+        With ``forget``, no outcome comes back at all (the worker stores none):
+        the jobs count as ``forgotten`` once published, :meth:`join` waits only
+        for that, and a failure is logged and counted by the worker alone. Their
+        bound is then ``capacity`` entries in their stream.
 
         Raises:
             ClosedError, TypeError, QueueFull: as :meth:`submit` (jobs sent before
@@ -105,7 +111,7 @@ class RemoteBulk(Ledger):
         source = iter(items)
         while entries := self._next_entries(source, chunk, None)[1]:
             for seqs, jobs in entries:
-                entry = Waiting(seqs, True, perf_counter())
+                entry = Waiting(seqs, True, perf_counter(), forget=forget)
                 calls = [[item] for item in jobs]
                 self._publish(entry, CHUNK_JOB, (name, calls), {}, key(jobs[0]) if key else None)
                 sent += len(seqs)

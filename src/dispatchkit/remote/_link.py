@@ -10,7 +10,9 @@ An entry still waiting ``visibility`` seconds after it was published is
 checked (by the listener, many in one pipelined round trip, each at most once
 per timeout): if it is neither in its stream nor pending in the group, and no
 outcome came, the entry vanished (Redis restarted without persistence, say) and
-its jobs fail with :class:`~dispatchkit.errors.JobVanished`.
+its jobs fail with :class:`~dispatchkit.errors.JobVanished`. A worker that gives an
+entry back unstarted adds it again under a new id and, in the same atomic step,
+stores a move in the results stream: the listener then looks for the new id.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sized
+from itertools import groupby
 from typing import Any, Final
 
 from dispatchkit.errors import JobVanished, TransportError
 from dispatchkit.strategies import Strategy, stable_hash
-from dispatchkit.transports._codec import decode_outcome
+from dispatchkit.transports._codec import Moved, decode_reply
 from dispatchkit.transports.base import Transport
 
 from .outcomes import Waiting
@@ -41,6 +44,8 @@ _READ_BATCH: Final = 2048
 _CHECK_BATCH: Final = 1024
 #: Seconds between two looks for vanished entries, at most.
 _CHECK_EVERY: Final = 5.0
+#: Seconds to wait before publishing again to a stream that was full.
+_FULL_WAIT: Final = 0.05
 
 
 class Link:
@@ -53,6 +58,7 @@ class Link:
         partitions: partitions of a keyed strategy.
         worker_wait: seconds to wait for a registered worker to route to.
         visibility: seconds after which a waiting entry is looked for.
+        capacity: entries of a stream at most, for those whose outcome nobody wants.
         freed: called once per entry settled (a slot of the capacity is free).
     """
 
@@ -65,11 +71,13 @@ class Link:
         partitions: int,
         worker_wait: float,
         visibility: float,
+        capacity: int,
         freed: Callable[[], None],
     ) -> None:
         self._transport, self.keys, self._results = transport, transport.keys, results
         self._strategy, self._partitions = strategy, partitions
         self._worker_wait, self._visibility, self._freed = worker_wait, visibility, freed
+        self._capacity = capacity
         self.lock = threading.Lock()
         self._wake = threading.Condition(self.lock)  # the flusher's: the outbox has entries
         self._awaited = threading.Condition(self.lock)  # the listener's: an outcome is due
@@ -85,6 +93,8 @@ class Link:
         self._workers: list[str] = []
         self._workers_at = 0.0
         self.published = self.succeeded = self.failed = self.cancelled = self.duplicates = 0
+        #: Jobs published with no outcome wanted (``dispatch(forget=True)``).
+        self.forgotten = 0
         self._threads = [
             threading.Thread(target=self._flush_loop, name="redis-flusher", daemon=True),
             threading.Thread(target=self._listen, name="redis-listener", daemon=True),
@@ -149,19 +159,75 @@ class Link:
                     return
                 count = min(len(self._outbox), _PUBLISH_BATCH)
                 batch = [self._outbox.popleft() for _ in range(count)]
+            # In runs of one kind, so that entries keep their order.
+            for forget, run in groupby(batch, key=lambda item: item[0].forget):
+                if forget:
+                    self._publish_forgotten(list(run))
+                else:
+                    self._publish(list(run))
+
+    def _publish(self, batch: list[tuple[Waiting, Hashable, bytes]]) -> None:
+        try:
+            entries = [(self._stream_of(e.seq, key), payload) for e, key, payload in batch]
+            ids = self._transport.put(entries)
+            self.published += len(entries)
+            due = time.monotonic() + self._visibility
+            with self.lock:
+                for (e, _, _), (stream, _), entry_id in zip(batch, entries, ids, strict=True):
+                    # Not settled already, nor given back and moved meanwhile.
+                    if e.seq in self.waiting and e.seq not in self._placed:
+                        self._placed[e.seq] = (stream, entry_id, due)
+        except (TransportError, LookupError) as exc:
+            logger.error("publishing %d entries failed: %s", len(batch), exc)
+            for e, _, _ in batch:
+                self.settle(e.seq, False, exc, 0)
+
+    def _publish_forgotten(self, batch: list[tuple[Waiting, Hashable, bytes]]) -> None:
+        """Publish entries whose outcome nobody wants; each ends here, as forgotten.
+
+        No outcome frees their room, so the bound is their stream's length: an
+        entry is added only while the stream holds fewer than ``capacity``; those
+        that do not fit go back to the head of the outbox, and are tried again shortly.
+        """
+        by_stream: dict[str, list[tuple[Waiting, Hashable, bytes]]] = {}
+        try:
+            for item in batch:
+                by_stream.setdefault(self._stream_of(item[0].seq, item[1]), []).append(item)
+        except LookupError as exc:
+            logger.error("publishing %d entries failed: %s", len(batch), exc)
+            for e, _, _ in batch:
+                self.settle(e.seq, False, exc, 0)
+            return
+        left: list[tuple[Waiting, Hashable, bytes]] = []
+        for stream, items in by_stream.items():
             try:
-                entries = [(self._stream_of(e.seq, key), payload) for e, key, payload in batch]
-                ids = self._transport.put(entries)
-                self.published += len(entries)
-                due = time.monotonic() + self._visibility
-                with self.lock:
-                    for (e, _, _), (stream, _), entry_id in zip(batch, entries, ids, strict=True):
-                        if e.seq in self.waiting:  # not settled already
-                            self._placed[e.seq] = (stream, entry_id, due)
-            except (TransportError, LookupError) as exc:
-                logger.error("publishing %d entries failed: %s", len(batch), exc)
-                for e, _, _ in batch:
+                _, fitted = self._transport.put_if_room(
+                    stream, self._capacity, [[payload] for _, _, payload in items]
+                )
+            except TransportError as exc:
+                logger.error("publishing %d entries failed: %s", len(items), exc)
+                for e, _, _ in items:
                     self.settle(e.seq, False, exc, 0)
+                continue
+            for item, fit in zip(items, fitted, strict=True):
+                if fit:
+                    self.published += 1
+                    self._forget(item[0])
+                else:
+                    left.append(item)
+        if left:
+            left.sort(key=lambda item: item[0].seq)
+            with self.lock:  # those cancelled meanwhile are dropped
+                self._outbox.extendleft(reversed([i for i in left if i[0].seq in self.waiting]))
+            self._stopping.wait(_FULL_WAIT)
+
+    def _forget(self, entry: Waiting) -> None:
+        """End a published entry whose outcome nobody wants: counted as forgotten."""
+        with self.lock:
+            if self.waiting.pop(entry.seq, None) is None:
+                return  # cancelled meanwhile
+            self.forgotten += len(entry.seqs)
+        self._freed()
 
     def _stream_of(self, seq: int, key: Hashable) -> str:
         # Routed by what the strategy declares, so that one of the user's own goes
@@ -236,10 +302,14 @@ class Link:
         self._last_outcome = entries[-1][0]
         for _, payload in entries:
             try:
-                seq, ok, value, _worker, attempts = decode_outcome(payload or b"")
+                reply = decode_reply(payload or b"")
             except ValueError:
                 logger.warning("ignored a malformed outcome on %s", self._results)
                 continue
+            if isinstance(reply, Moved):
+                self._moved(reply)
+                continue
+            seq, ok, value, _worker, attempts = reply
             self.settle(seq, ok, value, attempts)
         self._unread += len(entries)
         if self._unread >= _READ_BATCH or not self.waiting:
@@ -268,8 +338,8 @@ class Link:
             # read every outcome up to now before calling any entry lost.
             while self._read_outcomes(block=None) >= _READ_BATCH:
                 pass
-            with self.lock:
-                lost = [d for d in lost if d[0] in self.waiting]
+            with self.lock:  # a moved entry is placed anew: it is not lost
+                lost = [d for d in lost if d[0] in self.waiting and d[0] not in self._placed]
             for seq, stream, entry_id in lost:
                 error = JobVanished(
                     f"job {seq} vanished from Redis: its entry {entry_id} is neither in "
@@ -279,6 +349,14 @@ class Link:
                 self.settle(seq, False, error, 0)
             if lost:
                 logger.error("%d entries vanished from Redis: their jobs fail", len(lost))
+
+    def _moved(self, move: Moved) -> None:
+        """A worker gave the entry back: look for it where it went, one timeout from now."""
+        with self.lock:
+            if move.job_id in self.waiting:
+                self._placed.pop(move.job_id, None)  # goes last: the latest look-up time
+                due = time.monotonic() + self._visibility
+                self._placed[move.job_id] = (move.stream, move.entry_id, due)
 
     def _due_for_a_look(self) -> list[tuple[int, str, str]]:
         now = time.monotonic()

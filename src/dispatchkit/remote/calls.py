@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from dispatchkit.errors import NeedsAsyncWorker, TimedOut
 from dispatchkit.job import Job
 from dispatchkit.retry import RetryPolicy
-from dispatchkit.transports._codec import EncodedJob, error_info
+from dispatchkit.transports._codec import CHUNK_JOB, EncodedJob, error_info
 
 if TYPE_CHECKING:
     from dispatchkit.dispatcher import Dispatcher
@@ -29,6 +29,7 @@ __all__ = [
     "retry_in_loop",
     "retry_in_pool",
     "retry_in_thread",
+    "unread_failure",
 ]
 
 #: ``(value, ok, (jobs succeeded, jobs failed))``.
@@ -76,6 +77,29 @@ async def call_in_loop(fn: Callable[..., Any], job: EncodedJob, chunk: bool) -> 
         return _chunk_called([await _one_in_loop(fn, args, {}) for args in job.args[1]])
     ok, value = await _one_in_loop(fn, job.args, job.kwargs)
     return value, ok, (1, 0) if ok else (0, 1)
+
+
+def unread_failure(job: EncodedJob, called: Called) -> str | None:
+    """What failed in a call whose outcome nobody reads, for the worker's log; None: nothing.
+
+    A chunk names its job, how many of its calls failed, and the first error.
+    """
+    value, ok, (_, failed) = called
+    if job.name == CHUNK_JOB and ok:
+        if not failed:
+            return None
+        first = next(error for good, error in value if not good)
+        if len(value) == 1:
+            return f"job {job.args[0]!r} failed: {first[0]}: {first[1]}"
+        calls = f"{failed} of {len(value)} calls failed"
+        return f"job {job.args[0]!r}: {calls}, the first: {first[0]}: {first[1]}"
+    if ok:
+        return None
+    try:
+        text = f"{type(value).__name__}: {value}"
+    except Exception:  # its message cannot be formed
+        text = type(value).__name__
+    return f"job {job.name!r} failed: {text}"
 
 
 def _chunk_called(ends: Iterable[tuple[bool, Any]]) -> Called:

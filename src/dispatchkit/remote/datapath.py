@@ -11,7 +11,10 @@ holds one entry per runner slot, and beyond that only as many as its slots
 would start within ``_HORIZON`` seconds at the entry time it measured (none
 before it measured one). Entries it could not start soon stay in the stream
 for the workers that can: fair prefetch, even for entries queued before
-several workers start. A partition's entries (the key strategy)
+several workers start. When running entries turn out slow, so that held ones
+would start only past ``_GIVE_BACK_AFTER``, the worker gives those back
+(:mod:`.giveback`) and fetches no more until an entry ends; a draining worker
+gives back every unstarted entry at once. A partition's entries (the key strategy)
 wait in a lane behind the one before them, so one key keeps its order.
 
 The streams to read, and what to do when one went away, come from the
@@ -44,8 +47,10 @@ from .calls import (
     retry_in_loop,
     retry_in_pool,
     retry_in_thread,
+    unread_failure,
 )
 from .entries import DeadLetter, prepare, unprocessable
+from .giveback import Unstarted, destinations
 from .runners import JobRunner, Task
 
 __all__ = ["DataPath"]
@@ -63,6 +68,9 @@ _ACK_LINGER_BELOW: Final = 32
 _HORIZON: Final = 0.05
 #: Weight of the newest entry's time in the running measure of entry times.
 _ENTRY_TIME_WEIGHT: Final = 0.2
+#: Seconds ahead past which a held entry's predicted start makes it overdue: it is
+#: given back. Twice the horizon, so that a measure that merely wavers gives back none.
+_GIVE_BACK_AFTER: Final = 2 * _HORIZON
 
 
 class DataPath:
@@ -111,6 +119,10 @@ class DataPath:
         self.held_count = 0
         # Partition entries waiting for the one before them (one key, one order).
         self._lanes: dict[str, deque[Delivery]] = {}
+        self._unstarted = Unstarted()
+        # Entries were given back as overdue: fetch none until an entry ends.
+        self._stalled = False
+        self._next_look = 0.0
         # (entry, reply stream, encoded outcome, (jobs succeeded, jobs failed))
         self._done: SimpleQueue[tuple[Delivery, str, bytes, tuple[int, int]] | None] = SimpleQueue()
         #: Set by the worker's stop(): the fetch loop reads no more.
@@ -118,7 +130,7 @@ class DataPath:
         # Past the drain deadline: outcomes of jobs still running are dropped, so
         # their entries stay pending for other workers.
         self._abandoning = threading.Event()
-        self.succeeded = self.failed = self.dead = 0
+        self.succeeded = self.failed = self.dead = self.given_back = 0
         #: The streams to read now (given by the membership).
         self.streams: Callable[[], list[str]] = list
         #: Called when a stream read went away (the membership starts afresh).
@@ -134,6 +146,11 @@ class DataPath:
         """
         while not self.stopping.is_set():
             self.check_reachable()
+            if self._unstarted.entries and time.perf_counter() >= self._next_look:
+                self._next_look = time.perf_counter() + _HORIZON
+                seconds = self.entry_seconds or 0.0
+                late = self._unstarted.overdue(self._runner.concurrency, seconds, _GIVE_BACK_AFTER)
+                self.give_back(late, draining=False)
             with self._room:
                 room, gulp = self._room_and_gulp()
                 if room < gulp:
@@ -161,12 +178,15 @@ class DataPath:
         within ``_HORIZON`` at the measured entry time, never past ``prefetch``.
         Short entries are fetched in gulps of up to half of what may be held
         ahead (a round trip per entry costs more CPU than the jobs of an io
-        workload); long ones one by one, as slots free up.
+        workload); long ones one by one, as slots free up. Once overdue entries
+        were given back, no more than those held (one at least) until an entry ends.
         """
         slots = self._runner.concurrency
         seconds = self.entry_seconds
         ahead = 0 if seconds is None else int(slots * _HORIZON / max(seconds, 1e-6))
         limit = max(1, min(self._prefetch, slots + ahead))
+        if self._stalled:  # one at least: an entry that ended just before did not reset it
+            limit = max(1, min(limit, self.held_count))
         gulp = max(1, min(self._refill, (limit - slots) // 2))
         return limit - self.held_count, gulp
 
@@ -176,6 +196,7 @@ class DataPath:
         last = self.entry_seconds
         w = _ENTRY_TIME_WEIGHT
         self.entry_seconds = seconds if last is None else last + w * (seconds - last)
+        self._stalled = False
 
     def accept(self, deliveries: Iterable[Delivery]) -> None:
         """Hold the entries and hand them to the runner (partition entries in order)."""
@@ -194,9 +215,42 @@ class DataPath:
                         continue
                     self._lanes[delivery.stream] = deque([delivery])
                 start.append(delivery)
+                self._unstarted.add(delivery)
         submit = self._runner.submit
         for delivery in start:
             submit(self._task(delivery))
+
+    def give_back(self, deliveries: list[Delivery], *, draining: bool) -> None:
+        """Give back those of ``deliveries`` still unstarted (where to: :func:`destinations`);
+        if the server fails, they are started here after all."""
+        keys, prefix = self._transport.keys, self._partition_prefix
+        own = keys.worker_stream(self.name)
+        where = destinations(deliveries, own, keys.pull, prefix, draining=draining)
+        back = self._unstarted.take(where)
+        if not back:
+            return
+        try:
+            given = self._transport.requeue(back)
+        except TransportError as exc:
+            self._outage.failed(exc)
+            logger.warning("worker %s: giving back failed (%s): running them", self.name, exc)
+            for delivery, *_ in back:  # its task may have passed already: a new one
+                self._unstarted.add(delivery)
+                self._runner.submit(self._task(delivery))
+            return
+        self._outage.reached()
+        with self._room:
+            self.given_back += sum(given)
+            self._stalled = self._stalled or (not draining and any(given))
+        # Given back, or (not given) held by another worker now: not ours to run.
+        self._release_held([delivery for delivery, *_ in back])
+        if any(given):
+            why = "draining" if draining else "its slots would start them late"
+            logger.info("worker %s: gave back %d unstarted entries: %s", self.name, sum(given), why)
+
+    def give_back_unstarted(self) -> None:
+        """Give back every unstarted entry at once (the worker drains)."""
+        self.give_back(list(self._unstarted.entries.values()), draining=True)
 
     def wait_for_held(self, deadline: float) -> int:
         """Wait until every held entry is acknowledged, or ``deadline`` (monotonic) passes.
@@ -242,7 +296,9 @@ class DataPath:
     # -- running one entry (runner threads, or tasks on the runner's loop) ------------
 
     def _process(self, delivery: Delivery) -> None:
-        started = time.perf_counter()
+        started = self._unstarted.begin(delivery)
+        if started is None:
+            return  # given back
         try:
             prepared = prepare(delivery, self._registry, self._max_attempts)
             if isinstance(prepared, DeadLetter):
@@ -268,11 +324,12 @@ class DataPath:
             except Exception as exc:  # it would fail again: never leave it pending
                 self._dead_letter(delivery, *unprocessable(job, exc))
         finally:
-            self._measured(started)
-            self._next_in_lane(delivery)
+            self._ended(delivery, started)
 
     async def _process_in_loop(self, delivery: Delivery) -> None:
-        started = time.perf_counter()
+        started = self._unstarted.begin(delivery)
+        if started is None:
+            return  # given back
         try:
             prepared = prepare(delivery, self._registry, self._max_attempts)
             if isinstance(prepared, DeadLetter):
@@ -290,8 +347,12 @@ class DataPath:
                     dead = unprocessable(job, exc)
                     await asyncio.to_thread(self._dead_letter, delivery, *dead)
         finally:
-            self._measured(started)
-            self._next_in_lane(delivery)
+            self._ended(delivery, started)
+
+    def _ended(self, delivery: Delivery, started: float) -> None:
+        self._unstarted.end(delivery)
+        self._measured(started)
+        self._next_in_lane(delivery)
 
     def _finish(self, delivery: Delivery, job: EncodedJob, called: Called, runs: int = 1) -> None:
         """Hand the outcome to the acker (a job without ``reply_to`` wants none).
@@ -302,13 +363,10 @@ class DataPath:
             return  # past the drain deadline: the entry is left for another worker
         value, ok, counts = called
         if not job.reply_to:
-            # Fire and forget (an ingest service's payload): nobody reads an
-            # outcome, so a failure is told here.
-            if not ok:
-                logger.warning(
-                    "worker %s: job %r failed: %s",
-                    *(self.name, job.name, f"{type(value).__name__}: {value}"),
-                )
+            # Fire and forget (an ingest service's payload, dispatch(forget=True)):
+            # nobody reads an outcome, so a failure is told here (and counted).
+            if (failure := unread_failure(job, called)) is not None:
+                logger.warning("worker %s: %s", self.name, failure)
             self._done.put((delivery, "", b"", counts))
             return
         attempts = delivery.attempts + runs - 1
@@ -353,6 +411,7 @@ class DataPath:
             if following is None:
                 del self._lanes[delivery.stream]
         if following is not None:
+            self._unstarted.add(following)
             self._runner.submit(self._task(following))
 
     def _release_held(self, deliveries: Iterable[Delivery]) -> None:

@@ -65,7 +65,8 @@ class RedisDispatcher(RemoteBulk):
         namespace: first part of every key (as given to the workers).
         partitions: partitions of ``key`` (as given to the workers).
         capacity: unfinished stream entries at most (a chunk is one); submitting
-            waits for room beyond.
+            waits for room beyond. For ``dispatch(forget=True)``, whose entries
+            send no outcome back: entries in their stream at most.
         put_timeout: seconds a submit waits for room before ``QueueFull``
             (None: as long as it takes).
         worker_wait: seconds to wait for a registered worker (round_robin and
@@ -120,7 +121,8 @@ class RedisDispatcher(RemoteBulk):
         self.started_at = perf_counter()
         self._link = Link(
             transport, self._results, self._strategy, partitions=partitions,
-            worker_wait=worker_wait, visibility=visibility, freed=self._slots.release,
+            worker_wait=worker_wait, visibility=visibility, capacity=capacity,
+            freed=self._slots.release,
         )  # fmt: skip
 
     @property
@@ -178,13 +180,14 @@ class RedisDispatcher(RemoteBulk):
 
     def stats(self) -> RemoteStats:
         """Counts so far, a job at a time (exact after :meth:`join` or :meth:`stop`:
-        submitted = succeeded + failed + cancelled)."""
+        submitted = succeeded + failed + cancelled + forgotten)."""
         with self._lock:
             submitted = self._next_seq - self._rejected
         link = self._link
         with link.lock:
             ended = (link.succeeded, link.failed, link.cancelled)
-            return RemoteStats(submitted, *ended, (), link.published, link.duplicates)
+            counts = (link.published, link.duplicates, link.forgotten)
+            return RemoteStats(submitted, *ended, (), *counts)
 
     def close(self) -> None:
         """Take no more jobs (those submitted still run). Idempotent."""

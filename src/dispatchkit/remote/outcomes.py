@@ -43,10 +43,20 @@ class RemoteStats(DispatcherStats):
         duplicates: outcomes dropped because their entry had settled already (it
             ran again after its worker died: at-least-once delivery; or it came
             after a ``stop`` cancelled its handle).
+        forgotten: jobs of ``dispatch(forget=True)`` published: they send no
+            outcome back, so here they end once published (their worker counts
+            and logs how they ran). After a drain, ``submitted == succeeded +
+            failed + cancelled + forgotten``.
     """
 
     published: int
     duplicates: int
+    forgotten: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Jobs that have ended here, whichever way (forgotten ones once published)."""
+        return self.succeeded + self.failed + self.cancelled + self.forgotten
 
 
 def remote_error(info: Any) -> BaseException:
@@ -122,6 +132,7 @@ class Waiting:
             under the lock the ``map`` call waits with).
         block: a ``map`` entry admitted as one :class:`ChunkRows` block (it is
             delivered as one, however it ends).
+        forget: no outcome is wanted: the entry ends once published.
     """
 
     seqs: Sequence[int]
@@ -130,6 +141,7 @@ class Waiting:
     handle: JobHandle[Any] | None = None
     deliver: Callable[[list[Any]], None] | None = None
     block: bool = False
+    forget: bool = False
 
     @property
     def seq(self) -> int:

@@ -67,6 +67,8 @@ class WorkerReport:
     claimed: int
     #: Entries still held at the drain deadline, left unacknowledged for others to claim.
     abandoned: int = 0
+    #: Entries given back unstarted, for other workers to take.
+    given_back: int = 0
 
 
 class RedisWorker:
@@ -228,7 +230,9 @@ class RedisWorker:
         abandoned = 0
         try:
             path.fetch_loop()
-            # Drain: what we hold runs and is acknowledged; heartbeats go on meanwhile.
+            # Drain: what has not started goes back at once, for the other workers; what
+            # runs is finished and acknowledged; heartbeats go on meanwhile.
+            path.give_back_unstarted()
             abandoned = path.wait_for_held(self._drain_deadline())
         finally:
             lost = self._outage.over()
@@ -251,8 +255,9 @@ class RedisWorker:
                     members.unregister()
             self._transport.close()
         report = WorkerReport(
-            self.name, path.succeeded, path.failed, path.dead, members.claimed, abandoned
-        )
+            self.name, path.succeeded, path.failed, path.dead, members.claimed, abandoned,
+            path.given_back,
+        )  # fmt: skip
         counts = (report.succeeded, report.failed, report.dead_lettered, report.claimed)
         if abandoned:
             logger.warning(
@@ -263,8 +268,9 @@ class RedisWorker:
             )
         else:
             logger.info(
-                "worker %s stopped: %d succeeded, %d failed, %d dead-lettered, %d claimed",
-                *(report.name, *counts),
+                "worker %s stopped: %d succeeded, %d failed, %d dead-lettered, %d claimed, "
+                "%d given back",
+                *(report.name, *counts, report.given_back),
             )
         return report
 

@@ -3,7 +3,10 @@
 A job entry is ``[job_id, name, args, kwargs, reply_to, key]``, followed by
 ``[timeout, retry]`` when the job has either (``retry``: :func:`policy_fields`); an outcome is
 ``[job_id, ok, value_or_error, worker, attempts]`` where a failure's error is
-``[type_name, message, traceback]``. Tuples come back as lists, as in JSON.
+``[type_name, message, traceback]``. A results stream also carries *moves*,
+``[job_id, stream, entry_id]``: a worker gave the job's entry back unstarted, and
+it now waits as that entry (the Redis transport writes them from Lua, with
+``cmsgpack``). Tuples come back as lists, as in JSON.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 __all__ = [
     "CHUNK_JOB",
     "EncodedJob",
+    "Moved",
     "decode_job",
     "decode_options",
     "decode_outcome",
+    "decode_reply",
     "encode_job",
+    "encode_moved",
     "encode_outcome",
     "error_info",
     "policy_fields",
@@ -168,6 +174,38 @@ def decode_outcome(payload: bytes) -> tuple[int, bool, Any, str, int]:
         job_id, ok, value, worker, attempts = msgpack.unpackb(
             payload, raw=False, strict_map_key=False
         )
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"not an outcome: {exc}") from None
+    return int(job_id), bool(ok), value, str(worker), int(attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A job's entry was given back unstarted: it now waits as ``entry_id`` of ``stream``."""
+
+    job_id: int
+    stream: str
+    entry_id: str
+
+
+def encode_moved(job_id: int, stream: str, entry_id: str) -> bytes:
+    """Encode a move, as the Redis transport's Lua script does."""
+    data: bytes = msgpack.packb([job_id, stream, entry_id], use_bin_type=True)
+    return data
+
+
+def decode_reply(payload: bytes) -> tuple[int, bool, Any, str, int] | Moved:
+    """Decode an entry of a results stream: an outcome (as :func:`decode_outcome`) or a move.
+
+    Raises:
+        ValueError: the payload is neither.
+    """
+    try:
+        fields = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        if len(fields) == 3:
+            job_id, stream, entry_id = fields
+            return Moved(int(job_id), str(stream), str(entry_id))
+        job_id, ok, value, worker, attempts = fields
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ValueError(f"not an outcome: {exc}") from None
     return int(job_id), bool(ok), value, str(worker), int(attempts)

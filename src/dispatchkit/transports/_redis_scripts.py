@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADD_IF_ROOM", "DELETE_IF_EMPTY", "RELEASE_LEASE", "RENEW_LEASE"]
+__all__ = ["ADD_IF_ROOM", "DELETE_IF_EMPTY", "RELEASE_LEASE", "RENEW_LEASE", "REQUEUE"]
 
 #: Deletes a worker stream only if it is empty, atomically: a dispatcher may be
 #: adding to it at the same moment, and an entry added must not be lost.
@@ -35,7 +35,9 @@ end
 return 0
 """
 
-#: KEYS[1]: the stream; ARGV[1]: the most entries it may hold; ARGV[2]: the
+#: KEYS[1]: the stream; KEYS[2], if given: the set of worker streams, which gets
+#: the stream once an entry is added (so that a departed worker's is adopted);
+#: ARGV[1]: the most entries it may hold; ARGV[2]: the
 #: field of a job entry; then, for each request in turn, its number of jobs
 #: and the jobs. Each request is added whole if it fits, or not at all.
 #: Returns the stream's length, then 1 or 0 for each request.
@@ -43,6 +45,7 @@ ADD_IF_ROOM: Final = """
 local limit = tonumber(ARGV[1])
 local field = ARGV[2]
 local length = redis.call('XLEN', KEYS[1])
+local before = length
 local answers = {length}
 local i = 3
 while i <= #ARGV do
@@ -58,6 +61,44 @@ while i <= #ARGV do
   end
   i = i + n + 1
 end
+if KEYS[2] and length > before then
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
 answers[1] = length
+return answers
+"""
+
+#: Gives entries back unstarted, each only if this consumer still holds it: the
+#: entry is acknowledged and deleted, added again to its new stream with its
+#: deliveries so far, and its move stored in its reply stream (the new id is
+#: known only here, hence a script). KEYS, three per entry: its stream, the
+#: stream it goes to, its reply stream (any key when it has none). ARGV[1..4]:
+#: the group, the consumer, the fields of a job and of its attempts; ARGV[5]: the
+#: reply stream's time to live (s); ARGV[6]: the field of an outcome; then four per
+#: entry: its id, its deliveries so far, its payload, its job id ("" for no reply).
+#: Returns 1 or 0 for each entry: given back, or not held by this consumer.
+REQUEUE: Final = """
+local group, consumer, job_field, attempts_field = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, outcome_field = ARGV[5], ARGV[6]
+local answers = {}
+for i = 1, #KEYS / 3 do
+  local from, to, reply = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 7 + 4 * (i - 1)
+  local id, before, payload, job = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local held = redis.pcall('XPENDING', from, group, id, id, 1, consumer)
+  if type(held) == 'table' and #held == 1 then
+    redis.call('XACK', from, group, id)
+    redis.call('XDEL', from, id)
+    local new = redis.call('XADD', to, '*', attempts_field, before, job_field, payload)
+    if job ~= '' then
+      local move = cmsgpack.pack({tonumber(job), to, new})
+      redis.call('XADD', reply, '*', outcome_field, move)
+      redis.call('EXPIRE', reply, ttl)
+    end
+    answers[i] = 1
+  else
+    answers[i] = 0
+  end
+end
 return answers
 """

@@ -104,8 +104,16 @@ class Transport(Protocol):
     def nack(self, delivery: Delivery, error: str) -> None:
         """Give up on ``delivery``: move it to the dead-letter queue with ``error``."""
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Give ``deliveries`` back, unstarted, for another worker to take."""
+    def requeue(self, entries: Sequence[tuple[Delivery, str, str, int]]) -> list[bool]:
+        """Give each ``(entry, stream, reply stream or "", job id)`` back, unstarted.
+
+        Atomically for each entry this consumer still holds: the entry is added
+        again at the end of ``stream`` (a new id; its attempt count unchanged,
+        as it never ran), the old one acknowledged, and, with a reply stream, a
+        move (``_codec.encode_moved``: the job's new stream and id) stored
+        there for its dispatcher. Returns whether each was given back (False:
+        this consumer holds it no more, so nothing was done).
+        """
 
     def vanished(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each ``(stream, entry id)`` is gone: neither queued nor held by a worker."""

@@ -221,6 +221,8 @@ class MemoryTransport:
                         self._b._add(stream, payload)
                     length += len(jobs)
                 fitted.append(fits)
+            if any(fitted) and stream.startswith(self._worker_prefix):
+                self._b._sets.setdefault(self.keys.worker_streams, set()).add(stream)
             self._lock.notify_all()
         return length, fitted
 
@@ -283,12 +285,24 @@ class MemoryTransport:
             self._b._dead.setdefault(self.keys.dead_letter, []).append(letter)
             self._b._done(delivery.stream, delivery.entry_id)
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+    def requeue(self, entries: Sequence[tuple[Delivery, str, str, int]]) -> list[bool]:
+        from ._codec import encode_moved  # msgpack: loaded only where moves are made
+
+        given: list[bool] = []
         with self._lock:
-            for delivery in deliveries:
-                self._b._add(delivery.stream, delivery.payload, delivery.attempts)
+            for delivery, stream, reply_to, job_id in entries:
+                found = self._b._streams.get(delivery.stream)
+                owner = None if found is None else (found.pending or {}).get(delivery.entry_id)
+                if owner is None or owner.consumer != self.consumer:
+                    given.append(False)
+                    continue
                 self._b._done(delivery.stream, delivery.entry_id)
+                entry_id = self._b._add(stream, delivery.payload, delivery.attempts - 1)
+                if reply_to:
+                    self._b._add(reply_to, encode_moved(job_id, stream, entry_id))
+                given.append(True)
             self._lock.notify_all()
+        return given
 
     def vanished(self, entries: Sequence[tuple[str, str]]) -> list[bool]:
         with self._lock:

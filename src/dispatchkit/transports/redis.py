@@ -92,6 +92,7 @@ class RedisTransport(RedisClaims, RedisMembership):
         self._renew = self.client.register_script(scripts.RENEW_LEASE)
         self._release = self.client.register_script(scripts.RELEASE_LEASE)
         self._add_if_room = self.client.register_script(scripts.ADD_IF_ROOM)
+        self._requeue = self.client.register_script(scripts.REQUEUE)
         self._worker_prefix = self.keys.worker_stream("")
 
     def ping(self) -> None:
@@ -272,21 +273,24 @@ class RedisTransport(RedisClaims, RedisMembership):
         with translate_errors("dead-lettering a job"):
             pipe.execute()
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Add the entries again at the end of their streams, keeping their attempt counts.
+    def requeue(self, entries: Sequence[tuple[Delivery, str, str, int]]) -> list[bool]:
+        """Give entries back unstarted (one script call: :data:`~._redis_scripts.REQUEUE`).
 
         Raises:
-            TransportError: Redis failed.
+            TransportError: Redis failed (nothing, or every entry held, was given back).
         """
-        pipe = self.client.pipeline(transaction=True)
-        for delivery in deliveries:
-            fields: dict[bytes, bytes | int] = {ATTEMPTS_FIELD: delivery.attempts}
-            if delivery.payload is not None:
-                fields[JOB_FIELD] = delivery.payload
-            pipe.xadd(delivery.stream, fields)  # type: ignore[arg-type]
-        self._ack_into(pipe, deliveries)
-        with translate_errors("requeueing jobs"):
-            pipe.execute()
+        if not entries:
+            return []
+        keys: list[str] = []
+        args: list[Any] = [GROUP, self.consumer, JOB_FIELD, ATTEMPTS_FIELD, RESULTS_TTL]
+        args.append(OUTCOME_FIELD)
+        for delivery, stream, reply_to, job_id in entries:
+            keys += [delivery.stream, stream, reply_to or stream]
+            payload = b"" if delivery.payload is None else delivery.payload
+            args += [delivery.entry_id, delivery.attempts - 1, payload, job_id if reply_to else ""]
+        with translate_errors("giving back jobs"):
+            given = self._requeue(keys=keys, args=args)
+        return [bool(answer) for answer in given]
 
     def close(self) -> None:
         self.client.close()
@@ -324,8 +328,11 @@ class RedisTransport(RedisClaims, RedisMembership):
         args: list[Any] = [limit, JOB_FIELD]
         for jobs in requests:
             args += [len(jobs), *jobs]
+        keys = [stream]
+        if stream.startswith(self._worker_prefix):
+            keys.append(self.keys.worker_streams)  # as put() records it
         with translate_errors("queueing payloads"):
-            length, *fitted = self._add_if_room(keys=[stream], args=args)
+            length, *fitted = self._add_if_room(keys=keys, args=args)
         return int(length), [bool(fit) for fit in fitted]
 
     # -- internals ---------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""``dispatch(forget=True)``: no outcome is written, and the counts still add up (real Redis)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from dispatchkit.errors import QueueFull
+from dispatchkit.remote import RedisDispatcher
+from tests import redis_test_jobs as jobs
+from tests.redis_support import (
+    QUEUE,
+    Workers,
+    client,
+    namespace,
+    redis_url,
+    wait_for,
+    workers,
+)
+
+__all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+
+def test_forgotten_jobs_write_no_outcome_and_their_failures_are_the_workers(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    proc = workers.start(concurrency=2)
+    log = f"{namespace}:log"
+    pull = f"{namespace}:{QUEUE}:pull"
+    with RedisDispatcher(redis_url, QUEUE, namespace=namespace) as d:
+        results = d.keys.results(d.name)
+        bodies = [{"log": log, "id": i} for i in range(50)]
+        assert d.dispatch(jobs.payload, bodies, forget=True) == 50
+        assert d.dispatch(jobs.fail, ["alone"], forget=True) == 1
+        assert d.dispatch(jobs.fail, ["a", "b", "c"], chunk=3, forget=True) == 3
+        assert d.join(30)  # waits for them to be published, not run
+        wait_for(lambda: client.llen(log) == 50 and client.xlen(pull) == 0, 30)
+        assert not client.exists(results)  # not one outcome came back
+        stats = d.stats()
+        assert (stats.submitted, stats.forgotten, stats.pending) == (54, 54, 0)
+        assert (stats.succeeded, stats.failed, stats.cancelled) == (0, 0, 0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    # The worker tells and counts the failures nobody else hears of.
+    assert "job 't.fail' failed: ValueError: alone" in out
+    assert "job 't.fail': 3 of 3 calls failed, the first: ValueError: a" in out
+    assert "stopped: 50 succeeded, 4 failed, 0 dead-lettered" in out
+
+
+def test_outcomes_still_come_back_without_forget_beside_forgotten_jobs(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    workers.start(concurrency=2)
+    with RedisDispatcher(redis_url, QUEUE, namespace=namespace) as d:
+        assert d.dispatch(jobs.echo, range(10), forget=True) == 10
+        assert d.dispatch(jobs.echo, range(10), chunk=5) == 10
+        assert d.join(30)
+        stats = d.stats()
+    assert (stats.submitted, stats.succeeded, stats.forgotten) == (20, 10, 10)
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled + stats.forgotten
+
+
+def test_forgotten_jobs_are_bounded_by_their_streams_length(
+    workers: Workers, redis_url: str, namespace: str, client: Any
+) -> None:
+    pull = f"{namespace}:{QUEUE}:pull"
+    d = RedisDispatcher(redis_url, QUEUE, namespace=namespace, capacity=5, put_timeout=1)
+    try:
+        # No worker yet: the stream takes five, the outbox five more, then it is full.
+        with pytest.raises(QueueFull):
+            d.dispatch(jobs.echo, range(50), forget=True)
+        assert client.xlen(pull) == 5
+        workers.start(concurrency=2)
+        assert d.join(30)
+        stats = d.stats()
+        assert stats.forgotten == stats.submitted == 10
+        wait_for(lambda: client.xlen(pull) == 0, 30)  # and they ran
+    finally:
+        d.shutdown(wait=False)
