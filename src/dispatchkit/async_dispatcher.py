@@ -96,7 +96,9 @@ class AsyncDispatcher(AsyncFrontEnd):
         self._stop = StopSignal()
         self._states = [WorkerState(i, self._stop) for i in range(self._n)]
         self._pool = AsyncWorkerPool(
-            self._inboxes * self._n if self._shared else self._inboxes, self._states
+            self._inboxes * self._n if self._shared else self._inboxes,
+            self._states,
+            steal=self.settings.stealing,
         )
         self._last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None = None
         self._group = None

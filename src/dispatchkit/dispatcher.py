@@ -108,7 +108,7 @@ class Dispatcher(FuturesMap, Executor):
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
         self._pool: WorkerPool = kind.pool_class()(
-            worker_inboxes, self._states, name, process_options
+            worker_inboxes, self._states, name, process_options, steal=settings.stealing
         )
         self._start()
 
