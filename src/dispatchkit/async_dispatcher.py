@@ -56,7 +56,7 @@ class AsyncDispatcher(AsyncFrontEnd):
     Args:
         workers: number of worker tasks (may be thousands).
         options: ``strategy``, ``chunk``, ``queue_size``, ``block``,
-            ``put_timeout``, ``settings``: as for :class:`Dispatcher`;
+            ``put_timeout``, ``steal``, ``settings``: as for :class:`Dispatcher`;
             ``job_timeout``: seconds any one job may run before it is reported
             ``TimedOut``: a coroutine is cancelled; a plain function in a thread
             (``sync_in_thread``) is abandoned, its thread running on to the end
