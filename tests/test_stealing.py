@@ -227,3 +227,32 @@ def test_process_liaisons_steal_too(tmp_path: Path) -> None:
     assert [h.worker for h in handles] == [1, 1, 1, 1, 1]
     assert all(h.status is JobStatus.SUCCEEDED for h in handles)
     assert sum(w.jobs for w in stats.workers) == stats.succeeded == 6
+
+
+def test_a_stolen_job_still_waiting_can_be_cancelled() -> None:
+    gates = {i: threading.Event() for i in (0, 1, 6)}
+    started = threading.Event()
+
+    def job(i: int) -> int:
+        if i == 6:
+            started.set()
+        if i in gates:
+            assert gates[i].wait(PATIENCE)
+        return i
+
+    with Dispatcher(2, strategy="round_robin") as d:
+        # Both workers held: worker 0 queues 2, 4, 6, 8 and worker 1 queues 3, 5, 7, 9.
+        handles = [d.submit(job, i) for i in range(10)]
+        gates[1].set()
+        # Worker 1 runs its queue, then takes the newer half of worker 0's: 6 and 8.
+        assert started.wait(PATIENCE), "worker 1 took nothing from worker 0"
+        assert handles[6].worker == 1
+        assert handles[8].cancel(), "the stolen job, still queued, could not be cancelled"
+        gates[6].set()
+        gates[0].set()
+        d.join()
+        stats = d.stats()
+    assert handles[8].cancelled()
+    assert [h.result() for i, h in enumerate(handles) if i != 8] == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    assert stats.cancelled == 1
+    assert stats.submitted == stats.succeeded + stats.cancelled == 10
