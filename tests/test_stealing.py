@@ -256,3 +256,21 @@ def test_a_stolen_job_still_waiting_can_be_cancelled() -> None:
     assert [h.result() for i, h in enumerate(handles) if i != 8] == [0, 1, 2, 3, 4, 5, 6, 7, 9]
     assert stats.cancelled == 1
     assert stats.submitted == stats.succeeded + stats.cancelled == 10
+
+
+def test_idle_async_workers_leave_no_waiters_behind() -> None:
+    async def main() -> tuple[int, int]:
+        async def job(i: int) -> int:
+            return i
+
+        async with AsyncDispatcher(WORKERS, strategy="round_robin") as d:
+            for i in range(200):  # every worker idles again and again
+                assert await (await d.submit(job, i)) == i
+                await d.dispatch(abs, range(3))
+            await asyncio.sleep(0)
+            board = d._pool._thieves[0].board  # type: ignore[union-attr]
+            return len(board.idle), sum(len(inbox._getters) for inbox in d._inboxes)
+
+    idle, getters = asyncio.run(main())
+    assert idle <= WORKERS
+    assert getters <= WORKERS

@@ -28,6 +28,7 @@ queue (``_moved_to``), where its ``cancel`` finds it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -135,14 +136,14 @@ class StealBoard:
     __slots__ = ("idle",)
 
     def __init__(self) -> None:
-        #: A waiter per idle worker (some may be done already: skipped when woken).
-        self.idle: deque[asyncio.Future[None]] = deque()
+        #: The waiter of each idle worker (a worker takes its own out when it wakes).
+        self.idle: set[asyncio.Future[None]] = set()
 
     def wake_one(self) -> None:
         """Wake an idle worker to look at the others' inboxes."""
         idle = self.idle
         while idle:
-            waiter = idle.popleft()
+            waiter = idle.pop()
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -184,8 +185,16 @@ class AsyncThief:
             # Woken by a job of its own or by the board, whichever comes first.
             waiter = asyncio.get_running_loop().create_future()
             own._getters.append(waiter)
-            self.board.idle.append(waiter)
-            await waiter
+            idle = self.board.idle
+            idle.add(waiter)
+            try:
+                await waiter
+            finally:
+                # Whichever side did not wake it still holds it: take it out, so
+                # neither grows while this worker idles again and again.
+                idle.discard(waiter)
+                with contextlib.suppress(ValueError):
+                    own._getters.remove(waiter)
 
     def _steal(self) -> bool:
         victim, queued = _victim(self._others)
