@@ -274,3 +274,25 @@ def test_idle_async_workers_leave_no_waiters_behind() -> None:
     idle, getters = asyncio.run(main())
     assert idle <= WORKERS
     assert getters <= WORKERS
+
+
+def test_many_async_workers_take_turns_looking_and_still_find_the_queue() -> None:
+    workers, jobs = 50, 500  # more workers than one look reads
+
+    async def main() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def job(i: int) -> int:
+            if i == 0:
+                await gate.wait()
+            return i
+
+        async with AsyncDispatcher(workers, strategy="round_robin") as d:
+            handles = [await d.submit(job, i) for i in range(jobs)]
+            await asyncio.wait_for(asyncio.gather(*handles[1:]), PATIENCE)
+            gate.set()
+            assert await asyncio.gather(*handles) == list(range(jobs))
+            return [h.outcome().worker for h in handles]
+
+    ran_on = asyncio.run(main())
+    assert all(ran_on[i] != 0 for i in behind_worker_0(jobs, workers))

@@ -50,7 +50,7 @@ class AsyncInbox(Generic[T]):
         # A message waits behind a running job: an idle worker may take it.
         board, owner = self._board, self._owner
         if board is not None and board.idle and owner is not None and owner.active:
-            board.wake_one()
+            board.wake_one(self)
 
     @property
     def capacity(self) -> int:

@@ -28,7 +28,6 @@ queue (``_moved_to``), where its ``cancel`` finds it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -55,14 +54,46 @@ def share(queued: int) -> int:
     return (queued + 1) // 2
 
 
-def _victim(others: Sequence[tuple[Any, WorkerState]]) -> tuple[Any, int]:
-    """The longest queue among the others whose worker is running a job, and its length."""
-    victim, longest = None, 0
-    for queue, state in others:
-        length = len(queue._items)
-        if length > longest and state.active:
-            victim, longest = queue, length
-    return victim, longest
+#: Other workers' inboxes one look reads at most (the next ones at the next look), so
+#: that a look costs the same with thousands of asyncio workers as with four.
+LOOK_AT: Final = 8
+
+
+class _Victims:
+    """The other workers' queues, looked at :data:`LOOK_AT` at a time in turn."""
+
+    __slots__ = ("_cursor", "others")
+
+    def __init__(self, index: int, queues: Sequence[Any], states: Sequence[WorkerState]):
+        #: ``(queue, its worker's state)`` of every other worker.
+        self.others = [(queues[i], states[i]) for i in range(len(queues)) if i != index]
+        self._cursor = 0
+
+    def pick(self, hint: Any = None) -> tuple[Any, int]:
+        """The longest queue whose worker is running a job among ``hint`` (a queue
+        said to have jobs behind a busy worker) and the next :data:`LOOK_AT`
+        others, with its length; ``(None, 0)`` if there is none."""
+        others = self.others
+        count = len(others)
+        if count <= LOOK_AT:
+            window = others
+        else:
+            start = self._cursor
+            self._cursor = (start + LOOK_AT) % count
+            window = others[start : start + LOOK_AT]
+            if len(window) < LOOK_AT:
+                window = window + others[: LOOK_AT - len(window)]
+        victim, longest = None, 0
+        for queue, state in window:
+            length = len(queue._items)
+            if length > longest and state.active:
+                victim, longest = queue, length
+        if hint is not None and hint._owner.active and len(hint._items) > longest:
+            victim, longest = hint, len(hint._items)
+        return victim, longest
+
+    def any_queued(self) -> bool:
+        return any(queue._items for queue, _ in self.others)
 
 
 def _take_tail(items: deque[Any], count: int) -> list[Any]:
@@ -78,20 +109,16 @@ def _take_tail(items: deque[Any], count: int) -> list[Any]:
     return taken
 
 
-def _others(index: int, queues: Sequence[Any], states: Sequence[WorkerState]) -> list[Any]:
-    return [(queues[i], states[i]) for i in range(len(queues)) if i != index]
-
-
 class Thief:
     """How one thread worker (a worker thread, a worker process's liaison) waits for
     its next message: its own, or one taken from a busy worker."""
 
-    __slots__ = ("_others", "_own", "_state")
+    __slots__ = ("_own", "_state", "_victims")
 
     def __init__(self, index: int, inboxes: Sequence[Inbox[Any]], states: Sequence[WorkerState]):
         self._own = inboxes[index]
         self._state = states[index]
-        self._others = _others(index, inboxes, states)
+        self._victims = _Victims(index, inboxes, states)
 
     def next_message(self) -> Any | None:
         """The next message to run; None once the inboxes are closed and none is left
@@ -105,13 +132,13 @@ class Thief:
                 continue
             if own.closed:
                 # Nothing more is put; help the others drain, or end.
-                if not any(queue._items for queue, _ in self._others):
+                if not self._victims.any_queued():
                     return own.get_nowait()
                 time.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
 
     def _steal(self) -> bool:
-        victim, queued = _victim(self._others)
+        victim, queued = self._victims.pick()
         if victim is None:
             return False
         taken = _take_tail(victim._items, share(queued))
@@ -133,14 +160,19 @@ class Thief:
 class StealBoard:
     """The idle asyncio workers of one dispatcher, and when to wake one of them."""
 
-    __slots__ = ("idle",)
+    __slots__ = ("busy", "hint", "idle")
 
     def __init__(self) -> None:
         #: The waiter of each idle worker (a worker takes its own out when it wakes).
         self.idle: set[asyncio.Future[None]] = set()
+        #: Workers awaiting a job: none, and there is nobody to steal from.
+        self.busy = 0
+        #: The inbox that had a job queued behind its busy worker, for the next look.
+        self.hint: AsyncInbox[Any] | None = None
 
-    def wake_one(self) -> None:
-        """Wake an idle worker to look at the others' inboxes."""
+    def wake_one(self, hint: AsyncInbox[Any]) -> None:
+        """Wake an idle worker to look at ``hint``, where a job waits behind a busy one."""
+        self.hint = hint
         idle = self.idle
         while idle:
             waiter = idle.pop()
@@ -152,7 +184,7 @@ class StealBoard:
 class AsyncThief:
     """How one asyncio worker waits for its next message: its own, or a busy worker's."""
 
-    __slots__ = ("_others", "_own", "board")
+    __slots__ = ("_own", "_victims", "board")
 
     def __init__(
         self,
@@ -163,7 +195,7 @@ class AsyncThief:
     ):
         self._own = inboxes[index]
         self.board = board
-        self._others = _others(index, inboxes, states)
+        self._victims = _Victims(index, inboxes, states)
 
     async def next_message(self) -> Any | None:
         """The next message to run; None once the inboxes are closed and none is left
@@ -177,7 +209,7 @@ class AsyncThief:
                 continue
             if own.closed:
                 # Nothing more is put; help the others drain, or end.
-                if not any(queue._items for queue, _ in self._others):
+                if not self._victims.any_queued():
                     return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, POLL_MAX)
@@ -192,12 +224,17 @@ class AsyncThief:
             finally:
                 # Whichever side did not wake it still holds it: take it out, so
                 # neither grows while this worker idles again and again.
-                idle.discard(waiter)
-                with contextlib.suppress(ValueError):
+                if waiter in idle:
+                    idle.discard(waiter)
+                elif waiter in own._getters:
                     own._getters.remove(waiter)
 
     def _steal(self) -> bool:
-        victim, queued = _victim(self._others)
+        board = self.board
+        if not board.busy:
+            return False  # nobody runs a job: nothing waits behind one
+        hint, board.hint = board.hint, None
+        victim, queued = self._victims.pick(hint)
         if victim is None:
             return False
         taken = _take_tail(victim._items, share(queued))

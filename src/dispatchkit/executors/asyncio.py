@@ -64,18 +64,22 @@ async def _stealing_work(inbox: AsyncInbox[Any], state: WorkerState, thief: Asyn
                 return
         if not message.inline:
             state.active = True
+            board.busy += 1
             if inbox._items and board.idle:
-                board.wake_one()  # jobs wait behind this one: an idle worker may take them
+                board.wake_one(inbox)  # jobs wait behind this one: an idle worker may take them
             try:
                 await message._arun(state)
             finally:
                 state.active = False
+                board.busy -= 1
         elif (pending := message.run(state)) is not None:
             state.active = True
+            board.busy += 1
             try:
                 await pending
             finally:
                 state.active = False
+                board.busy -= 1
         else:
             ran += 1
             if ran >= YIELD_EVERY:
