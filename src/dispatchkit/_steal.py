@@ -11,12 +11,13 @@ busy worker, never where the strategy placed it; a strategy allows it with
 jobs no longer run in their order once some are taken from its tail).
 
 What it costs where nothing is uneven: only a worker whose own inbox is empty
-looks at the others, and a worker marks each run (``WorkerState.active``), not
-each job. A thread worker looks after idling :data:`POLL_MIN` (no job arrives to
-wake it when another's queue grows), then in steps that double up to
-:data:`POLL_MAX`; an asyncio worker looks when its inbox runs dry and is woken
-when a job is queued behind a busy worker or a worker starts a job with others
-waiting behind it.
+looks at the others (at most :data:`LOOK_AT` of them a look, in turn), and a
+worker marks each run (``WorkerState.active``), not each job. A thread worker
+looks after idling :data:`POLL_MIN` (no job arrives to wake it when another's
+queue grows), then in steps that double up to :data:`POLL_MAX`; an asyncio
+worker looks when its inbox runs dry (and some worker awaits a job), and is
+woken when a job is queued behind a busy worker or a worker starts a job with
+others waiting behind it.
 
 Why nothing is lost or run twice: the owner takes from the head of its deque,
 a thief from the tail, a cancel or a stop removes; each of these is one atomic
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ._inbox import Inbox
     from .core import WorkerState
 
-__all__ = ["POLL_MAX", "POLL_MIN", "AsyncThief", "StealBoard", "Thief", "share"]
+__all__ = ["LOOK_AT", "POLL_MAX", "POLL_MIN", "AsyncThief", "StealBoard", "Thief", "share"]
 
 #: Seconds a thread worker idles before it first looks at the others' inboxes.
 POLL_MIN: Final = 0.005
