@@ -139,13 +139,16 @@ class Thief:
             delay = min(delay * 2, POLL_MAX)
 
     def _steal(self) -> bool:
+        """Take part of a busy worker's queue; True if this worker has work now."""
+        own, state = self._own, self._state
+        if own._items:
+            return True  # a job of its own came meanwhile: no need (and no room) to take
         victim, queued = self._victims.pick()
         if victim is None:
             return False
         taken = _take_tail(victim._items, share(queued))
         if not taken:
             return False
-        own, state = self._own, self._state
         for message in taken:
             moved(message, own)
         own._items.extend(taken)
