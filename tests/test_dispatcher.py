@@ -314,7 +314,8 @@ def test_key_strategy_keeps_one_key_on_one_worker_in_order() -> None:
 
 
 def test_stats_per_worker() -> None:
-    with Dispatcher(2, strategy="round_robin") as d:
+    # Placement as round robin says it: no idle worker takes another's jobs.
+    with Dispatcher(2, strategy="round_robin", steal=False) as d:
         for _ in range(4):
             d.submit(time.sleep, 0.01)
     stats = d.stats()

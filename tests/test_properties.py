@@ -83,7 +83,8 @@ def test_submitted_jobs_run_on_the_worker_their_strategy_names(
     workers: int, jobs: int, chunk: int, block: int
 ) -> None:
     for strategy in (RoundRobin(), Batch(block)):
-        with Dispatcher(workers, strategy=strategy, chunk=chunk) as d:
+        # Placement as the strategy says it: no idle worker takes another's jobs.
+        with Dispatcher(workers, strategy=strategy, chunk=chunk, steal=False) as d:
             handles = [d.submit(abs, -i) for i in range(jobs)]
             outcomes = list(d.map(abs, range(jobs), outcomes=True))
         for handle in handles:

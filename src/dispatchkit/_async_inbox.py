@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .errors import ClosedError, QueueFull
+
+if TYPE_CHECKING:
+    from ._steal import StealBoard
+    from .core import WorkerState
 
 __all__ = ["AsyncInbox"]
 
@@ -19,7 +23,9 @@ T = TypeVar("T")
 
 
 class AsyncInbox(Generic[T]):
-    __slots__ = ("_capacity", "_closed", "_getters", "_items", "_putters", "cancelled")
+    __slots__ = (
+        "_board", "_capacity", "_closed", "_getters", "_items", "_owner", "_putters", "cancelled",
+    )  # fmt: skip
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -31,10 +37,28 @@ class AsyncInbox(Generic[T]):
         self._closed = False
         #: Messages withdrawn by :meth:`cancel`.
         self.cancelled = 0
+        # Where the dispatcher steals: the idle workers, and this inbox's worker.
+        self._board: StealBoard | None = None
+        self._owner: WorkerState | None = None
+
+    def watch(self, board: StealBoard, owner: WorkerState) -> None:
+        """Wake an idle worker of ``board`` when a message is queued while ``owner``
+        (the worker reading this inbox) runs a job."""
+        self._board, self._owner = board, owner
+
+    def _behind_busy(self) -> None:
+        # A message waits behind a running job: an idle worker may take it.
+        board, owner = self._board, self._owner
+        if board is not None and board.idle and owner is not None and owner.active:
+            board.wake_one(self)
 
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __len__(self) -> int:
         return len(self._items)
@@ -60,6 +84,8 @@ class AsyncInbox(Generic[T]):
         self._items.append(message)
         if self._getters:
             self._wake(self._getters)
+        elif self._board is not None:
+            self._behind_busy()
         return True
 
     def put_many_nowait(self, messages: list[T]) -> None:
@@ -69,6 +95,8 @@ class AsyncInbox(Generic[T]):
         self._items.extend(messages)
         for _ in range(min(len(messages), len(self._getters))):
             self._wake(self._getters)
+        if self._board is not None:
+            self._behind_busy()
 
     async def room(self, timeout: float | None = None) -> None:
         """Wait until the inbox has a free place.

@@ -220,6 +220,9 @@ class AsyncChunk:
         self._deliver_cancelled(0)
         return len(self.items)
 
+    def _moved_to(self, queue: object) -> None:
+        """Stolen into another worker's queue: nothing here refers to the old one."""
+
     def _deliver_cancelled(self, start: int) -> None:
         if self.run is not None:
             self.run.deliver(cancelled_rows(self.seqs[start:], self.submitted_at, None))

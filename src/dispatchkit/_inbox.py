@@ -245,6 +245,23 @@ class Inbox(Generic[T]):
             self._wake_putter()
         return message
 
+    def get_within(self, timeout: float) -> T | None:
+        """Take the oldest message, waiting at most ``timeout`` seconds for one.
+
+        Returns ``None`` when none came (or the inbox is closed and empty). Only
+        for an inbox with one consumer (a worker that steals): its sleep is then
+        the only one counted, so it uncounts itself after a timeout.
+        """
+        message = self.get_nowait()
+        if message is not None:
+            return message
+        with self._lock:
+            if not self._items and not self._closed:
+                self._sleepers += 1
+                self._not_empty.wait(timeout)
+                self._sleepers = 0  # woken (already uncounted) or timed out
+        return self.get_nowait()
+
     def _wake_putter(self) -> None:
         with self._lock:
             self._not_full.notify()

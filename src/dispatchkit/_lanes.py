@@ -111,6 +111,9 @@ class LanedMessage:
     def _cancel_taken(self) -> Any:
         return self.inner._cancel_taken()
 
+    def _moved_to(self, queue: object) -> None:
+        self.inner._moved_to(queue)
+
     def drive(self, run: Callable[[Any], None], worker: WorkerState) -> None:
         """Run this chunk if it is its lane's turn, then the lane's chunks waiting after it."""
         lanes = self.lanes

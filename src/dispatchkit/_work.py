@@ -57,6 +57,7 @@ class Message(Protocol):
     def _run(self, worker: WorkerState) -> None: ...
     def _cancel_taken(self) -> None: ...
     def _job_count(self) -> int: ...
+    def _moved_to(self, queue: Any) -> None: ...
 
 
 class Control:
@@ -90,6 +91,9 @@ class FireAndForget:
 
     def _job_count(self) -> int:
         return len(self.items)
+
+    def _moved_to(self, queue: object) -> None:
+        """Stolen into another worker's queue: nothing here refers to the old one."""
 
 
 class BulkChunk(FireAndForget):
@@ -207,6 +211,13 @@ def run_burst(first: Any, inbox: Inbox[Any], worker: WorkerState) -> None:
             return
 
 
+def moved(message: Any, queue: Any) -> None:
+    """Tell a message taken into ``queue`` by a stealing worker where it waits now
+    (a handle cancels itself there)."""
+    if message.__class__ is not tuple:
+        message._moved_to(queue)
+
+
 def cancel_message(message: Any) -> int:
     """Cancel a message taken off a queue; return how many jobs it held."""
     if message.__class__ is tuple:
@@ -271,6 +282,9 @@ class MapChunk:
 
     def _job_count(self) -> int:
         return len(self.items)
+
+    def _moved_to(self, queue: object) -> None:
+        """Stolen into another worker's queue: nothing here refers to the old one."""
 
     def _cancel_taken(self) -> None:
         self._deliver_cancelled(self.seqs)

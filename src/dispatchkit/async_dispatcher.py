@@ -56,7 +56,7 @@ class AsyncDispatcher(AsyncFrontEnd):
     Args:
         workers: number of worker tasks (may be thousands).
         options: ``strategy``, ``chunk``, ``queue_size``, ``block``,
-            ``put_timeout``, ``settings``: as for :class:`Dispatcher`;
+            ``put_timeout``, ``steal``, ``settings``: as for :class:`Dispatcher`;
             ``job_timeout``: seconds any one job may run before it is reported
             ``TimedOut``: a coroutine is cancelled; a plain function in a thread
             (``sync_in_thread``) is abandoned, its thread running on to the end
@@ -96,7 +96,9 @@ class AsyncDispatcher(AsyncFrontEnd):
         self._stop = StopSignal()
         self._states = [WorkerState(i, self._stop) for i in range(self._n)]
         self._pool = AsyncWorkerPool(
-            self._inboxes * self._n if self._shared else self._inboxes, self._states
+            self._inboxes * self._n if self._shared else self._inboxes,
+            self._states,
+            steal=self.settings.stealing,
         )
         self._last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None = None
         self._group = None

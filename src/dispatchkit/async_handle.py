@@ -215,6 +215,11 @@ class AsyncJobHandle(Generic[R]):
         self._finish(CANCELLED, None)
         return 1
 
+    def _moved_to(self, queue: AsyncInbox[Any]) -> None:
+        """Stolen into another worker's inbox: ``cancel`` looks for it there."""
+        if self._inbox is not None:
+            self._inbox = queue
+
 
 class _Relay:
     """A done callback of the handle's future that ends one awaiter's future."""

@@ -60,7 +60,9 @@ class Dispatcher(FuturesMap, Executor):
             one worker's inbox holds before submitting waits), ``block`` (of
             the ``batch`` strategy), ``put_timeout`` (seconds a submit waits
             for room before raising ``QueueFull``; None: as long as it takes),
-            ``job_timeout`` (process workers), or ``settings``, a ready
+            ``job_timeout`` (process workers), ``steal`` (default True: with
+            ``round_robin`` or ``batch``, an idle worker takes queued jobs from a
+            busy one; False keeps each job on its strategy's worker), or ``settings``, a ready
             :class:`Settings` that the others override.
 
     Raises:
@@ -108,7 +110,7 @@ class Dispatcher(FuturesMap, Executor):
         self._assign = self._strategy.assign
         self.started_at = perf_counter()
         self._pool: WorkerPool = kind.pool_class()(
-            worker_inboxes, self._states, name, process_options
+            worker_inboxes, self._states, name, process_options, steal=settings.stealing
         )
         self._start()
 

@@ -416,6 +416,11 @@ class JobHandle(HookedFuture[R]):
     def _job_count(self) -> int:
         return 1
 
+    def _moved_to(self, queue: Inbox[Any]) -> None:
+        """Stolen into another worker's inbox: ``cancel`` looks for it there."""
+        if self._status is _PENDING:
+            self._queue = queue
+
 
 class PolicyHandle(JobHandle[R]):
     """A handle whose job has a retry policy or a timeout.

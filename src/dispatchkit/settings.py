@@ -96,6 +96,10 @@ class Settings:
         executor: where workers run: ``thread`` or ``process``.
         job_timeout: seconds any one job may run before it is stopped and
             reported ``TimedOut`` (process workers; None: no limit).
+        steal: let an idle worker take queued jobs from a busy worker's inbox,
+            where the strategy allows it (``round_robin``, ``batch``: see
+            :attr:`~dispatchkit.strategies.Strategy.steals`); False keeps every
+            job with the worker its strategy chose.
 
     Raises:
         ValueError: a value out of range, or an unknown strategy.
@@ -110,6 +114,7 @@ class Settings:
     put_timeout: float | None = None
     executor: str = "thread"
     job_timeout: float | None = None
+    steal: bool = True
 
     def __post_init__(self) -> None:
         for name in _FIELD_ORDER:
@@ -124,6 +129,13 @@ class Settings:
     def resolved_strategy(self) -> Strategy:
         assert isinstance(self.strategy, Strategy)
         return self.strategy
+
+    @property
+    def stealing(self) -> bool:
+        """Whether idle workers take queued jobs from busy ones: ``steal``, a strategy
+        that allows it, and more than one worker."""
+        strategy = self.resolved_strategy
+        return self.steal and strategy.steals and not strategy.shared and self.workers > 1
 
     @property
     def fixed_chunk(self) -> int:
@@ -224,6 +236,7 @@ class DispatcherOptions(PoolOptions, total=False):
 
     block: int | None
     put_timeout: float | None
+    steal: bool | None
     settings: Settings | None
 
 
@@ -305,6 +318,9 @@ def _check_field(name: str, value: object) -> None:
         parse_strategy(cast("Strategy | str", value))  # it raises TypeError for others
     elif name == "chunk" and value == AUTO:
         pass
+    elif name == "steal":
+        if not isinstance(value, bool):
+            raise TypeError(f"steal must be True or False, not {type(value).__name__} ({value!r})")
     elif name in _INT_LIMITS:
         _check_int(name, value, _INT_LIMITS[name])
     elif value is not None:  # put_timeout, job_timeout: None means no limit
@@ -325,6 +341,7 @@ _FIELD_ORDER: Final = (
     "queue_size",
     "block",
     "put_timeout",
+    "steal",
     "strategy",
 )
 

@@ -56,6 +56,12 @@ class Strategy(ABC):
     #: Whether the hand-off size adapts to measured job times when no chunk is
     #: given (``chunk="auto"``); the others take ``"auto"`` as one job a hand-off.
     adaptive: ClassVar[bool] = False
+    #: Whether an idle worker whose own inbox is empty may take queued (not yet
+    #: started) jobs from a busy worker's inbox (``Dispatcher(steal=False)``
+    #: turns it off). Placement stays the strategy's: stealing changes only who
+    #: runs a job that waits behind a busy worker. False for a strategy that
+    #: promises an order of running (``key``) and for a shared queue.
+    steals: ClassVar[bool] = False
 
     @abstractmethod
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
@@ -90,6 +96,7 @@ class RoundRobin(Strategy):
     """One job to each worker in turn: job ``seq`` goes to worker ``seq % workers``."""
 
     name = "round_robin"
+    steals = True
 
     def assign(self, seq: int, key: Hashable, workers: int) -> int:
         return seq % workers
@@ -109,6 +116,7 @@ class Batch(Strategy):
 
     block: int = DEFAULT_BLOCK
     name = "batch"
+    steals = True
 
     def __post_init__(self) -> None:
         _check_positive("block", self.block)

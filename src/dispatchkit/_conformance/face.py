@@ -131,9 +131,10 @@ class Target(Protocol):
     capabilities: Capabilities
 
     def open(
-        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4, steal: bool = True
     ) -> AbstractContextManager[FrontEnd]:
-        """A fresh front end; leaving the block drains and releases it.
+        """A fresh front end; leaving the block drains and releases it. ``steal=False``:
+        every job runs on the worker its strategy names (where idle workers steal).
 
         Raises:
             ValueError: an invalid setting.

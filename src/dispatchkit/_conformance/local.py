@@ -62,10 +62,10 @@ class LocalTarget:
 
     @contextmanager
     def open(
-        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4, steal: bool = True
     ) -> Iterator[FrontEnd]:
         dispatcher = Dispatcher(
-            workers, executor=self.kind, strategy=strategy, chunk=chunk, block=block
+            workers, executor=self.kind, strategy=strategy, chunk=chunk, block=block, steal=steal
         )
         try:
             yield SyncFront(dispatcher)
@@ -158,8 +158,10 @@ class AsyncTarget:
 
     @contextmanager
     def open(
-        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4, steal: bool = True
     ) -> Iterator[FrontEnd]:
-        dispatcher = AsyncDispatcher(workers, strategy=strategy, chunk=chunk, block=block)
+        dispatcher = AsyncDispatcher(
+            workers, strategy=strategy, chunk=chunk, block=block, steal=steal
+        )
         with owned_on_loop(dispatcher, name="conformance-loop", stop_first=True) as loop:
             yield AsyncFront(dispatcher, loop)

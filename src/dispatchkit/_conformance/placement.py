@@ -65,7 +65,7 @@ def check_round_robin_spread(target: Target, *, max_examples: int = 10) -> None:
     caps = target.capabilities
 
     def check(workers: int, count: int, chunk: int) -> None:
-        with target.open(workers, strategy="round_robin", chunk=chunk) as front:
+        with target.open(workers, strategy="round_robin", chunk=chunk, steal=False) as front:
             ran = placements(target, front, count)
         _check_slots(target, RoundRobin(), workers, ran)
         if caps.identity != "none":
@@ -85,7 +85,7 @@ def check_batch_blocks(target: Target, *, max_examples: int = 10) -> None:
     concatenate back to the input (under hypothesis)."""
 
     def check(workers: int, count: int, chunk: int, block: int) -> None:
-        with target.open(workers, strategy="batch", chunk=chunk, block=block) as front:
+        with target.open(workers, strategy="batch", chunk=chunk, block=block, steal=False) as front:
             ran = placements(target, front, count)
         _check_slots(target, Batch(block), workers, ran)
 
@@ -200,7 +200,8 @@ def check_error_isolation(target: Target) -> None:
     succeeds, and the worker that ran it goes on running jobs."""
     for strategy in STRATEGIES:
         workers = workers_for(target, 2)
-        with target.open(workers, strategy=strategy) as front:
+        # Placement is checked below: no worker may take another's jobs.
+        with target.open(workers, strategy=strategy, steal=False) as front:
             items = list(range(12))
             handles = [front.submit(jobs.flaky, i, key=i) for i in items]
             outcomes = [front.outcome(h) for h in handles]

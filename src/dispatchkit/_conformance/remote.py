@@ -115,8 +115,9 @@ class RemoteTarget:
 
     @contextmanager
     def open(
-        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4
+        self, workers: int, *, strategy: str, chunk: int = 1, block: int = 4, steal: bool = True
     ) -> Iterator[FrontEnd]:
+        # ``steal`` is moot: remote workers read their own streams, nothing is stolen.
         dispatcher = self.cluster.dispatcher(strategy, block)
         try:
             # Its ``workers`` are the jobs that run at once (what holding them all takes).

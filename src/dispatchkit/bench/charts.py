@@ -200,7 +200,9 @@ def _timeline_runs(results: BenchResults) -> tuple[str, list[tuple[ConfigResult,
     ours = [r for r in groups[name] if not r.config.is_peer]
     if not ours:
         return name, []
-    first = ours[0].config
+    # The strategies asked for, side by side; the defaults' row (a baseline) only alone.
+    swept = [r for r in ours if not r.config.is_defaults]
+    first = (swept or ours)[0].config
     panels = [
         r
         for r in ours

@@ -33,6 +33,7 @@ class WorkerState:
     """
 
     __slots__ = (
+        "active",
         "busy",
         "cancelled",
         "chunk",
@@ -58,6 +59,9 @@ class WorkerState:
         #: ``perf_counter()`` when this worker started its first job.
         self.first_start: float | None = None
         self.task: Any = None
+        #: Running a message now: set by the loops of dispatchers that steal, so
+        #: that an idle worker takes jobs only from a busy one's inbox.
+        self.active = False
         #: The iterator over the bulk chunk being run, if any, and ``failed`` when it
         #: began: a bulk chunk adds its successes once it ends, and meanwhile
         #: :meth:`live_succeeded` tells how far it is from how much of the iterator

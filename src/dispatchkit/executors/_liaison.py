@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dispatchkit._inbox import Inbox
 from dispatchkit._lanes import LanedMessage
+from dispatchkit._steal import Thief
 from dispatchkit._work import BulkChunk, MapChunk, report_error
 from dispatchkit.core import ResultRow, WorkerState, retry_delay
 from dispatchkit.errors import TimedOut, WorkerLost
@@ -72,8 +73,11 @@ class Liaison:
         context: Any,  # a multiprocessing context; typeshed gives BaseContext no Process
         options: ProcessOptions,
         name: str,
+        thief: Thief | None = None,
     ) -> None:
+        """``thief``: how an idle liaison takes jobs queued behind a busy one (None: never)."""
         self._inbox = inbox
+        self._thief = thief
         self._state = state
         self._control = state.control
         self._context = context
@@ -165,15 +169,19 @@ class Liaison:
     # -- the loop ------------------------------------------------------------
 
     def _run(self) -> None:
+        next_message = self._inbox.get if self._thief is None else self._thief.next_message
+        state = self._state
         try:
-            while (message := self._inbox.get()) is not None:
+            while (message := next_message()) is not None:
+                state.active = True  # others may take what waits behind this message
                 try:
                     if message.__class__ is LanedMessage:  # auto with a key: in its lane's turn
-                        message.drive(self._handle, self._state)
+                        message.drive(self._handle, state)
                     else:
                         self._handle(message)
                 except BaseException:
                     logger.critical("%s: internal error", self._name, exc_info=True)
+                state.active = False
         finally:
             self._discard_process(kill=False)
 

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from dispatchkit._durations import check_seconds
 from dispatchkit._inbox import Inbox
+from dispatchkit._steal import Thief
 from dispatchkit.core import WorkerState
 
 from ._liaison import Liaison
@@ -168,7 +169,9 @@ class ProcessWorkerPool:
         states: Sequence[WorkerState],
         name: str,
         options: ProcessOptions,
+        steal: bool = False,
     ) -> None:
+        """``steal``: an idle liaison takes jobs queued behind a busy one (one inbox each)."""
         global _uses_fork_server
         context = multiprocessing.get_context(options.start_method)
         if options.start_method == "forkserver":
@@ -177,7 +180,14 @@ class ProcessWorkerPool:
             # worker it forks (each would pay ~0.1 s of imports on its first job).
             context.set_forkserver_preload(["dispatchkit", "dispatchkit.demo"])
         self._liaisons = [
-            Liaison(inbox, state, context, options, f"{name}-worker-{state.index}")
+            Liaison(
+                inbox,
+                state,
+                context,
+                options,
+                f"{name}-worker-{state.index}",
+                Thief(state.index, inboxes, states) if steal else None,
+            )
             for inbox, state in zip(inboxes, states, strict=True)
         ]
         _pools.add(self)

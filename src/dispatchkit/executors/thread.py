@@ -14,6 +14,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from dispatchkit._inbox import Inbox
+from dispatchkit._steal import Thief
 from dispatchkit._work import run_burst
 from dispatchkit.core import WorkerState
 from dispatchkit.errors import WorkerStartError
@@ -23,8 +24,13 @@ __all__ = ["ThreadWorkerPool"]
 logger = logging.getLogger(__name__)
 
 
-def _worker_loop(inbox: Inbox[Any], state: WorkerState, start: _Start | None = None) -> None:
+def _worker_loop(
+    inbox: Inbox[Any], state: WorkerState, start: _Start | None = None, thief: Thief | None = None
+) -> None:
     if start is not None and not start.initialize(state.index):
+        return
+    if thief is not None:
+        _stealing_loop(inbox, state, thief)
         return
     get = inbox.get
     while True:
@@ -42,6 +48,27 @@ def _worker_loop(inbox: Inbox[Any], state: WorkerState, start: _Start | None = N
             # Jobs' own errors are caught inside the runners; reaching here is a
             # bug in dispatchkit. Log it and go on: a worker must not die silently.
             logger.critical("worker %d: internal error", state.index, exc_info=True)
+        state.busy += perf_counter() - started
+
+
+def _stealing_loop(inbox: Inbox[Any], state: WorkerState, thief: Thief) -> None:
+    """:func:`_worker_loop` for a dispatcher that steals: an idle worker takes jobs
+    queued behind a busy one (:mod:`dispatchkit._steal`), and a worker marks each
+    burst ``active``, when others may take from its inbox."""
+    next_message = thief.next_message
+    while True:
+        message = next_message()
+        if message is None:
+            return
+        started = perf_counter()
+        if state.first_start is None:
+            state.first_start = started
+        state.active = True
+        try:
+            run_burst(message, inbox, state)
+        except BaseException:
+            logger.critical("worker %d: internal error", state.index, exc_info=True)
+        state.active = False
         state.busy += perf_counter() - started
 
 
@@ -88,10 +115,13 @@ class ThreadWorkerPool:
         states: Sequence[WorkerState],
         name: str,
         options: object = None,
+        steal: bool = False,
     ) -> None:
+        """``steal``: idle workers take jobs queued behind busy ones (one inbox each)."""
         if len(inboxes) != len(states):
             raise ValueError("one inbox per worker state is needed")
         self._inboxes = list(inboxes)
+        thieves = [Thief(i, inboxes, states) if steal else None for i in range(len(states))]
         initializer = getattr(options, "initializer", None)
         self._init = (
             None
@@ -101,7 +131,7 @@ class ThreadWorkerPool:
         self._threads = [
             threading.Thread(
                 target=_worker_loop,
-                args=(inbox, state, self._init),
+                args=(inbox, state, self._init, thief),
                 name=(
                     name.format(index=state.index)
                     if "{index}" in name
@@ -109,7 +139,7 @@ class ThreadWorkerPool:
                 ),
                 daemon=True,
             )
-            for inbox, state in zip(inboxes, states, strict=True)
+            for inbox, state, thief in zip(inboxes, states, thieves, strict=True)
         ]
 
     def start(self) -> None:

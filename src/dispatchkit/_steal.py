@@ -1,0 +1,251 @@
+"""Work stealing: an idle worker takes queued jobs from a busy worker's inbox.
+
+    worker j, own inbox empty ──look at the others──▶ the longest inbox whose worker
+    is running a job ──its newer half (the tail)──▶ inbox j ──▶ run by worker j
+
+A static strategy (``round_robin``, ``batch``) places a job before anyone knows
+how long the jobs ahead of it take, so one slow job can hold a queue while the
+other workers idle. Stealing changes only who runs a job that waits behind a
+busy worker, never where the strategy placed it; a strategy allows it with
+:attr:`~dispatchkit.strategies.Strategy.steals` (``key`` does not: one worker's
+jobs no longer run in their order once some are taken from its tail).
+
+What it costs where nothing is uneven: only a worker whose own inbox is empty
+looks at the others (at most :data:`LOOK_AT` of them a look, in turn), and a
+worker marks each run (``WorkerState.active``), not each job. A thread worker
+looks after idling :data:`POLL_MIN` (no job arrives to wake it when another's
+queue grows), then in steps that double up to :data:`POLL_MAX`; an asyncio
+worker looks when its inbox runs dry (and some worker awaits a job), and is
+woken when a job is queued behind a busy worker or a worker starts a job with
+others waiting behind it.
+
+Why nothing is lost or run twice: the owner takes from the head of its deque,
+a thief from the tail, a cancel or a stop removes; each of these is one atomic
+deque operation (under the GIL; on an event loop nothing runs between them),
+so each message goes to exactly one of them. A stolen handle is told its new
+queue (``_moved_to``), where its ``cancel`` finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ._work import cancel_message, moved
+
+if TYPE_CHECKING:
+    from ._async_inbox import AsyncInbox
+    from ._inbox import Inbox
+    from .core import WorkerState
+
+__all__ = ["LOOK_AT", "POLL_MAX", "POLL_MIN", "AsyncThief", "StealBoard", "Thief", "share"]
+
+#: Seconds a thread worker idles before it first looks at the others' inboxes.
+POLL_MIN: Final = 0.005
+#: Longest step, in seconds, between two looks of an idle thread worker.
+POLL_MAX: Final = 0.2
+
+
+def share(queued: int) -> int:
+    """How many of a victim's ``queued`` messages a thief takes: the newer half,
+    rounded up (one job waiting behind a busy worker is worth taking)."""
+    return (queued + 1) // 2
+
+
+#: Other workers' inboxes one look reads at most (the next ones at the next look), so
+#: that a look costs the same with thousands of asyncio workers as with four.
+LOOK_AT: Final = 8
+
+
+class _Victims:
+    """The other workers' queues, looked at :data:`LOOK_AT` at a time in turn."""
+
+    __slots__ = ("_cursor", "others")
+
+    def __init__(self, index: int, queues: Sequence[Any], states: Sequence[WorkerState]):
+        #: ``(queue, its worker's state)`` of every other worker.
+        self.others = [(queues[i], states[i]) for i in range(len(queues)) if i != index]
+        self._cursor = 0
+
+    def pick(self, hint: Any = None) -> tuple[Any, int]:
+        """The longest queue whose worker is running a job among ``hint`` (a queue
+        said to have jobs behind a busy worker) and the next :data:`LOOK_AT`
+        others, with its length; ``(None, 0)`` if there is none."""
+        others = self.others
+        count = len(others)
+        if count <= LOOK_AT:
+            window = others
+        else:
+            start = self._cursor
+            self._cursor = (start + LOOK_AT) % count
+            window = others[start : start + LOOK_AT]
+            if len(window) < LOOK_AT:
+                window = window + others[: LOOK_AT - len(window)]
+        victim, longest = None, 0
+        for queue, state in window:
+            length = len(queue._items)
+            if length > longest and state.active:
+                victim, longest = queue, length
+        if hint is not None and hint._owner.active and len(hint._items) > longest:
+            victim, longest = hint, len(hint._items)
+        return victim, longest
+
+    def any_queued(self) -> bool:
+        return any(queue._items for queue, _ in self.others)
+
+
+def _take_tail(items: deque[Any], count: int) -> list[Any]:
+    """Pop up to ``count`` messages from the tail, returned in their queued order."""
+    taken = []
+    pop = items.pop
+    for _ in range(count):
+        try:
+            taken.append(pop())
+        except IndexError:  # the owner took the rest meanwhile
+            break
+    taken.reverse()
+    return taken
+
+
+class Thief:
+    """How one thread worker (a worker thread, a worker process's liaison) waits for
+    its next message: its own, or one taken from a busy worker."""
+
+    __slots__ = ("_own", "_state", "_victims")
+
+    def __init__(self, index: int, inboxes: Sequence[Inbox[Any]], states: Sequence[WorkerState]):
+        self._own = inboxes[index]
+        self._state = states[index]
+        self._victims = _Victims(index, inboxes, states)
+
+    def next_message(self) -> Any | None:
+        """The next message to run; None once the inboxes are closed and none is left
+        that this worker could take."""
+        own, delay = self._own, POLL_MIN
+        while True:
+            message = own.get_within(delay)
+            if message is not None:
+                return message
+            if self._steal():
+                continue
+            if own.closed:
+                # Nothing more is put; help the others drain, or end.
+                if not self._victims.any_queued():
+                    return own.get_nowait()
+                time.sleep(delay)
+            delay = min(delay * 2, POLL_MAX)
+
+    def _steal(self) -> bool:
+        """Take part of a busy worker's queue; True if this worker has work now."""
+        own, state = self._own, self._state
+        if own._items:
+            return True  # a job of its own came meanwhile: no need (and no room) to take
+        victim, queued = self._victims.pick()
+        if victim is None:
+            return False
+        taken = _take_tail(victim._items, share(queued))
+        if not taken:
+            return False
+        for message in taken:
+            moved(message, own)
+        own._items.extend(taken)
+        if victim._putters:
+            victim._wake_putter()  # room was made: a producer may wait on it
+        if state.control.stopping:
+            # A stop may have emptied both inboxes while these were in hand.
+            for message in own.take_all():
+                state.cancelled += cancel_message(message)
+        return True
+
+
+class StealBoard:
+    """The idle asyncio workers of one dispatcher, and when to wake one of them."""
+
+    __slots__ = ("busy", "hint", "idle")
+
+    def __init__(self) -> None:
+        #: The waiter of each idle worker (a worker takes its own out when it wakes).
+        self.idle: set[asyncio.Future[None]] = set()
+        #: Workers awaiting a job: none, and there is nobody to steal from.
+        self.busy = 0
+        #: The inbox that had a job queued behind its busy worker, for the next look.
+        self.hint: AsyncInbox[Any] | None = None
+
+    def wake_one(self, hint: AsyncInbox[Any]) -> None:
+        """Wake an idle worker to look at ``hint``, where a job waits behind a busy one."""
+        self.hint = hint
+        idle = self.idle
+        while idle:
+            waiter = idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class AsyncThief:
+    """How one asyncio worker waits for its next message: its own, or a busy worker's."""
+
+    __slots__ = ("_own", "_victims", "board")
+
+    def __init__(
+        self,
+        index: int,
+        inboxes: Sequence[AsyncInbox[Any]],
+        states: Sequence[WorkerState],
+        board: StealBoard,
+    ):
+        self._own = inboxes[index]
+        self.board = board
+        self._victims = _Victims(index, inboxes, states)
+
+    async def next_message(self) -> Any | None:
+        """The next message to run; None once the inboxes are closed and none is left
+        that this worker could take."""
+        own, delay = self._own, POLL_MIN
+        while True:
+            message = own.get_nowait()
+            if message is not None:
+                return message
+            if self._steal():
+                continue
+            if own.closed:
+                # Nothing more is put; help the others drain, or end.
+                if not self._victims.any_queued():
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, POLL_MAX)
+                continue
+            # Woken by a job of its own or by the board, whichever comes first.
+            waiter = asyncio.get_running_loop().create_future()
+            own._getters.append(waiter)
+            idle = self.board.idle
+            idle.add(waiter)
+            try:
+                await waiter
+            finally:
+                # Whichever side did not wake it still holds it: take it out, so
+                # neither grows while this worker idles again and again.
+                if waiter in idle:
+                    idle.discard(waiter)
+                elif waiter in own._getters:
+                    own._getters.remove(waiter)
+
+    def _steal(self) -> bool:
+        board = self.board
+        if not board.busy:
+            return False  # nobody runs a job: nothing waits behind one
+        hint, board.hint = board.hint, None
+        victim, queued = self._victims.pick(hint)
+        if victim is None:
+            return False
+        taken = _take_tail(victim._items, share(queued))
+        own = self._own
+        for message in taken:
+            moved(message, own)
+        own._items.extend(taken)
+        if victim._putters:
+            victim._wake(victim._putters)
+        return bool(taken)
