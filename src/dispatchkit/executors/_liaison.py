@@ -1,9 +1,19 @@
 """The liaison of one worker process: the thread that feeds it and records what it did.
 
-See :mod:`dispatchkit.executors.process` for the data flow: a liaison takes one
-message at a time from its inbox, sends it down the pipe as one task, waits on
-the pipe and on the process's sentinel, and completes the handles, map results
-and counters with what comes back (or with ``WorkerLost`` / ``TimedOut``).
+See :mod:`dispatchkit.executors.process` for the data flow: a liaison takes
+messages from its inbox, makes each a run (:mod:`._rounds`), sends the runs'
+rounds down the pipe as tasks, waits on the pipe and on the process's sentinel,
+and completes the handles, map results and counters with what comes back (or
+with ``WorkerLost`` / ``TimedOut``).
+
+The pipe is kept full: while the process runs one round, the next is queued
+behind it, so that it starts at once (at most one, so a shared queue stays
+fair: a worker holds no more than it can start next). The process reads a task
+only once it has replied to the one before, which settles every death: a round
+whose final reply has not come may have been running and is lost as before; one
+behind it never started and goes out again. A message that arrives while the
+inbox was empty is taken at the next look (at most ``_POLL``), or when the
+running round ends.
 """
 
 from __future__ import annotations
