@@ -63,3 +63,12 @@ def count_run(path: str) -> int:
     with Path(path).open("a") as out:
         out.write(f"{os.getpid()}\n")
     return os.getpid()
+
+
+def die_once_after_next_task(path: str) -> str:
+    """The first time: once the next task is queued, die (as if killed); then succeed."""
+    marker = Path(path)
+    if not marker.exists():
+        marker.write_text("seen" if next_task_waits() else "unseen")
+        os._exit(9)
+    return marker.read_text()

@@ -13,7 +13,8 @@ import signal
 import time
 from pathlib import Path
 
-from dispatchkit import Dispatcher, TimedOut, WorkerLost
+from dispatchkit import Dispatcher, RetryPolicy, TimedOut, WorkerLost
+from dispatchkit._conformance import jobs as logged
 from tests import jobs, pipe_jobs
 
 
@@ -74,6 +75,19 @@ def test_a_worker_killed_with_a_job_queued_behind_runs_that_job_once(tmp_path: P
     assert (stats.succeeded, stats.failed, stats.cancelled) == (6, 1, 0)
 
 
+def test_a_job_killed_with_one_queued_behind_is_retried_and_both_run(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=2, backoff=0.01, retry_on=(WorkerLost,))
+    runs = tmp_path / "runs"
+    with Dispatcher(1, executor="process", retry=policy) as d:
+        dying = d.submit(pipe_jobs.die_once_after_next_task, str(tmp_path / "marker"))
+        behind = d.submit(pipe_jobs.count_run, str(runs))
+        assert dying.result(timeout=60) == "seen"
+        assert dying.attempts == 2
+        behind.result(timeout=30)
+        assert behind.attempts == 1  # it never started in the process that died
+    assert len(runs.read_text().splitlines()) == 1
+
+
 def test_a_job_queued_behind_one_that_times_out_runs_once(tmp_path: Path) -> None:
     marker, runs = tmp_path / "marker", tmp_path / "runs"
     # Long enough for the slow job to see the next one arrive, even under load.
@@ -114,3 +128,18 @@ def test_a_reply_that_cannot_be_loaded_is_asked_again_past_the_job_queued_behind
             assert isinstance(error, TypeError)
             assert "cannot be loaded" in str(error)
         assert after.result(timeout=30) == 25
+
+
+def test_auto_with_a_key_still_runs_each_keys_jobs_in_order(tmp_path: Path) -> None:
+    # auto's lanes over the shared queue: a lane's next chunk must not be queued
+    # in a pipe before the lane's current chunk has ended.
+    log = str(tmp_path / "log")
+    keys = [i % 3 for i in range(60)]
+    entries = [[log, key, position] for position, key in enumerate(keys)]
+    with Dispatcher(2, executor="process", chunk=2) as d:
+        assert list(d.map(logged.span, entries, key=lambda e: e[1])) == list(range(60))
+    lines = logged.read_log(log)
+    for key in set(keys):
+        mine = [(line[0], int(line[2])) for line in lines if int(line[1]) == key]
+        positions = [p for p, k in enumerate(keys) if k == key]
+        assert mine == [(edge, p) for p in positions for edge in ("s", "e")]

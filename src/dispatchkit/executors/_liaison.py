@@ -210,14 +210,14 @@ class Liaison:
         ready, stopping = self._ready, self._control.stopping
         while True:
             if ready:
-                run = ready[0]
-                wait = run.due - perf_counter()
-                if wait > 0 and not stopping:
+                now = perf_counter()
+                run = ready[0] if stopping else next((r for r in ready if r.due <= now), None)
+                if run is None:  # only retries waiting out their backoff
                     if not block:
-                        return None  # a retry waits: nothing new is taken meanwhile
-                    stopping = self._control.stop_event.wait(wait)
+                        return None  # nothing new is taken meanwhile, as for a thread
+                    stopping = self._control.stop_event.wait(min(r.due for r in ready) - now)
                     continue
-                ready.popleft()
+                ready.remove(run)
             else:
                 message = self._inbox.get() if block else self._inbox.get_nowait()
                 if message is None:
