@@ -12,6 +12,7 @@ import os
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from tests.process_fault_jobs import return_ghost
 
@@ -72,3 +73,9 @@ def die_once_after_next_task(path: str) -> str:
         marker.write_text("seen" if next_task_waits() else "unseen")
         os._exit(9)
     return marker.read_text()
+
+
+def run_entry(entry: tuple[Any, ...]) -> object:
+    """``(name, *args)``: call this module's ``name(*args)`` (one function for ``dispatch``)."""
+    name, *args = entry
+    return globals()[name](*args)

@@ -88,6 +88,21 @@ def test_a_job_killed_with_one_queued_behind_is_retried_and_both_run(tmp_path: P
     assert len(runs.read_text().splitlines()) == 1
 
 
+def test_fire_and_forget_chunk_queued_behind_a_killed_one_runs_once(tmp_path: Path) -> None:
+    marker, runs = tmp_path / "marker", tmp_path / "runs"
+    errors: list[BaseException] = []
+    entries = [("sleep_after_next_task", str(marker), 60), ("count_run", str(runs))]
+    with Dispatcher(1, executor="process", chunk=1) as d:
+        d.dispatch(pipe_jobs.run_entry, entries, on_error=lambda _, e: errors.append(e))
+        seen, pid = wait_for_file(marker).split()
+        assert seen == "seen"
+        os.kill(int(pid), signal.SIGKILL)
+    assert [type(e) for e in errors] == [WorkerLost]
+    assert len(runs.read_text().splitlines()) == 1
+    stats = d.stats()
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (1, 1, 0)
+
+
 def test_a_job_queued_behind_one_that_times_out_runs_once(tmp_path: Path) -> None:
     marker, runs = tmp_path / "marker", tmp_path / "runs"
     # Long enough for the slow job to see the next one arrive, even under load.
