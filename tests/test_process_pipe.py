@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,30 @@ def test_at_most_one_job_waits_in_the_pipe_and_it_cannot_be_cancelled(tmp_path: 
         assert queued.cancelled()
     stats = d.stats()
     assert (stats.succeeded, stats.cancelled) == (2, 1)
+
+
+def test_a_stop_cancels_queued_jobs_and_lets_the_one_sent_to_its_process_run(
+    tmp_path: Path,
+) -> None:
+    marker, gate = tmp_path / "marker", tmp_path / "gate"
+    d = Dispatcher(1, executor="process")
+    first = d.submit(pipe_jobs.hold_after_next_task, str(marker), str(gate))
+    sent = d.submit(jobs.square, 3)
+    queued = d.submit(jobs.square, 4)
+    assert wait_for_file(marker).startswith("seen ")
+    stopping = threading.Thread(target=d.stop, kwargs={"cancel": True})
+    stopping.start()
+    deadline = time.monotonic() + 30
+    while not queued.cancelled():
+        assert time.monotonic() < deadline, "the stop never cancelled the queued job"
+        time.sleep(0.01)
+    gate.write_text("open")
+    stopping.join(60)
+    assert not stopping.is_alive()
+    assert first.result(timeout=5) == "through"
+    assert sent.result(timeout=5) == 9  # as in the stdlib: a job handed to its process runs
+    stats = d.stats()
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 0, 1)
 
 
 def test_a_worker_killed_with_a_job_queued_behind_runs_that_job_once(tmp_path: Path) -> None:
