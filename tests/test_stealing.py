@@ -218,13 +218,19 @@ def test_process_liaisons_steal_too(tmp_path: Path) -> None:
     with Dispatcher(2, executor="process", strategy="round_robin") as d:
         held = d.submit(gate_jobs.hold, str(started), str(gate))
         handles = [d.submit(gate_jobs.touch, str(tmp_path / str(i))) for i in range(1, 6)]
-        # Jobs 2 and 4 wait behind the held job on worker 0: worker 1 takes them.
-        done, _ = wait(handles, timeout=PATIENCE)
+        # Jobs 2 and 4 wait behind the held job on worker 0. Job 2 may already sit in
+        # worker 0's pipe (each process has its next job queued, as the stdlib's pool
+        # does), where nobody can take it; job 4 waits in the inbox: worker 1 takes it.
+        in_pipe_or_stolen = handles[1]
+        others = [h for h in handles if h is not in_pipe_or_stolen]
+        done, _ = wait(others, timeout=PATIENCE)
         gate.write_text("open")
         assert held.result(PATIENCE) == "through"
-        assert len(done) == len(handles)
+        assert len(done) == len(others)
+        assert in_pipe_or_stolen.result(PATIENCE) is None
         stats = d.stats()
-    assert [h.worker for h in handles] == [1, 1, 1, 1, 1]
+    assert [h.worker for h in others] == [1, 1, 1, 1]
+    assert in_pipe_or_stolen.worker in (0, 1)
     assert all(h.status is JobStatus.SUCCEEDED for h in handles)
     assert sum(w.jobs for w in stats.workers) == stats.succeeded == 6
 

@@ -114,18 +114,28 @@ class LanedMessage:
     def _moved_to(self, queue: object) -> None:
         self.inner._moved_to(queue)
 
+    def claim(self) -> bool:
+        """Whether it is this chunk's turn; if not, it waits with its lane."""
+        return self.lanes.claim(self)
+
+    def next_in_lane(self, worker: WorkerState) -> LanedMessage | None:
+        """This chunk has ended: the lane's next one, if it waits already. On a
+        stop what waits is cancelled (counted on ``worker``) and None returned."""
+        lanes = self.lanes
+        message = lanes.finish(self.lane)
+        if message is not None and worker.control.stopping:
+            _cancel(worker, [message, *lanes.drop(self.lane)])
+            return None
+        return message
+
     def drive(self, run: Callable[[Any], None], worker: WorkerState) -> None:
         """Run this chunk if it is its lane's turn, then the lane's chunks waiting after it."""
-        lanes = self.lanes
-        if not lanes.claim(self):
+        if not self.claim():
             return
         message: LanedMessage | None = self
         while message is not None:
             run(message.inner)
-            message = lanes.finish(self.lane)
-            if message is not None and worker.control.stopping:
-                _cancel(worker, [message, *lanes.drop(self.lane)])
-                return
+            message = message.next_in_lane(worker)
 
     def _run(self, worker: WorkerState) -> None:
         self.drive(lambda inner: inner._run(worker), worker)

@@ -69,7 +69,9 @@ DECAY: Final = 0.95
 #: Least seconds a chunk should last, per worker kind, whatever the measured gap:
 #: a thread hand-off is a deque operation and at most one wake-up (tens of
 #: microseconds); a process hand-off pickles the chunk and crosses a pipe twice
-#: (a few hundred microseconds on a quiet machine). Asyncio workers wait side by
+#: (a few hundred microseconds on a quiet machine), but with its next chunk
+#: queued in its pipe a process shows almost none of it as a gap: the floor
+#: bounds what the dispatcher's process spends per chunk. Asyncio workers wait side by
 #: side, so a job's measured time is mostly waiting, not the loop's work, and
 #: the loop's cost per hand-off shows in no gap: their chunks are left to grow
 #: until the tail rule bounds them.

@@ -1,8 +1,10 @@
 """The main loop of a worker process, and the wire format it speaks.
 
 Everything crossing the pipe is pickled once per message (a chunk of jobs),
-not once per job. Parent to child: a :class:`Task`, :data:`RESEND`, or ``None``
-to stop. Child to parent, per task:
+not once per job. Parent to child: a :class:`Task`, ``(RESEND, n)``, or
+``None`` to stop. Tasks are numbered from 0 in the order they arrive; the
+parent may queue the next task before the current one ends, so the worker
+reads it as soon as it has replied. Child to parent, per task, in order:
 
 * without a timeout, one ``("done", results)`` when the whole task has run;
 * with a timeout, ``("start", k, t)`` before job ``k`` and ``("one", k, sealed)``
@@ -20,10 +22,12 @@ module only the worker imported, a ``__reduce__`` whose loader raises). So
 that such a value fails its own job only, a result can travel *sealed*: its
 value pickled on its own, beside the type's name (see :func:`seal`). The parent
 decodes every message with :func:`decode`; when a whole message fails to load,
-it sends :data:`RESEND` and the worker sends the same reply again with every
-result sealed (``"sealed"`` for ``"done"``, ``"sealed-summary"`` for
-``"summary"``). A reply whose whole pickle fails here goes sealed at once, and
-a streamed ``"one"`` is always sealed (it is one job anyway).
+it sends ``(RESEND, n)`` for task ``n`` and the worker, once it reads that
+(after the task queued behind, if any), sends ``("resent", n, reply)``: the
+same reply again with every result sealed (``"sealed"`` for ``"done"``,
+``"sealed-summary"`` for ``"summary"``). A reply whose whole pickle fails
+here goes sealed at once, and a streamed ``"one"`` is always sealed (it is one
+job anyway).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ __all__ = [
 #: Task kinds: one call ``fn(*args, **kwargs)``, or ``fn(item)`` per item.
 CALL, EACH = "call", "each"
 
-#: Parent to child: "your last reply could not be loaded here: send it again sealed".
+#: Parent to child, as ``(RESEND, n)``: "the reply of task n could not be loaded
+#: here: send it again sealed".
 RESEND: Final = "resend"
 
 #: One result, as the parent uses it: ``(ok, value or exception, started, finished)``.
@@ -235,26 +240,35 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
-    # The last reply, kept until the next message in case the parent asks for
-    # it again (RESEND); dropped then, so at most one chunk's values are kept.
-    last: tuple[Any, ...] | None = None
+    # Replies kept in case the parent asks for one again (RESEND), by task
+    # number. The parent sends task n only once it is done with the replies of
+    # tasks before n - 1, so at most two chunks' values are kept: the last
+    # task's, and the one before it (its reply may be asked again while the
+    # last one, queued behind it, runs).
+    kept: dict[int, tuple[Any, ...]] = {}
+    number = 0
     while True:
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the parent is gone
-        message: Task | str | None = pickle.loads(data)
+        message: Task | tuple[str, int] | None = pickle.loads(data)
         if message is None:
             return
-        if isinstance(message, str):  # RESEND
+        if isinstance(message, tuple):  # (RESEND, number)
+            last = kept.pop(message[1], None)
             assert last is not None, "RESEND without a reply to send again"
-            conn.send_bytes(pickle.dumps(_sealed(last), pickle.HIGHEST_PROTOCOL))
-            last = None
+            again = ("resent", message[1], _sealed(last))
+            conn.send_bytes(pickle.dumps(again, pickle.HIGHEST_PROTOCOL))
             continue
-        last = _answer(conn, message)
+        kept.pop(number - 2, None)
+        reply = _answer(conn, message)
+        if reply is not None:
+            kept[number] = reply
+        number += 1
         # Nothing of the task may outlive it while the worker waits for the
         # next one: its arguments are freed once it is done, as in the stdlib.
-        del data, message
+        del data, message, reply
 
 
 def _answer(conn: Connection, task: Task) -> tuple[Any, ...] | None:

@@ -1,9 +1,19 @@
 """The liaison of one worker process: the thread that feeds it and records what it did.
 
-See :mod:`dispatchkit.executors.process` for the data flow: a liaison takes one
-message at a time from its inbox, sends it down the pipe as one task, waits on
-the pipe and on the process's sentinel, and completes the handles, map results
-and counters with what comes back (or with ``WorkerLost`` / ``TimedOut``).
+See :mod:`dispatchkit.executors.process` for the data flow: a liaison takes
+messages from its inbox, makes each a run (:mod:`._rounds`), sends the runs'
+rounds down the pipe as tasks, waits on the pipe and on the process's sentinel,
+and completes the handles, map results and counters with what comes back (or
+with ``WorkerLost`` / ``TimedOut``).
+
+The pipe is kept full: while the process runs one round, the next is queued
+behind it, so that it starts at once (at most one, so a shared queue stays
+fair: a worker holds no more than it can start next). The process reads a task
+only once it has replied to the one before, which settles every death: a round
+whose final reply has not come may have been running and is lost as before; one
+behind it never started and goes out again. A message that arrives while the
+inbox was empty is taken at the next look (at most ``_POLL``), or when the
+running round ends.
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ import contextlib
 import logging
 import pickle
 import select
+import socket
 import threading
-from collections.abc import Callable
+from collections import deque
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from time import perf_counter
@@ -22,13 +33,11 @@ from typing import TYPE_CHECKING, Any, Final
 from dispatchkit._inbox import Inbox
 from dispatchkit._lanes import LanedMessage
 from dispatchkit._steal import Thief
-from dispatchkit._work import BulkChunk, MapChunk, report_error
-from dispatchkit.core import ResultRow, WorkerState, retry_delay
+from dispatchkit.core import WorkerState
 from dispatchkit.errors import TimedOut, WorkerLost
-from dispatchkit.job import JobHandle, JobStatus, PolicyHandle
-from dispatchkit.retry import RetryPolicy
 
-from ._child import CALL, EACH, RESEND, Result, Task, child_main, decode
+from ._child import RESEND, child_main, decode
+from ._rounds import Round, Run, make_run
 
 if TYPE_CHECKING:
     from .process import ProcessOptions
@@ -40,27 +49,13 @@ logger = logging.getLogger(__name__)
 #: Seconds between two looks at a worker that is running a job.
 _POLL: Final = 0.2
 
-#: RESEND, as sent down the pipe.
-_RESEND_BYTES: Final = pickle.dumps(RESEND)
+#: Most bytes of a queued round, as a share of the pipe's send buffer (see
+#: ``Liaison._send_next``); the rest leaves room for the tail of the round
+#: before it, which the process is reading.
+_ROOM_SHARE: Final = 4
 
-
-class _Spec:
-    """A message seen as a task: what to send, and how to record the results."""
-
-    __slots__ = ("fn", "items", "keep_values", "kind", "policy", "star", "timeout")
-
-    def __init__(
-        self,
-        kind: str,
-        fn: Callable[..., Any],
-        items: list[Any],
-        policy: RetryPolicy | None,
-        timeout: float | None,
-        star: bool = False,
-        keep_values: bool = True,
-    ) -> None:
-        self.kind, self.fn, self.items = kind, fn, items
-        self.policy, self.timeout, self.star, self.keep_values = policy, timeout, star, keep_values
+#: The room assumed where the buffer's size cannot be read (bytes).
+_LEAST_ROOM: Final = 4096
 
 
 class Liaison:
@@ -77,7 +72,8 @@ class Liaison:
     ) -> None:
         """``thief``: how an idle liaison takes jobs queued behind a busy one (None: never)."""
         self._inbox = inbox
-        self._thief = thief
+        #: Waits for the next message: the own inbox's, or one taken from a busy worker.
+        self._next_message = inbox.get if thief is None else thief.next_message
         self._state = state
         self._control = state.control
         self._context = context
@@ -89,6 +85,16 @@ class Liaison:
         # one poll(0) before each hand-off (cheaper than exitcode under forkserver).
         self._exited = select.poll()
         self._jobs_in_process = 0
+        #: Rounds sent to the process, oldest first: the one it runs, and at
+        #: most one queued behind it (or replies that came and are asked again).
+        self._flight: deque[Round] = deque()
+        #: A round taken but not sent (too big for the pipe now, or over the
+        #: process's job budget): it goes first once the process is free.
+        self._held: Round | None = None
+        #: Runs that want another round (retries, or a round that never started).
+        self._ready: deque[Run] = deque()
+        self._tasks_sent = 0  # to this process, numbering its rounds for RESEND
+        self._room = _LEAST_ROOM  # bytes a queued round may take in the pipe
         self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
 
     # -- the process ---------------------------------------------------------
@@ -141,6 +147,8 @@ class Liaison:
             self._exited = select.poll()
             self._exited.register(process.sentinel, select.POLLIN)
             self._jobs_in_process = 0
+            self._tasks_sent = 0
+            self._room = _pipe_room(parent_end)
         return self._process, self._conn
 
     def _discard_process(self, kill: bool) -> None:
@@ -169,307 +177,253 @@ class Liaison:
     # -- the loop ------------------------------------------------------------
 
     def _run(self) -> None:
-        next_message = self._inbox.get if self._thief is None else self._thief.next_message
-        state = self._state
         try:
-            while (message := next_message()) is not None:
-                state.active = True  # others may take what waits behind this message
+            while True:
                 try:
-                    if message.__class__ is LanedMessage:  # auto with a key: in its lane's turn
-                        message.drive(self._handle, state)
-                    else:
-                        self._handle(message)
+                    if not self._step():
+                        break
                 except BaseException:
                     logger.critical("%s: internal error", self._name, exc_info=True)
-                state.active = False
+                    # What it held cannot be trusted now: start afresh.
+                    self._flight.clear()
+                    self._held = None
+                    self._discard_process(kill=True)
         finally:
             self._discard_process(kill=False)
 
-    def _spec(self, message: Any) -> _Spec:
-        control, timeout = self._control, self._options.job_timeout
-        if isinstance(message, JobHandle):
-            if isinstance(message, PolicyHandle):
-                policy = message.retry or control.retry
-                timeout = message.timeout or timeout
+    def _step(self) -> bool:
+        """Send what the process should hold, wait once for it; False once all is done."""
+        flight = self._flight
+        if not flight:
+            # Idle: others may not take what waits in this inbox meanwhile (nothing
+            # runs ahead of it); busy again once a round is sent.
+            self._state.active = False
+            round_ = self._next_round(block=True)
+            if round_ is None:
+                return False
+            self._state.active = True
+            self._send_first(round_)
+            return True
+        if len(flight) == 1 and self._held is None:
+            self._send_next()
+        self._wait_once()
+        return True
+
+    def _next_round(self, block: bool) -> Round | None:
+        """The next round to send: one held back, a run's next, or a new message's."""
+        held, self._held = self._held, None
+        if held is not None:
+            if not self._control.stopping:
+                return held
+            self._after(held.run, held.run.unstarted(held))  # cancelled below
+        ready, stopping = self._ready, self._control.stopping
+        while True:
+            if ready:
+                now = perf_counter()
+                run = ready[0] if stopping else next((r for r in ready if r.due <= now), None)
+                if run is None:  # only retries waiting out their backoff
+                    if not block:
+                        return None  # nothing new is taken meanwhile, as for a thread
+                    stopping = self._control.stop_event.wait(min(r.due for r in ready) - now)
+                    continue
+                ready.remove(run)
             else:
-                policy = control.retry
-            fn, args, kwargs = message.call
-            return _Spec(CALL, fn, [(args, kwargs)], policy, timeout)
-        if message.__class__ is tuple:
-            return _Spec(EACH, message[0], [message[1]], control.retry, timeout, keep_values=False)
-        if isinstance(message, BulkChunk):
-            return _Spec(EACH, message.fn, message.items, control.retry, timeout, keep_values=False)
-        assert isinstance(message, MapChunk)
-        return _Spec(EACH, message.fn, message.items, control.retry, timeout, star=message.star)
+                message = self._next_message() if block else self._inbox.get_nowait()
+                if message is None:
+                    return None
+                laned = None
+                if message.__class__ is LanedMessage:  # auto with a key: in its lane's turn
+                    if not message.claim():
+                        continue  # its lane's current chunk runs elsewhere, which runs it next
+                    laned, message = message, message.inner
+                run = make_run(message, self._state, self._options.job_timeout)
+                run.laned = laned
+            round_ = run.next_round(self._control.stopping)
+            if round_ is None:
+                self._after(run, False)
+            elif round_.data is None:  # every job failed before it could be sent
+                self._after(run, run.replied(round_, ("done", None)))
+            else:
+                return round_
 
-    def _handle(self, message: Any) -> None:
-        spec = self._spec(message)
-        if not spec.keep_values and spec.policy is None and spec.timeout is None:
-            self._handle_summary(message, spec)
-        else:
-            self._handle_each(message, spec)
+    def _after(self, run: Run, again: bool) -> None:
+        """A round of ``run`` ended: its next goes in line, or it is over."""
+        if again:
+            self._ready.append(run)
+        elif run.laned is not None:
+            following = run.laned.next_in_lane(self._state)
+            if following is not None:
+                nxt = make_run(following.inner, self._state, self._options.job_timeout)
+                nxt.laned = following
+                self._ready.append(nxt)
 
-    def _handle_each(self, message: Any, spec: _Spec) -> None:
-        """Jobs whose every result matters: values, timeouts, retries."""
-        count = len(spec.items)
-        attempts = [0] * count
-        final: list[tuple[JobStatus, Any, float | None, float | None]] = [
-            (JobStatus.CANCELLED, None, None, None)
-        ] * count
-        todo = list(range(count))
-        while todo:
-            if self._control.stopping:
-                break  # the rest stays cancelled
-            results, not_started = self._execute(spec, [spec.items[i] for i in todo])
-            again: list[int] = []
-            pause = 0.0
-            for local, index in enumerate(todo):
-                if local in not_started:
-                    again.append(index)  # never ran: uses no attempt
-                    continue
-                ok, value, started, finished = results[local]
-                attempts[index] += 1
-                self._state.busy += finished - started
-                if self._state.first_start is None or started < self._state.first_start:
-                    self._state.first_start = started
-                if ok:
-                    final[index] = (JobStatus.SUCCEEDED, value, started, finished)
-                    continue
-                error = value
-                final[index] = (JobStatus.FAILED, error, started, finished)
-                delay = retry_delay(spec.policy, error, attempts[index])
-                if delay is not None:
-                    again.append(index)
-                    pause = max(pause, delay)
-            # The chunk's retries go back together, after the longest of their waits.
-            if again and pause and self._control.stop_event.wait(pause):
-                # Stopped while waiting to retry: cancelled, no attempt used up.
-                for index in again:
-                    if final[index][0] is JobStatus.FAILED:
-                        final[index] = (JobStatus.CANCELLED, *final[index][1:])
-                break
-            todo = again
-        self._record(message, spec, final, attempts)
+    # -- sending -------------------------------------------------------------
 
-    def _handle_summary(self, message: Any, spec: _Spec) -> None:
-        """Fire-and-forget jobs: the worker sends counts and failures, not a result per job."""
-        state = self._state
-        on_error = message[2] if message.__class__ is tuple else message.on_error
-        if self._control.stopping:
-            state.cancelled += len(spec.items)
+    def _send_first(self, round_: Round) -> None:
+        """Send a round to an idle process (a new one if it died)."""
+        self._ensure_process()
+        self._flight.append(round_)
+        if not self._send(round_):
+            self._drop_flight(self._lost_error())
+
+    def _send_next(self) -> None:
+        """Queue the next round behind the running one, if the process can take it now.
+
+        Only what fits in the pipe's buffer beside what the process has not read
+        yet is sent: a send that blocked until the process is free would hold
+        off the timeout checks, and deadlock with a reply too large for the
+        buffer. Nor is a process sent jobs beyond its ``max_jobs_per_worker``.
+        What is not sent is held here and sent when the process is free.
+        """
+        round_ = self._next_round(block=False)
+        if round_ is None:
             return
-        task = Task(spec.kind, spec.fn, spec.items, keep_values=False, summary=True)
-        try:
-            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            # Find the items that cannot be sent, one by one (the slow path).
-            self._handle_each(message, spec)
+        assert round_.data is not None
+        limit = self._options.max_jobs_per_worker
+        held = sum(r.size for r in self._flight) + round_.size
+        if (
+            len(round_.data) > self._room
+            or (limit is not None and self._jobs_in_process + held > limit)
+            or self._exited.poll(0)
+        ):
+            self._held = round_
             return
-        process, conn = self._ensure_process()
-        reply = self._exchange(process, conn, data)
-        if reply is None:
-            error = WorkerLost("worker process died while running the chunk")
-            state.failed += len(spec.items)
-            for item in spec.items:
-                report_error(item, error, state, on_error)
-        else:
-            _, ok, failures, started, finished = reply
-            self._jobs_in_process += len(spec.items)
-            state.succeeded += ok
-            state.failed += len(failures)
-            state.busy += finished - started
-            if state.first_start is None or started < state.first_start:
-                state.first_start = started
-            for position, error in failures:
-                report_error(spec.items[position], error, state, on_error)
-            self._recycle_if_due()
-        if message.__class__ is not tuple:
-            message.items = []
+        self._flight.append(round_)
+        if not self._send(round_):
+            # The process is gone: its sentinel tells, and this round never started.
+            self._flight.pop()
+            self._held = round_
 
-    def _exchange(self, process: BaseProcess, conn: Connection, data: bytes) -> Any:
-        """Send one task and wait for its one reply; None if the process died."""
+    def _send(self, round_: Round) -> bool:
+        assert self._conn is not None
+        assert round_.data is not None
+        round_.number = self._tasks_sent
+        self._tasks_sent += 1
         try:
-            conn.send_bytes(data)
+            self._conn.send_bytes(round_.data)
         except OSError:
-            pass
-        else:
-            if self._wait_for_reply(process, conn):
-                reply = self._receive(process, conn)
-                if reply is not None:
-                    return reply
-        self._discard_process(kill=True)
+            return False
+        return True
+
+    # -- receiving -----------------------------------------------------------
+
+    def _running(self) -> Round | None:
+        """The round the process may be running: the first whose final reply has not come."""
+        for round_ in self._flight:
+            if not round_.awaiting:
+                return round_
         return None
 
-    def _wait_for_reply(self, process: BaseProcess, conn: Connection) -> bool:
-        """Wait until ``conn`` has data: True, or False if the process died first."""
-        while True:
-            ready = wait([conn, process.sentinel], _POLL)
-            if conn in ready:
-                return True
-            if process.sentinel in ready:
-                return False
+    def _wait_once(self) -> None:
+        process, conn = self._process, self._conn
+        assert process is not None
+        assert conn is not None
+        running = self._running()
+        deadline = None
+        if running is not None and running.running is not None and running.timeout is not None:
+            deadline = running.running[1] + running.timeout
+        wait_for = _POLL if deadline is None else max(0.0, min(_POLL, deadline - perf_counter()))
+        ready = wait([conn, process.sentinel], wait_for)
+        # What the process sent before it died is read first: it was sent.
+        if conn in ready or (process.sentinel in ready and conn.poll(0)):
+            self._take_reply(conn, running)
+        elif process.sentinel in ready:
+            self._drop_flight(self._lost_error())
+        elif deadline is not None and perf_counter() >= deadline and running is not None:
+            self._discard_process(kill=True)
+            error = TimedOut(f"job ran longer than its timeout of {running.timeout} s")
+            lost = WorkerLost("worker process was killed (a job's timeout) before its results came")
+            self._drop_flight(lost, timed_out=error)
 
-    def _receive(self, process: BaseProcess, conn: Connection) -> tuple[Any, ...] | None:
-        """The process's next reply, decoded (data is waiting); None if it died."""
+    def _take_reply(self, conn: Connection, running: Round | None) -> None:
         try:
             data = conn.recv_bytes()
-            try:
-                reply = pickle.loads(data)
-            except BaseException as exc:  # the loader ran the values' code: anything may come out
-                # A value that pickled in the worker cannot be loaded here: have
-                # the reply again with each result pickled on its own, so that
-                # only the jobs whose values fail to load fail.
-                logger.debug("%s: a reply cannot be loaded (%r): asking again", self._name, exc)
-                conn.send_bytes(_RESEND_BYTES)
-                if not self._wait_for_reply(process, conn):
-                    return None
-                reply = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
-            return None
-        return decode(reply)
+            self._drop_flight(self._lost_error())
+            return
+        try:
+            reply = pickle.loads(data)
+        except BaseException as exc:  # the loader ran the values' code: anything may come out
+            # A value that pickled in the worker cannot be loaded here: have the
+            # reply again with each result pickled on its own, so that only the
+            # jobs whose values fail to load fail. The process sends it once it
+            # has read the request, after the round queued behind this one.
+            logger.debug("%s: a reply cannot be loaded (%r): asking again", self._name, exc)
+            assert running is not None
+            running.awaiting = True
+            try:
+                conn.send_bytes(pickle.dumps((RESEND, running.number)))
+            except OSError:
+                self._drop_flight(self._lost_error())
+            return
+        if reply[0] == "resent":  # a reply asked again: ("resent", number, sealed reply)
+            target = next(r for r in self._flight if r.number == reply[1])
+            reply = reply[2]
+        else:
+            assert running is not None
+            target = running
+        event = decode(reply)
+        if event[0] == "start":
+            target.running = (event[1], event[2])
+        elif event[0] == "one":
+            target.results[event[1]] = event[2]
+            target.running = None
+        else:  # "done" or "summary": the round has ended
+            self._flight.remove(target)
+            self._jobs_in_process += target.size
+            self._after(target.run, target.run.replied(target, event))
+            if not self._flight:
+                self._recycle_if_due()
+
+    def _lost_error(self) -> WorkerLost:
+        """The process died: reaps it, and the error of the job it was running."""
+        process = self._process
+        code = None
+        if process is not None:
+            process.join(1)
+            code = process.exitcode
+        return WorkerLost(f"worker process died (exit code {code}) while running the job")
+
+    def _drop_flight(self, error: BaseException, timed_out: BaseException | None = None) -> None:
+        """The process is gone (or going): settle what it held.
+
+        The round it was running is lost (or timed out) as it would be alone;
+        one whose reply came but could not be loaded is lost; one queued behind
+        the running one never started (the process reads it only once it has
+        replied to the one before), so it goes out again.
+        """
+        self._discard_process(kill=True)
+        rounds = list(self._flight)
+        self._flight.clear()
+        blamed = False
+        for round_ in rounds:
+            run = round_.run
+            if round_.awaiting:
+                again = run.lost(round_, error)
+            elif not blamed:
+                blamed = True
+                if timed_out is not None:
+                    again = run.timed_out(round_, timed_out)
+                else:
+                    again = run.lost(round_, error)
+            else:
+                again = run.unstarted(round_)
+            self._after(run, again)
 
     def _recycle_if_due(self) -> None:
         limit = self._options.max_jobs_per_worker
         if limit is not None and self._jobs_in_process >= limit:
             self._discard_process(kill=False)
 
-    def _execute(self, spec: _Spec, items: list[Any]) -> tuple[dict[int, Result], set[int]]:
-        """Run ``items`` in the process; results by position, and positions never started."""
-        task = Task(
-            spec.kind, spec.fn, items, spec.star, spec.timeout is not None, spec.keep_values
-        )
-        try:
-            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            return self._unpicklable(spec, items, exc)
-        process, conn = self._ensure_process()
-        try:
-            conn.send_bytes(data)
-        except OSError:
-            return self._lost(spec, items, {}, None, process, conn)
-        results: dict[int, Result] = {}
-        running: tuple[int, float] | None = None  # (position, started) in stream mode
-        while True:
-            deadline = None
-            if running is not None and spec.timeout is not None:
-                deadline = running[1] + spec.timeout
-            wait_for = (
-                _POLL if deadline is None else max(0.0, min(_POLL, deadline - perf_counter()))
-            )
-            ready = wait([conn, process.sentinel], wait_for)
-            if conn in ready:
-                event = self._receive(process, conn)
-                if event is None:
-                    return self._lost(spec, items, results, running, process, conn)
-                if event[0] == "start":
-                    running = (event[1], event[2])
-                elif event[0] == "one":
-                    results[event[1]] = event[2]
-                    running = None
-                else:  # "done"
-                    for position, result in enumerate(event[1] or ()):
-                        results[position] = result
-                    self._jobs_in_process += len(items)
-                    self._recycle_if_due()
-                    return results, set()
-            elif process.sentinel in ready:
-                return self._lost(spec, items, results, running, process, conn)
-            elif deadline is not None and perf_counter() >= deadline and running is not None:
-                position, started = running
-                self._discard_process(kill=True)
-                error = TimedOut(f"job ran longer than its timeout of {spec.timeout} s")
-                results[position] = (False, error, started, perf_counter())
-                return results, set(range(position + 1, len(items)))
 
-    def _lost(
-        self,
-        spec: _Spec,
-        items: list[Any],
-        results: dict[int, Result],
-        running: tuple[int, float] | None,
-        process: BaseProcess,
-        conn: Connection,
-    ) -> tuple[dict[int, Result], set[int]]:
-        """The process died: what it held is lost, the rest of the chunk runs again."""
-        process.join(1)
-        code = process.exitcode
-        self._discard_process(kill=True)
-        error = WorkerLost(f"worker process died (exit code {code}) while running the job")
-        now = perf_counter()
-        if spec.timeout is not None:  # stream mode: we know which job was running
-            position = running[0] if running is not None else len(results)
-            started = running[1] if running is not None else now
-            if position < len(items):
-                results[position] = (False, error, started, now)
-            return results, set(range(position + 1, len(items)))
-        # Without per-job reports the whole chunk was in the worker's hands.
-        return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
-
-    def _unpicklable(
-        self, spec: _Spec, items: list[Any], exc: Exception
-    ) -> tuple[dict[int, Result], set[int]]:
-        """A job that cannot be pickled fails with a clear error; its chunk mates still run."""
-        now = perf_counter()
-        try:
-            pickle.dumps(spec.fn)
-        except Exception as fn_error:
-            error = TypeError(f"the job function cannot be sent to a worker process: {fn_error}")
-            return dict.fromkeys(range(len(items)), (False, error, now, now)), set()
-        sendable, results = [], {}
-        for position, item in enumerate(items):
+def _pipe_room(conn: Connection) -> int:
+    """Bytes a queued round may take in ``conn`` without its send blocking."""
+    try:
+        with socket.socket(fileno=conn.fileno()) as sock:
             try:
-                pickle.dumps(item)
-                sendable.append(position)
-            except Exception as item_error:
-                results[position] = (
-                    False,
-                    TypeError(
-                        f"the job's arguments cannot be sent to a worker process: {item_error}"
-                    ),
-                    now,
-                    now,
-                )
-        if sendable:
-            sub, not_started = self._execute(spec, [items[p] for p in sendable])
-            for local, position in enumerate(sendable):
-                if local in not_started:
-                    continue
-                results[position] = sub[local]
-            missing = {sendable[local] for local in not_started}
-            return results, missing
-        del exc
-        return results, set()
-
-    def _record(
-        self,
-        message: Any,
-        spec: _Spec,
-        final: list[tuple[JobStatus, Any, float | None, float | None]],
-        attempts: list[int],
-    ) -> None:
-        state = self._state
-        statuses = [status for status, *_ in final]
-        state.succeeded += statuses.count(JobStatus.SUCCEEDED)
-        state.failed += statuses.count(JobStatus.FAILED)
-        state.cancelled += statuses.count(JobStatus.CANCELLED)
-        if isinstance(message, JobHandle):
-            status, value, started, finished = final[0]
-            message.settle(state.index, status, value, started, finished, attempts[0])
-        elif isinstance(message, MapChunk):
-            rows = [
-                ResultRow(
-                    seq, status, value, state.index, message.submitted_at, started, finished, tries
-                )
-                for seq, (status, value, started, finished), tries in zip(
-                    message.seqs, final, attempts, strict=True
-                )
-            ]
-            message.items = []
-            message.run.deliver(rows)
-        else:
-            on_error = message[2] if message.__class__ is tuple else message.on_error
-            for item, (status, value, _, _) in zip(spec.items, final, strict=True):
-                if status is JobStatus.FAILED:
-                    report_error(item, value, state, on_error)
-            if message.__class__ is not tuple:
-                message.items = []
+                size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            finally:
+                sock.detach()  # the connection keeps its descriptor
+    except OSError:
+        return _LEAST_ROOM  # not a socket (a plain pipe): assume a small buffer
+    return max(_LEAST_ROOM, size // _ROOM_SHARE)

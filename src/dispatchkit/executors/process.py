@@ -5,8 +5,12 @@
                           └───────────────── results ◀── pipe ◀──────────────────┘
 
 Each worker is a pair: a process that runs jobs, and a *liaison* thread in the
-dispatcher's process that feeds it one message at a time and completes the
-handles, map results and counters with what comes back. The liaison waits on
+dispatcher's process that feeds it and completes the handles, map results and
+counters with what comes back. The liaison keeps the pipe full: while the
+process runs one task, the next waits in its pipe (at most one, as in the
+stdlib's pool), so the process never sits idle for a round trip between two; a
+task queued behind one whose process dies had not started, and is sent again.
+The liaison waits on
 the pipe *and* on the process's sentinel, so a worker that dies (a signal,
 ``os._exit``, a segfault) is noticed at once: the message it held fails with
 ``WorkerLost`` (or is retried, if the policy allows), a new process takes its
