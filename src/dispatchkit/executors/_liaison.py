@@ -204,13 +204,19 @@ class Liaison:
 
     def _handle(self, message: Any) -> None:
         spec = self._spec(message)
-        if not spec.keep_values and spec.policy is None and spec.timeout is None:
-            self._handle_summary(message, spec)
-        else:
-            self._handle_each(message, spec)
+        span: tuple[float, float] | None = None
+        try:
+            if not spec.keep_values and spec.policy is None and spec.timeout is None:
+                span = self._handle_summary(message, spec)
+            else:
+                span = self._handle_each(message, spec)
+        finally:
+            if isinstance(message, BulkChunk):  # an adaptive dispatch sizes chunks from this
+                message._ended(self._state.index, len(spec.items), *(span or (None, None)))
 
-    def _handle_each(self, message: Any, spec: _Spec) -> None:
-        """Jobs whose every result matters: values, timeouts, retries."""
+    def _handle_each(self, message: Any, spec: _Spec) -> tuple[float, float] | None:
+        """Jobs whose every result matters: values, timeouts, retries; the span
+        they ran over in the process (None: none ran)."""
         count = len(spec.items)
         attempts = [0] * count
         final: list[tuple[JobStatus, Any, float | None, float | None]] = [
@@ -250,21 +256,24 @@ class Liaison:
                 break
             todo = again
         self._record(message, spec, final, attempts)
+        starts = [started for _, _, started, _ in final if started is not None]
+        ends = [finished for _, _, _, finished in final if finished is not None]
+        return (min(starts), max(ends)) if starts and ends else None
 
-    def _handle_summary(self, message: Any, spec: _Spec) -> None:
-        """Fire-and-forget jobs: the worker sends counts and failures, not a result per job."""
+    def _handle_summary(self, message: Any, spec: _Spec) -> tuple[float, float] | None:
+        """Fire-and-forget jobs: the worker sends counts and failures, not a result per
+        job; the span they ran over in the process (None: they did not run)."""
         state = self._state
         on_error = message[2] if message.__class__ is tuple else message.on_error
         if self._control.stopping:
             state.cancelled += len(spec.items)
-            return
+            return None
         task = Task(spec.kind, spec.fn, spec.items, keep_values=False, summary=True)
         try:
             data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
         except Exception:
             # Find the items that cannot be sent, one by one (the slow path).
-            self._handle_each(message, spec)
-            return
+            return self._handle_each(message, spec)
         process, conn = self._ensure_process()
         reply = self._exchange(process, conn, data)
         if reply is None:
@@ -285,6 +294,7 @@ class Liaison:
             self._recycle_if_due()
         if message.__class__ is not tuple:
             message.items = []
+        return None if reply is None else (started, finished)
 
     def _exchange(self, process: BaseProcess, conn: Connection, data: bytes) -> Any:
         """Send one task and wait for its one reply; None if the process died."""
