@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dispatchkit import Dispatcher
-from dispatchkit.demo import auto_chunk, seed_job
+from dispatchkit.demo import even_chunk, seed_job
 
 #: The original Rust program's time for the 2M-job demo on this machine class (DESIGN.md).
 RUST_SECONDS = 3.0
@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     jobs, workers, sub = args.jobs, args.workers, args.submit_jobs
-    best_chunk = auto_chunk(jobs, workers)
+    best_chunk = even_chunk(jobs, workers)
 
     cases: dict[str, Callable[[], None]] = {"bare loop (floor)": lambda: bare_loop(jobs)}
     for strategy in ("batch", "round_robin", "pull"):
