@@ -23,7 +23,7 @@ from dispatchkit.core.adaptive import (
     BulkRun,
     ChunkController,
     chunk_size,
-    max_chunk,
+    max_dispatch_chunk,
 )
 from dispatchkit.errors import ClosedError
 from dispatchkit.settings import Settings
@@ -536,8 +536,8 @@ def test_a_bulk_run_sizes_chunks_from_the_reports_and_paces_the_input() -> None:
 
 
 def test_process_workers_take_larger_fire_and_forget_chunks() -> None:
-    assert max_chunk("thread") == max_chunk("asyncio") == MAX_CHUNK
-    assert max_chunk("process") > MAX_CHUNK
+    assert max_dispatch_chunk("thread") == max_dispatch_chunk("asyncio") == MAX_CHUNK
+    assert max_dispatch_chunk("process") > MAX_CHUNK
 
 
 def test_dispatch_under_auto_runs_every_job_once_on_threads() -> None:
@@ -570,6 +570,16 @@ def test_dispatch_under_auto_runs_every_job_once_on_processes() -> None:
     assert sorted(failed) == list(range(0, 30_000, 3))  # each multiple of 3 failed once
     assert (stats.submitted, stats.succeeded, stats.failed) == (30_000, 20_000, 10_000)
     assert stats.cancelled == 0
+
+
+def test_dispatch_under_auto_with_a_job_timeout_runs_every_job_once_on_processes() -> None:
+    # Each job is reported on its own (to keep the timeout): the chunk's span comes from them.
+    failed: list[int] = []
+    with Dispatcher(2, executor="process", job_timeout=30) as pool:
+        pool.dispatch(jobs.flaky, range(3_000), on_error=lambda i, e: failed.append(i))
+    stats = pool.stats()
+    assert sorted(failed) == list(range(0, 3_000, 3))
+    assert (stats.submitted, stats.succeeded, stats.failed) == (3_000, 2_000, 1_000)
 
 
 @pytest.mark.parametrize("coroutine", [False, True])

@@ -51,7 +51,7 @@ __all__ = [
     "ChunkController",
     "MeasuredMapRun",
     "chunk_size",
-    "max_chunk",
+    "max_dispatch_chunk",
     "tail_factor",
     "target_seconds",
 ]
@@ -98,7 +98,7 @@ def target_seconds(executor: str) -> float:
     return DEFAULT_TARGET_SECONDS.get(executor, DEFAULT_TARGET_SECONDS["thread"])
 
 
-def max_chunk(executor: str) -> int:
+def max_dispatch_chunk(executor: str) -> int:
     """The most jobs in one adaptive ``dispatch`` hand-off for this worker kind."""
     return MAX_DISPATCH_CHUNKS.get(executor, MAX_CHUNK)
 

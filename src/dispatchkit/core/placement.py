@@ -22,7 +22,7 @@ from .adaptive import (
     AdaptiveFeed,
     BulkRun,
     ChunkController,
-    max_chunk,
+    max_dispatch_chunk,
     tail_factor,
     target_seconds,
 )
@@ -174,8 +174,9 @@ class Placement(Ledger):
         self, items: object, queued: Callable[[], int], notify: Callable[[], None]
     ) -> BulkRun | None:
         """The pacing and measuring of one ``dispatch`` call, if its hand-off size
-        adapts (as :meth:`_adaptive_feed`), in chunks of at most ``max_chunk(kind)``."""
-        feed = self._adaptive_feed(items, queued, max_chunk=max_chunk(self._worker_kind()))
+        adapts (as :meth:`_adaptive_feed`), in chunks of at most ``max_dispatch_chunk(kind)``."""
+        kind = self._worker_kind()
+        feed = self._adaptive_feed(items, queued, max_chunk=max_dispatch_chunk(kind))
         return None if feed is None else BulkRun(feed, notify)
 
     def _keeps_key_order(self, key: object) -> bool:
