@@ -190,7 +190,7 @@ def test_bad_input_gives_one_line_and_exit_2(
 def test_help_explains_the_strategies() -> None:
     result = run_cli("run", "--help")
     assert result.returncode == 0
-    for word in ("batch", "round_robin", "pull", "DISPATCHKIT_WORKERS", "--json"):
+    for word in ("batch", "round_robin", "pull", "auto", "even", "DISPATCHKIT_WORKERS", "--json"):
         assert word in result.stdout
 
 

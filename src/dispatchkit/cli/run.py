@@ -11,6 +11,7 @@ from dispatchkit.demo import (
     DEFAULT_JOBS,
     DEFAULT_STRATEGIES,
     DEFAULT_WORKERS,
+    MAX_EVEN_CHUNK,
     SeedResult,
     fastest,
     run_seed,
@@ -55,7 +56,7 @@ auto (pull's shared queue, chunks sized from measured job times), key (a hash
 of the job's key picks the worker).
 
 chunks: a number of jobs per hand-off; even (jobs / (4 x workers), at most
-20,000: a fixed share for each hand-off); auto (the library's chunk="auto":
+{MAX_EVEN_CHUNK:,}: a fixed share for each hand-off); auto (the library's chunk="auto":
 adaptive with the auto strategy, one job a hand-off with the others).
 
 Defaults come from the environment when set (a flag wins over its variable):
