@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dispatchkit import Dispatcher
-from dispatchkit.demo import auto_chunk, seed_job
+from dispatchkit.demo import even_chunk, seed_job
+from dispatchkit.settings import ChunkSetting
 
 #: The original Rust program's time for the 2M-job demo on this machine class (DESIGN.md).
 RUST_SECONDS = 3.0
@@ -41,7 +42,7 @@ def bare_loop(jobs: int) -> None:
         job(i)
 
 
-def dk_dispatch(jobs: int, workers: int, strategy: str, chunk: int) -> None:
+def dk_dispatch(jobs: int, workers: int, strategy: str, chunk: ChunkSetting) -> None:
     with Dispatcher(workers, strategy=strategy, chunk=chunk) as d:
         d.dispatch(seed_job, range(jobs))
         d.join()
@@ -129,7 +130,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     jobs, workers, sub = args.jobs, args.workers, args.submit_jobs
-    best_chunk = auto_chunk(jobs, workers)
+    best_chunk = even_chunk(jobs, workers)
 
     cases: dict[str, Callable[[], None]] = {"bare loop (floor)": lambda: bare_loop(jobs)}
     for strategy in ("batch", "round_robin", "pull"):
@@ -137,6 +138,9 @@ def main() -> int:
             cases[f"dispatch {strategy} chunk {chunk}"] = (
                 lambda s=strategy, c=chunk: dk_dispatch(jobs, workers, s, c)  # type: ignore[misc]
             )
+    cases["dispatch auto chunk auto (the defaults)"] = lambda: dk_dispatch(
+        jobs, workers, "auto", "auto"
+    )
     cases[f"Dispatcher.submit x{sub:,}"] = lambda: dk_submit(sub, workers)
     cases[f"ThreadPoolExecutor.submit x{sub:,}"] = lambda: tpe_submit(sub, workers)
     cases[f"Dispatcher.map x{sub:,} chunk 100"] = lambda: dk_map(sub, workers, 100)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,16 @@ from dispatchkit.core.adaptive import (
     MAX_TARGET_SECONDS,
     TAIL_FACTOR,
     AdaptiveFeed,
+    BulkRun,
     ChunkController,
     chunk_size,
+    max_dispatch_chunk,
 )
+from dispatchkit.errors import ClosedError
 from dispatchkit.settings import Settings
 from dispatchkit.stats import DispatcherStats
 from dispatchkit.strategies import SHARED, Auto, parse_strategy
+from tests import jobs
 
 seconds = st.floats(min_value=1e-7, max_value=10.0, allow_nan=False)
 spreads = st.floats(min_value=0.0, max_value=20.0, allow_nan=False)
@@ -493,3 +497,213 @@ def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_asynci
     first, second = asyncio.run(main())
     assert first == list(range(300))
     assert second == [-i for i in range(500)]
+
+
+# -- dispatch under auto ------------------------------------------------------
+
+
+def test_a_bulk_run_sizes_chunks_from_the_reports_and_paces_the_input() -> None:
+    queued = [0]
+    wakes: list[int] = []
+    feed = AdaptiveFeed(ChunkController(2, 0.01), lambda: queued[0], total=1000)
+    run = BulkRun(feed, lambda: wakes.append(1))
+    assert run.limit() == 2  # nothing measured: a job per worker
+    assert run.cut([0, 1]) == [[0], [1]]
+    queued[0] = 4  # two chunks per worker wait: enough
+    assert not run.wants_more()
+    run.waiting = True
+    assert run.may_sleep()
+    run.ended(0, 1, 1.0, 1.001)
+    assert wakes == []  # more than a chunk per worker still waits: sleep on
+    queued[0] = 2
+    run.ended(1, 1, 1.0, 1.001)
+    assert wakes == [1]  # down to a chunk per worker: wake up and refill
+    run.waiting = False
+    assert run.wants_more()
+    assert run.limit() == 4  # measured 1 ms a job: grown to 2 a chunk (doubling)
+    assert run.cut([2, 3, 4, 5]) == [[2, 3], [4, 5]]
+    queued[0] = 100  # another call's messages fill the queue
+    assert not run.wants_more()
+    run.waiting = True
+    run.ended(0, 2, 2.0, 2.002)
+    run.ended(1, 2, 2.0, 2.002)
+    assert wakes == [1, 1]  # every chunk of the call ended: nothing else would wake it
+    run.waiting = False
+    assert run.wants_more()
+    run.limit()
+    run.cut(list(range(6, 1000)))
+    assert run.wants_more()  # the whole known input is placed: return at once
+
+
+def test_process_workers_take_larger_fire_and_forget_chunks() -> None:
+    assert max_dispatch_chunk("thread") == max_dispatch_chunk("asyncio") == MAX_CHUNK
+    assert max_dispatch_chunk("process") > MAX_CHUNK
+
+
+def test_dispatch_under_auto_runs_every_job_once_on_threads() -> None:
+    seen: list[int] = []
+    errors: list[int] = []
+
+    def job(i: int) -> None:
+        seen.append(i)  # list.append is atomic
+        if i % 7 == 0:
+            raise ValueError(i)
+
+    with Dispatcher(3) as pool:
+        assert pool.dispatch(job, range(20_000), on_error=lambda i, e: errors.append(i)) == 20_000
+        # An input of unknown length: no tail rule, the same count.
+        assert pool.dispatch(job, iter(range(20_000, 23_000))) == 3_000
+    stats = pool.stats()
+    assert sorted(seen) == list(range(23_000))
+    assert sorted(errors) == list(range(0, 20_000, 7))
+    assert stats.submitted == 23_000
+    assert (stats.succeeded, stats.failed, stats.cancelled) == (23_000 - 3_286, 3_286, 0)
+
+
+def test_dispatch_under_auto_runs_every_job_once_on_processes() -> None:
+    failed: list[int] = []
+    with Dispatcher(2, executor="process") as pool:
+        assert pool.dispatch(jobs.flaky, range(30_000), on_error=lambda i, e: failed.append(i)) == (
+            30_000
+        )
+    stats = pool.stats()
+    assert sorted(failed) == list(range(0, 30_000, 3))  # each multiple of 3 failed once
+    assert (stats.submitted, stats.succeeded, stats.failed) == (30_000, 20_000, 10_000)
+    assert stats.cancelled == 0
+
+
+def test_dispatch_under_auto_with_a_job_timeout_runs_every_job_once_on_processes() -> None:
+    # Each job is reported on its own (to keep the timeout): the chunk's span comes from them.
+    failed: list[int] = []
+    with Dispatcher(2, executor="process", job_timeout=30) as pool:
+        pool.dispatch(jobs.flaky, range(3_000), on_error=lambda i, e: failed.append(i))
+    stats = pool.stats()
+    assert sorted(failed) == list(range(0, 3_000, 3))
+    assert (stats.submitted, stats.succeeded, stats.failed) == (3_000, 2_000, 1_000)
+
+
+@pytest.mark.parametrize("coroutine", [False, True])
+def test_dispatch_under_auto_runs_every_job_once_on_asyncio(coroutine: bool) -> None:
+    seen: list[int] = []
+    errors: list[int] = []
+
+    def plain(i: int) -> None:
+        seen.append(i)
+        if i % 7 == 0:
+            raise ValueError(i)
+
+    async def awaited(i: int) -> None:
+        plain(i)
+
+    async def main() -> DispatcherStats:
+        async with AsyncDispatcher(5) as pool:
+            job = awaited if coroutine else plain
+            sent = await pool.dispatch(job, range(10_000), on_error=lambda i, e: errors.append(i))
+            assert sent == 10_000
+            await pool.join()
+        return pool.stats()
+
+    stats = asyncio.run(main())
+    assert sorted(seen) == list(range(10_000))
+    assert sorted(errors) == list(range(0, 10_000, 7))
+    assert (stats.submitted, stats.succeeded, stats.failed) == (10_000, 10_000 - 1_429, 1_429)
+
+
+#: Most of the input an adaptive dispatch takes while every worker is blocked on
+#: its first job: two chunks per worker queued, one running, one block, all of
+#: one job (nothing has been measured). An eager dispatch takes blocks of 1024.
+_PACED = 4 * 2
+
+
+def test_dispatch_under_auto_takes_the_input_as_the_workers_need_it_on_threads() -> None:
+    gate = threading.Event()
+    blocked = threading.Semaphore(0)
+    drawn = 0
+
+    def job(i: int) -> None:
+        if i < 2:
+            blocked.release()
+            gate.wait(_BLOCK_LIMIT)
+
+    def items() -> Iterator[int]:
+        nonlocal drawn
+        for i in range(3_000):
+            drawn += 1
+            yield i
+
+    with Dispatcher(2) as pool:
+        sender = threading.Thread(target=pool.dispatch, args=(job, items()))
+        sender.start()
+        assert blocked.acquire(timeout=_BLOCK_LIMIT)
+        assert blocked.acquire(timeout=_BLOCK_LIMIT)  # both workers hold a blocked job
+        taken = drawn
+        gate.set()
+        sender.join()
+    assert taken <= _PACED
+    assert pool.stats().succeeded == 3_000
+
+
+def test_dispatch_under_auto_takes_the_input_as_the_workers_need_it_on_asyncio() -> None:
+    async def main() -> tuple[int, DispatcherStats]:
+        gate = asyncio.Event()
+        blocked = asyncio.Semaphore(0)
+        drawn = 0
+
+        async def job(i: int) -> None:
+            if i < 2:
+                blocked.release()
+                await asyncio.wait_for(gate.wait(), _BLOCK_LIMIT)
+
+        def items() -> Iterator[int]:
+            nonlocal drawn
+            for i in range(3_000):
+                drawn += 1
+                yield i
+
+        async with AsyncDispatcher(2) as pool:
+            sender = asyncio.ensure_future(pool.dispatch(job, items()))
+            for _ in range(2):  # both workers hold a blocked job
+                await asyncio.wait_for(blocked.acquire(), _BLOCK_LIMIT)
+            taken = drawn
+            gate.set()
+            assert await sender == 3_000
+        return taken, pool.stats()
+
+    taken, stats = asyncio.run(main())
+    assert taken <= _PACED
+    assert stats.succeeded == 3_000
+
+
+def test_a_stop_ends_an_adaptive_dispatch_and_counts_every_job() -> None:
+    gate = threading.Event()
+    blocked = threading.Semaphore(0)
+    raised: list[BaseException] = []
+
+    def job(i: int) -> None:
+        if i < 2:
+            blocked.release()
+            gate.wait(_BLOCK_LIMIT)
+
+    def send() -> None:
+        try:
+            pool.dispatch(job, range(100_000))
+        except ClosedError as exc:
+            raised.append(exc)
+
+    pool = Dispatcher(2)
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert blocked.acquire(timeout=_BLOCK_LIMIT)
+    assert blocked.acquire(timeout=_BLOCK_LIMIT)
+    stopper = threading.Thread(target=lambda: stats.append(pool.stop(cancel=True)))
+    stats: list[DispatcherStats] = []
+    stopper.start()
+    while not pool._control.stopping:
+        threading.Event().wait(0.001)
+    gate.set()
+    stopper.join()
+    sender.join()
+    assert len(raised) == 1  # the paced dispatch woke and found the dispatcher closed
+    final = stats[0]
+    assert final.cancelled > 0
+    assert final.submitted == final.succeeded + final.failed + final.cancelled < 100_000

@@ -45,6 +45,7 @@ def test_run_json_reports_every_strategy_and_chunk() -> None:
         ("round_robin", 312),
         ("pull", 1),
         ("pull", 312),
+        ("auto", "auto"),  # the library's defaults: hand-offs sized as it runs
     ]
     for row in rows:
         assert {"strategy", "chunk", "jobs", "completed", "failed", "seconds"} <= row.keys()
@@ -74,6 +75,52 @@ def test_run_table_names_the_fastest() -> None:
         assert name in result.stdout
 
 
+def test_the_default_table_has_an_auto_row() -> None:
+    result = run_cli("run", "--jobs", "3000", "--workers", "3", env={"COLUMNS": "160"})
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
+    assert [cells[1].strip() for cells in rows] == [
+        *["batch"] * 2,
+        *["round_robin"] * 2,
+        *["pull"] * 2,
+        "auto",
+    ]
+    assert rows[-1][2].strip() == "auto"
+    assert rows[-1][4].strip() == "3,000"  # completed
+
+
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        # even: the fixed share of the job count (5000 / (4 x 4 workers)).
+        ("even", [("pull", 312), ("auto", 312)]),
+        # auto: the library's chunk="auto": adaptive under auto, one job a hand-off otherwise.
+        ("auto", [("pull", 1), ("auto", "auto")]),
+        ("1,AUTO,even", [("pull", 1), ("pull", 312), ("auto", 1), ("auto", "auto"), ("auto", 312)]),
+    ],
+)
+def test_chunk_auto_is_the_library_s_and_even_is_a_share_of_the_jobs(
+    chunk: str, expected: list[tuple[str, object]]
+) -> None:
+    result = run_cli(
+        "run", "--jobs", "5000", "--workers", "4", "--strategy", "pull,auto", "--chunk", chunk,
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"]) for r in rows] == expected
+    assert all(r["completed"] == 5000 for r in rows)
+
+
+def test_the_environment_s_chunk_auto_is_the_library_s() -> None:
+    result = run_cli(
+        "run", "--jobs", "2000", "--workers", "2", "--strategy", "auto", "--json",
+        env={"DISPATCHKIT_CHUNK": "auto"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [(r["strategy"], r["chunk"]) for r in json.loads(result.stdout)] == [("auto", "auto")]
+
+
 def test_env_settings_are_used(tmp_path: object) -> None:
     result = run_cli(
         "run",
@@ -99,6 +146,14 @@ def test_env_settings_are_used(tmp_path: object) -> None:
         (["run", "--jobs", "0"], {}, "argument --jobs: must be between 1"),
         (["run", "--chunk", "0"], {}, "argument --chunk: must be between 1"),
         (["run", "--chunk", ","], {}, "argument --chunk: needs at least one value"),
+        (
+            ["run", "--chunk", "1,fast"],
+            {},
+            "argument --chunk: must be a whole number from 1 to 100,000,000, 'auto' or 'even', "
+            "got 'fast'",
+        ),
+        (["run", "--chunk", "2.5"], {}, "argument --chunk: must be a whole number from 1 to"),
+        (["run"], {"DISPATCHKIT_CHUNK": "even"}, "DISPATCHKIT_CHUNK='even' is not valid"),
         (["run", "--strategy", "fifo"], {}, "unknown strategy 'fifo'"),
         (["run", "--queue-size", "x"], {}, "argument --queue-size: must be a whole number"),
         (["run"], {"DISPATCHKIT_WORKERS": "zero"}, "DISPATCHKIT_WORKERS='zero' is not valid"),
@@ -135,7 +190,7 @@ def test_bad_input_gives_one_line_and_exit_2(
 def test_help_explains_the_strategies() -> None:
     result = run_cli("run", "--help")
     assert result.returncode == 0
-    for word in ("batch", "round_robin", "pull", "DISPATCHKIT_WORKERS", "--json"):
+    for word in ("batch", "round_robin", "pull", "auto", "even", "DISPATCHKIT_WORKERS", "--json"):
         assert word in result.stdout
 
 
@@ -168,6 +223,23 @@ def test_a_signal_cancels_queued_jobs_and_says_so(sig: signal.Signals) -> None:
     assert "interrupted:" in stderr
     assert "cancelled" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("executor", ["process", "async"])
+def test_the_auto_row_runs_on_other_executors(executor: str) -> None:
+    result = run_cli(
+        "run", "--jobs", "20000", "--workers", "2", "--executor", executor,
+        "--strategy", "pull,auto", "--chunk", "even,auto", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"]) for r in rows] == [
+        ("pull", 2500),
+        ("pull", 1),
+        ("auto", 2500),
+        ("auto", "auto"),
+    ]
+    assert all((r["executor"], r["completed"], r["failed"]) == (executor, 20000, 0) for r in rows)
 
 
 @pytest.mark.parametrize("executor", ["process", "async"])

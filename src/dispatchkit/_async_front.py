@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
 from ._lanes import LanedMessage, Lanes, lane_count
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
-from .core.adaptive import MeasuredMapRun
+from .core.adaptive import BulkRun, MeasuredMapRun
 from .stats import DispatcherStats
 
 if TYPE_CHECKING:
@@ -163,15 +163,17 @@ class AsyncFrontEnd(FrontEnd):
         self,
         fn: Callable[[Any], Any],
         on_error: Callable[[Any, BaseException], object] | None,
+        tally: BulkRun | None = None,
     ) -> Callable[[list[Any], list[int]], AsyncChunk | InlineChunk]:
-        """How to wrap jobs of ``fn`` whose results nobody wants: ``(jobs, seqs) -> message``.
+        """How to wrap jobs of ``fn`` whose results nobody wants: ``(jobs, seqs) -> message``;
+        each chunk tells ``tally`` when it ended, for an adaptive ``dispatch``.
 
         Raises:
             ValueError: ``job_timeout`` with a plain function on the event loop.
         """
         cached = self._last_maker
         # A server offers the same function for every request: decide once.
-        if cached is not None and cached[0] == fn and cached[1] is on_error:
+        if tally is None and cached is not None and cached[0] == fn and cached[1] is on_error:
             return cached[2]
         self._refuse_unstoppable(fn, self._job_timeout)
         make: Callable[[list[Any], list[int]], AsyncChunk | InlineChunk]
@@ -181,14 +183,44 @@ class AsyncFrontEnd(FrontEnd):
             and self._retry is None
             and self._job_timeout is None
         ):
-            make = lambda jobs, seqs: InlineChunk(fn, jobs, on_error)  # noqa: E731
+            make = lambda jobs, seqs: InlineChunk(fn, jobs, on_error, tally)  # noqa: E731
         else:
             call = self._caller(fn)
             make = lambda jobs, seqs: AsyncChunk(  # noqa: E731
-                call, jobs, seqs, None, self._retry, self._job_timeout, on_error
+                call, jobs, seqs, None, self._retry, self._job_timeout, on_error, tally
             )
-        self._last_maker = (fn, on_error, make)
+        if tally is None:
+            self._last_maker = (fn, on_error, make)
         return make
+
+    async def _dispatch_paced(
+        self,
+        fn: Callable[[T], Any],
+        items: Iterable[T] | AsyncIterable[T],
+        key: Callable[[T], Hashable] | None,
+        on_error: Callable[[T, BaseException], object] | None,
+    ) -> int | None:
+        """``dispatch`` with adaptive chunks; None (nothing taken) if its hand-off
+        size does not adapt. Each block is cut when it is about to be needed
+        (see the thread front end's ``_dispatch_paced``)."""
+        event = asyncio.Event()
+        run = self._bulk_run(items, self._inboxes[0].__len__, event.set)
+        if run is None:
+            return None
+        make = self._fire_and_forget(fn, on_error, run)
+        dispatched = 0
+        async for block, first, keys in self._blocks(items, key, run.limit, exact=True):
+            await self._place(block, first, keys, make, run.cut)
+            dispatched += len(block)
+            while not run.wants_more():
+                event.clear()
+                run.waiting = True
+                try:
+                    if run.may_sleep():
+                        await event.wait()
+                finally:
+                    run.waiting = False
+        return dispatched
 
     async def _map(
         self,
@@ -247,12 +279,13 @@ class AsyncFrontEnd(FrontEnd):
         items: Iterable[T] | AsyncIterable[T],
         key: Callable[[T], Hashable] | None,
         limit: Callable[[], int] | None,
+        exact: bool = False,
     ) -> AsyncIterator[tuple[list[T], int, list[Hashable] | None]]:
-        """Take ``items`` a numbered block at a time (see ``Placement._block_size``)."""
+        """Take ``items`` a numbered block at a time (see ``Placement._next_block_size``)."""
         if isinstance(items, AsyncIterable):
             iterator = items.__aiter__()
             while True:
-                want = self._block_size(None if limit is None else limit())
+                want = self._next_block_size(limit, exact)
                 block: list[T] = []
                 async for item in iterator:
                     block.append(item)
@@ -264,7 +297,7 @@ class AsyncFrontEnd(FrontEnd):
                     raise self._refusal()
                 yield self._stamp(block, key)
         else:
-            for taken in self._numbered_blocks(items, key, limit):
+            for taken in self._numbered_blocks(items, key, limit, exact):
                 yield taken
 
     async def _place(

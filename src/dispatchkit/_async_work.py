@@ -23,6 +23,7 @@ from typing import Any
 
 from dispatchkit._work import FireAndForget
 from dispatchkit.core import Attempts, JobStatus, MapRun, WorkerState, cancelled_rows
+from dispatchkit.core.adaptive import BulkRun
 from dispatchkit.errors import TimedOut
 from dispatchkit.retry import RetryPolicy
 
@@ -195,12 +196,15 @@ async def run_attempts(
 class AsyncChunk:
     """Jobs of one ``map`` or ``dispatch`` call handed over together.
 
-    ``run`` is None for fire-and-forget jobs: only counts are kept.
+    ``run`` is None for fire-and-forget jobs: only counts are kept, and told to
+    ``tally`` for an adaptive ``dispatch`` (see :class:`~dispatchkit._work.FireAndForget`).
     """
 
     inline = False
 
-    __slots__ = ("call", "items", "on_error", "policy", "run", "seqs", "submitted_at", "timeout")
+    __slots__ = (
+        "call", "items", "on_error", "policy", "run", "seqs", "submitted_at", "tally", "timeout",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -211,13 +215,17 @@ class AsyncChunk:
         policy: RetryPolicy | None,
         timeout: float | None,
         on_error: Callable[[Any, BaseException], object] | None = None,
+        tally: BulkRun | None = None,
     ) -> None:
         self.call, self.items, self.seqs, self.run = call, items, seqs, run
         self.policy, self.timeout, self.on_error = policy, timeout, on_error
+        self.tally = tally
         self.submitted_at = perf_counter()
 
     def _cancel_taken(self) -> int:
         self._deliver_cancelled(0)
+        if self.tally is not None:
+            self.tally.ended(None, len(self.items), None, None)
         return len(self.items)
 
     def _moved_to(self, queue: object) -> None:
@@ -284,7 +292,10 @@ class AsyncChunk:
             self._deliver_cancelled(position)
             raise
         finally:
-            state.busy += perf_counter() - chunk_start
+            finished = perf_counter()
+            state.busy += finished - chunk_start
+            if self.tally is not None:
+                self.tally.ended(state.index, len(self.items), chunk_start, finished)
         if self.run is not None:
             self.run.deliver(rows)
 
@@ -305,10 +316,29 @@ class InlineChunk(FireAndForget):
     __slots__ = ()
 
     def _cancel_taken(self) -> int:
+        self._ended(None, len(self.items), None, None)
         return len(self.items)
 
     def run(self, state: WorkerState) -> Awaitable[None] | None:
         """Run the jobs; an awaitable if one returned an awaitable (await it)."""
+        if self.tally is None:
+            return self._run_inline(state)
+        jobs, started = len(self.items), perf_counter()
+        pending = self._run_inline(state)
+        if pending is None:
+            self._ended(state.index, jobs, started, perf_counter())
+            return None
+        return self._ended_after(pending, state.index, jobs, started)
+
+    async def _ended_after(
+        self, pending: Awaitable[None], worker: int, jobs: int, started: float
+    ) -> None:
+        try:
+            await pending
+        finally:
+            self._ended(worker, jobs, started, perf_counter())
+
+    def _run_inline(self, state: WorkerState) -> Awaitable[None] | None:
         fn, on_error = self.fn, self.on_error
         started = perf_counter()
         if state.first_start is None:

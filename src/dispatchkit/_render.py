@@ -35,6 +35,10 @@ def _seconds(value: float | None) -> str:
     return f"{value:.3f} s"
 
 
+def _chunk(chunk: int | str) -> str:
+    return f"{chunk:,}" if isinstance(chunk, int) else chunk
+
+
 def print_seed_results(
     results: list[SeedResult], verdict: tuple[SeedResult, float | None, float | None]
 ) -> None:
@@ -55,7 +59,7 @@ def print_seed_results(
         style = "bold green" if r is best else None
         table.add_row(
             r.strategy,
-            f"{r.chunk:,}",
+            _chunk(r.chunk),
             f"{r.jobs:,}",
             f"{r.completed:,}",
             f"{r.failed:,}",
@@ -67,7 +71,7 @@ def print_seed_results(
     console.print(table)
     best, runner_up, slowest = verdict
     line = (
-        f"Fastest here: [bold]{best.strategy}[/bold], chunk {best.chunk:,}, "
+        f"Fastest here: [bold]{best.strategy}[/bold], chunk {_chunk(best.chunk)}, "
         f"{_seconds(best.seconds)}"
     )
     if runner_up is not None and slowest is not None:

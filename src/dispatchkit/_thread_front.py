@@ -89,6 +89,51 @@ class ThreadFrontEnd(FrontEnd):
             return lambda jobs: [(fn, item, on_error) for item in jobs]
         return lambda jobs: [BulkChunk(fn, part, on_error) for part in self._chunked(jobs)]
 
+    def _dispatch_paced(
+        self,
+        fn: Callable[[T], object],
+        items: Iterable[T],
+        key: Callable[[T], Hashable] | None,
+        on_error: Callable[[T, BaseException], object] | None,
+    ) -> int | None:
+        """``dispatch`` with adaptive chunks; None (nothing taken) if its hand-off
+        size does not adapt.
+
+        Each block is cut when it is about to be needed, with what the chunks
+        that ended have measured by then: the call sleeps while the shared queue
+        holds enough, and a chunk's end wakes it (see
+        :class:`~dispatchkit.core.adaptive.BulkRun`; the no-lost-wake-up
+        handshake of ``thread_map_run``).
+        """
+        cond = threading.Condition()
+
+        def notify() -> None:
+            with cond:
+                cond.notify()
+
+        run = self._bulk_run(items, self._inboxes[0].__len__, notify)
+        if run is None:
+            return None
+
+        def make(jobs: list[T]) -> list[Any]:
+            return [BulkChunk(fn, part, on_error, run) for part in run.cut(jobs)]
+
+        dispatched = 0
+        for block, first, keys in self._numbered_blocks(items, key, run.limit, exact=True):
+            self._place(block, self._parts(block, first, keys), make)
+            dispatched += len(block)
+            while not run.wants_more():
+                self._wake_all()  # placing wakes lazily
+                with cond:
+                    run.waiting = True
+                    try:
+                        if run.may_sleep():
+                            cond.wait()
+                    finally:
+                        run.waiting = False
+        self._wake_all()
+        return dispatched
+
     def _map(
         self,
         fn: Callable[..., R],

@@ -24,7 +24,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .core import JobStatus, MapRun, WorkerState, cancelled_rows, map_result
-from .core.adaptive import AdaptiveFeed, MeasuredMapRun
+from .core.adaptive import AdaptiveFeed, BulkRun, MeasuredMapRun
 from .retry import RetryPolicy, run_with_policy
 
 if TYPE_CHECKING:
@@ -77,23 +77,36 @@ class Control:
 
 
 class FireAndForget:
-    """Fire-and-forget jobs ``fn(item)`` handed over together, for any worker kind."""
+    """Fire-and-forget jobs ``fn(item)`` handed over together, for any worker kind.
 
-    __slots__ = ("fn", "items", "on_error")
+    ``tally`` is the :class:`~dispatchkit.core.adaptive.BulkRun` of an adaptive
+    ``dispatch``: the chunk tells it, once, when it ran (or that it was
+    cancelled), so that the next chunks are sized from that.
+    """
+
+    __slots__ = ("fn", "items", "on_error", "tally")
 
     def __init__(
         self,
         fn: Callable[[Any], Any],
         items: list[Any],
         on_error: Callable[[Any, BaseException], object] | None,
+        tally: BulkRun | None = None,
     ) -> None:
-        self.fn, self.items, self.on_error = fn, items, on_error
+        self.fn, self.items, self.on_error, self.tally = fn, items, on_error, tally
 
     def _job_count(self) -> int:
         return len(self.items)
 
     def _moved_to(self, queue: object) -> None:
         """Stolen into another worker's queue: nothing here refers to the old one."""
+
+    def _ended(
+        self, worker: int | None, jobs: int, started: float | None, finished: float | None
+    ) -> None:
+        """Tell an adaptive ``dispatch`` that ``jobs`` jobs of this chunk ended."""
+        if self.tally is not None:
+            self.tally.ended(worker, jobs, started, finished)
 
 
 class BulkChunk(FireAndForget):
@@ -103,9 +116,20 @@ class BulkChunk(FireAndForget):
     __slots__ = ()
 
     def _cancel_taken(self) -> None:
-        self.items = []
+        jobs, self.items = len(self.items), []
+        self._ended(None, jobs, None, None)
 
     def _run(self, worker: WorkerState) -> None:
+        if self.tally is None:
+            self._run_jobs(worker)
+            return
+        jobs, started = len(self.items), perf_counter()
+        try:
+            self._run_jobs(worker)
+        finally:
+            self._ended(worker.index, jobs, started, perf_counter())
+
+    def _run_jobs(self, worker: WorkerState) -> None:
         if worker.control.retry is not None:
             self._run_with_policy(worker, worker.control.retry)
             return

@@ -168,6 +168,9 @@ class AsyncDispatcher(AsyncFrontEnd):
     ) -> int:
         """Run ``fn(item)`` for every item, fire and forget; returns the count dispatched.
 
+        Under the ``auto`` strategy with ``chunk="auto"`` the hand-offs are sized
+        from measured job times, and the input is taken as the shared queue runs short.
+
         Raises:
             ClosedError: the dispatcher is closed.
             ValueError: the ``key`` strategy without ``key``; ``job_timeout`` with
@@ -175,6 +178,9 @@ class AsyncDispatcher(AsyncFrontEnd):
         """
         self._check_open()
         self._check_key(key)
+        paced = await self._dispatch_paced(fn, items, key, on_error)
+        if paced is not None:
+            return paced
         make = self._fire_and_forget(fn, on_error)
         count = 0
         async for block, first, keys in self._blocks(items, key, None):

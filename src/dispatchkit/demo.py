@@ -9,37 +9,44 @@ another. :func:`run_seed` runs one configuration and reports what happened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Any, Final
 
 from .errors import Interrupted
 from .executors.registry import worker_kind
+from .settings import AUTO, ChunkSetting
 from .stats import DispatcherStats
-from .strategies import DEFAULT_BLOCK
+from .strategies import DEFAULT_BLOCK, parse_strategy
 
 __all__ = [
     "DEFAULT_JOBS",
     "DEFAULT_STRATEGIES",
     "DEFAULT_WORKERS",
+    "EVEN",
     "Interrupted",
     "SeedResult",
-    "auto_chunk",
+    "even_chunk",
     "fastest",
     "run_seed",
     "seed_job",
+    "seed_plan",
 ]
 
 #: The seed's demo: 2M jobs on 20 workers.
 DEFAULT_JOBS: Final = 2_000_000
 DEFAULT_WORKERS: Final = 20
-#: Seed approach 1, seed approach 2, then the Go article's design.
-DEFAULT_STRATEGIES: Final = ("batch", "round_robin", "pull")
+#: Seed approach 1, seed approach 2, the Go article's design, then the library's
+#: default (``auto``: a shared queue and adaptive hand-offs).
+DEFAULT_STRATEGIES: Final = ("batch", "round_robin", "pull", "auto")
 
-#: Largest chunk ``auto_chunk`` picks: beyond it a block of input held in
+#: The demo's chunk that is a fixed even share of the input (see :func:`even_chunk`).
+EVEN: Final = "even"
+
+#: Largest chunk ``even_chunk`` picks: beyond it a block of input held in
 #: memory grows with no gain in speed (measured on the seed workload).
-MAX_AUTO_CHUNK: Final = 20_000
+MAX_EVEN_CHUNK: Final = 20_000
 
 
 def seed_job(index: int) -> str:
@@ -47,13 +54,49 @@ def seed_job(index: int) -> str:
     return str(index)
 
 
-def auto_chunk(jobs: int, workers: int) -> int:
-    """A good chunk for ``jobs`` tiny jobs on ``workers`` workers.
+def even_chunk(jobs: int, workers: int) -> int:
+    """A good fixed chunk for ``jobs`` tiny jobs on ``workers`` workers, known in advance.
 
     About four hand-offs per worker: few enough that hand-off costs vanish,
     enough that no worker waits long for its first job.
     """
-    return max(1, min(MAX_AUTO_CHUNK, jobs // (workers * 4)))
+    return max(1, min(MAX_EVEN_CHUNK, jobs // (workers * 4)))
+
+
+def seed_plan(
+    strategies: Sequence[str],
+    chunks: Sequence[int | str] | None,
+    jobs: int,
+    workers: int,
+) -> list[tuple[str, ChunkSetting]]:
+    """The ``(strategy, chunk)`` runs of the demo, in order, without repeats.
+
+    A chunk is a number, ``"even"`` (:func:`even_chunk` of the job count) or
+    ``"auto"``, the library's ``chunk="auto"``: adaptive under a strategy that
+    adapts, one job a hand-off under any other (so it runs as chunk 1).
+    ``chunks`` None: the demo's defaults, chunk 1 (the seed's one message at a
+    time) and ``"even"`` for a fixed strategy, ``"auto"`` for an adaptive one.
+
+    Raises:
+        ValueError: an unknown strategy or chunk.
+    """
+    plan: list[tuple[str, ChunkSetting]] = []
+    for name in strategies:
+        strategy = parse_strategy(name)
+        given = chunks or ([AUTO] if strategy.adaptive else [1, EVEN])
+        for chunk in given:
+            resolved: ChunkSetting
+            if chunk == EVEN:
+                resolved = even_chunk(jobs, workers)
+            elif chunk == AUTO:
+                resolved = AUTO if strategy.adaptive else 1
+            elif isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1:
+                resolved = chunk
+            else:
+                raise ValueError(f"unknown chunk {chunk!r}: a whole number, {EVEN!r} or {AUTO!r}")
+            if (strategy.name, resolved) not in plan:
+                plan.append((strategy.name, resolved))
+    return plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +104,8 @@ class SeedResult:
     """One configuration's run of the seed workload."""
 
     strategy: str
-    chunk: int
+    #: Jobs per hand-off, or ``"auto"``: sized as the run went.
+    chunk: ChunkSetting
     jobs: int
     workers: int
     executor: str
@@ -87,7 +131,7 @@ def run_seed(
     jobs: int = DEFAULT_JOBS,
     workers: int = DEFAULT_WORKERS,
     strategy: str = "round_robin",
-    chunk: int = 1,
+    chunk: ChunkSetting = 1,
     block: int = DEFAULT_BLOCK,
     queue_size: int | None = None,
     executor: str = "thread",
@@ -143,9 +187,7 @@ def run_seed(
     except BaseException:
         dispatcher.stop(cancel=True, timeout=stop_timeout)
         raise
-    return _result(
-        dispatcher.strategy.name, chunk, jobs, workers, executor, seconds, dispatcher.stats()
-    )
+    return _result(dispatcher, jobs, workers, executor, seconds)
 
 
 async def _run_seed_async(
@@ -167,24 +209,16 @@ async def _run_seed_async(
             seconds = perf_counter() - started
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise Interrupted(dispatcher.stats()) from None
-    chunk = dispatcher.settings.fixed_chunk
-    return _result(
-        dispatcher.strategy.name, chunk, jobs, workers, "async", seconds, dispatcher.stats()
-    )
+    return _result(dispatcher, jobs, workers, "async", seconds)
 
 
-def _result(
-    strategy: str,
-    chunk: int,
-    jobs: int,
-    workers: int,
-    executor: str,
-    seconds: float,
-    stats: DispatcherStats,
-) -> SeedResult:
+def _result(dispatcher: Any, jobs: int, workers: int, executor: str, seconds: float) -> SeedResult:
+    settings = dispatcher.settings
+    stats: DispatcherStats = dispatcher.stats()
     return SeedResult(
-        strategy=strategy,
-        chunk=chunk,
+        strategy=dispatcher.strategy.name,
+        # What the run did: "auto" only where the hand-offs adapted.
+        chunk=AUTO if settings.adaptive_chunk else settings.fixed_chunk,
         jobs=jobs,
         workers=workers,
         executor=executor,

@@ -211,8 +211,10 @@ class Dispatcher(FuturesMap, Executor):
         No per-job object is kept: values are dropped, successes and failures
         counted (see :meth:`stats`); ``on_error(item, exc)`` is called, in the
         worker, for each failure. ``items`` is consumed lazily, ``chunk`` jobs per
-        hand-off, waiting whenever inboxes are full. Returns the number of jobs
-        dispatched; :meth:`join` waits for them.
+        hand-off, waiting whenever inboxes are full; under the ``auto`` strategy with
+        ``chunk="auto"`` the hand-offs are sized from measured job times, and the
+        input is taken only as the shared queue runs short. Returns the number of
+        jobs dispatched; :meth:`join` waits for them.
 
         Raises:
             ClosedError: the dispatcher is closed.
@@ -222,6 +224,9 @@ class Dispatcher(FuturesMap, Executor):
                 before stay dispatched and counted).
         """
         self._check_bulk(key)
+        paced = self._dispatch_paced(fn, items, key, on_error)
+        if paced is not None:
+            return paced
         make = self._bulk_maker(fn, on_error)
         dispatched = 0
         for block, first, keys in self._numbered_blocks(items, key):

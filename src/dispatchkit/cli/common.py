@@ -150,14 +150,23 @@ def one_strategy(text: str) -> str:
     return found[0]
 
 
-def chunks(text: str) -> list[int | None]:
-    """A comma list of chunk sizes; ``auto`` (None) picks one from the job count."""
-    values: list[int | None] = []
+def chunks(text: str) -> list[int | str]:
+    """A comma list of chunks: whole numbers, ``auto`` (the library's adaptive
+    chunk) or ``even`` (a fixed share of the job count), in any case."""
+    values: list[int | str] = []
     parse = int_in(1, MAX_QUEUE_SIZE)
-    for part in text.replace(" ", "").split(","):
+    for part in text.replace(" ", "").lower().split(","):
         if not part:
             continue
-        values.append(None if part == "auto" else parse(part))
+        if part in ("auto", "even"):
+            values.append(part)
+        elif part.replace("_", "").lstrip("+-").isdigit():
+            values.append(parse(part))
+        else:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from 1 to {MAX_QUEUE_SIZE:,}, 'auto' or 'even', "
+                f"got {part!r}"
+            )
     if not values:
         raise argparse.ArgumentTypeError("needs at least one value")
     return values

@@ -11,10 +11,11 @@ from dispatchkit.demo import (
     DEFAULT_JOBS,
     DEFAULT_STRATEGIES,
     DEFAULT_WORKERS,
+    MAX_EVEN_CHUNK,
     SeedResult,
-    auto_chunk,
     fastest,
     run_seed,
+    seed_plan,
 )
 from dispatchkit.errors import QueueFull, WorkerStartError
 from dispatchkit.executors.registry import worker_kind
@@ -44,13 +45,19 @@ _HELP: Final = f"""\
 Run the seed's demo: {DEFAULT_JOBS:,} jobs on {DEFAULT_WORKERS} workers, each job
 returning its own index as a string. Every strategy runs one after the other,
 first faithfully (chunk 1: one job per hand-off, as the seed sends one message
-at a time), then in its best chunked form; a table compares them and a last
-line names the fastest.
+at a time), then with an even chunk worked out from the job count; then auto,
+the library's defaults, with hand-offs sized as it runs. A table compares them
+and a last line names the fastest.
 
 strategies: batch (seed approach 1: blocks of --block jobs to one worker, then
 the next), round_robin (seed approach 2: one job to each worker in turn), pull
 (one shared queue, idle workers take the next job: the Go article's design),
-key (a hash of the job's key picks the worker).
+auto (pull's shared queue, chunks sized from measured job times), key (a hash
+of the job's key picks the worker).
+
+chunks: a number of jobs per hand-off; even (jobs / (4 x workers), at most
+{MAX_EVEN_CHUNK:,}: a fixed share for each hand-off); auto (the library's chunk="auto":
+adaptive with the auto strategy, one job a hand-off with the others).
 
 Defaults come from the environment when set (a flag wins over its variable):
 {ENV_PREFIX}WORKERS, {ENV_PREFIX}STRATEGY (one strategy), {ENV_PREFIX}CHUNK (one
@@ -93,8 +100,8 @@ def add_parser(commands: Commands) -> None:
         run,
         "--chunk",
         chunks,
-        "comma-separated jobs per hand-off; 'auto' picks the best chunked form "
-        f"for the job count (default {ENV_PREFIX}CHUNK or 1,auto)",
+        "comma-separated jobs per hand-off, 'even' or 'auto' (see above; default "
+        f"{ENV_PREFIX}CHUNK, or 1,even for batch, round_robin and pull and auto for auto)",
     )
     run.add_argument(
         "--block",
@@ -143,19 +150,14 @@ def command(args: argparse.Namespace) -> int:
         in_env = env_fields()
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    # The demo's own defaults (the seed's 20 workers, every strategy, chunk 1 and auto)
+    # The demo's own defaults (the seed's 20 workers, every strategy, its chunks)
     # apply where neither a flag nor a variable says otherwise.
     workers = args.workers or (settings.workers if "workers" in in_env else DEFAULT_WORKERS)
     chosen = args.strategy or (
         [settings.resolved_strategy.name] if "strategy" in in_env else list(DEFAULT_STRATEGIES)
     )
-    sizes: list[int | None] = args.chunk or ([settings.chunk] if "chunk" in in_env else [1, None])
-    plan: list[tuple[str, int]] = []
-    for strategy in chosen:
-        for chunk in sizes:
-            resolved = auto_chunk(args.jobs, workers) if chunk is None else chunk
-            if (strategy, resolved) not in plan:
-                plan.append((strategy, resolved))
+    sizes = args.chunk or ([settings.chunk] if "chunk" in in_env else None)
+    plan = seed_plan(chosen, sizes, args.jobs, workers)
 
     from dispatchkit._progress import RunProgress
 

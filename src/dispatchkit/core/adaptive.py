@@ -30,6 +30,7 @@ a size is always clamped to its bounds whatever the estimates say.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from math import sqrt
 from typing import Any, Final
@@ -40,20 +41,29 @@ __all__ = [
     "DEFAULT_TARGET_SECONDS",
     "GAP_FACTOR",
     "MAX_CHUNK",
+    "MAX_DISPATCH_CHUNKS",
     "MAX_SPREAD",
     "MAX_TARGET_SECONDS",
     "TAIL_FACTOR",
     "TAIL_FACTORS",
     "AdaptiveFeed",
+    "BulkRun",
     "ChunkController",
     "MeasuredMapRun",
     "chunk_size",
+    "max_dispatch_chunk",
     "tail_factor",
     "target_seconds",
 ]
 
 #: Most jobs in one adaptive hand-off.
 MAX_CHUNK: Final = 1024
+#: Most jobs in one adaptive hand-off of ``dispatch``, per worker kind. A
+#: fire-and-forget chunk sends back only counts, and a process hand-off costs
+#: a pipe round trip with the process idle meanwhile: sub-microsecond jobs need
+#: chunks of many thousands for it to vanish, as a fixed chunk of the input's
+#: share does. Threads and tasks hand over for far less.
+MAX_DISPATCH_CHUNKS: Final = {"thread": MAX_CHUNK, "process": 16384, "asyncio": MAX_CHUNK}
 #: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk
 #: (half of a worker's fair share of what is left: "factoring").
 TAIL_FACTOR: Final = 2
@@ -88,6 +98,11 @@ QUEUED_PER_WORKER: Final = 2
 def target_seconds(executor: str) -> float:
     """How long an adaptive chunk should last at least for this worker kind (seconds)."""
     return DEFAULT_TARGET_SECONDS.get(executor, DEFAULT_TARGET_SECONDS["thread"])
+
+
+def max_dispatch_chunk(executor: str) -> int:
+    """The most jobs in one adaptive ``dispatch`` hand-off for this worker kind."""
+    return MAX_DISPATCH_CHUNKS.get(executor, MAX_CHUNK)
 
 
 def tail_factor(executor: str) -> int:
@@ -319,16 +334,20 @@ class AdaptiveFeed:
 
     def observe_rows(self, rows: Sequence[Any]) -> None:
         """Measure a delivered chunk of result rows (ResultRow's field order)."""
-        if not rows:
-            return
-        started, finished = rows[0][5], rows[-1][6]
+        if rows:
+            self.observe_chunk(rows[0][3], len(rows), rows[0][5], rows[-1][6])
+
+    def observe_chunk(
+        self, worker: Any, jobs: int, started: float | None, finished: float | None
+    ) -> None:
+        """Measure a chunk of ``jobs`` jobs that ``worker`` ran from ``started`` to
+        ``finished`` (its clock's readings; None: not measured)."""
         if started is None or finished is None:
             return
         controller = self.controller
-        controller.observe(len(rows), finished - started)
+        controller.observe(jobs, finished - started)
         # The gap since this worker's previous chunk ended: what a hand-off costs
         # it (the timestamps of one worker come from one clock, its process's).
-        worker = rows[0][3]
         ended = self.ends.get(worker)
         if ended is not None and started >= ended:
             controller.observe_gap(started - ended)
@@ -351,3 +370,69 @@ class MeasuredMapRun(MapRun):
     def deliver(self, rows: list[Any]) -> None:
         self.feed.observe_rows(rows)
         super().deliver(rows)
+
+
+class BulkRun:
+    """One ``dispatch`` call under adaptive chunking: its chunks out, measured as they end.
+
+    Fire-and-forget chunks send back no rows: each tells :meth:`ended`, once,
+    how many jobs it held and when it ran. The dispatching side, the only one
+    to touch the controller here, measures them when it next decides
+    (:meth:`wants_more`), so the workers' reports need no lock (a deque append
+    is atomic). The waiting side belongs to the front end, as with
+    :class:`MapRun`: it sets ``waiting``, then sleeps if :meth:`may_sleep`, and
+    a report that finds it waiting and :meth:`may_sleep` false calls ``notify``.
+    It is woken only once the shared queue is down to a chunk per worker (or
+    every chunk of the call has ended), and then fills it again: one wake-up
+    per ``workers`` chunks, not one per chunk.
+
+    Args:
+        feed: the pacing and chunking of the call.
+        notify: wakes the dispatching side.
+    """
+
+    __slots__ = ("chunks", "feed", "notify", "reports", "waiting")
+
+    def __init__(self, feed: AdaptiveFeed, notify: Callable[[], None]) -> None:
+        self.feed = feed
+        self.notify = notify
+        #: Chunks cut and not yet measured (changed on the dispatching side only).
+        self.chunks = 0
+        #: ``(worker, jobs, started, finished)`` per chunk ended, not yet measured.
+        self.reports: deque[tuple[Any, int, float | None, float | None]] = deque()
+        self.waiting = False
+
+    def ended(self, worker: Any, jobs: int, started: float | None, finished: float | None) -> None:
+        """A chunk of ``jobs`` jobs ended on ``worker`` (from a worker): it ran from
+        ``started`` to ``finished``, or was cancelled or lost (None: not measured)."""
+        self.reports.append((worker, jobs, started, finished))
+        if self.waiting and not self.may_sleep():
+            self.notify()
+
+    def may_sleep(self) -> bool:
+        """Whether the dispatching side may sleep until the next report: chunks of
+        the call are out and more than one per worker still wait in the queue."""
+        feed = self.feed
+        return len(self.reports) < self.chunks and feed.queued() > feed.controller.workers
+
+    def limit(self) -> int:
+        """Jobs the next block takes: a chunk per worker, sized now."""
+        controller = self.feed.controller
+        return self.feed.block_limit(controller.max_chunk * controller.workers)
+
+    def cut(self, jobs: Sequence[Any]) -> list[list[Any]]:
+        """A placed part of the input, in chunks (see :meth:`AdaptiveFeed.cut`)."""
+        chunks = self.feed.cut(jobs)
+        self.chunks += len(chunks)
+        return chunks
+
+    def wants_more(self) -> bool:
+        """Measure what was reported; whether the next block should be placed now
+        (False: wait for reports first). True once the known input is all placed,
+        so that the call returns without waiting."""
+        feed, reports = self.feed, self.reports
+        while reports:
+            worker, jobs, started, finished = reports.popleft()
+            self.chunks -= 1
+            feed.observe_chunk(worker, jobs, started, finished)
+        return feed.remaining() == 0 or feed.wants_more(self.chunks)

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dispatchkit.errors import ClosedError
 
-from .adaptive import AdaptiveFeed, ChunkController, tail_factor, target_seconds
+from .adaptive import (
+    MAX_CHUNK,
+    AdaptiveFeed,
+    BulkRun,
+    ChunkController,
+    max_dispatch_chunk,
+    tail_factor,
+    target_seconds,
+)
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -82,6 +90,13 @@ class Placement(Ledger):
         size = max(size, min(MIN_BLOCK, self._queue_size * self._n))
         return size if limit is None else max(1, min(size, limit))
 
+    def _next_block_size(self, limit: Callable[[], int] | None, exact: bool) -> int:
+        """Jobs to take from the input next: :meth:`_block_size` within ``limit()``,
+        or ``limit()`` itself if ``exact`` (an adaptive ``dispatch`` sizes its blocks)."""
+        if limit is None:
+            return self._block_size()
+        return max(1, limit()) if exact else self._block_size(limit())
+
     def _stamp(
         self, block: list[T], key: Callable[[T], Hashable] | None
     ) -> tuple[list[T], int, list[Hashable] | None]:
@@ -98,15 +113,17 @@ class Placement(Ledger):
         items: Iterable[T],
         key: Callable[[T], Hashable] | None,
         limit: Callable[[], int] | None = None,
+        exact: bool = False,
     ) -> Iterator[tuple[list[T], int, list[Hashable] | None]]:
-        """Take ``items`` a numbered block at a time, at most ``limit()`` jobs each.
+        """Take ``items`` a numbered block at a time, at most ``limit()`` jobs each
+        (``exact``: that many, see :meth:`_next_block_size`).
 
         Raises:
             ClosedError (or the front end's refusal): closed meanwhile.
         """
         iterator = iter(items)
         while True:
-            block = list(islice(iterator, self._block_size(None if limit is None else limit())))
+            block = list(islice(iterator, self._next_block_size(limit, exact)))
             if not block:
                 return
             if self._closed:
@@ -135,7 +152,11 @@ class Placement(Ledger):
         return self.settings.executor
 
     def _adaptive_feed(
-        self, items: object, queued: Callable[[], int], chunk: int | None = None
+        self,
+        items: object,
+        queued: Callable[[], int],
+        chunk: int | None = None,
+        max_chunk: int = MAX_CHUNK,
     ) -> AdaptiveFeed | None:
         """The pacing and chunking of one bulk call, if its hand-off size adapts:
         the strategy is adaptive and no ``chunk`` is given for the call.
@@ -144,8 +165,19 @@ class Placement(Ledger):
             return None
         total = length_hint(items, -1)
         kind = self._worker_kind()
-        controller = ChunkController(self._n, target_seconds(kind), tail_factor=tail_factor(kind))
+        controller = ChunkController(
+            self._n, target_seconds(kind), max_chunk=max_chunk, tail_factor=tail_factor(kind)
+        )
         return AdaptiveFeed(controller, queued, None if total < 0 else total)
+
+    def _bulk_run(
+        self, items: object, queued: Callable[[], int], notify: Callable[[], None]
+    ) -> BulkRun | None:
+        """The pacing and measuring of one ``dispatch`` call, if its hand-off size
+        adapts (as :meth:`_adaptive_feed`), in chunks of at most ``max_dispatch_chunk(kind)``."""
+        kind = self._worker_kind()
+        feed = self._adaptive_feed(items, queued, max_chunk=max_dispatch_chunk(kind))
+        return None if feed is None else BulkRun(feed, notify)
 
     def _keeps_key_order(self, key: object) -> bool:
         """Whether a bulk call's chunks go in lanes, one key's jobs in order

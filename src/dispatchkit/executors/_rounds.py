@@ -154,7 +154,7 @@ class SummaryRun(Run):
             state.first_start = started
         for position, error in failures:
             report_error(self.items[position], error, state, self.on_error)
-        self._drop()
+        self._drop(state.index, started, finished)
         return False
 
     def lost(self, round_: Round, error: BaseException) -> bool:
@@ -162,15 +162,21 @@ class SummaryRun(Run):
         state.failed += len(self.items)
         for item in self.items:
             report_error(item, error, state, self.on_error)
-        self._drop()
+        self._drop(state.index)
         return False
 
     def unstarted(self, round_: Round) -> bool:
         return True
 
-    def _drop(self) -> None:
-        if self.message.__class__ is not tuple:
-            self.message.items = []
+    def _drop(
+        self, worker: int | None = None, started: float | None = None, finished: float | None = None
+    ) -> None:
+        """The chunk is over: its items let go, and an adaptive ``dispatch`` told how
+        long it ran (None: it did not run, or was lost)."""
+        message = self.message
+        if message.__class__ is not tuple:
+            message.items = []
+            _ended(message, worker, len(self.items), started, finished)
 
 
 class EachRun(Run):
@@ -337,3 +343,16 @@ class EachRun(Run):
                     report_error(item, value, state, on_error)
             if message.__class__ is not tuple:
                 message.items = []
+                starts = [started for _, _, started, _ in final if started is not None]
+                ends = [finished for _, _, _, finished in final if finished is not None]
+                span = (min(starts), max(ends)) if starts and ends else (None, None)
+                _ended(message, state.index, len(self.items), *span)
+
+
+def _ended(
+    message: Any, worker: int | None, jobs: int, started: float | None, finished: float | None
+) -> None:
+    """Tell an adaptive ``dispatch`` that a chunk of ``jobs`` jobs ended (it sizes the
+    next chunks from this)."""
+    if isinstance(message, BulkChunk):
+        message._ended(worker, jobs, started, finished)
