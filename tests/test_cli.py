@@ -264,6 +264,32 @@ def test_run_with_other_executors(executor: str) -> None:
     assert all(row["completed"] == 3000 for row in rows)
 
 
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_run_runs_the_key_strategy_its_help_lists(executor: str) -> None:
+    result = run_cli(
+        "run", "--jobs", "3000", "--workers", "3", "--executor", executor,
+        "--strategy", "pull,key", "--chunk", "1,100", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"]) for r in rows] == [
+        ("pull", 1),
+        ("pull", 100),
+        ("key", 1),
+        ("key", 100),
+    ]
+    assert all((r["completed"], r["failed"]) == (3000, 0) for r in rows)
+
+
+def test_the_environment_s_key_strategy_runs() -> None:
+    result = run_cli("run", "--jobs", "300", "--json", env={"DISPATCHKIT_STRATEGY": "key"})
+    assert result.returncode == 0, result.stderr
+    assert [(r["strategy"], r["completed"]) for r in json.loads(result.stdout)] == [
+        ("key", 300),
+        ("key", 300),
+    ]
+
+
 def test_unknown_executor_is_one_line() -> None:
     result = run_cli("run", "--executor", "gpu")
     assert result.returncode == 2
