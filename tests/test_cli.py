@@ -290,6 +290,33 @@ def test_the_environment_s_key_strategy_runs() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('raise RuntimeError("boom")\n', "'broken_jobs': RuntimeError: boom"),
+        ("def f(:\n", "'broken_jobs': SyntaxError: "),
+        (None, "'broken_jobs': ModuleNotFoundError: No module named 'broken_jobs'"),
+    ],
+)
+def test_a_worker_s_job_module_that_does_not_import_is_one_line_and_exit_2(
+    tmp_path: Path, source: str | None, message: str
+) -> None:
+    if source is not None:
+        (tmp_path / "broken_jobs.py").write_text(source)
+    result = subprocess.run(
+        [*CLI, "worker", "--redis", NO_REDIS, "--import", "broken_jobs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"dispatchkit worker: error: cannot import job module {message}")
+
+
 def test_unknown_executor_is_one_line() -> None:
     result = run_cli("run", "--executor", "gpu")
     assert result.returncode == 2
