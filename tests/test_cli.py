@@ -171,7 +171,13 @@ def test_env_settings_are_used(tmp_path: object) -> None:
             {},
             "--job-timeout needs --executor process",
         ),
-        (["run", "--bogus"], {}, "unrecognized arguments: --bogus"),
+        # Named after the command, whose --help lists its flags.
+        (["run", "--bogus"], {}, "dispatchkit run: error: unrecognized arguments: --bogus"),
+        (
+            ["bench", "--bogus", "x"],
+            {},
+            "dispatchkit bench: error: unrecognized arguments: --bogus x",
+        ),
         (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
     ],
 )
