@@ -48,9 +48,15 @@ format: $(SYNC_STAMP)
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
+# Inside a virtual environment pip refuses --user: uv goes into that environment.
 uv:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --user --quiet uv \
-		|| $(PYTHON) -m pip install --user --quiet --break-system-packages uv
+	@$(UV) --version >/dev/null 2>&1 \
+		|| if $(PYTHON) -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then \
+			$(PYTHON) -m pip install --quiet uv; \
+		else \
+			$(PYTHON) -m pip install --user --quiet uv \
+			|| $(PYTHON) -m pip install --user --quiet --break-system-packages uv; \
+		fi
 
 $(SYNC_STAMP): pyproject.toml uv.lock | uv
 	@# A different interpreter needs a fresh environment.

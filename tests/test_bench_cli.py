@@ -190,6 +190,8 @@ def test_help_lists_the_workloads_and_flags() -> None:
     assert result.returncode == 0
     for word in ("skewed", "--peers", "--quick", "--report", "package.module:function"):
         assert word in result.stdout
+    # --executor auto measures processes on a user's function too, as the help says.
+    assert "processes on cpu, mixed and your own function" in " ".join(result.stdout.split())
 
 
 def test_an_unknown_executor_gives_one_line_and_exit_2() -> None:

@@ -171,7 +171,13 @@ def test_env_settings_are_used(tmp_path: object) -> None:
             {},
             "--job-timeout needs --executor process",
         ),
-        (["run", "--bogus"], {}, "unrecognized arguments: --bogus"),
+        # Named after the command, whose --help lists its flags.
+        (["run", "--bogus"], {}, "dispatchkit run: error: unrecognized arguments: --bogus"),
+        (
+            ["bench", "--bogus", "x"],
+            {},
+            "dispatchkit bench: error: unrecognized arguments: --bogus x",
+        ),
         (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
     ],
 )
@@ -262,6 +268,59 @@ def test_run_with_other_executors(executor: str) -> None:
     rows = json.loads(result.stdout)
     assert {row["executor"] for row in rows} == {executor}
     assert all(row["completed"] == 3000 for row in rows)
+
+
+@pytest.mark.parametrize("executor", ["thread", "async"])
+def test_run_runs_the_key_strategy_its_help_lists(executor: str) -> None:
+    result = run_cli(
+        "run", "--jobs", "3000", "--workers", "3", "--executor", executor,
+        "--strategy", "pull,key", "--chunk", "1,100", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["strategy"], r["chunk"]) for r in rows] == [
+        ("pull", 1),
+        ("pull", 100),
+        ("key", 1),
+        ("key", 100),
+    ]
+    assert all((r["completed"], r["failed"]) == (3000, 0) for r in rows)
+
+
+def test_the_environment_s_key_strategy_runs() -> None:
+    result = run_cli("run", "--jobs", "300", "--json", env={"DISPATCHKIT_STRATEGY": "key"})
+    assert result.returncode == 0, result.stderr
+    assert [(r["strategy"], r["completed"]) for r in json.loads(result.stdout)] == [
+        ("key", 300),
+        ("key", 300),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('raise RuntimeError("boom")\n', "'broken_jobs': RuntimeError: boom"),
+        ("def f(:\n", "'broken_jobs': SyntaxError: "),
+        (None, "'broken_jobs': ModuleNotFoundError: No module named 'broken_jobs'"),
+    ],
+)
+def test_a_worker_s_job_module_that_does_not_import_is_one_line_and_exit_2(
+    tmp_path: Path, source: str | None, message: str
+) -> None:
+    if source is not None:
+        (tmp_path / "broken_jobs.py").write_text(source)
+    result = subprocess.run(
+        [*CLI, "worker", "--redis", NO_REDIS, "--import", "broken_jobs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"dispatchkit worker: error: cannot import job module {message}")
 
 
 def test_unknown_executor_is_one_line() -> None:

@@ -119,6 +119,14 @@ def test_the_api_refuses_a_duration_that_is_not_finite_and_in_range(value: float
         Settings(executor="process", job_timeout=value)
 
 
+def test_a_wrong_chunk_or_executor_says_what_would_do() -> None:
+    # run's chunk "even" is not the library's: the message names the string it takes.
+    with pytest.raises(TypeError, match=r"^chunk must be an integer or 'auto', not str \('even'\)"):
+        Settings(chunk="even")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"thread, process \(asyncio workers: AsyncDispatcher\)$"):
+        Dispatcher(1, executor="async")
+
+
 def test_every_front_end_refuses_a_keyword_it_does_not_take_even_none() -> None:
     # The settings keywords are written once (settings.DispatcherOptions); each
     # constructor still refuses what it does not take, as an explicit signature would.

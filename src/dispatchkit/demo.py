@@ -31,6 +31,7 @@ __all__ = [
     "fastest",
     "run_seed",
     "seed_job",
+    "seed_key",
     "seed_plan",
 ]
 
@@ -52,6 +53,12 @@ MAX_EVEN_CHUNK: Final = 20_000
 def seed_job(index: int) -> str:
     """The seed's job: return its own index formatted as a string."""
     return str(index)
+
+
+def seed_key(index: int) -> int:
+    """The seed job's key under a strategy that needs one: its own index, so the
+    keys' hash spreads the jobs over the workers."""
+    return index
 
 
 def even_chunk(jobs: int, workers: int) -> int:
@@ -167,19 +174,21 @@ def run_seed(
         "put_timeout": put_timeout,
         "job_timeout": job_timeout,
     }
+    # A strategy that needs keys (``key``) refuses a dispatch without them.
+    key = seed_key if parse_strategy(strategy).needs_key else None
     # The front end comes from the registry, loaded now: importing this module
     # (as the CLI does for every command, ``worker`` too) starts no dispatcher code.
     kind = worker_kind(executor)
     if kind.takes_coroutines:
         return asyncio.run(
-            _run_seed_async(kind.front_end_class(), jobs, workers, options, job, on_start)
+            _run_seed_async(kind.front_end_class(), jobs, workers, options, job, key, on_start)
         )
     dispatcher = kind.front_end_class()(workers, executor=executor, **options)
     try:
         if on_start is not None:
             on_start(dispatcher)
         started = perf_counter()
-        dispatcher.dispatch(job, range(jobs))
+        dispatcher.dispatch(job, range(jobs), key=key)
         dispatcher.join()
         seconds = perf_counter() - started
     except KeyboardInterrupt:
@@ -196,6 +205,7 @@ async def _run_seed_async(
     workers: int,
     options: dict[str, Any],
     job: Callable[[int], object],
+    key: Callable[[int], int] | None,
     on_start: Callable[[Any], None] | None,
 ) -> SeedResult:
     dispatcher = front_end(workers, **options)
@@ -204,7 +214,7 @@ async def _run_seed_async(
             if on_start is not None:
                 on_start(dispatcher)
             started = perf_counter()
-            await dispatcher.dispatch(job, range(jobs))
+            await dispatcher.dispatch(job, range(jobs), key=key)
             await dispatcher.join()
             seconds = perf_counter() - started
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -313,11 +313,16 @@ def _check_field(name: str, value: object) -> None:
     """
     if name == "executor":
         if value not in EXECUTORS:
-            raise ValueError(f"unknown executor {value!r}: choose one of {', '.join(EXECUTORS)}")
+            hint = " (asyncio workers: AsyncDispatcher)" if value == "async" else ""
+            raise ValueError(
+                f"unknown executor {value!r}: choose one of {', '.join(EXECUTORS)}{hint}"
+            )
     elif name == "strategy":
         parse_strategy(cast("Strategy | str", value))  # it raises TypeError for others
     elif name == "chunk" and value == AUTO:
         pass
+    elif name == "chunk" and isinstance(value, str):
+        raise TypeError(f"chunk must be an integer or {AUTO!r}, not str ({value!r})")
     elif name == "steal":
         if not isinstance(value, bool):
             raise TypeError(f"steal must be True or False, not {type(value).__name__} ({value!r})")

@@ -65,7 +65,8 @@ def add_parser(commands: Commands) -> None:
         "--executor",
         names((*EXECUTOR_CHOICES, "all", "auto")),
         "worker kinds: thread, process, async, all (every kind on every workload) or "
-        "auto (default: threads and asyncio everywhere, processes on cpu and mixed)",
+        "auto (default: threads and asyncio everywhere, processes on cpu, mixed and "
+        "your own function)",
         default=["auto"],
     )
     add_list(

@@ -55,8 +55,23 @@ class Parser(argparse.ArgumentParser):
     """A parser whose errors are one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
+        self._usage_error(self.prog, message)
+
+    def _usage_error(self, prog: str, message: str) -> NoReturn:
         # One line, no usage dump: the message says what is wrong and --help how to fix it.
-        self.exit(RET_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(RET_USAGE, f"{prog}: error: {message} (see --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but flags a command does not know are named after that
+        command (``dispatchkit run: error: ...``), whose --help lists the right ones."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self._usage_error(prog, f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 if TYPE_CHECKING:

@@ -43,11 +43,11 @@ __all__ = ["add_parser", "command"]
 
 _HELP: Final = f"""\
 Run the seed's demo: {DEFAULT_JOBS:,} jobs on {DEFAULT_WORKERS} workers, each job
-returning its own index as a string. Every strategy runs one after the other,
-first faithfully (chunk 1: one job per hand-off, as the seed sends one message
-at a time), then with an even chunk worked out from the job count; then auto,
-the library's defaults, with hand-offs sized as it runs. A table compares them
-and a last line names the fastest.
+returning its own index as a string. By default batch, round_robin and pull
+run one after the other, first faithfully (chunk 1: one job per hand-off, as
+the seed sends one message at a time), then with an even chunk worked out from
+the job count; then auto, the library's defaults, with hand-offs sized as it
+runs. A table compares them and a last line names the fastest.
 
 strategies: batch (seed approach 1: blocks of --block jobs to one worker, then
 the next), round_robin (seed approach 2: one job to each worker in turn), pull

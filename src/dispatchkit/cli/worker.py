@@ -60,7 +60,7 @@ def add_parser(commands: Commands) -> None:
         metavar="MODULE",
         help="module that registers the jobs (repeatable)",
     )
-    add("--namespace", default=None, help="first part of every Redis key")
+    add("--namespace", default=None, help="first part of every Redis key (default dispatchkit)")
     add(
         "--prefetch",
         type=int_in(1, 100_000),

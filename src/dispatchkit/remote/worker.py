@@ -296,7 +296,7 @@ def run_worker(
     what it holds, and returns.
 
     Raises:
-        ImportError: a module in ``imports`` cannot be imported.
+        ImportError: a module in ``imports`` cannot be imported (or raised on import).
         ValueError: a bad argument.
         TransportError: Redis failed (TransportUnavailable if it cannot be reached).
     """
@@ -304,7 +304,12 @@ def run_worker(
     import signal
 
     for module in imports:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a job module that raises is a bad --import too
+            raise ImportError(
+                f"cannot import job module {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     worker = RedisWorker(
         url,
         queue,
