@@ -408,6 +408,32 @@ def test_group_commit_shares_one_flush_among_the_requests_that_arrive_during_one
     assert all(name.startswith("sink-fsync") for name in flushes)  # off the event loop
 
 
+def test_group_commit_starts_the_next_flush_without_waiting_for_the_event_loop() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Semaphore(0)
+
+    def flush() -> None:
+        started.release()
+        release.acquire()
+
+    async def scenario() -> None:
+        commit = GroupCommit(flush, lambda: 0)
+        first = commit.synced()
+        await asyncio.to_thread(started.acquire)  # the first flush is running
+        second = commit.synced()  # written meanwhile: waits for the next flush
+        release.release()
+        try:
+            # The event loop is held here, running no callback: the next flush
+            # must begin all the same, as soon as the first one ended.
+            assert started.acquire(timeout=30), "the next flush waited for the event loop"
+        finally:
+            release.release()  # whatever happened, no flush stays blocked
+        await asyncio.gather(first, second)
+        commit.close()
+
+    asyncio.run(scenario())
+
+
 def test_group_commit_answers_no_write_as_stored_if_any_flush_failed_since_it() -> None:
     failed = 0
 

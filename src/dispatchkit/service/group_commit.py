@@ -1,36 +1,40 @@
 """Group commit: the requests written while one fsync runs share the next one.
 
-    event loop                                 the fsync thread
-    request A: write ─▶ synced() ─ launch ───▶ sink.flush()  (A's lines)
-    request B: write ─▶ synced() ─┐ waits          │
-    request C: write ─▶ synced() ─┤ for the next   │
-                                  │     ◀── done ──┘ A answered 202
-                                  └─ launch ──────▶ sink.flush()  (B's and C's)
-                                        ◀── done ──  B, C answered 202
+    event loop                                 the fsync thread (always the same one)
+    request A: write ─▶ synced() ─ wakes it ──▶ takes [A]; sink.flush()
+    request B: write ─▶ synced() ─┐ joins the      │
+    request C: write ─▶ synced() ─┘ next group     │
+                    ◀── one callback: A's answer ──┤ takes [B, C] at once; sink.flush()
+                    ◀── one callback: B's, C's ────┘ nothing waits: sleeps
 
 A write that succeeded on the loop is covered only by a flush that *began*
-after it, so a request that arrives while a flush runs waits for the next one,
-which starts the moment the running one ends. A request is answered as stored
-only if no flush failed between its write and the end of the one it waited
-for: another flush (the flusher thread's) may have taken a segment holding its
-lines, and a later success does not undo that failure. Under load each fsync covers every
-request of the previous fsync's duration: durability costs latency (about two
-fsyncs at worst), not throughput. The flushes run in one thread of their own,
-so the event loop never blocks on the disk.
+after it, so a request that arrives while a flush runs waits for the next one.
+The thread starts that one the moment the running one ends, without waiting
+for the event loop (which, on a busy server, may be minutes of microseconds
+away), and posts each group's answers to the loop in one callback. A request
+is answered as stored only if no flush failed between its write and the end of
+the one it waited for: another flush (the flusher thread's) may have taken a
+segment holding its lines, and a later success does not undo that failure.
+Under load each fsync covers every request of the previous fsync's duration:
+durability costs latency (about two fsyncs at worst), not throughput. The
+event loop never blocks on the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 __all__ = ["GroupCommit"]
 
+#: A request waiting for the next flush, with the count of failed flushes as it joined.
+_Waiter = tuple[asyncio.Future[None], int]
+
 
 class GroupCommit:
-    """Runs ``flush`` in a thread for every group of waiters; used from one event loop.
+    """Runs ``flush`` in a thread of its own, back to back while requests wait; one event loop.
 
     Args:
         flush: makes every write done before it began durable; raises on failure.
@@ -40,11 +44,17 @@ class GroupCommit:
     def __init__(self, flush: Callable[[], None], failures: Callable[[], int]) -> None:
         self._flush = flush
         self._failures = failures
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sink-fsync")
-        #: The requests waiting for the next flush, each with the count of
-        #: failed flushes as it joined (None: no one waits).
-        self._waiting: list[tuple[asyncio.Future[None], int]] | None = None
-        self._running = False
+        #: Guards the fields below, shared by the event loop and the thread.
+        self._lock = threading.Lock()
+        #: The requests waiting for the next flush.
+        self._waiting: list[_Waiter] = []
+        #: The thread sleeps on this (held) lock; releasing it wakes the thread.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._asleep = False
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def synced(self) -> asyncio.Future[None]:
         """A future done once a flush that began now or later ended (its error, if it failed).
@@ -52,39 +62,62 @@ class GroupCommit:
         Each caller gets a future of its own, so a cancelled request cancels
         only its own wait, never the flush the others share.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
         waiter: asyncio.Future[None] = loop.create_future()
         entry = (waiter, self._failures())
-        if self._waiting is None:
-            self._waiting = [entry]
-        else:
-            self._waiting.append(entry)
-        if not self._running:
-            self._launch(loop)
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._waiting.append(entry)
+            wake, self._asleep = self._asleep, False
+        if closing:  # no flush will come: not stored, as far as this request knows
+            waiter.set_exception(OSError("the sink is closing"))
+        elif wake:
+            self._wake.release()
         return waiter
 
     def close(self) -> None:
-        """Wait for the flush in flight, if any, and stop the thread."""
-        self._thread.shutdown(wait=True)
+        """Let the thread take the last group, wait for its flush, and stop the thread."""
+        with self._lock:
+            self._closing = True
+            wake, self._asleep = self._asleep, False
+        if wake:
+            self._wake.release()
+        if self._thread is not None:
+            self._thread.join()
 
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
-        group, self._waiting = self._waiting, None
-        assert group is not None
-        self._running = True
-        done = loop.run_in_executor(self._thread, self._flush)
-        done.add_done_callback(partial(self._landed, loop, group))
+    def _start(self) -> asyncio.AbstractEventLoop:
+        self._loop = loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._run, args=(loop,), name="sink-fsync", daemon=True
+        )
+        self._thread.start()
+        return loop
 
-    def _landed(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        group: list[tuple[asyncio.Future[None], int]],
-        done: asyncio.Future[None],
-    ) -> None:
-        self._running = False
-        # The next flush first: the disk works while this group's answers go out.
-        if self._waiting is not None:
-            self._launch(loop)
-        failure = None if done.cancelled() else done.exception()
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._lock:
+                group, self._waiting = self._waiting, []
+                if not group:
+                    if self._closing:
+                        return
+                    self._asleep = True
+            if not group:
+                self._wake.acquire()  # released by the next synced() (or close())
+                continue
+            # Every write of the group was done before it joined, so before this began.
+            failure: Exception | None = None
+            try:
+                self._flush()
+            except Exception as exc:  # each waiter gets it; the thread goes on
+                failure = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: no one is left to answer
+                loop.call_soon_threadsafe(self._answer, group, failure)
+
+    def _answer(self, group: list[_Waiter], failure: Exception | None) -> None:
+        """On the loop: settle one flush's waiters."""
         failures = self._failures()
         for waiter, failures_before in group:
             if waiter.done():  # its request was cancelled
