@@ -20,7 +20,7 @@ from dispatchkit.service.config import DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH, ServeCo
 from dispatchkit.service.group_commit import GroupCommit
 from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
-from dispatchkit.service.payloads import BadRequest, decode_request, depth
+from dispatchkit.service.payloads import BadRequest, decode_batch, decode_request, depth
 from dispatchkit.service.preflight import choose_executor
 from dispatchkit.service.sink import SegmentSink, SinkClosed, SinkFailure, read_lines
 from tests import serve_handlers
@@ -254,6 +254,32 @@ def test_payloads_are_kept_as_sent_on_one_line() -> None:
     request_id, lines = decode_request(body)
     assert request_id == "r"
     assert lines == [b'{"a":  [1,  2]}', b'{"s":"x\\ny"}']
+
+
+@pytest.mark.parametrize(
+    ("payloads", "lines"),
+    [
+        (b'{"a":1},{"b":[2]}', [b'{"a":1}', b'{"b":[2]}']),  # one line of ASCII: joined as sent
+        (b'{"a":1}, \n {"b":"\xc3\xa9"}', [b'{"a":1}', b'{"b":"\xc3\xa9"}']),  # checked one by one
+        (b'{"a":\r\n1}', [b'{"a":  1}']),
+    ],
+)
+def test_a_batch_holds_the_lines_the_sink_writes(payloads: bytes, lines: list[bytes]) -> None:
+    body = b'{"version":"1","token":"t","request_id":"r","payloads":[%s]}' % payloads
+    batch = decode_batch(body)
+    assert (batch.request_id, batch.payload_count) == ("r", len(lines))
+    assert batch.data == b"".join(line + b"\n" for line in lines)
+    assert batch.lines() == lines
+
+
+@pytest.mark.parametrize("payloads", [b'{"a":1},[2]', b'{"a":1},{},"x"', b"1,{}"])
+def test_a_payload_that_is_no_object_is_named_in_a_body_on_one_line(payloads: bytes) -> None:
+    body = b'{"version":"1","token":"t","request_id":"r","payloads":[%s]}' % payloads
+    with pytest.raises(BadRequest) as caught:
+        decode_batch(body)
+    index = next(i for i, p in enumerate(payloads.split(b",")) if not p.startswith(b"{"))
+    assert caught.value.status == 422
+    assert f"`$.payloads[{index}]` must be an object" in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -150,7 +150,14 @@ class SegmentSink:
             SinkFailure: they could not be written (the disk is full, say), or
                 the last fsync failed and no fsync has succeeded since.
         """
-        data = b"\n".join(lines) + b"\n"
+        self.write_lines(b"\n".join(lines) + b"\n", len(lines))
+
+    def write_lines(self, data: bytes, count: int) -> None:
+        """:meth:`write` of ``count`` lines already joined, each ending in a newline.
+
+        Raises:
+            SinkFailure: as :meth:`write`.
+        """
         with self._lock:
             if self._closed.is_set():
                 raise SinkClosed("the sink is closed")
@@ -173,8 +180,8 @@ class SegmentSink:
                 logger.warning("sink: writing again", extra={"segment": self._segment_name()})
                 self._write_failure = None
             self._size += len(data)
-            self.lines_written += len(lines)
-            self._lines_unsynced += len(lines)
+            self.lines_written += count
+            self._lines_unsynced += count
             if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
                 self._rotate_locked()
 
