@@ -460,6 +460,47 @@ def test_group_commit_starts_the_next_flush_without_waiting_for_the_event_loop()
     asyncio.run(scenario())
 
 
+def test_group_commit_writes_each_group_s_lines_in_one_call_off_the_event_loop() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Semaphore(0)
+    writes: list[tuple[str, bytes, int]] = []
+    flushes: list[int] = []
+    full = False
+
+    def write(data: bytes, lines: int) -> None:
+        if full:
+            raise SinkFailure("cannot write to the sink: [Errno 28] No space left on device")
+        writes.append((threading.current_thread().name, data, lines))
+
+    def flush() -> None:
+        flushes.append(len(writes))
+        started.release()
+        release.acquire()
+
+    async def scenario() -> None:
+        nonlocal full
+        commit = GroupCommit(flush, lambda: 0, write)
+        first = commit.synced(b"1\n", 1)
+        await asyncio.to_thread(started.acquire)  # written, and its flush is running
+        later = [commit.synced(b"%d\n%d\n" % (n, n), 2) for n in (2, 3, 4)]
+        release.release()
+        await first
+        await asyncio.to_thread(started.acquire)  # the next group's flush
+        release.release()
+        await asyncio.gather(*later)
+        full = True  # the next group's write fails: each of its requests gets the error
+        refused = await asyncio.gather(
+            commit.synced(b"5\n", 1), commit.synced(b"6\n", 1), return_exceptions=True
+        )
+        assert all(isinstance(result, SinkFailure) for result in refused)
+        commit.close()
+
+    asyncio.run(scenario())
+    assert [(data, lines) for _, data, lines in writes] == [(b"1\n", 1), (b"2\n2\n3\n3\n4\n4\n", 6)]
+    assert all(name == "sink-fsync" for name, _, _ in writes)  # not the event loop's thread
+    assert flushes == [1, 2]  # each after its group's write; none for the failed one
+
+
 def test_group_commit_answers_no_write_as_stored_if_any_flush_failed_since_it() -> None:
     failed = 0
 

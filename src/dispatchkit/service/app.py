@@ -1,7 +1,8 @@
 """The ingest service's application: the hot path, no framework.
 
     POST /v1/payloads ──decode──▶ with --sink: the sink writes the lines (sink.py)
-                                        │ --ack durable: 202 once fsynced (group_commit.py)
+                                        │ --ack durable: 202 once its group is written
+                                        │   and fsynced (group_commit.py)
                                         │ --ack buffered: 202 once written
                                         │ 503 + Retry-After if either failed
                                  ──▶ with --handler: offer (all payloads or none, never waits)
@@ -257,13 +258,16 @@ class IngestApp:
         return self._accepted(batch.payload_count, batch.request_id)
 
     async def _ingest_durably(self, body: bytes | None) -> Response:
-        """:meth:`_ingest` for a durable sink: 202 once a flush after the write ended."""
+        """:meth:`_ingest` for a durable sink: 202 once written and flushed by the group commit."""
         assert self._commit is not None
         try:
             batch = self._decode(body)
-            self._store(batch)
+            if self._dispatcher.closed:
+                raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
             try:
-                await self._commit.synced()
+                await self._commit.synced(batch.data, batch.payload_count)
+            except SinkFailure as exc:  # the group's write: none of its lines is kept
+                raise _sink_refused(exc) from None
             except OSError as exc:  # logged by the sink when it starts failing
                 raise BadRequest(
                     503,
@@ -287,13 +291,8 @@ class IngestApp:
             raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
         try:
             self._sink.write_lines(batch.data, batch.payload_count)
-        except SinkClosed:
-            raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
         except SinkFailure as exc:
-            # Logged by the sink when it starts failing, not once per request.
-            raise BadRequest(
-                503, "sink_failed", f"payloads not stored: {exc}; retry later", _RETRY_AFTER
-            ) from None
+            raise _sink_refused(exc) from None
 
     async def _send_on(self, body: bytes | None) -> Response:
         """:meth:`_ingest` for a remote queue: 202 once Redis holds the payloads."""
@@ -435,6 +434,14 @@ class IngestApp:
                 "client": client,
             },
         )
+
+
+def _sink_refused(exc: SinkFailure) -> BadRequest:
+    """The 503 of a request whose lines the sink did not take."""
+    if isinstance(exc, SinkClosed):
+        return BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
+    # Logged by the sink when it starts failing, not once per request.
+    return BadRequest(503, "sink_failed", f"payloads not stored: {exc}; retry later", _RETRY_AFTER)
 
 
 def _bearer(token: str | None) -> bytes | None:

@@ -1,14 +1,17 @@
-"""Group commit: the requests written while one fsync runs share the next one.
+"""Group commit: the requests that arrive while one fsync runs share the next write and fsync.
 
-    event loop                                 the fsync thread (always the same one)
-    request A: write ─▶ synced() ─ wakes it ──▶ takes [A]; sink.flush()
-    request B: write ─▶ synced() ─┐ joins the      │
-    request C: write ─▶ synced() ─┘ next group     │
-                    ◀── one callback: A's answer ──┤ takes [B, C] at once; sink.flush()
-                    ◀── one callback: B's, C's ────┘ nothing waits: sleeps
+    event loop                            the fsync thread (always the same one)
+    request A: synced(A's lines) ─ wakes ─▶ takes [A]: sink.write(A's), sink.flush()
+    request B: synced(B's lines) ─┐ join the     │
+    request C: synced(C's lines) ─┘ next group   │
+               ◀── one callback: A's answer ─────┤ takes [B, C]: one write of both, flush()
+               ◀── one callback: B's and C's ────┘ nothing waits: sleeps
 
-A write that succeeded on the loop is covered only by a flush that *began*
-after it, so a request that arrives while a flush runs waits for the next one.
+With a ``write``, the thread writes a group's lines in one call (the event
+loop makes no system call for them), all of them or none: if the write fails
+(a full disk), every request of the group is refused and none of its lines
+is kept. A write is covered only by a flush that *began* after it, so a
+request that arrives while a flush runs waits for the next one.
 The thread starts that one the moment the running one ends, without waiting
 for the event loop (which, on a busy server, may be minutes of microseconds
 away), and posts each group's answers to the loop in one callback. A request
@@ -34,20 +37,31 @@ _Waiter = tuple[asyncio.Future[None], int]
 
 
 class GroupCommit:
-    """Runs ``flush`` in a thread of its own, back to back while requests wait; one event loop.
+    """Writes and flushes in a thread of its own, back to back while requests wait; one loop.
 
     Args:
         flush: makes every write done before it began durable; raises on failure.
         failures: how many flushes (any caller's) have failed so far.
+        write: writes ``count`` lines joined in ``data``, all or none; raises
+            on failure (None: the callers write before they wait).
     """
 
-    def __init__(self, flush: Callable[[], None], failures: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        failures: Callable[[], int],
+        write: Callable[[bytes, int], None] | None = None,
+    ) -> None:
         self._flush = flush
         self._failures = failures
+        self._write = write
         #: Guards the fields below, shared by the event loop and the thread.
         self._lock = threading.Lock()
         #: The requests waiting for the next flush.
         self._waiting: list[_Waiter] = []
+        #: Their lines, for ``write``: the data of each, and how many lines in all.
+        self._data: list[bytes] = []
+        self._lines = 0
         #: The thread sleeps on this (held) lock; releasing it wakes the thread.
         self._wake = threading.Lock()
         self._wake.acquire()
@@ -56,11 +70,13 @@ class GroupCommit:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def synced(self) -> asyncio.Future[None]:
+    def synced(self, data: bytes = b"", lines: int = 0) -> asyncio.Future[None]:
         """A future done once a flush that began now or later ended (its error, if it failed).
 
-        Each caller gets a future of its own, so a cancelled request cancels
-        only its own wait, never the flush the others share.
+        ``data`` holds ``lines`` lines for ``write``, written by the next group
+        before its flush (the write's error, if it fails). Each caller gets a
+        future of its own, so a cancelled request cancels only its own wait,
+        never the flush the others share.
         """
         loop = self._loop
         if loop is None:
@@ -71,6 +87,9 @@ class GroupCommit:
             closing = self._closing
             if not closing:
                 self._waiting.append(entry)
+                if lines:
+                    self._data.append(data)
+                    self._lines += lines
             wake, self._asleep = self._asleep, False
         if closing:  # no flush will come: not stored, as far as this request knows
             waiter.set_exception(OSError("the sink is closing"))
@@ -100,6 +119,8 @@ class GroupCommit:
         while True:
             with self._lock:
                 group, self._waiting = self._waiting, []
+                data, self._data = self._data, []
+                lines, self._lines = self._lines, 0
                 if not group:
                     if self._closing:
                         return
@@ -107,9 +128,12 @@ class GroupCommit:
             if not group:
                 self._wake.acquire()  # released by the next synced() (or close())
                 continue
-            # Every write of the group was done before it joined, so before this began.
+            # Every write of the group was done before it joined, or is done
+            # here: before this flush began.
             failure: Exception | None = None
             try:
+                if lines and self._write is not None:
+                    self._write(b"".join(data), lines)
                 self._flush()
             except Exception as exc:  # each waiter gets it; the thread goes on
                 failure = exc

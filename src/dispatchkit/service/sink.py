@@ -1,11 +1,11 @@
-"""The default store: append payloads to NDJSON segment files, written within the request.
+"""The default store: append payloads to NDJSON segment files, written before the answer.
 
-    request ──write(lines)──▶ os.write to the current segment (the OS page cache)
-       │ durable: 202 once a flush ▲  group commit (group_commit.py): one flush
-       │   that began after the    │  for every request written while the one
-       │   write succeeded         │  before it ran, in a thread of its own
-       │ buffered: 202 once written│ flusher thread: every fsync_interval, fsync
-       │ 503 if either failed      │ (outside the lock, on a duplicate descriptor)
+    buffered: request ──write(lines)──▶ os.write to the current segment (the OS page cache)
+    durable:  requests ─▶ group commit (group_commit.py), in a thread of its own:
+                          one write of a group's lines, then a flush; 202s after it
+       │ buffered: 202 once written    flusher thread: every fsync_interval, fsync
+       │ 503 if the write or the flush (outside the lock, on a duplicate descriptor)
+       │   failed
 
 Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
 next one is opened once the current one reaches ``segment_bytes``, so files
@@ -13,11 +13,12 @@ are only ever appended to. A sink of a named ``series`` (one per server
 process: ``p1``, ``p2``, ...) writes ``segment-p1-000001.ndjson``, ...: each
 series is numbered on its own and written by one process only.
 
-A request's lines are written in one ``os.write`` before it is answered, so a
-full disk is seen before the 202 and refused. When the sink is ``durable`` the
-request then waits for a :meth:`SegmentSink.flush` that began after its write
-(the server's group commit); otherwise the fsync is deferred to the flusher (at
-most one ``fsync_interval`` later).
+A request's lines are written in one ``os.write`` before it is answered (a
+durable sink's, together with its group's), so a full disk is seen before the
+202 and refused. When the sink is ``durable`` the request then waits for a
+:meth:`SegmentSink.flush` that began after its write (the server's group
+commit); otherwise the fsync is deferred to the flusher (at most one
+``fsync_interval`` later).
 
 A write that fails (a full disk, a short write) is undone: the segment is
 truncated back to its last whole line before anything else is written, so a
@@ -68,8 +69,9 @@ class SinkClosed(SinkFailure):
 class SegmentSink:
     """Append-only NDJSON segments rotated by size, written at once, fsynced in the background.
 
-    Used from one thread at a time for writes (the server's event loop), and
-    from its own flusher thread for fsyncs.
+    Used from one thread at a time for writes (the server's event loop, or
+    for a durable sink the group commit's thread), and from its own flusher
+    thread for fsyncs.
 
     Args:
         directory: where the segments go (created when missing). Numbering
