@@ -138,6 +138,8 @@ class SegmentSink:
         #: The current segment ends on a partial line that could not be cut off yet.
         self._torn = False
         self._closed = threading.Event()
+        #: The same as ``_closed`` (set under the lock), cheaper to read per write.
+        self._closing = False
         self._flusher = threading.Thread(target=self._flush_loop, name="sink-flusher", daemon=True)
         self._flusher.start()
 
@@ -160,32 +162,50 @@ class SegmentSink:
         Raises:
             SinkFailure: as :meth:`write`.
         """
+        size = len(data)
         with self._lock:
-            if self._closed.is_set():
-                raise SinkClosed("the sink is closed")
-            if self._sync_failure is not None:
-                reason = _describe(self._sync_failure)
-                raise SinkFailure(f"the segments cannot be fsynced: {reason}")
-            if self._torn:
-                self._cut_back_locked()  # raises while the partial line stays
+            if self._closing or self._sync_failure is not None or self._torn:
+                self._refuse_or_mend_locked()
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(self._fd, view)
-                    if not written:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    view = view[written:]
+                written = os.write(self._fd, data)
+                if written < size:  # a short write: the rest, or the error that stops it
+                    self._write_rest_locked(memoryview(data)[written:], written)
             except OSError as exc:
-                self._fail_write_locked(exc, len(data))
+                self._fail_write_locked(exc, size)
                 raise SinkFailure(f"cannot write to the sink: {_describe(exc)}") from exc
             if self._write_failure is not None:
                 logger.warning("sink: writing again", extra={"segment": self._segment_name()})
                 self._write_failure = None
-            self._size += len(data)
+            self._size += size
             self.lines_written += count
             self._lines_unsynced += count
             if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
                 self._rotate_locked()
+
+    def _refuse_or_mend_locked(self) -> None:
+        """Before a write: refuse it while closed or unfsynced; cut a partial line off.
+
+        Raises:
+            SinkClosed: the sink is closed.
+            SinkFailure: the last fsync failed, or the partial line stays.
+        """
+        if self._closing:
+            raise SinkClosed("the sink is closed")
+        if self._sync_failure is not None:
+            reason = _describe(self._sync_failure)
+            raise SinkFailure(f"the segments cannot be fsynced: {reason}")
+        if self._torn:
+            self._cut_back_locked()  # raises while the partial line stays
+
+    def _write_rest_locked(self, view: memoryview, written: int) -> None:
+        """Write what a short write left, until done or an error says why not."""
+        while True:
+            if not written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if not view:
+                return
+            written = os.write(self._fd, view)
+            view = view[written:]
 
     def append(self, line: bytes) -> None:
         """Write one line: :meth:`write` of ``[line]``.
@@ -273,6 +293,7 @@ class SegmentSink:
             return
         with self._lock:
             self._closed.set()  # under the lock: no write is half done
+            self._closing = True
         self._flusher.join()
         with contextlib.suppress(OSError):  # counted in unstored and logged by the flush
             self.flush()
