@@ -20,7 +20,7 @@ from dispatchkit.service.config import DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH, ServeCo
 from dispatchkit.service.group_commit import GroupCommit
 from dispatchkit.service.handler import HandlerJob
 from dispatchkit.service.metrics import ServiceMetrics
-from dispatchkit.service.payloads import BadRequest, decode_request, depth
+from dispatchkit.service.payloads import BadRequest, decode_batch, decode_request, depth
 from dispatchkit.service.preflight import choose_executor
 from dispatchkit.service.sink import SegmentSink, SinkClosed, SinkFailure, read_lines
 from tests import serve_handlers
@@ -257,6 +257,32 @@ def test_payloads_are_kept_as_sent_on_one_line() -> None:
 
 
 @pytest.mark.parametrize(
+    ("payloads", "lines"),
+    [
+        (b'{"a":1},{"b":[2]}', [b'{"a":1}', b'{"b":[2]}']),  # one line of ASCII: joined as sent
+        (b'{"a":1}, \n {"b":"\xc3\xa9"}', [b'{"a":1}', b'{"b":"\xc3\xa9"}']),  # checked one by one
+        (b'{"a":\r\n1}', [b'{"a":  1}']),
+    ],
+)
+def test_a_batch_holds_the_lines_the_sink_writes(payloads: bytes, lines: list[bytes]) -> None:
+    body = b'{"version":"1","token":"t","request_id":"r","payloads":[%s]}' % payloads
+    batch = decode_batch(body)
+    assert (batch.request_id, batch.payload_count) == ("r", len(lines))
+    assert batch.data == b"".join(line + b"\n" for line in lines)
+    assert batch.lines() == lines
+
+
+@pytest.mark.parametrize("payloads", [b'{"a":1},[2]', b'{"a":1},{},"x"', b"1,{}"])
+def test_a_payload_that_is_no_object_is_named_in_a_body_on_one_line(payloads: bytes) -> None:
+    body = b'{"version":"1","token":"t","request_id":"r","payloads":[%s]}' % payloads
+    with pytest.raises(BadRequest) as caught:
+        decode_batch(body)
+    index = next(i for i, p in enumerate(payloads.split(b",")) if not p.startswith(b"{"))
+    assert caught.value.status == 422
+    assert f"`$.payloads[{index}]` must be an object" in caught.value.message
+
+
+@pytest.mark.parametrize(
     ("body", "status"),
     [
         (b"{", 400),
@@ -406,6 +432,73 @@ def test_group_commit_shares_one_flush_among_the_requests_that_arrive_during_one
     asyncio.run(scenario())
     assert len(flushes) == 2  # six requests, two fsyncs
     assert all(name.startswith("sink-fsync") for name in flushes)  # off the event loop
+
+
+def test_group_commit_starts_the_next_flush_without_waiting_for_the_event_loop() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Semaphore(0)
+
+    def flush() -> None:
+        started.release()
+        release.acquire()
+
+    async def scenario() -> None:
+        commit = GroupCommit(flush, lambda: 0)
+        first = commit.synced()
+        await asyncio.to_thread(started.acquire)  # the first flush is running
+        second = commit.synced()  # written meanwhile: waits for the next flush
+        release.release()
+        try:
+            # The event loop is held here, running no callback: the next flush
+            # must begin all the same, as soon as the first one ended.
+            assert started.acquire(timeout=30), "the next flush waited for the event loop"
+        finally:
+            release.release()  # whatever happened, no flush stays blocked
+        await asyncio.gather(first, second)
+        commit.close()
+
+    asyncio.run(scenario())
+
+
+def test_group_commit_writes_each_group_s_lines_in_one_call_off_the_event_loop() -> None:
+    started = threading.Semaphore(0)
+    release = threading.Semaphore(0)
+    writes: list[tuple[str, bytes, int]] = []
+    flushes: list[int] = []
+    full = False
+
+    def write(data: bytes, lines: int) -> None:
+        if full:
+            raise SinkFailure("cannot write to the sink: [Errno 28] No space left on device")
+        writes.append((threading.current_thread().name, data, lines))
+
+    def flush() -> None:
+        flushes.append(len(writes))
+        started.release()
+        release.acquire()
+
+    async def scenario() -> None:
+        nonlocal full
+        commit = GroupCommit(flush, lambda: 0, write)
+        first = commit.synced(b"1\n", 1)
+        await asyncio.to_thread(started.acquire)  # written, and its flush is running
+        later = [commit.synced(b"%d\n%d\n" % (n, n), 2) for n in (2, 3, 4)]
+        release.release()
+        await first
+        await asyncio.to_thread(started.acquire)  # the next group's flush
+        release.release()
+        await asyncio.gather(*later)
+        full = True  # the next group's write fails: each of its requests gets the error
+        refused = await asyncio.gather(
+            commit.synced(b"5\n", 1), commit.synced(b"6\n", 1), return_exceptions=True
+        )
+        assert all(isinstance(result, SinkFailure) for result in refused)
+        commit.close()
+
+    asyncio.run(scenario())
+    assert [(data, lines) for _, data, lines in writes] == [(b"1\n", 1), (b"2\n2\n3\n3\n4\n4\n", 6)]
+    assert all(name == "sink-fsync" for name, _, _ in writes)  # not the event loop's thread
+    assert flushes == [1, 2]  # each after its group's write; none for the failed one
 
 
 def test_group_commit_answers_no_write_as_stored_if_any_flush_failed_since_it() -> None:

@@ -1,7 +1,8 @@
 """The ingest service's application: the hot path, no framework.
 
     POST /v1/payloads ──decode──▶ with --sink: the sink writes the lines (sink.py)
-                                        │ --ack durable: 202 once fsynced (group_commit.py)
+                                        │ --ack durable: 202 once its group is written
+                                        │   and fsynced (group_commit.py)
                                         │ --ack buffered: 202 once written
                                         │ 503 + Retry-After if either failed
                                  ──▶ with --handler: offer (all payloads or none, never waits)
@@ -49,7 +50,7 @@ from .interfaces import (
     read_rsgi_chunks,
 )
 from .metrics import CONTENT_TYPE, ServiceMetrics
-from .payloads import BadRequest, decode_request
+from .payloads import BadRequest, Batch, decode_batch
 from .sink import SegmentSink, SinkClosed, SinkFailure
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ RETRY_AFTER_SECONDS: Final = 1
 HEALTH_TIMEOUT: Final = 2.0
 
 _JSON: Final = ("content-type", "application/json")
+#: The headers of every 202, one list shared by all (the servers only read it).
+_ACCEPTED_HEADERS: Final = [_JSON]
+_new_tuple = tuple.__new__
 _RETRY_AFTER: Final = ("retry-after", str(RETRY_AFTER_SECONDS))
 _encode = msgspec.json.encode
 
@@ -165,11 +169,10 @@ class IngestApp:
         path = scope.path
         if path == INGEST_PATH and method == "POST":
             headers = scope.headers
-            response = self._refuse_early(
-                headers.get("authorization"), headers.get("content-length")
-            )
+            content_length = headers.get("content-length")
+            response = self._refuse_early(headers.get("authorization"), content_length)
             if response is None:
-                if "content-length" in headers:
+                if content_length is not None:
                     # Checked against max_body above, and the server reads no more.
                     body: bytes | None = await protocol()
                 else:  # chunked: count as it comes
@@ -245,23 +248,26 @@ class IngestApp:
     def _ingest(self, body: bytes | None) -> Response:
         """Decode a body (None: over ``max_body``), store or queue its payloads: 202, 4xx or 503."""
         try:
-            request_id, lines = self._decode(body)
+            batch = self._decode(body)
             if self._sink is None:
-                self._offer(lines, request_id)
+                self._offer(batch.lines(), batch.request_id)
             else:
-                self._store(lines)
+                self._store(batch)
         except BadRequest as exc:
             return self._refuse_request(exc)
-        return self._accepted(len(lines), request_id)
+        return self._accepted(batch.payload_count, batch.request_id)
 
     async def _ingest_durably(self, body: bytes | None) -> Response:
-        """:meth:`_ingest` for a durable sink: 202 once a flush after the write ended."""
+        """:meth:`_ingest` for a durable sink: 202 once written and flushed by the group commit."""
         assert self._commit is not None
         try:
-            request_id, lines = self._decode(body)
-            self._store(lines)
+            batch = self._decode(body)
+            if self._dispatcher.closed:
+                raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
             try:
-                await self._commit.synced()
+                await self._commit.synced(batch.data, batch.payload_count)
+            except SinkFailure as exc:  # the group's write: none of its lines is kept
+                raise _sink_refused(exc) from None
             except OSError as exc:  # logged by the sink when it starts failing
                 raise BadRequest(
                     503,
@@ -271,10 +277,10 @@ class IngestApp:
                 ) from None
         except BadRequest as exc:
             return self._refuse_request(exc)
-        return self._accepted(len(lines), request_id)
+        return self._accepted(batch.payload_count, batch.request_id)
 
-    def _store(self, lines: list[bytes]) -> None:
-        """Write the lines to the sink before the answer, all or none.
+    def _store(self, batch: Batch) -> None:
+        """Write the payloads' lines to the sink before the answer, all or none.
 
         Raises:
             BadRequest: 503, the sink cannot write them now (nothing of them is
@@ -284,22 +290,17 @@ class IngestApp:
         if self._dispatcher.closed:
             raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
         try:
-            self._sink.write(lines)
-        except SinkClosed:
-            raise BadRequest(503, "closing", "shutting down", _RETRY_AFTER) from None
+            self._sink.write_lines(batch.data, batch.payload_count)
         except SinkFailure as exc:
-            # Logged by the sink when it starts failing, not once per request.
-            raise BadRequest(
-                503, "sink_failed", f"payloads not stored: {exc}; retry later", _RETRY_AFTER
-            ) from None
+            raise _sink_refused(exc) from None
 
     async def _send_on(self, body: bytes | None) -> Response:
         """:meth:`_ingest` for a remote queue: 202 once Redis holds the payloads."""
         assert self._remote is not None
         try:
-            request_id, lines = self._decode(body)
+            batch = self._decode(body)
             try:
-                accepted = await self._remote.offer(lines)
+                accepted = await self._remote.offer(batch.lines())
             except ValueError as exc:  # a payload the workers' encoding cannot carry
                 raise BadRequest(422, "invalid", f"invalid request: {exc}") from None
             except ClosedError:
@@ -313,31 +314,32 @@ class IngestApp:
                 raise BadRequest(503, "queue_full", "queue full, retry later", _RETRY_AFTER)
         except BadRequest as exc:
             return self._refuse_request(exc)
-        return self._accepted(len(lines), request_id)
+        return self._accepted(batch.payload_count, batch.request_id)
 
-    def _decode(self, body: bytes | None) -> tuple[str, list[bytes]]:
-        """The request id and the payload lines of a body (None: over ``max_body``).
+    def _decode(self, body: bytes | None) -> Batch:
+        """The request id and the payloads of a body (None: over ``max_body``).
 
         Raises:
             BadRequest: 400, 413 or 422.
         """
         if body is None:
             raise self._too_large()
-        request_id, lines = decode_request(body, self._max_depth)
-        if len(lines) > self._max_payloads:
+        batch = decode_batch(body, self._max_depth)
+        if batch.payload_count > self._max_payloads:
             raise BadRequest(
                 413,
                 "too_large",
-                f"{len(lines)} payloads in one request; the queue holds at most "
+                f"{batch.payload_count} payloads in one request; the queue holds at most "
                 f"{self._max_payloads}",
             )
-        return request_id, lines
+        return batch
 
     def _accepted(self, count: int, request_id: str) -> Response:
         counts = self._counts
         counts[Slot.PAYLOADS] += count
         counts[Slot.REQUESTS] += 1
-        return Response(202, [_JSON], _encode({"accepted": count, "request_id": request_id}))
+        body = _encode({"accepted": count, "request_id": request_id})
+        return _new_tuple(Response, (202, _ACCEPTED_HEADERS, body))  # Response() costs a call more
 
     def _refuse_request(self, exc: BadRequest) -> Response:
         extra = () if exc.header is None else (exc.header,)
@@ -432,6 +434,14 @@ class IngestApp:
                 "client": client,
             },
         )
+
+
+def _sink_refused(exc: SinkFailure) -> BadRequest:
+    """The 503 of a request whose lines the sink did not take."""
+    if isinstance(exc, SinkClosed):
+        return BadRequest(503, "closing", "shutting down", _RETRY_AFTER)
+    # Logged by the sink when it starts failing, not once per request.
+    return BadRequest(503, "sink_failed", f"payloads not stored: {exc}; retry later", _RETRY_AFTER)
 
 
 def _bearer(token: str | None) -> bytes | None:

@@ -220,7 +220,10 @@ class _Service:
             job = self._sink.append
             if durable:
                 sink = self._sink
-                self._commit = GroupCommit(sink.flush, lambda: sink.failed_flushes)
+                # The commit's thread writes each group's lines, then fsyncs them.
+                self._commit = GroupCommit(
+                    sink.flush, lambda: sink.failed_flushes, sink.write_lines
+                )
         # Where payload jobs go: a local dispatcher, or (--redis) remote workers.
         self._dispatcher: AsyncDispatcher | Dispatcher | None = None
         self._remote: RedisPayloadQueue | None = None

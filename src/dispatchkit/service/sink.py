@@ -1,11 +1,11 @@
-"""The default store: append payloads to NDJSON segment files, written within the request.
+"""The default store: append payloads to NDJSON segment files, written before the answer.
 
-    request ──write(lines)──▶ os.write to the current segment (the OS page cache)
-       │ durable: 202 once a flush ▲  group commit (group_commit.py): one flush
-       │   that began after the    │  for every request written while the one
-       │   write succeeded         │  before it ran, in a thread of its own
-       │ buffered: 202 once written│ flusher thread: every fsync_interval, fsync
-       │ 503 if either failed      │ (outside the lock, on a duplicate descriptor)
+    buffered: request ──write(lines)──▶ os.write to the current segment (the OS page cache)
+    durable:  requests ─▶ group commit (group_commit.py), in a thread of its own:
+                          one write of a group's lines, then a flush; 202s after it
+       │ buffered: 202 once written    flusher thread: every fsync_interval, fsync
+       │ 503 if the write or the flush (outside the lock, on a duplicate descriptor)
+       │   failed
 
 Segments are ``segment-000001.ndjson``, ``segment-000002.ndjson``, ...; the
 next one is opened once the current one reaches ``segment_bytes``, so files
@@ -13,11 +13,12 @@ are only ever appended to. A sink of a named ``series`` (one per server
 process: ``p1``, ``p2``, ...) writes ``segment-p1-000001.ndjson``, ...: each
 series is numbered on its own and written by one process only.
 
-A request's lines are written in one ``os.write`` before it is answered, so a
-full disk is seen before the 202 and refused. When the sink is ``durable`` the
-request then waits for a :meth:`SegmentSink.flush` that began after its write
-(the server's group commit); otherwise the fsync is deferred to the flusher (at
-most one ``fsync_interval`` later).
+A request's lines are written in one ``os.write`` before it is answered (a
+durable sink's, together with its group's), so a full disk is seen before the
+202 and refused. When the sink is ``durable`` the request then waits for a
+:meth:`SegmentSink.flush` that began after its write (the server's group
+commit); otherwise the fsync is deferred to the flusher (at most one
+``fsync_interval`` later).
 
 A write that fails (a full disk, a short write) is undone: the segment is
 truncated back to its last whole line before anything else is written, so a
@@ -68,8 +69,9 @@ class SinkClosed(SinkFailure):
 class SegmentSink:
     """Append-only NDJSON segments rotated by size, written at once, fsynced in the background.
 
-    Used from one thread at a time for writes (the server's event loop), and
-    from its own flusher thread for fsyncs.
+    Used from one thread at a time for writes (the server's event loop, or
+    for a durable sink the group commit's thread), and from its own flusher
+    thread for fsyncs.
 
     Args:
         directory: where the segments go (created when missing). Numbering
@@ -136,6 +138,8 @@ class SegmentSink:
         #: The current segment ends on a partial line that could not be cut off yet.
         self._torn = False
         self._closed = threading.Event()
+        #: The same as ``_closed`` (set under the lock), cheaper to read per write.
+        self._closing = False
         self._flusher = threading.Thread(target=self._flush_loop, name="sink-flusher", daemon=True)
         self._flusher.start()
 
@@ -150,33 +154,58 @@ class SegmentSink:
             SinkFailure: they could not be written (the disk is full, say), or
                 the last fsync failed and no fsync has succeeded since.
         """
-        data = b"\n".join(lines) + b"\n"
+        self.write_lines(b"\n".join(lines) + b"\n", len(lines))
+
+    def write_lines(self, data: bytes, count: int) -> None:
+        """:meth:`write` of ``count`` lines already joined, each ending in a newline.
+
+        Raises:
+            SinkFailure: as :meth:`write`.
+        """
+        size = len(data)
         with self._lock:
-            if self._closed.is_set():
-                raise SinkClosed("the sink is closed")
-            if self._sync_failure is not None:
-                reason = _describe(self._sync_failure)
-                raise SinkFailure(f"the segments cannot be fsynced: {reason}")
-            if self._torn:
-                self._cut_back_locked()  # raises while the partial line stays
+            if self._closing or self._sync_failure is not None or self._torn:
+                self._refuse_or_mend_locked()
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(self._fd, view)
-                    if not written:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    view = view[written:]
+                written = os.write(self._fd, data)
+                if written < size:  # a short write: the rest, or the error that stops it
+                    self._write_rest_locked(memoryview(data)[written:], written)
             except OSError as exc:
-                self._fail_write_locked(exc, len(data))
+                self._fail_write_locked(exc, size)
                 raise SinkFailure(f"cannot write to the sink: {_describe(exc)}") from exc
             if self._write_failure is not None:
                 logger.warning("sink: writing again", extra={"segment": self._segment_name()})
                 self._write_failure = None
-            self._size += len(data)
-            self.lines_written += len(lines)
-            self._lines_unsynced += len(lines)
+            self._size += size
+            self.lines_written += count
+            self._lines_unsynced += count
             if self._size >= self._segment_bytes and monotonic() >= self._next_rotation:
                 self._rotate_locked()
+
+    def _refuse_or_mend_locked(self) -> None:
+        """Before a write: refuse it while closed or unfsynced; cut a partial line off.
+
+        Raises:
+            SinkClosed: the sink is closed.
+            SinkFailure: the last fsync failed, or the partial line stays.
+        """
+        if self._closing:
+            raise SinkClosed("the sink is closed")
+        if self._sync_failure is not None:
+            reason = _describe(self._sync_failure)
+            raise SinkFailure(f"the segments cannot be fsynced: {reason}")
+        if self._torn:
+            self._cut_back_locked()  # raises while the partial line stays
+
+    def _write_rest_locked(self, view: memoryview, written: int) -> None:
+        """Write what a short write left, until done or an error says why not."""
+        while True:
+            if not written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if not view:
+                return
+            written = os.write(self._fd, view)
+            view = view[written:]
 
     def append(self, line: bytes) -> None:
         """Write one line: :meth:`write` of ``[line]``.
@@ -264,6 +293,7 @@ class SegmentSink:
             return
         with self._lock:
             self._closed.set()  # under the lock: no write is half done
+            self._closing = True
         self._flusher.join()
         with contextlib.suppress(OSError):  # counted in unstored and logged by the flush
             self.flush()
