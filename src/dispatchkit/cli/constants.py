@@ -1,5 +1,6 @@
 """What a caller of the ``dispatchkit`` command may need to know: its exit codes, and
-the choices and bounds its --help shows. :mod:`dispatchkit.cli` exports every name here.
+the choices and bounds its --help shows (the exit codes live in
+:mod:`dispatchkit.exit_codes`). :mod:`dispatchkit.cli` exports every name here.
 
 Only a clean stop returns 0.
 """
@@ -9,6 +10,14 @@ from __future__ import annotations
 from typing import Final
 
 from dispatchkit.executors.registry import kind_names
+from dispatchkit.exit_codes import (
+    RET_DRAIN_DEADLINE,
+    RET_FAILED,
+    RET_INTERRUPTED,
+    RET_OK,
+    RET_UNSTORED,
+    RET_USAGE,
+)
 from dispatchkit.settings import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 
 __all__ = [
@@ -22,19 +31,6 @@ __all__ = [
     "RET_UNSTORED",
     "RET_USAGE",
 ]
-
-#: Success, or a stop on a signal that drained everything in time.
-RET_OK: Final = 0
-#: A failure while running.
-RET_FAILED: Final = 1
-#: Bad input: a wrong flag, setting or environment variable.
-RET_USAGE: Final = 2
-#: ``serve`` or ``worker`` stopped at its drain deadline (--drain-timeout) with work still open.
-RET_DRAIN_DEADLINE: Final = 3
-#: ``serve``: payloads answered 202 could not be stored (an fsync failed).
-RET_UNSTORED: Final = 4
-#: Interrupted (Ctrl-C, or SIGTERM where it does what Ctrl-C does).
-RET_INTERRUPTED: Final = 130
 
 #: Worker kinds every command that runs jobs accepts with --executor.
 EXECUTOR_CHOICES: Final = kind_names()

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from dispatchkit.exit_codes import RET_DRAIN_DEADLINE
+
 __all__ = [
     "DRAIN_DEADLINE_EXIT",
     "DRAIN_NOW",
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: Exit status of a worker (and of ``dispatchkit serve``) whose drain deadline
 #: passed: open connections were closed, the accepted payloads still written.
-DRAIN_DEADLINE_EXIT: Final = 3
+DRAIN_DEADLINE_EXIT: Final = RET_DRAIN_DEADLINE
 
 #: The signal that tells the worker to drain now: sent by the main process at
 #: the deadline, and by the kernel when the main process dies.
