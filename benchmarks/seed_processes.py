@@ -1,0 +1,70 @@
+"""The seed workload on process workers, beside the one-thread bare loop.
+
+    uv run python benchmarks/seed_processes.py            # 2M jobs, 2 processes, 3 rounds
+
+What ``dispatchkit run --executor process`` runs, minus the chunk-1 rows (a
+pipe round trip per job: over a minute each at 2M jobs): each fixed strategy at
+the even chunk, then ``auto`` with the library's adaptive chunk, interleaved
+round by round with the bare loop, so that the machine's noise falls on all of
+them. The table gives medians, each row's ratio to the bare loop, and auto's
+ratio to the best fixed row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from dispatchkit.demo import even_chunk, run_seed, seed_job
+from dispatchkit.settings import ChunkSetting
+
+BARE = "bare loop (one thread)"
+AUTO = "auto chunk auto (the defaults)"
+
+
+def bare_loop(jobs: int) -> float:
+    job = seed_job
+    started = time.perf_counter()
+    for i in range(jobs):
+        job(i)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2_000_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    even = even_chunk(args.jobs, args.workers)
+    cases: dict[str, tuple[str, ChunkSetting]] = {
+        f"{strategy} chunk {even}": (strategy, even)
+        for strategy in ("batch", "round_robin", "pull")
+    }
+    cases[AUTO] = ("auto", "auto")
+    samples: dict[str, list[float]] = {name: [] for name in [BARE, *cases]}
+    for _ in range(args.rounds):
+        samples[BARE].append(bare_loop(args.jobs))
+        for name, (strategy, chunk) in cases.items():
+            result = run_seed(
+                jobs=args.jobs, workers=args.workers, executor="process",
+                strategy=strategy, chunk=chunk,
+            )  # fmt: skip
+            assert result.completed == args.jobs, result
+            samples[name].append(result.seconds)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    bare = medians[BARE]
+    print(f"{args.jobs:,} jobs, {args.workers} processes, medians of {args.rounds} rounds")
+    print("| case | seconds | / bare loop |\n|---|---:|---:|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds:.3f} | {seconds / bare:.2f} |")
+    best_fixed = min(seconds for name, seconds in medians.items() if name not in (BARE, AUTO))
+    print(f"auto / best fixed row: {medians[AUTO] / best_fixed:.2f}")
+    print(f"best row / bare loop: {min(medians[AUTO], best_fixed) / bare:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
