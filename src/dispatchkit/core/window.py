@@ -115,3 +115,16 @@ class MapRun:
         self.finished.append(rows)
         if self.waiting:
             self.notify()
+
+    def deliver_measured(
+        self,
+        rows: list[Any],
+        worker: Any,
+        jobs: int,
+        started: float | None,
+        finished: float | None,
+    ) -> None:
+        """Deliver the rows (or a :class:`RowBlock`) of a chunk of ``jobs`` jobs that
+        ``worker`` ran from ``started`` to ``finished`` (None: not measured), the
+        measurement given apart from the rows, which need carry no timestamps."""
+        self.deliver(rows)
