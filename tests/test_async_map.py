@@ -1,4 +1,4 @@
-"""AsyncDispatcher.map on one shared queue, where each chunk comes back as one block."""
+"""AsyncDispatcher.map, where each chunk's results come back as one block."""
 
 from __future__ import annotations
 
@@ -17,14 +17,24 @@ async def square(x: int) -> int:
     return x * x
 
 
+#: Settings whose chunks hold consecutive jobs (auto, pull) or interleaved ones.
+SETTINGS = [
+    pytest.param({}, id="auto"),
+    pytest.param({"strategy": "pull", "chunk": 5}, id="pull-5"),
+    pytest.param({"strategy": "round_robin", "chunk": 7}, id="round_robin-7"),
+    pytest.param({"strategy": "batch", "chunk": 3}, id="batch-3"),
+]
+
+
 async def _collect(into: list[Any], results: AsyncIterator[Any]) -> None:
     async for result in results:
         into.append(result)
 
 
-def test_an_auto_map_gives_each_job_its_own_times_and_worker() -> None:
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_map_gives_each_job_its_own_times_and_worker(settings: dict[str, Any]) -> None:
     async def main() -> None:
-        async with AsyncDispatcher(4) as d:
+        async with AsyncDispatcher(4, **settings) as d:
             outcomes = [o async for o in d.map(square, range(300), outcomes=True)]
         assert [o.value for o in outcomes] == [x * x for x in range(300)]
         ids = [o.job_id for o in outcomes]
@@ -47,7 +57,8 @@ def test_an_auto_map_gives_each_job_its_own_times_and_worker() -> None:
     asyncio.run(main())
 
 
-def test_a_failure_inside_an_auto_chunk_is_raised_at_its_item() -> None:
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_failure_inside_a_chunk_is_raised_at_its_item(settings: dict[str, Any]) -> None:
     async def job(x: int) -> int:
         await asyncio.sleep(0)
         if x in (137, 170):
@@ -55,7 +66,7 @@ def test_a_failure_inside_an_auto_chunk_is_raised_at_its_item() -> None:
         return x
 
     async def main() -> None:
-        async with AsyncDispatcher(3) as d:
+        async with AsyncDispatcher(3, **settings) as d:
             seen: list[int] = []
             with pytest.raises(ValueError, match="bad 137"):
                 await _collect(seen, d.map(job, range(300)))
@@ -75,7 +86,10 @@ def test_a_failure_inside_an_auto_chunk_is_raised_at_its_item() -> None:
     asyncio.run(main())
 
 
-def test_a_stop_during_an_auto_map_yields_the_queued_rest_cancelled_in_order() -> None:
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_stop_during_a_map_yields_the_queued_rest_cancelled_in_order(
+    settings: dict[str, Any],
+) -> None:
     async def main() -> None:
         held = asyncio.Event()
 
@@ -86,7 +100,7 @@ def test_a_stop_during_an_auto_map_yields_the_queued_rest_cancelled_in_order() -
             return x
 
         async with asyncio.timeout(30):
-            async with AsyncDispatcher(2) as d:
+            async with AsyncDispatcher(2, **settings) as d:
 
                 async def stopper() -> None:
                     await held.wait()  # a worker is held by a job
@@ -113,7 +127,8 @@ def test_a_stop_during_an_auto_map_yields_the_queued_rest_cancelled_in_order() -
     asyncio.run(main())
 
 
-def test_retries_and_timeouts_in_an_auto_map_keep_order_and_attempts() -> None:
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_retries_and_timeouts_in_a_map_keep_order_and_attempts(settings: dict[str, Any]) -> None:
     tried: set[int] = set()
 
     async def flaky(x: int) -> int:
@@ -128,7 +143,7 @@ def test_retries_and_timeouts_in_an_auto_map_keep_order_and_attempts() -> None:
     async def main() -> None:
         policy = RetryPolicy(max_attempts=2, backoff=0, retry_on=(ValueError,))
         async with asyncio.timeout(30):
-            async with AsyncDispatcher(4, retry=policy, job_timeout=0.2) as d:
+            async with AsyncDispatcher(4, retry=policy, job_timeout=0.2, **settings) as d:
                 outcomes = [o async for o in d.map(flaky, range(120), outcomes=True)]
         assert all(o.attempts == 2 for o in outcomes)
         assert isinstance(outcomes[50].error, TimedOut)
@@ -137,5 +152,21 @@ def test_retries_and_timeouts_in_an_auto_map_keep_order_and_attempts() -> None:
         ]
         ids = [o.job_id for o in outcomes]
         assert ids == sorted(ids)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_keyed_and_unordered_maps_give_every_result(settings: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(4, **settings) as d:
+            keyed = [x async for x in d.map(square, range(200), key=lambda x: x % 3)]
+            assert keyed == [x * x for x in range(200)]
+            unordered = [x async for x in d.map(square, range(200), ordered=False)]
+            assert sorted(unordered) == [x * x for x in range(200)]
+            outcomes = [o async for o in d.map(square, range(50), ordered=False, outcomes=True)]
+            assert sorted(o.value for o in outcomes) == [x * x for x in range(50)]
+        stats = d.stats()
+        assert stats.succeeded == stats.submitted == 450
 
     asyncio.run(main())

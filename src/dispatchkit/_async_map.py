@@ -1,15 +1,16 @@
-"""A ``map`` chunk of consecutive jobs that hands back its results as one block.
+"""A ``map`` chunk that hands back its results as one block.
 
-    shared inbox ──▶ worker task: BlockChunk._arun ──one ChunkResults per chunk──▶ MapRun
-    map ◀── ChunkResults.results(outcomes) ◀── MapWindow (ordered by block)
+    inbox ──▶ worker task: BlockChunk._arun ──one ChunkResults per chunk──▶ MapRun
+    map ◀── ChunkResults (results, or next_result per job) ◀── MapWindow
 
-With one shared queue (``pull``, ``auto``) every chunk of a ``map`` call holds
-consecutive jobs, so the window can order and count whole chunks: a worker
-keeps a chunk's values in one list instead of a row per job, and reads the
-clock per job only when ``map`` yields :class:`~dispatchkit.Outcome` s (which
-carry each job's times); otherwise the chunk's start and end are what the
-adaptive chunk size is measured from. Fewer objects per job also means fewer
-garbage collections, which dominate a large ``map`` of short waits.
+A worker keeps a chunk's values in one list instead of a row per job, and
+reads the clock per job only when ``map`` yields :class:`~dispatchkit.Outcome` s
+(which carry each job's times); otherwise the chunk's start and end are what
+the adaptive chunk size is measured from. With one shared queue (``pull``,
+``auto``) a chunk's jobs are consecutive, and the window orders and counts
+whole blocks; otherwise each job's place in the window points at its block.
+Fewer objects per job also means fewer and cheaper garbage collections, which
+dominate a large ``map`` of short waits.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class ChunkResults(RowBlock):
     after a stop.
     """
 
-    __slots__ = ("failed", "rows", "submitted_at", "times", "values", "worker")
+    __slots__ = ("cursor", "failed", "rows", "submitted_at", "times", "values", "worker")
 
     def __init__(
         self,
@@ -61,11 +62,21 @@ class ChunkResults(RowBlock):
         super().__init__(seqs)
         self.worker, self.submitted_at = worker, submitted_at
         self.values, self.failed, self.times, self.rows = values, failed, times, rows
+        #: Where :meth:`next_result` is.
+        self.cursor: Iterator[Any] | None = None
 
     def results(self, outcomes: bool) -> Iterator[Any]:
         if not outcomes and self.failed is None and self.rows is None:
             return iter(self.values)  # the hot path: every job succeeded
         return self._each(outcomes)
+
+    def next_result(self, outcomes: bool) -> Any:
+        """What ``map`` yields for the block's next job (its jobs taken one at a time,
+        in order, as :meth:`~dispatchkit.core.MapWindow.release_spread` gives them)."""
+        cursor = self.cursor
+        if cursor is None:
+            cursor = self.cursor = self.results(outcomes)
+        return next(cursor)
 
     def _each(self, outcomes: bool) -> Iterator[Any]:
         failed, times = self.failed or (), self.times

@@ -82,6 +82,21 @@ class MapWindow:
         self.in_flight -= len(out)
         return out
 
+    def release_spread(self, blocks: list[Any]) -> list[Any]:
+        """:meth:`release` for :class:`RowBlock` s whose jobs were admitted one by one
+        (:meth:`admit`; ordered, their seqs need not be consecutive): the block of
+        each job to yield now, once per job, in order. The caller takes the job's
+        result from its block in turn (a block's jobs are released in seq order)."""
+        ready, order = self.ready, self.order
+        for block in blocks:
+            for seq in block.seqs:
+                ready[seq] = block
+        out = []
+        while order and order[0] in ready:
+            out.append(ready.pop(order.popleft()))
+        self.in_flight -= len(out)
+        return out
+
     def _release_blocks(self, rows: list[Any]) -> list[Any]:
         """:meth:`release` when blocks may be among the rows: each counts its jobs."""
         if self.ordered:
