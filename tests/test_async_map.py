@@ -170,3 +170,38 @@ def test_keyed_and_unordered_maps_give_every_result(settings: dict[str, Any]) ->
         assert stats.succeeded == stats.submitted == 450
 
     asyncio.run(main())
+
+
+def test_a_stop_during_a_keyed_auto_map_cancels_the_chunks_waiting_in_a_lane() -> None:
+    # One key: its chunks run one after another, the next waiting in the lane
+    # while the first is held; the stop cancels and counts both.
+    async def main() -> None:
+        held = asyncio.Event()
+
+        async def job(x: int) -> int:
+            if x == 0:
+                held.set()
+                await asyncio.sleep(60)
+            return x
+
+        async with asyncio.timeout(30):
+            async with AsyncDispatcher(2) as d:
+
+                async def stopper() -> None:
+                    await held.wait()
+                    while d.stats().submitted < 2:  # a chunk behind the held one
+                        await asyncio.sleep(0.01)
+                    await d.stop(cancel=True)
+
+                stopping = asyncio.create_task(stopper())
+                outcomes = []
+                with contextlib.suppress(ClosedError):
+                    async for outcome in d.map(job, range(40), key=lambda _: 0, outcomes=True):
+                        outcomes.append(outcome)
+                await stopping
+        assert len(outcomes) >= 2
+        assert {o.status for o in outcomes} == {JobStatus.CANCELLED}
+        stats = d.stats()
+        assert stats.cancelled == stats.submitted == len(outcomes)
+
+    asyncio.run(main())

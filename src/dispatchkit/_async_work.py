@@ -222,6 +222,9 @@ class AsyncChunk:
         self.tally = tally
         self.submitted_at = perf_counter()
 
+    def _job_count(self) -> int:
+        return len(self.items)
+
     def _cancel_taken(self) -> int:
         self._deliver_cancelled(0)
         if self.tally is not None:
