@@ -8,6 +8,7 @@ on events with generous timeouts, never on sleeps.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections import Counter
 from concurrent.futures import wait
@@ -302,3 +303,15 @@ def test_many_async_workers_take_turns_looking_and_still_find_the_queue() -> Non
 
     ran_on = asyncio.run(main())
     assert all(ran_on[i] != 0 for i in behind_worker_0(jobs, workers))
+
+
+def test_thousands_of_stealing_workers_keep_no_list_of_the_others_each() -> None:
+    # Each worker looks at the others through the shared inboxes: no per-worker
+    # list of the other N - 1 (N squared objects for the garbage collector).
+    workers = 2000
+    gc.collect()
+    before = len(gc.get_objects())
+    dispatcher = AsyncDispatcher(workers, strategy="round_robin")
+    assert dispatcher.settings.stealing
+    added = len(gc.get_objects()) - before
+    assert added < 50 * workers

@@ -19,9 +19,10 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from ._async_map import BlockChunk
 from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_coroutine_function
 from ._lanes import LanedMessage, Lanes, lane_count
-from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
+from .core import FrontEnd, MapRun, MapWindow, WorkerState, shutdown_plan
 from .core.adaptive import BulkRun, MeasuredMapRun
 from .stats import DispatcherStats
 
@@ -244,6 +245,11 @@ class AsyncFrontEnd(FrontEnd):
             wants_more = adaptive.wants_more
         blocks = self._blocks(items, key, limit).__aiter__()
         lanes = Lanes(lane_count(self._n), nullcontext()) if self._keeps_key_order(key) else None
+        # Every chunk comes back as one block of results. With one shared queue
+        # and no lanes its jobs are consecutive, and so are admitted as a block;
+        # otherwise (when order matters) one by one, each job's place pointing
+        # at its chunk's block.
+        by_chunk = (self._shared and lanes is None) or not window.ordered
         exhausted = False
         while True:
             while not exhausted and window.room() > 0 and wants_more(window.in_flight):
@@ -252,10 +258,14 @@ class AsyncFrontEnd(FrontEnd):
                 except StopAsyncIteration:
                     exhausted = True
                     break
-                window.admit(first, len(block))
-                make: Callable[[list[Any], list[int]], Any] = lambda jobs, seqs: AsyncChunk(  # noqa: E731
-                    call, jobs, seqs, run, self._retry, self._job_timeout
-                )
+                make: Callable[[list[Any], list[int]], Any]
+                if by_chunk:
+                    make = partial(self._block_chunk, call, run, window, outcomes)
+                else:
+                    window.admit(first, len(block))
+                    make = lambda jobs, seqs: BlockChunk(  # noqa: E731
+                        call, jobs, seqs, run, self._retry, self._job_timeout, outcomes
+                    )
                 cut = None if adaptive is None else adaptive.cut
                 if lanes is not None and keys is not None:
                     # One key's jobs in order: chunks of one lane each, run in turn.
@@ -271,8 +281,27 @@ class AsyncFrontEnd(FrontEnd):
                 await event.wait()
                 run.waiting = False
             while run.finished:
-                for row in window.release(run.finished.popleft()):
-                    yield map_result(row, outcomes)
+                if by_chunk:
+                    units: list[Any] = window.release(run.finished.popleft())
+                    for unit in units:
+                        for result in unit.results(outcomes):
+                            yield result
+                    continue
+                for chunk_results in window.release_spread(run.finished.popleft()):
+                    yield chunk_results.next_result(outcomes)
+
+    def _block_chunk(
+        self,
+        call: Callable[[Any], Awaitable[Any]],
+        run: MapRun,
+        window: MapWindow,
+        timed: bool,
+        jobs: list[Any],
+        seqs: list[int],
+    ) -> AsyncChunk:
+        """A chunk of consecutive ``map`` jobs, admitted to the window as one block."""
+        window.admit_block(seqs)
+        return BlockChunk(call, jobs, seqs, run, self._retry, self._job_timeout, timed)
 
     async def _blocks(
         self,

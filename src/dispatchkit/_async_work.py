@@ -222,6 +222,9 @@ class AsyncChunk:
         self.tally = tally
         self.submitted_at = perf_counter()
 
+    def _job_count(self) -> int:
+        return len(self.items)
+
     def _cancel_taken(self) -> int:
         self._deliver_cancelled(0)
         if self.tally is not None:
@@ -287,9 +290,7 @@ class AsyncChunk:
         except asyncio.CancelledError:
             state.cancelled += len(self.items) - position
             if self.run is not None:
-                self.run.deliver(rows)
-                rows = []
-            self._deliver_cancelled(position)
+                self._hand_back(rows, position)
             raise
         finally:
             finished = perf_counter()
@@ -297,7 +298,15 @@ class AsyncChunk:
             if self.tally is not None:
                 self.tally.ended(state.index, len(self.items), chunk_start, finished)
         if self.run is not None:
-            self.run.deliver(rows)
+            self._hand_back(rows, None)
+
+    def _hand_back(self, rows: list[Any], cancelled_from: int | None) -> None:
+        """Deliver the rows of the jobs that ran, then, after a stop, the cancelled
+        rest from position ``cancelled_from`` on."""
+        assert self.run is not None
+        self.run.deliver(rows)
+        if cancelled_from is not None:
+            self._deliver_cancelled(cancelled_from)
 
 
 class InlineChunk(FireAndForget):

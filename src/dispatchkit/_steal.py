@@ -61,40 +61,46 @@ LOOK_AT: Final = 8
 
 
 class _Victims:
-    """The other workers' queues, looked at :data:`LOOK_AT` at a time in turn."""
+    """The other workers' queues, looked at :data:`LOOK_AT` at a time in turn.
 
-    __slots__ = ("_cursor", "others")
+    Held as the shared sequences of every queue and state, not a list of the
+    others per worker: with thousands of asyncio workers such lists would hold
+    millions of pairs, for the garbage collector to walk again and again.
+    """
+
+    __slots__ = ("_cursor", "_index", "_queues", "_states")
 
     def __init__(self, index: int, queues: Sequence[Any], states: Sequence[WorkerState]):
-        #: ``(queue, its worker's state)`` of every other worker.
-        self.others = [(queues[i], states[i]) for i in range(len(queues)) if i != index]
+        self._index = index
+        self._queues, self._states = queues, states
         self._cursor = 0
 
     def pick(self, hint: Any = None) -> tuple[Any, int]:
         """The longest queue whose worker is running a job among ``hint`` (a queue
         said to have jobs behind a busy worker) and the next :data:`LOOK_AT`
         others, with its length; ``(None, 0)`` if there is none."""
-        others = self.others
-        count = len(others)
+        queues, states, index = self._queues, self._states, self._index
+        count = len(queues) - 1  # the others
         if count <= LOOK_AT:
-            window = others
+            window: Sequence[int] = range(count)
         else:
             start = self._cursor
             self._cursor = (start + LOOK_AT) % count
-            window = others[start : start + LOOK_AT]
-            if len(window) < LOOK_AT:
-                window = window + others[: LOOK_AT - len(window)]
+            window = [(start + step) % count for step in range(LOOK_AT)]
         victim, longest = None, 0
-        for queue, state in window:
+        for other in window:
+            worker = other + (other >= index)  # the others' numbering skips this worker
+            queue = queues[worker]
             length = len(queue._items)
-            if length > longest and state.active:
+            if length > longest and states[worker].active:
                 victim, longest = queue, length
         if hint is not None and hint._owner.active and len(hint._items) > longest:
             victim, longest = hint, len(hint._items)
         return victim, longest
 
     def any_queued(self) -> bool:
-        return any(queue._items for queue, _ in self.others)
+        index = self._index
+        return any(queue._items for i, queue in enumerate(self._queues) if i != index)
 
 
 def _take_tail(items: deque[Any], count: int) -> list[Any]:

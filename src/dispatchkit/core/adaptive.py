@@ -371,6 +371,17 @@ class MeasuredMapRun(MapRun):
         self.feed.observe_rows(rows)
         super().deliver(rows)
 
+    def deliver_measured(
+        self,
+        rows: list[Any],
+        worker: Any,
+        jobs: int,
+        started: float | None,
+        finished: float | None,
+    ) -> None:
+        self.feed.observe_chunk(worker, jobs, started, finished)
+        MapRun.deliver(self, rows)
+
 
 class BulkRun:
     """One ``dispatch`` call under adaptive chunking: its chunks out, measured as they end.

@@ -82,6 +82,21 @@ class MapWindow:
         self.in_flight -= len(out)
         return out
 
+    def release_spread(self, blocks: list[Any]) -> list[Any]:
+        """:meth:`release` for :class:`RowBlock` s whose jobs were admitted one by one
+        (:meth:`admit`; ordered, their seqs need not be consecutive): the block of
+        each job to yield now, once per job, in order. The caller takes the job's
+        result from its block in turn (a block's jobs are released in seq order)."""
+        ready, order = self.ready, self.order
+        for block in blocks:
+            for seq in block.seqs:
+                ready[seq] = block
+        out = []
+        while order and order[0] in ready:
+            out.append(ready.pop(order.popleft()))
+        self.in_flight -= len(out)
+        return out
+
     def _release_blocks(self, rows: list[Any]) -> list[Any]:
         """:meth:`release` when blocks may be among the rows: each counts its jobs."""
         if self.ordered:
@@ -115,3 +130,16 @@ class MapRun:
         self.finished.append(rows)
         if self.waiting:
             self.notify()
+
+    def deliver_measured(
+        self,
+        rows: list[Any],
+        worker: Any,
+        jobs: int,
+        started: float | None,
+        finished: float | None,
+    ) -> None:
+        """Deliver the rows (or a :class:`RowBlock`) of a chunk of ``jobs`` jobs that
+        ``worker`` ran from ``started`` to ``finished`` (None: not measured), the
+        measurement given apart from the rows, which need carry no timestamps."""
+        self.deliver(rows)

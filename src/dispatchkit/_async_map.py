@@ -1,0 +1,203 @@
+"""A ``map`` chunk that hands back its results as one block.
+
+    inbox ──▶ worker task: BlockChunk._arun ──one ChunkResults per chunk──▶ MapRun
+    map ◀── ChunkResults (results, or next_result per job) ◀── MapWindow
+
+A worker keeps a chunk's values in one list instead of a row per job, and
+reads the clock per job only when ``map`` yields :class:`~dispatchkit.Outcome` s
+(which carry each job's times); otherwise the chunk's start and end are what
+the adaptive chunk size is measured from. With one shared queue (``pull``,
+``auto``) a chunk's jobs are consecutive, and the window orders and counts
+whole blocks; otherwise each job's place in the window points at its block.
+Fewer objects per job also means fewer and cheaper garbage collections, which
+dominate a large ``map`` of short waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from time import perf_counter
+from typing import Any
+
+from dispatchkit._async_work import AsyncChunk, job_failure, self_cancelled
+from dispatchkit.core import (
+    JobStatus,
+    MapRun,
+    ResultRow,
+    RowBlock,
+    WorkerState,
+    cancelled_rows,
+    map_result,
+)
+from dispatchkit.retry import RetryPolicy
+
+__all__ = ["BlockChunk", "ChunkResults"]
+
+_SUCCEEDED, _FAILED = JobStatus.SUCCEEDED, JobStatus.FAILED
+
+
+class ChunkResults(RowBlock):
+    """The results of one :class:`BlockChunk`, in its jobs' order.
+
+    ``values[i]`` is job ``i``'s value, or its exception if ``i`` is in
+    ``failed``; ``times`` holds each job's start and finish (flat, two per job)
+    when they were read. ``rows`` are the chunk's remaining jobs as plain rows:
+    all of them after a retry policy or timeout ran them, the cancelled ones
+    after a stop.
+    """
+
+    __slots__ = ("cursor", "failed", "rows", "submitted_at", "times", "values", "worker")
+
+    def __init__(
+        self,
+        seqs: list[int],
+        worker: int | None,
+        submitted_at: float,
+        values: list[Any],
+        failed: set[int] | None = None,
+        times: list[float] | None = None,
+        rows: list[ResultRow] | None = None,
+    ) -> None:
+        super().__init__(seqs)
+        self.worker, self.submitted_at = worker, submitted_at
+        self.values, self.failed, self.times, self.rows = values, failed, times, rows
+        #: Where :meth:`next_result` is.
+        self.cursor: Iterator[Any] | None = None
+
+    def results(self, outcomes: bool) -> Iterator[Any]:
+        if not outcomes and self.failed is None and self.rows is None:
+            return iter(self.values)  # the hot path: every job succeeded
+        return self._each(outcomes)
+
+    def next_result(self, outcomes: bool) -> Any:
+        """What ``map`` yields for the block's next job (its jobs taken one at a time,
+        in order, as :meth:`~dispatchkit.core.MapWindow.release_spread` gives them)."""
+        cursor = self.cursor
+        if cursor is None:
+            cursor = self.cursor = self.results(outcomes)
+        return next(cursor)
+
+    def _each(self, outcomes: bool) -> Iterator[Any]:
+        failed, times = self.failed or (), self.times
+        for position, value in enumerate(self.values):
+            status = _FAILED if position in failed else _SUCCEEDED
+            if outcomes:
+                from dispatchkit.job import Outcome  # job.py builds on the core
+
+                started = finished = None
+                if times is not None:
+                    started, finished = times[2 * position], times[2 * position + 1]
+                span = (self.submitted_at, started, finished)
+                yield Outcome.ended(self.seqs[position], status, value, self.worker, span, 1)
+            elif status is _SUCCEEDED:
+                yield value
+            else:
+                raise value
+        for row in self.rows or ():
+            yield map_result(row, outcomes)
+
+
+class BlockChunk(AsyncChunk):
+    """An :class:`AsyncChunk` of ``map`` whose consecutive jobs come back as one
+    :class:`ChunkResults`; ``timed``: read the clock around each job."""
+
+    __slots__ = ("timed",)
+
+    def __init__(
+        self,
+        call: Callable[[Any], Awaitable[Any]],
+        items: list[Any],
+        seqs: list[int],
+        run: MapRun,
+        policy: RetryPolicy | None,
+        timeout: float | None,
+        timed: bool,
+    ) -> None:
+        super().__init__(call, items, seqs, run, policy, timeout)
+        self.timed = timed
+
+    def _deliver_cancelled(self, start: int) -> None:
+        assert self.run is not None
+        rows = cancelled_rows(self.seqs[start:], self.submitted_at, None)
+        block = ChunkResults(self.seqs, None, self.submitted_at, [], rows=rows)
+        self.run.deliver_measured([block], None, len(rows), None, None)
+
+    def _hand_back(self, rows: list[Any], cancelled_from: int | None) -> None:
+        # The retry or timeout path's rows (and any cancelled after them), as one
+        # block, measured from its rows' timestamps if every job ran.
+        assert self.run is not None
+        measured = cancelled_from is None and bool(rows)
+        if cancelled_from is not None:
+            rows = rows + cancelled_rows(self.seqs[cancelled_from:], self.submitted_at, None)
+        block = ChunkResults(self.seqs, None, self.submitted_at, [], rows=rows)
+        if measured:
+            self.run.deliver_measured([block], rows[0][3], len(rows), rows[0][5], rows[-1][6])
+        else:
+            self.run.deliver_measured([block], None, len(rows), None, None)
+
+    async def _arun(self, state: WorkerState) -> None:
+        """Run the jobs one by one (as :meth:`AsyncChunk._arun`, without a policy's
+        or a timeout's wrapper: a chunk with those goes the general way)."""
+        run = self.run
+        assert run is not None
+        if self.policy is not None or self.timeout is not None:
+            await super()._arun(state)
+            return
+        call, items = self.call, self.items
+        values: list[Any] = []
+        keep = values.append
+        times: list[float] | None = [] if self.timed else None
+        failed: set[int] | None = None
+        position = 0
+        chunk_start = perf_counter()
+        if state.first_start is None:
+            state.first_start = chunk_start
+        task, stop = state.task, state.control
+        assert task is not None
+        cancelling = task.cancelling
+        # As in AsyncChunk._arun: each job starts with the chunk's count of
+        # cancellation requests (a job's own are withdrawn as it ends).
+        before = cancelling()
+        try:
+            for position, item in enumerate(items):
+                if times is not None:
+                    times.append(perf_counter())
+                try:
+                    value = await call(item)
+                except BaseException as exc:  # the job's failure, unless it is a stop
+                    value = await job_failure(exc, task, before, stop)
+                    failed = _failed(failed, position)
+                else:
+                    if cancelling() != before and not stop():
+                        value = await self_cancelled(task, before, stop)
+                        failed = _failed(failed, position)
+                if failed is not None and position in failed:
+                    state.failed += 1
+                else:
+                    state.succeeded += 1
+                keep(value)
+                if times is not None:
+                    times.append(perf_counter())
+        except asyncio.CancelledError:
+            state.cancelled += len(items) - position
+            if times is not None and len(times) % 2:
+                times.pop()  # the cancelled job's start
+            rows = cancelled_rows(self.seqs[position:], self.submitted_at, None)
+            block = ChunkResults(
+                self.seqs, state.index, self.submitted_at, values, failed, times, rows
+            )
+            run.deliver_measured([block], state.index, len(items), None, None)
+            raise
+        finally:
+            finished = perf_counter()
+            state.busy += finished - chunk_start
+        block = ChunkResults(self.seqs, state.index, self.submitted_at, values, failed, times)
+        run.deliver_measured([block], state.index, len(items), chunk_start, finished)
+
+
+def _failed(failed: set[int] | None, position: int) -> set[int]:
+    if failed is None:
+        failed = set()
+    failed.add(position)
+    return failed

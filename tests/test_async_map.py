@@ -1,0 +1,207 @@
+"""AsyncDispatcher.map, where each chunk's results come back as one block."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from dispatchkit import AsyncDispatcher, ClosedError, JobStatus, RetryPolicy, TimedOut
+
+
+async def square(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * x
+
+
+#: Settings whose chunks hold consecutive jobs (auto, pull) or interleaved ones.
+SETTINGS = [
+    pytest.param({}, id="auto"),
+    pytest.param({"strategy": "pull", "chunk": 5}, id="pull-5"),
+    pytest.param({"strategy": "round_robin", "chunk": 7}, id="round_robin-7"),
+    pytest.param({"strategy": "batch", "chunk": 3}, id="batch-3"),
+]
+
+
+async def _collect(into: list[Any], results: AsyncIterator[Any]) -> None:
+    async for result in results:
+        into.append(result)
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_map_gives_each_job_its_own_times_and_worker(settings: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(4, **settings) as d:
+            outcomes = [o async for o in d.map(square, range(300), outcomes=True)]
+        assert [o.value for o in outcomes] == [x * x for x in range(300)]
+        ids = [o.job_id for o in outcomes]
+        assert ids == list(range(ids[0], ids[0] + 300))
+        for o in outcomes:
+            assert o.status is JobStatus.SUCCEEDED
+            assert o.worker in range(4)
+            assert o.attempts == 1
+            assert o.submitted_at is not None
+            assert o.started_at is not None
+            assert o.finished_at is not None
+            assert o.submitted_at <= o.started_at <= o.finished_at
+        by_worker: dict[int | None, list[float]] = {}
+        for o in outcomes:
+            assert o.started_at is not None
+            by_worker.setdefault(o.worker, []).append(o.started_at)
+        # One worker runs one job at a time: its jobs' starts are all distinct.
+        assert all(len(set(starts)) == len(starts) for starts in by_worker.values())
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_failure_inside_a_chunk_is_raised_at_its_item(settings: dict[str, Any]) -> None:
+    async def job(x: int) -> int:
+        await asyncio.sleep(0)
+        if x in (137, 170):
+            raise ValueError(f"bad {x}")
+        return x
+
+    async def main() -> None:
+        async with AsyncDispatcher(3, **settings) as d:
+            seen: list[int] = []
+            with pytest.raises(ValueError, match="bad 137"):
+                await _collect(seen, d.map(job, range(300)))
+            assert seen == list(range(137))
+            outcomes = [o async for o in d.map(job, range(300), outcomes=True)]
+        failed = [i for i, o in enumerate(outcomes) if o.status is JobStatus.FAILED]
+        assert failed == [137, 170]
+        assert isinstance(outcomes[170].error, ValueError)
+        assert [o.value for o in outcomes if o.status is JobStatus.SUCCEEDED] == [
+            x for x in range(300) if x not in (137, 170)
+        ]
+        stats = d.stats()
+        # The abandoned map's jobs still ran (they were queued): each counted once.
+        assert stats.failed == 4
+        assert stats.succeeded + stats.failed + stats.cancelled == stats.submitted
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_stop_during_a_map_yields_the_queued_rest_cancelled_in_order(
+    settings: dict[str, Any],
+) -> None:
+    async def main() -> None:
+        held = asyncio.Event()
+
+        async def job(x: int) -> int:
+            if x >= 4:
+                held.set()
+                await asyncio.sleep(60)
+            return x
+
+        async with asyncio.timeout(30):
+            async with AsyncDispatcher(2, **settings) as d:
+
+                async def stopper() -> None:
+                    await held.wait()  # a worker is held by a job
+                    await d.stop(cancel=True)
+
+                stopping = asyncio.create_task(stopper())
+                outcomes = []
+                # The jobs not yet taken from the input when the stop closed the
+                # dispatcher are refused.
+                with contextlib.suppress(ClosedError):
+                    async for outcome in d.map(job, range(12), outcomes=True):
+                        outcomes.append(outcome)
+                await stopping
+        assert [o.value for o in outcomes[:4]] == [0, 1, 2, 3]
+        # The running jobs and any queued behind them.
+        assert len(outcomes) >= 5
+        assert [o.status for o in outcomes[4:]] == [JobStatus.CANCELLED] * (len(outcomes) - 4)
+        ids = [o.job_id for o in outcomes]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        stats = d.stats()
+        assert (stats.succeeded, stats.cancelled) == (4, len(outcomes) - 4)
+        assert stats.submitted == len(outcomes)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_retries_and_timeouts_in_a_map_keep_order_and_attempts(settings: dict[str, Any]) -> None:
+    tried: set[int] = set()
+
+    async def flaky(x: int) -> int:
+        await asyncio.sleep(0)
+        if x not in tried:
+            tried.add(x)
+            raise ValueError(f"first try of {x}")
+        if x == 50:
+            await asyncio.sleep(60)  # past the job timeout
+        return -x
+
+    async def main() -> None:
+        policy = RetryPolicy(max_attempts=2, backoff=0, retry_on=(ValueError,))
+        async with asyncio.timeout(30):
+            async with AsyncDispatcher(4, retry=policy, job_timeout=0.2, **settings) as d:
+                outcomes = [o async for o in d.map(flaky, range(120), outcomes=True)]
+        assert all(o.attempts == 2 for o in outcomes)
+        assert isinstance(outcomes[50].error, TimedOut)
+        assert [o.value for o in outcomes if o.status is JobStatus.SUCCEEDED] == [
+            -x for x in range(120) if x != 50
+        ]
+        ids = [o.job_id for o in outcomes]
+        assert ids == sorted(ids)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_keyed_and_unordered_maps_give_every_result(settings: dict[str, Any]) -> None:
+    async def main() -> None:
+        async with AsyncDispatcher(4, **settings) as d:
+            keyed = [x async for x in d.map(square, range(200), key=lambda x: x % 3)]
+            assert keyed == [x * x for x in range(200)]
+            unordered = [x async for x in d.map(square, range(200), ordered=False)]
+            assert sorted(unordered) == [x * x for x in range(200)]
+            outcomes = [o async for o in d.map(square, range(50), ordered=False, outcomes=True)]
+            assert sorted(o.value for o in outcomes) == [x * x for x in range(50)]
+        stats = d.stats()
+        assert stats.succeeded == stats.submitted == 450
+
+    asyncio.run(main())
+
+
+def test_a_stop_during_a_keyed_auto_map_cancels_the_chunks_waiting_in_a_lane() -> None:
+    # One key: its chunks run one after another, the next waiting in the lane
+    # while the first is held; the stop cancels and counts both.
+    async def main() -> None:
+        held = asyncio.Event()
+
+        async def job(x: int) -> int:
+            if x == 0:
+                held.set()
+                await asyncio.sleep(60)
+            return x
+
+        async with asyncio.timeout(30):
+            async with AsyncDispatcher(2) as d:
+
+                async def stopper() -> None:
+                    await held.wait()
+                    while d.stats().submitted < 2:  # a chunk behind the held one
+                        await asyncio.sleep(0.01)
+                    await d.stop(cancel=True)
+
+                stopping = asyncio.create_task(stopper())
+                outcomes = []
+                with contextlib.suppress(ClosedError):
+                    async for outcome in d.map(job, range(40), key=lambda _: 0, outcomes=True):
+                        outcomes.append(outcome)
+                await stopping
+        assert len(outcomes) >= 2
+        assert {o.status for o in outcomes} == {JobStatus.CANCELLED}
+        stats = d.stats()
+        assert stats.cancelled == stats.submitted == len(outcomes)
+
+    asyncio.run(main())
