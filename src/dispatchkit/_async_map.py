@@ -79,23 +79,35 @@ class ChunkResults(RowBlock):
         return next(cursor)
 
     def _each(self, outcomes: bool) -> Iterator[Any]:
-        failed, times = self.failed or (), self.times
-        for position, value in enumerate(self.values):
-            status = _FAILED if position in failed else _SUCCEEDED
-            if outcomes:
-                from dispatchkit.job import Outcome  # job.py builds on the core
-
-                started = finished = None
-                if times is not None:
-                    started, finished = times[2 * position], times[2 * position + 1]
-                span = (self.submitted_at, started, finished)
-                yield Outcome.ended(self.seqs[position], status, value, self.worker, span, 1)
-            elif status is _SUCCEEDED:
+        failed = self.failed or ()
+        if outcomes:
+            yield from self._outcomes(failed)
+        else:
+            for position, value in enumerate(self.values):
+                if position in failed:
+                    raise value
                 yield value
-            else:
-                raise value
         for row in self.rows or ():
             yield map_result(row, outcomes)
+
+    def _outcomes(self, failed: set[int] | tuple[()]) -> Iterator[Any]:
+        """An :class:`~dispatchkit.Outcome` per job; built here, not through
+        ``Outcome.ended``, as this runs once per job of a ``map(outcomes=True)``."""
+        from dispatchkit.job import Outcome  # job.py builds on the core
+
+        seqs, worker, submitted, times = self.seqs, self.worker, self.submitted_at, self.times
+        for position, value in enumerate(self.values):
+            started = finished = None
+            if times is not None:
+                started, finished = times[2 * position], times[2 * position + 1]
+            if position in failed:
+                yield Outcome(
+                    seqs[position], _FAILED, None, value, worker, submitted, started, finished, 1
+                )
+            else:
+                yield Outcome(
+                    seqs[position], _SUCCEEDED, value, None, worker, submitted, started, finished, 1
+                )
 
 
 class BlockChunk(AsyncChunk):
