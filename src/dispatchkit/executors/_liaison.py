@@ -74,6 +74,7 @@ class Liaison:
         self._inbox = inbox
         #: Waits for the next message: the own inbox's, or one taken from a busy worker.
         self._next_message = inbox.get if thief is None else thief.next_message
+        self._thief = thief
         self._state = state
         self._control = state.control
         self._context = context
@@ -202,6 +203,8 @@ class Liaison:
             if round_ is None:
                 return False
             self._state.active = True
+            if self._thief is not None:
+                self._thief.started()
             self._send_first(round_)
             return True
         if len(flight) == 1 and self._held is None:
