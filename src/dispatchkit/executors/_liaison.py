@@ -142,8 +142,12 @@ class Liaison:
                 name=self._name,
                 daemon=True,
             )
-            process.start()
-            child_end.close()
+            try:
+                process.start()
+            finally:
+                child_end.close()
+                if process.pid is None:  # not started: nothing will use this end
+                    parent_end.close()
             self._process, self._conn = process, parent_end
             self._exited = select.poll()
             self._exited.register(process.sentinel, select.POLLIN)
@@ -183,14 +187,25 @@ class Liaison:
                 try:
                     if not self._step():
                         break
-                except BaseException:
+                except BaseException as exc:
                     logger.critical("%s: internal error", self._name, exc_info=True)
-                    # What it held cannot be trusted now: start afresh.
-                    self._flight.clear()
-                    self._held = None
-                    self._discard_process(kill=True)
+                    self._give_up(exc)
         finally:
             self._discard_process(kill=False)
+
+    def _give_up(self, error: BaseException) -> None:
+        """After an internal error (a process that cannot be started, say): end what was
+        sent or held as lost, as if the process had died, and start afresh."""
+        held, self._held = self._held, None
+        lost = WorkerLost(f"the worker process could not be used: {error!r}")
+        try:
+            self._drop_flight(lost)
+            if held is not None:  # never sent: it goes out again
+                self._after(held.run, held.run.unstarted(held))
+        except BaseException:
+            logger.critical("%s: internal error", self._name, exc_info=True)
+            self._flight.clear()
+            self._discard_process(kill=True)
 
     def _step(self) -> bool:
         """Send what the process should hold, wait once for it; False once all is done."""
@@ -264,8 +279,8 @@ class Liaison:
 
     def _send_first(self, round_: Round) -> None:
         """Send a round to an idle process (a new one if it died)."""
+        self._flight.append(round_)  # first: if no process can be started, it is lost
         self._ensure_process()
-        self._flight.append(round_)
         if not self._send(round_):
             self._drop_flight(self._lost_error())
 
