@@ -212,8 +212,11 @@ class Liaison:
         flight = self._flight
         if not flight:
             # Idle: others may not take what waits in this inbox meanwhile (nothing
-            # runs ahead of it); busy again once a round is sent.
-            self._state.active = False
+            # runs ahead of it); busy again once a round is sent. A retry waiting out
+            # its backoff holds the inbox as a running job would: others may take it.
+            retrying = self._state.active = bool(self._ready)
+            if retrying and self._thief is not None:
+                self._thief.started()
             round_ = self._next_round(block=True)
             if round_ is None:
                 return False
