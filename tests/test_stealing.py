@@ -305,10 +305,11 @@ def test_many_async_workers_take_turns_looking_and_still_find_the_queue() -> Non
     assert all(ran_on[i] != 0 for i in behind_worker_0(jobs, workers))
 
 
-def test_idle_workers_sleep_until_one_runs_and_still_take_its_queue() -> None:
+@pytest.mark.parametrize("workers", [WORKERS, 50])  # 50: more than one look reads
+def test_idle_workers_sleep_until_one_runs_and_still_take_its_queue(workers: int) -> None:
     runs = Runs()
     # One block holds every job, the first one included: all of them go to worker 0.
-    with Dispatcher(WORKERS, strategy="batch", block=JOBS + 1, chunk=1) as d:
+    with Dispatcher(workers, strategy="batch", block=JOBS + 1, chunk=1) as d:
         assert d.submit(runs.job, -1).result(PATIENCE) == -10
         inboxes = set(d._inboxes)
         asleep = d._pool.board.asleep  # type: ignore[attr-defined]

@@ -125,19 +125,24 @@ class SleepBoard:
     the sleeper and its notify comes after the wait began.
     """
 
-    __slots__ = ("asleep",)
+    __slots__ = ("asleep", "hint")
 
     def __init__(self) -> None:
         self.asleep: set[Inbox[Any]] = set()
+        #: The inbox and state of the worker that woke a sleeper last, for its first look
+        #: (one look reads only :data:`LOOK_AT` inboxes, which may not include it).
+        self.hint: tuple[Inbox[Any], WorkerState] | None = None
 
-    def wake_one(self) -> None:
-        """Wake one sleeper, if any, to look at the others' inboxes again."""
+    def wake_one(self, inbox: Inbox[Any], state: WorkerState) -> None:
+        """Wake one sleeper, if any, to look at the others' inboxes again, ``inbox``
+        (whose worker, ``state``, started running) first."""
         try:
-            inbox = self.asleep.pop()
+            sleeper = self.asleep.pop()
         except KeyError:
             return
-        with inbox._lock:
-            inbox._not_empty.notify()
+        self.hint = (inbox, state)
+        with sleeper._lock:
+            sleeper._not_empty.notify()
 
 
 class Thief:
@@ -162,7 +167,7 @@ class Thief:
         """This worker runs a job now (``active`` is set): jobs may queue behind it, so
         a worker sleeping while none ran looks again (and, once it runs, wakes the next)."""
         if self._board.asleep:
-            self._board.wake_one()
+            self._board.wake_one(self._own, self._state)
 
     def next_message(self) -> Any | None:
         """The next message to run; None once the inboxes are closed and none is left
@@ -207,6 +212,11 @@ class Thief:
         if own._items:
             return True  # a job of its own came meanwhile: no need (and no room) to take
         victim, queued = self._victims.pick()
+        hint, self._board.hint = self._board.hint, None
+        if hint is not None and hint[0] is not own and hint[1].active:
+            hinted = len(hint[0]._items)
+            if hinted > queued:
+                victim, queued = hint[0], hinted
         if victim is None:
             return False
         taken = _take_tail(victim._items, share(queued))
