@@ -135,3 +135,12 @@ def hold(log: str, value: int, gate: str, seconds: float) -> int:
     while time.monotonic() < deadline and client.blpop([gate], 1) is None:
         pass
     return value
+
+
+@job("t.wait_for")
+def wait_for_key(key: str) -> None:
+    """Wait until ``key`` exists (60 s at most): a job held until the test lets it go."""
+    client = _redis()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not client.exists(key):
+        time.sleep(0.01)

@@ -764,3 +764,35 @@ def test_async_handles_work_with_asyncio_wait_gather_and_friends() -> None:
             assert seen == []
 
     asyncio.run(main())
+
+
+ATEXIT_PROCESS_DRAIN = r"""
+import sys
+from {module} import ProcessPoolExecutor
+from tests.pipe_jobs import count_run
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(2)
+    for _ in range(30):
+        pool.submit(count_run, sys.argv[1])
+    pool.shutdown(wait=False)  # and the interpreter exits: every job is still to run
+"""
+
+
+@pytest.mark.parametrize("module", ["concurrent.futures", "dispatchkit.futures"])
+def test_the_interpreter_exit_runs_the_jobs_a_process_pool_still_holds(
+    module: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", ATEXIT_PROCESS_DRAIN.format(module=module), str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(runs.read_text().splitlines()) == 30, done.stderr[-2000:]

@@ -294,3 +294,74 @@ def test_after_os_fork_the_child_refuses_work_and_leaves_the_parents_workers_alo
     assert processes == [22, 22, 0, 0]
     assert threads == [11, 11, 0, 0]
     assert "Traceback" not in done.stderr, done.stderr
+
+
+# -- a worker process that cannot be started ---------------------------------------
+
+#: Run in a child of the test, which uses up its file descriptors once its worker
+#: process was killed: the worker cannot be replaced (spawn needs pipes).
+_NO_FDS_SCRIPT = """
+import json, os, resource, signal, time
+from dispatchkit import Dispatcher
+
+def dead(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+def main():
+    d = Dispatcher(1, executor="process", start_method="spawn")
+    pid = d.submit(os.getpid).result(60)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not dead(pid):
+        assert time.monotonic() < deadline, "the worker process did not die"
+        time.sleep(0.01)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = max(int(name) for name in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, hard))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        handle = d.submit(abs, -2)
+        try:
+            answer = ["value", handle.result(60)]
+        except TimeoutError:
+            answer = ["never settled", None]
+        except Exception as exc:
+            answer = [type(exc).__name__, str(exc)]
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    after = d.submit(abs, -3).result(60)
+    assert d.join(60)
+    s = d.stats()
+    print(json.dumps([answer, after, [s.submitted, s.succeeded, s.failed, s.cancelled]]))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_job_whose_worker_process_cannot_be_started_fails_and_the_next_one_runs(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "no_fds.py"
+    script.write_text(_NO_FDS_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=200, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    answer, after, counts = json.loads(done.stdout.splitlines()[-1])
+    assert after == 3
+    assert answer[0] == "WorkerLost", answer
+    assert "Too many open files" in answer[1]
+    assert counts == [3, 2, 1, 0]  # every job counted once

@@ -12,11 +12,12 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import wait
 from pathlib import Path
 
 from dispatchkit import Dispatcher, RetryPolicy, TimedOut, WorkerLost
 from dispatchkit._conformance import jobs as logged
-from tests import jobs, pipe_jobs
+from tests import gate_jobs, jobs, pipe_jobs
 
 
 def wait_for_file(path: Path, timeout: float = 30) -> str:
@@ -183,3 +184,29 @@ def test_auto_with_a_key_still_runs_each_keys_jobs_in_order(tmp_path: Path) -> N
         mine = [(line[0], int(line[2])) for line in lines if int(line[1]) == key]
         positions = [p for p, k in enumerate(keys) if k == key]
         assert mine == [(edge, p) for p in positions for edge in ("s", "e")]
+
+
+def test_jobs_queued_behind_a_retry_waiting_out_its_backoff_are_taken_by_an_idle_worker(
+    tmp_path: Path,
+) -> None:
+    policy = RetryPolicy(
+        max_attempts=2, backoff=600, max_backoff=600, jitter=0, retry_on=(ConnectionError,)
+    )
+    gate = tmp_path / "gate"
+    with Dispatcher(2, executor="process", strategy="round_robin", retry=policy) as d:
+        # Worker 0 gets jobs 0, 2, 4, 6 (job 0 fails and waits 600 s to run again),
+        # worker 1 jobs 1, 3, 5, 7 (job 1 holds it until worker 0 is in that wait).
+        failing = d.submit(jobs.fail_until, str(tmp_path / "calls"), 1)
+        holding = d.submit(gate_jobs.hold, str(tmp_path / "started"), str(gate))
+        handles = [d.submit(jobs.square, i) for i in range(2, 8)]
+        assert handles[0].result(timeout=60) == 4  # job 2 ran after job 0 failed
+        gate.write_text("open")
+        assert holding.result(timeout=60) == "through"
+        done, _ = wait(handles, timeout=60)
+        assert len(done) == len(handles), "the jobs behind the backoff waited for it"
+        assert [h.result() for h in handles] == [i * i for i in range(2, 8)]
+        assert {handles[2].worker, handles[4].worker} == {1}  # jobs 4 and 6: taken
+        d.stop(cancel=True)  # ends the backoff
+    assert failing.cancelled()
+    stats = d.stats()
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled == 8

@@ -82,3 +82,36 @@ def test_forgotten_jobs_are_bounded_by_their_streams_length(
         wait_for(lambda: client.xlen(pull) == 0, 30)  # and they ran
     finally:
         d.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("how", ["dispatch", "dispatch(forget=True)", "map"])
+def test_a_queue_full_in_the_middle_of_a_spread_block_counts_only_what_was_sent(
+    workers: Workers, redis_url: str, namespace: str, client: Any, how: str
+) -> None:
+    workers.start(concurrency=1)
+    workers.start(concurrency=1)
+    gate = f"{namespace}:gate"
+    d = RedisDispatcher(
+        redis_url, QUEUE, namespace=namespace, strategy="round_robin", capacity=2, put_timeout=0.2
+    )
+    try:
+        # Round robin over two workers with chunk 2: each block of four jobs is two
+        # entries, one per worker. The held jobs keep both entries of the first block
+        # (and, forgotten, the streams) full, so the next block's first entry is refused.
+        def send() -> None:
+            items = [gate] * 40
+            if how == "map":
+                list(d.map(jobs.wait_for_key, items, chunk=2))
+            else:
+                d.dispatch(jobs.wait_for_key, items, chunk=2, forget="forget" in how)
+
+        with pytest.raises(QueueFull):
+            send()
+        client.set(gate, 1)
+        assert d.join(30)
+        stats = d.stats()
+    finally:
+        d.shutdown(wait=False)
+    ended = stats.succeeded + stats.failed + stats.cancelled + stats.forgotten
+    assert stats.submitted == ended  # a refused entry's block mates were never sent
+    assert stats.published * 2 == stats.submitted

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 from collections import Counter
 from concurrent.futures import wait
 from pathlib import Path
@@ -315,3 +316,28 @@ def test_thousands_of_stealing_workers_keep_no_list_of_the_others_each() -> None
     assert dispatcher.settings.stealing
     added = len(gc.get_objects()) - before
     assert added < 50 * workers
+
+
+@pytest.mark.parametrize("workers", [WORKERS, 50])  # 50: more than one look reads
+def test_idle_workers_sleep_until_one_runs_and_still_take_its_queue(workers: int) -> None:
+    runs = Runs()
+    # One block holds every job, the first one included: all of them go to worker 0.
+    with Dispatcher(workers, strategy="batch", block=JOBS + 1, chunk=1) as d:
+        assert d.submit(runs.job, -1).result(PATIENCE) == -10
+        inboxes = set(d._inboxes)
+        asleep = d._pool.board.asleep  # type: ignore[attr-defined]
+        # Nobody runs a job: every worker waits without polling for one to start.
+        deadline = time.monotonic() + PATIENCE
+        while asleep != inboxes:
+            assert time.monotonic() < deadline, "idle workers kept polling"
+            time.sleep(0.01)
+        # Batch puts all the jobs behind job 0 on worker 0: only the board wakes the others.
+        handles = [d.submit(runs.job, i) for i in range(JOBS)]
+        done, _ = wait(handles[1:], timeout=PATIENCE)
+        assert len(done) == JOBS - 1, "the sleeping workers never took worker 0's queue"
+        runs.gate.set()
+        d.join()
+    assert handles[0].worker == 0
+    assert {h.worker for h in handles[1:]} - {0}, "no job ran elsewhere"
+    assert all(h.status is JobStatus.SUCCEEDED for h in handles)
+    assert runs.count == Counter(range(-1, JOBS))

@@ -14,7 +14,10 @@ What it costs where nothing is uneven: only a worker whose own inbox is empty
 looks at the others (at most :data:`LOOK_AT` of them a look, in turn), and a
 worker marks each run (``WorkerState.active``), not each job. A thread worker
 looks after idling :data:`POLL_MIN` (no job arrives to wake it when another's
-queue grows), then in steps that double up to :data:`POLL_MAX`; an asyncio
+queue grows), then in steps that double up to :data:`POLL_MAX`; while no other
+worker runs a job (nothing can wait behind one) it sleeps until a job of its
+own comes or a worker starts running (:class:`SleepBoard`), so that an idle
+pool costs no CPU; an asyncio
 worker looks when its inbox runs dry (and some worker awaits a job), and is
 woken when a job is queued behind a busy worker or a worker starts a job with
 others waiting behind it.
@@ -41,7 +44,9 @@ if TYPE_CHECKING:
     from ._inbox import Inbox
     from .core import WorkerState
 
-__all__ = ["LOOK_AT", "POLL_MAX", "POLL_MIN", "AsyncThief", "StealBoard", "Thief", "share"]
+__all__ = [
+    "LOOK_AT", "POLL_MAX", "POLL_MIN", "AsyncThief", "SleepBoard", "StealBoard", "Thief", "share",
+]  # fmt: skip
 
 #: Seconds a thread worker idles before it first looks at the others' inboxes.
 POLL_MIN: Final = 0.005
@@ -102,6 +107,11 @@ class _Victims:
         index = self._index
         return any(queue._items for i, queue in enumerate(self._queues) if i != index)
 
+    def any_running(self) -> bool:
+        """Whether another worker runs a job (only then can jobs wait behind one)."""
+        index = self._index
+        return any(state.active for i, state in enumerate(self._states) if i != index)
+
 
 def _take_tail(items: deque[Any], count: int) -> list[Any]:
     """Pop up to ``count`` messages from the tail, returned in their queued order."""
@@ -116,16 +126,59 @@ def _take_tail(items: deque[Any], count: int) -> list[Any]:
     return taken
 
 
+class SleepBoard:
+    """The inboxes of one pool's thread workers that sleep until a worker runs a job.
+
+    Why no wake-up is lost: a sleeper joins :attr:`asleep` and then looks at the
+    workers' ``active``, holding its inbox's lock until it waits; a worker sets
+    ``active`` and then reads :attr:`asleep`, and takes the sleeper's lock to
+    wake it. So either the sleeper sees the worker running, or the worker sees
+    the sleeper and its notify comes after the wait began.
+    """
+
+    __slots__ = ("asleep", "hint")
+
+    def __init__(self) -> None:
+        self.asleep: set[Inbox[Any]] = set()
+        #: The inbox and state of the worker that woke a sleeper last, for its first look
+        #: (one look reads only :data:`LOOK_AT` inboxes, which may not include it).
+        self.hint: tuple[Inbox[Any], WorkerState] | None = None
+
+    def wake_one(self, inbox: Inbox[Any], state: WorkerState) -> None:
+        """Wake one sleeper, if any, to look at the others' inboxes again, ``inbox``
+        (whose worker, ``state``, started running) first."""
+        try:
+            sleeper = self.asleep.pop()
+        except KeyError:
+            return
+        self.hint = (inbox, state)
+        with sleeper._lock:
+            sleeper._not_empty.notify()
+
+
 class Thief:
     """How one thread worker (a worker thread, a worker process's liaison) waits for
     its next message: its own, or one taken from a busy worker."""
 
-    __slots__ = ("_own", "_state", "_victims")
+    __slots__ = ("_board", "_own", "_state", "_victims")
 
-    def __init__(self, index: int, inboxes: Sequence[Inbox[Any]], states: Sequence[WorkerState]):
+    def __init__(
+        self,
+        index: int,
+        inboxes: Sequence[Inbox[Any]],
+        states: Sequence[WorkerState],
+        board: SleepBoard,
+    ):
         self._own = inboxes[index]
         self._state = states[index]
         self._victims = _Victims(index, inboxes, states)
+        self._board = board
+
+    def started(self) -> None:
+        """This worker runs a job now (``active`` is set): jobs may queue behind it, so
+        a worker sleeping while none ran looks again (and, once it runs, wakes the next)."""
+        if self._board.asleep:
+            self._board.wake_one(self._own, self._state)
 
     def next_message(self) -> Any | None:
         """The next message to run; None once the inboxes are closed and none is left
@@ -142,7 +195,27 @@ class Thief:
                 if not self._victims.any_queued():
                     return own.get_nowait()
                 time.sleep(delay)
+            elif self._sleep_while_none_runs():
+                delay = POLL_MIN  # a worker started running: look often again
+                continue
             delay = min(delay * 2, POLL_MAX)
+
+    def _sleep_while_none_runs(self) -> bool:
+        """Sleep, without a timeout, while no other worker runs a job (none can have
+        jobs waiting behind it); True if it slept (see :class:`SleepBoard`)."""
+        own, asleep = self._own, self._board.asleep
+        with own._lock:
+            if own._items or own._closed:
+                return False
+            asleep.add(own)  # before the look: a worker starting now finds it
+            if self._victims.any_running():
+                asleep.discard(own)
+                return False
+            own._sleepers += 1
+            own._not_empty.wait()
+            own._sleepers = 0  # woken (a put uncounted it) or by the board
+        asleep.discard(own)  # woken by a put: the board still lists it
+        return True
 
     def _steal(self) -> bool:
         """Take part of a busy worker's queue; True if this worker has work now."""
@@ -150,6 +223,11 @@ class Thief:
         if own._items:
             return True  # a job of its own came meanwhile: no need (and no room) to take
         victim, queued = self._victims.pick()
+        hint, self._board.hint = self._board.hint, None
+        if hint is not None and hint[0] is not own and hint[1].active:
+            hinted = len(hint[0]._items)
+            if hinted > queued:
+                victim, queued = hint[0], hinted
         if victim is None:
             return False
         taken = _take_tail(victim._items, share(queued))

@@ -39,13 +39,18 @@ R = TypeVar("R")
 _live: weakref.WeakSet[ThreadFrontEnd] = weakref.WeakSet()
 
 
-@atexit.register
 def _drain_at_exit() -> None:
     # Worker threads are daemons, so a forgotten dispatcher cannot hang the
     # interpreter; instead its queued jobs are drained here, as
     # ``concurrent.futures`` does for its executors.
     for dispatcher in list(_live):
         dispatcher.join()
+
+
+# When the main thread ends, before the atexit hooks, as ``concurrent.futures`` does:
+# multiprocessing's hook terminates daemonic worker processes (and the fork server),
+# which would leave a process pool's drain nothing to run its jobs on.
+getattr(threading, "_register_atexit", atexit.register)(_drain_at_exit)
 
 
 def _refuse_work_after_fork() -> None:

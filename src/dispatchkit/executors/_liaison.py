@@ -74,6 +74,7 @@ class Liaison:
         self._inbox = inbox
         #: Waits for the next message: the own inbox's, or one taken from a busy worker.
         self._next_message = inbox.get if thief is None else thief.next_message
+        self._thief = thief
         self._state = state
         self._control = state.control
         self._context = context
@@ -141,8 +142,12 @@ class Liaison:
                 name=self._name,
                 daemon=True,
             )
-            process.start()
-            child_end.close()
+            try:
+                process.start()
+            finally:
+                child_end.close()
+                if process.pid is None:  # not started: nothing will use this end
+                    parent_end.close()
             self._process, self._conn = process, parent_end
             self._exited = select.poll()
             self._exited.register(process.sentinel, select.POLLIN)
@@ -182,26 +187,42 @@ class Liaison:
                 try:
                     if not self._step():
                         break
-                except BaseException:
+                except BaseException as exc:
                     logger.critical("%s: internal error", self._name, exc_info=True)
-                    # What it held cannot be trusted now: start afresh.
-                    self._flight.clear()
-                    self._held = None
-                    self._discard_process(kill=True)
+                    self._give_up(exc)
         finally:
             self._discard_process(kill=False)
+
+    def _give_up(self, error: BaseException) -> None:
+        """After an internal error (a process that cannot be started, say): end what was
+        sent or held as lost, as if the process had died, and start afresh."""
+        held, self._held = self._held, None
+        lost = WorkerLost(f"the worker process could not be used: {error!r}")
+        try:
+            self._drop_flight(lost)
+            if held is not None:  # never sent: it goes out again
+                self._after(held.run, held.run.unstarted(held))
+        except BaseException:
+            logger.critical("%s: internal error", self._name, exc_info=True)
+            self._flight.clear()
+            self._discard_process(kill=True)
 
     def _step(self) -> bool:
         """Send what the process should hold, wait once for it; False once all is done."""
         flight = self._flight
         if not flight:
             # Idle: others may not take what waits in this inbox meanwhile (nothing
-            # runs ahead of it); busy again once a round is sent.
-            self._state.active = False
+            # runs ahead of it); busy again once a round is sent. A retry waiting out
+            # its backoff holds the inbox as a running job would: others may take it.
+            retrying = self._state.active = bool(self._ready)
+            if retrying and self._thief is not None:
+                self._thief.started()
             round_ = self._next_round(block=True)
             if round_ is None:
                 return False
             self._state.active = True
+            if self._thief is not None:
+                self._thief.started()
             self._send_first(round_)
             return True
         if len(flight) == 1 and self._held is None:
@@ -261,8 +282,8 @@ class Liaison:
 
     def _send_first(self, round_: Round) -> None:
         """Send a round to an idle process (a new one if it died)."""
+        self._flight.append(round_)  # first: if no process can be started, it is lost
         self._ensure_process()
-        self._flight.append(round_)
         if not self._send(round_):
             self._drop_flight(self._lost_error())
 

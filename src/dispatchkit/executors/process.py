@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from dispatchkit._durations import check_seconds
 from dispatchkit._inbox import Inbox
-from dispatchkit._steal import Thief
+from dispatchkit._steal import SleepBoard, Thief
 from dispatchkit.core import WorkerState
 
 from ._liaison import Liaison
@@ -183,6 +183,7 @@ class ProcessWorkerPool:
             # Import dispatchkit once in the fork server rather than in every
             # worker it forks (each would pay ~0.1 s of imports on its first job).
             context.set_forkserver_preload(["dispatchkit", "dispatchkit.demo"])
+        board = SleepBoard()
         self._liaisons = [
             Liaison(
                 inbox,
@@ -190,7 +191,7 @@ class ProcessWorkerPool:
                 context,
                 options,
                 f"{name}-worker-{state.index}",
-                Thief(state.index, inboxes, states) if steal else None,
+                Thief(state.index, inboxes, states, board) if steal else None,
             )
             for inbox, state in zip(inboxes, states, strict=True)
         ]

@@ -14,7 +14,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from dispatchkit._inbox import Inbox
-from dispatchkit._steal import Thief
+from dispatchkit._steal import SleepBoard, Thief
 from dispatchkit._work import run_burst
 from dispatchkit.core import WorkerState
 from dispatchkit.errors import WorkerStartError
@@ -64,6 +64,7 @@ def _stealing_loop(inbox: Inbox[Any], state: WorkerState, thief: Thief) -> None:
         if state.first_start is None:
             state.first_start = started
         state.active = True
+        thief.started()
         try:
             run_burst(message, inbox, state)
         except BaseException:
@@ -121,7 +122,9 @@ class ThreadWorkerPool:
         if len(inboxes) != len(states):
             raise ValueError("one inbox per worker state is needed")
         self._inboxes = list(inboxes)
-        thieves = [Thief(i, inboxes, states) if steal else None for i in range(len(states))]
+        #: Where idle workers sleep while none runs a job (see :class:`SleepBoard`).
+        self.board = board = SleepBoard()
+        thieves = [Thief(i, inboxes, states, board) if steal else None for i in range(len(states))]
         initializer = getattr(options, "initializer", None)
         self._init = (
             None

@@ -110,12 +110,23 @@ class RemoteBulk(Ledger):
         sent = 0
         source = iter(items)
         while entries := self._next_entries(source, chunk, None)[1]:
-            for seqs, jobs in entries:
+            for index, (seqs, jobs) in enumerate(entries):
                 entry = Waiting(seqs, True, perf_counter(), forget=forget)
                 calls = [[item] for item in jobs]
-                self._publish(entry, CHUNK_JOB, (name, calls), {}, key(jobs[0]) if key else None)
+                try:
+                    self._publish(
+                        entry, CHUNK_JOB, (name, calls), {}, key(jobs[0]) if key else None
+                    )
+                except BaseException:
+                    self._reject_rest(entries, index)
+                    raise
                 sent += len(seqs)
         return sent
+
+    def _reject_rest(self, entries: list[tuple[Sequence[int], list[Any]]], index: int) -> None:
+        """Entry ``index`` was refused: the jobs of those after it, numbered with it, are
+        never sent either."""
+        self._reject(sum(len(seqs) for seqs, _ in entries[index + 1 :]))
 
     def _next_entries(
         self, source: Iterator[Any], chunk: int, most: int | None
@@ -247,18 +258,24 @@ class RemoteBulk(Ledger):
                 block = chunk > 1 and (not window.ordered or isinstance(entries[0][0], range))
                 if not block:
                     window.admit(first, sum(len(seqs) for seqs, _ in entries))
-                for seqs, jobs in entries:
-                    if chunk > 1:
-                        if block:
-                            window.admit_block(seqs)
-                        entry = Waiting(seqs, True, perf_counter(), deliver=deliver, block=block)
-                        calls = [list(item) for item in jobs] if star else [[i] for i in jobs]
-                        self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
-                    else:
-                        (item,) = jobs
-                        entry = Waiting(seqs, False, perf_counter(), deliver=deliver)
-                        args = tuple(item) if star else (item,)
-                        self._publish(entry, name, args, {}, key(item) if key else None)
+                for index, (seqs, jobs) in enumerate(entries):
+                    try:
+                        if chunk > 1:
+                            if block:
+                                window.admit_block(seqs)
+                            entry = Waiting(
+                                seqs, True, perf_counter(), deliver=deliver, block=block
+                            )
+                            calls = [list(item) for item in jobs] if star else [[i] for i in jobs]
+                            self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
+                        else:
+                            (item,) = jobs
+                            entry = Waiting(seqs, False, perf_counter(), deliver=deliver)
+                            args = tuple(item) if star else (item,)
+                            self._publish(entry, name, args, {}, key(item) if key else None)
+                    except BaseException:
+                        self._reject_rest(entries, index)
+                        raise
             if window.in_flight == 0:
                 return
             with ready:
