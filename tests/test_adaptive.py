@@ -184,6 +184,21 @@ def test_the_feed_measures_the_gap_between_a_worker_s_chunks() -> None:
     assert feed.controller.gap_seconds == pytest.approx(0.1)
 
 
+def test_a_dispatched_range_stays_ranges_down_to_the_chunks() -> None:
+    # A worker process is then sent each chunk's bounds, not its numbers.
+    feed = AdaptiveFeed(ChunkController(2, 0.002), lambda: 0, total=100)
+    feed.size = 30
+    assert feed.slices(range(10, 100)) == [range(10, 40), range(40, 70), range(70, 100)]
+    assert feed.slices([1, 2, 3, 4]) == [[1, 2, 3, 4]]
+    assert feed.cut(range(3)) == [[0, 1, 2]]  # map's chunks stay lists
+    with Dispatcher(2) as pool:
+        blocks = pool._range_blocks(range(7), None, lambda: 3, exact=True)
+        assert [(block, first) for block, first, _ in blocks] == [
+            (range(0, 3), 0), (range(3, 6), 3), (range(6, 7), 6),
+        ]  # fmt: skip
+        pool._next_seq = 0  # numbers were taken but no job placed: given back
+
+
 def test_observe_ignores_empty_and_negative_samples() -> None:
     controller = ChunkController(2, 0.01)
     controller.observe(0, 1.0)

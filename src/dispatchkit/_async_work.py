@@ -411,9 +411,9 @@ class InlineChunk(FireAndForget):
                 tell(self.on_error, self.items[position], value)
         rest = self.items[position + 1 :]
         if rest:
-            await AsyncChunk(awaiting(self.fn), rest, [], None, None, None, self.on_error)._arun(
-                state
-            )
+            await AsyncChunk(
+                awaiting(self.fn), list(rest), [], None, None, None, self.on_error
+            )._arun(state)
 
 
 def is_coroutine_function(fn: Callable[..., Any]) -> bool:

@@ -120,12 +120,20 @@ class ThreadFrontEnd(FrontEnd):
         if run is None:
             return None
 
-        def make(jobs: list[T]) -> list[Any]:
-            return [BulkChunk(fn, part, on_error, run) for part in run.cut(jobs)]
+        def make(jobs: Sequence[Any]) -> list[Any]:
+            return [BulkChunk(fn, part, on_error, run) for part in run.slices(jobs)]
 
+        blocks: Iterator[tuple[Sequence[Any], int, list[Hashable] | None]]
+        if type(items) is range and self._shared:
+            # Slices of a range go to the shared queue as they are: no list made of them.
+            blocks = self._range_blocks(items, key, run.limit, exact=True)  # type: ignore[arg-type]  # T is int
+        else:
+            blocks = self._numbered_blocks(items, key, run.limit, exact=True)
         dispatched = 0
-        for block, first, keys in self._numbered_blocks(items, key, run.limit, exact=True):
-            self._place(block, self._parts(block, first, keys), make)
+        for block, first, keys in blocks:
+            parts: Sequence[tuple[int, Sequence[Any]]]
+            parts = [(0, block)] if type(block) is range else self._parts(block, first, keys)
+            self._place(block, parts, make)
             dispatched += len(block)
             while not run.wants_more():
                 self._wake_all()  # placing wakes lazily
@@ -268,8 +276,8 @@ class ThreadFrontEnd(FrontEnd):
     def _place(
         self,
         block: Sequence[Any],
-        parts: list[tuple[int, list[Any]]],
-        make: Callable[[list[Any]], list[Any]],
+        parts: Sequence[tuple[int, Sequence[Any]]],
+        make: Callable[[Any], list[Any]],
     ) -> None:
         """Hand each queue its part of a block, waking workers lazily.
 

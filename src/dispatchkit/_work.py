@@ -17,7 +17,7 @@ import logging
 import operator
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import islice
 from time import perf_counter
@@ -89,7 +89,7 @@ class FireAndForget:
     def __init__(
         self,
         fn: Callable[[Any], Any],
-        items: list[Any],
+        items: Sequence[Any],
         on_error: Callable[[Any, BaseException], object] | None,
         tally: BulkRun | None = None,
     ) -> None:

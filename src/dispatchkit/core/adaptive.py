@@ -332,6 +332,17 @@ class AdaptiveFeed:
             return [list(jobs)]
         return [list(jobs[low : low + size]) for low in range(0, len(jobs), size)]
 
+    def slices(self, jobs: Sequence[Any]) -> list[Sequence[Any]]:
+        """:meth:`cut`, with a range cut into ranges (sent to a worker process as its
+        bounds, not its numbers) and a list into lists, neither copied when whole."""
+        if type(jobs) not in (list, range):
+            return list(self.cut(jobs))
+        size = self.size
+        self.placed += len(jobs)
+        if len(jobs) <= size:
+            return [jobs]
+        return [jobs[low : low + size] for low in range(0, len(jobs), size)]
+
     def observe_rows(self, rows: Sequence[Any]) -> None:
         """Measure a delivered chunk of result rows (ResultRow's field order)."""
         if rows:
@@ -434,6 +445,13 @@ class BulkRun:
     def cut(self, jobs: Sequence[Any]) -> list[list[Any]]:
         """A placed part of the input, in chunks (see :meth:`AdaptiveFeed.cut`)."""
         chunks = self.feed.cut(jobs)
+        self.chunks += len(chunks)
+        return chunks
+
+    def slices(self, jobs: Sequence[Any]) -> list[Sequence[Any]]:
+        """A placed part of the input, in chunks that keep its type (see
+        :meth:`AdaptiveFeed.slices`)."""
+        chunks = self.feed.slices(jobs)
         self.chunks += len(chunks)
         return chunks
 

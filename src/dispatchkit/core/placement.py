@@ -130,6 +130,26 @@ class Placement(Ledger):
                 raise self._refusal()
             yield self._stamp(block, key)
 
+    def _range_blocks(
+        self,
+        items: range,
+        key: Callable[[int], Hashable] | None,
+        limit: Callable[[], int] | None,
+        exact: bool,
+    ) -> Iterator[tuple[range, int, list[Hashable] | None]]:
+        """:meth:`_numbered_blocks` of a ``range``, each block a slice of it: the
+        slices stay ranges down to the chunks, so that a worker process is sent a
+        chunk's bounds, not its numbers."""
+        low = 0
+        while low < len(items):
+            high = low + self._next_block_size(limit, exact)
+            block = items[low:high]
+            low = high
+            if self._closed:
+                raise self._refusal()
+            keys = [key(item) for item in block] if key is not None else None
+            yield block, self._take_seqs(len(block)), keys
+
     def _parts(
         self, jobs: Sequence[T], first: int, keys: Sequence[Hashable] | None
     ) -> list[tuple[int, list[T]]]:

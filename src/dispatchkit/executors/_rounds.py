@@ -15,7 +15,7 @@ after another run's, and one that never started is simply handed out again.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -109,6 +109,7 @@ def make_run(message: Any, state: WorkerState, job_timeout: float | None) -> Run
             policy = control.retry
         fn, args, kwargs = message.call
         return EachRun(message, state, CALL, fn, [(args, kwargs)], policy, timeout)
+    items: Sequence[Any]
     if message.__class__ is tuple:
         fn, items, keep = message[0], [message[1]], False
     elif isinstance(message, BulkChunk):
@@ -133,7 +134,7 @@ def make_run(message: Any, state: WorkerState, job_timeout: float | None) -> Run
 class SummaryRun(Run):
     """Fire-and-forget jobs: the worker sends counts and failures, not a result per job."""
 
-    def __init__(self, message: Any, state: WorkerState, items: list[Any], data: bytes) -> None:
+    def __init__(self, message: Any, state: WorkerState, items: Sequence[Any], data: bytes) -> None:
         self.message, self.state, self.items, self.data = message, state, items, data
         self.on_error = message[2] if message.__class__ is tuple else message.on_error
 
@@ -188,7 +189,7 @@ class EachRun(Run):
         state: WorkerState,
         kind: str,
         fn: Callable[..., Any],
-        items: list[Any],
+        items: Sequence[Any],
         policy: RetryPolicy | None,
         timeout: float | None,
         star: bool = False,
