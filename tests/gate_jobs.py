@@ -1,4 +1,5 @@
-"""Process jobs that block on a file gate: importable by worker processes."""
+"""Process jobs that block on a file gate, importable by worker processes; and the
+tests' wait for a file such a job writes."""
 
 from __future__ import annotations
 
@@ -21,3 +22,13 @@ def hold(started: str, gate: str) -> str:
 
 def touch(path: str) -> None:
     Path(path).write_text("ran")
+
+
+def wait_for_file(path: Path, timeout: float = 10) -> str:
+    """The text of ``path`` once a job has written some (AssertionError after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")

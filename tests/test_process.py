@@ -16,16 +16,8 @@ import pytest
 from dispatchkit import Dispatcher, Job, JobStatus, RetryPolicy, TimedOut, WorkerLost
 from dispatchkit.executors._child import RemoteError, RemoteTraceback
 from tests import jobs
+from tests.gate_jobs import wait_for_file
 from tests.signals import TAKE_SIGINT
-
-
-def wait_for_file(path: Path, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.01)
-    raise AssertionError(f"{path} never appeared")
 
 
 def test_results_errors_and_remote_tracebacks() -> None:

@@ -18,15 +18,7 @@ from pathlib import Path
 from dispatchkit import Dispatcher, RetryPolicy, TimedOut, WorkerLost
 from dispatchkit._conformance import jobs as logged
 from tests import gate_jobs, jobs, pipe_jobs
-
-
-def wait_for_file(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.01)
-    raise AssertionError(f"{path} never appeared")
+from tests.gate_jobs import wait_for_file
 
 
 def test_the_next_job_is_in_the_pipe_before_the_current_one_ends() -> None:
@@ -43,7 +35,7 @@ def test_at_most_one_job_waits_in_the_pipe_and_it_cannot_be_cancelled(tmp_path: 
         first = d.submit(pipe_jobs.hold_after_next_task, str(marker), str(gate))
         sent = d.submit(jobs.square, 3)
         queued = d.submit(jobs.square, 4)
-        assert wait_for_file(marker).startswith("seen ")
+        assert wait_for_file(marker, 30).startswith("seen ")
         # ``sent`` is in the process's pipe: as in the stdlib's process pool, a
         # job handed to its process is no longer cancellable. ``queued`` is not
         # taken while the first job runs: a process holds one job ahead, no more.
@@ -65,7 +57,7 @@ def test_a_stop_cancels_queued_jobs_and_lets_the_one_sent_to_its_process_run(
     first = d.submit(pipe_jobs.hold_after_next_task, str(marker), str(gate))
     sent = d.submit(jobs.square, 3)
     queued = d.submit(jobs.square, 4)
-    assert wait_for_file(marker).startswith("seen ")
+    assert wait_for_file(marker, 30).startswith("seen ")
     stopping = threading.Thread(target=d.stop, kwargs={"cancel": True})
     stopping.start()
     deadline = time.monotonic() + 30
@@ -87,7 +79,7 @@ def test_a_worker_killed_with_a_job_queued_behind_runs_that_job_once(tmp_path: P
         victim = d.submit(pipe_jobs.sleep_after_next_task, str(marker), 60)
         behind = d.submit(pipe_jobs.count_run, str(runs))
         after = [d.submit(jobs.square, i) for i in range(5)]
-        seen, pid = wait_for_file(marker).split()
+        seen, pid = wait_for_file(marker, 30).split()
         assert seen == "seen"  # ``behind`` waits in the pipe of the process we kill
         os.kill(int(pid), signal.SIGKILL)
         error = victim.exception(timeout=30)
@@ -120,7 +112,7 @@ def test_fire_and_forget_chunk_queued_behind_a_killed_one_runs_once(tmp_path: Pa
     entries = [("sleep_after_next_task", str(marker), 60), ("count_run", str(runs))]
     with Dispatcher(1, executor="process", chunk=1) as d:
         d.dispatch(pipe_jobs.run_entry, entries, on_error=lambda _, e: errors.append(e))
-        seen, pid = wait_for_file(marker).split()
+        seen, pid = wait_for_file(marker, 30).split()
         assert seen == "seen"
         os.kill(int(pid), signal.SIGKILL)
     assert [type(e) for e in errors] == [WorkerLost]
@@ -135,7 +127,7 @@ def test_a_job_queued_behind_one_that_times_out_runs_once(tmp_path: Path) -> Non
     with Dispatcher(1, executor="process", job_timeout=pipe_jobs.PATIENCE + 5) as d:
         slow = d.submit(pipe_jobs.sleep_after_next_task, str(marker), 120)
         behind = d.submit(pipe_jobs.count_run, str(runs))
-        seen, pid = wait_for_file(marker).split()
+        seen, pid = wait_for_file(marker, 30).split()
         assert seen == "seen"
         assert isinstance(slow.exception(timeout=120), TimedOut)
         assert behind.result(timeout=30) != int(pid)
