@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -113,17 +112,21 @@ class _Victims:
         return any(state.active for i, state in enumerate(self._states) if i != index)
 
 
-def _take_tail(items: deque[Any], count: int) -> list[Any]:
-    """Pop up to ``count`` messages from the tail, returned in their queued order."""
+def _take_tail(victim: Any, own: Any, count: int) -> int:
+    """Move up to ``count`` messages from the tail of ``victim``'s queue to ``own``'s,
+    in their queued order, each handle told its new queue; how many moved."""
     taken = []
-    pop = items.pop
+    pop = victim._items.pop
     for _ in range(count):
         try:
             taken.append(pop())
         except IndexError:  # the owner took the rest meanwhile
             break
     taken.reverse()
-    return taken
+    for message in taken:
+        moved(message, own)
+    own._items.extend(taken)
+    return len(taken)
 
 
 class SleepBoard:
@@ -230,12 +233,8 @@ class Thief:
                 victim, queued = hint[0], hinted
         if victim is None:
             return False
-        taken = _take_tail(victim._items, share(queued))
-        if not taken:
+        if not _take_tail(victim, own, share(queued)):
             return False
-        for message in taken:
-            moved(message, own)
-        own._items.extend(taken)
         if victim._putters:
             victim._wake_putter()  # room was made: a producer may wait on it
         if state.control.stopping:
@@ -325,11 +324,7 @@ class AsyncThief:
         victim, queued = self._victims.pick(hint)
         if victim is None:
             return False
-        taken = _take_tail(victim._items, share(queued))
-        own = self._own
-        for message in taken:
-            moved(message, own)
-        own._items.extend(taken)
+        taken = _take_tail(victim, self._own, share(queued))
         if victim._putters:
             victim._wake(victim._putters)
-        return bool(taken)
+        return taken > 0
