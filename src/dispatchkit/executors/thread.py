@@ -27,12 +27,13 @@ logger = logging.getLogger(__name__)
 def _worker_loop(
     inbox: Inbox[Any], state: WorkerState, start: _Start | None = None, thief: Thief | None = None
 ) -> None:
+    """Run bursts of messages until the inbox is closed and drained. With a ``thief``
+    (a dispatcher that steals, :mod:`dispatchkit._steal`) an idle worker also takes
+    jobs queued behind a busy one, and each burst is marked ``active``: while it
+    runs, others may take from this inbox."""
     if start is not None and not start.initialize(state.index):
         return
-    if thief is not None:
-        _stealing_loop(inbox, state, thief)
-        return
-    get = inbox.get
+    get = inbox.get if thief is None else thief.next_message
     while True:
         message = get()
         if message is None:
@@ -42,32 +43,14 @@ def _worker_loop(
         started = perf_counter()
         if state.first_start is None:
             state.first_start = started
+        if thief is not None:
+            state.active = True
+            thief.started()
         try:
             run_burst(message, inbox, state)
         except BaseException:
             # Jobs' own errors are caught inside the runners; reaching here is a
             # bug in dispatchkit. Log it and go on: a worker must not die silently.
-            logger.critical("worker %d: internal error", state.index, exc_info=True)
-        state.busy += perf_counter() - started
-
-
-def _stealing_loop(inbox: Inbox[Any], state: WorkerState, thief: Thief) -> None:
-    """:func:`_worker_loop` for a dispatcher that steals: an idle worker takes jobs
-    queued behind a busy one (:mod:`dispatchkit._steal`), and a worker marks each
-    burst ``active``, when others may take from its inbox."""
-    next_message = thief.next_message
-    while True:
-        message = next_message()
-        if message is None:
-            return
-        started = perf_counter()
-        if state.first_start is None:
-            state.first_start = started
-        state.active = True
-        thief.started()
-        try:
-            run_burst(message, inbox, state)
-        except BaseException:
             logger.critical("worker %d: internal error", state.index, exc_info=True)
         state.active = False
         state.busy += perf_counter() - started
