@@ -175,9 +175,9 @@ class SummaryRun(Run):
         """The chunk is over: its items let go, and an adaptive ``dispatch`` told how
         long it ran (None: it did not run, or was lost)."""
         message = self.message
-        if message.__class__ is not tuple:
+        if message.__class__ is not tuple:  # a BulkChunk
             message.items = []
-            _ended(message, worker, len(self.items), started, finished)
+            message._ended(worker, len(self.items), started, finished)
 
 
 class EachRun(Run):
@@ -342,18 +342,10 @@ class EachRun(Run):
             for item, (status, value, _, _) in zip(self.items, final, strict=True):
                 if status is JobStatus.FAILED:
                     report_error(item, value, state, on_error)
-            if message.__class__ is not tuple:
+            if message.__class__ is not tuple:  # a BulkChunk
                 message.items = []
-                starts = [started for _, _, started, _ in final if started is not None]
-                ends = [finished for _, _, _, finished in final if finished is not None]
-                span = (min(starts), max(ends)) if starts and ends else (None, None)
-                _ended(message, state.index, len(self.items), *span)
-
-
-def _ended(
-    message: Any, worker: int | None, jobs: int, started: float | None, finished: float | None
-) -> None:
-    """Tell an adaptive ``dispatch`` that a chunk of ``jobs`` jobs ended (it sizes the
-    next chunks from this)."""
-    if isinstance(message, BulkChunk):
-        message._ended(worker, jobs, started, finished)
+                if message.tally is not None:  # an adaptive dispatch: its span sizes the next
+                    starts = [started for _, _, started, _ in final if started is not None]
+                    ends = [finished for _, _, _, finished in final if finished is not None]
+                    span = (min(starts), max(ends)) if starts and ends else (None, None)
+                    message._ended(state.index, len(self.items), *span)
