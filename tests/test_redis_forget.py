@@ -115,3 +115,33 @@ def test_a_queue_full_in_the_middle_of_a_spread_block_counts_only_what_was_sent(
     ended = stats.succeeded + stats.failed + stats.cancelled + stats.forgotten
     assert stats.submitted == ended  # a refused entry's block mates were never sent
     assert stats.published * 2 == stats.submitted
+
+
+@pytest.mark.parametrize("how", ["dispatch", "map"])
+def test_a_key_that_raises_mid_block_leaves_the_counts_whole(
+    workers: Workers, redis_url: str, namespace: str, how: str
+) -> None:
+    workers.start(concurrency=2)
+
+    def key(item: int) -> int:
+        if item == 3:
+            raise ValueError("no key for 3")
+        return item
+
+    d = RedisDispatcher(redis_url, QUEUE, namespace=namespace, strategy="key")
+
+    def send() -> None:
+        if how == "map":
+            list(d.map(jobs.echo, range(10), key=key))
+        else:
+            d.dispatch(jobs.echo, range(10), key=key)
+
+    try:
+        with pytest.raises(ValueError, match="no key for 3"):
+            send()
+        # The jobs before the failing key were sent; it and those after it never were.
+        assert d.join(30), "join waited on a job that was never sent"
+        stats = d.stats()
+    finally:
+        d.shutdown(wait=False)
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled == 3

@@ -113,20 +113,21 @@ class RemoteBulk(Ledger):
             for index, (seqs, jobs) in enumerate(entries):
                 entry = Waiting(seqs, True, perf_counter(), forget=forget)
                 calls = [[item] for item in jobs]
+                unsent = index  # this entry and those after it, until _publish has it
                 try:
-                    self._publish(
-                        entry, CHUNK_JOB, (name, calls), {}, key(jobs[0]) if key else None
-                    )
+                    routing = key(jobs[0]) if key else None
+                    unsent = index + 1  # _publish counts its own entry out if it fails
+                    self._publish(entry, CHUNK_JOB, (name, calls), {}, routing)
                 except BaseException:
-                    self._reject_rest(entries, index)
+                    self._reject_from(entries, unsent)
                     raise
                 sent += len(seqs)
         return sent
 
-    def _reject_rest(self, entries: list[tuple[Sequence[int], list[Any]]], index: int) -> None:
-        """Entry ``index`` was refused: the jobs of those after it, numbered with it, are
-        never sent either."""
-        self._reject(sum(len(seqs) for seqs, _ in entries[index + 1 :]))
+    def _reject_from(self, entries: list[tuple[Sequence[int], list[Any]]], start: int) -> None:
+        """An entry failed: the jobs of the entries from ``start`` on, numbered with it,
+        are never sent."""
+        self._reject(sum(len(seqs) for seqs, _ in entries[start:]))
 
     def _next_entries(
         self, source: Iterator[Any], chunk: int, most: int | None
@@ -259,6 +260,7 @@ class RemoteBulk(Ledger):
                 if not block:
                     window.admit(first, sum(len(seqs) for seqs, _ in entries))
                 for index, (seqs, jobs) in enumerate(entries):
+                    unsent = index  # this entry and those after it, until _publish has it
                     try:
                         if chunk > 1:
                             if block:
@@ -267,14 +269,17 @@ class RemoteBulk(Ledger):
                                 seqs, True, perf_counter(), deliver=deliver, block=block
                             )
                             calls = [list(item) for item in jobs] if star else [[i] for i in jobs]
+                            unsent = index + 1  # _publish counts its own entry out if it fails
                             self._publish(entry, CHUNK_JOB, (name, calls), {}, None)
                         else:
                             (item,) = jobs
                             entry = Waiting(seqs, False, perf_counter(), deliver=deliver)
                             args = tuple(item) if star else (item,)
-                            self._publish(entry, name, args, {}, key(item) if key else None)
+                            routing = key(item) if key else None
+                            unsent = index + 1
+                            self._publish(entry, name, args, {}, routing)
                     except BaseException:
-                        self._reject_rest(entries, index)
+                        self._reject_from(entries, unsent)
                         raise
             if window.in_flight == 0:
                 return
