@@ -240,7 +240,7 @@ class AsyncFrontEnd(FrontEnd):
             run, limit, wants_more = MapRun(outcomes, event.set), window.room, _always
         else:
             # Adaptive chunks: paced blocks, cut when placed, measured when delivered.
-            run = MeasuredMapRun(adaptive, event.set)
+            run = MeasuredMapRun(adaptive, event.set, outcomes)
             limit = lambda: adaptive.block_limit(window.room())  # noqa: E731
             wants_more = adaptive.wants_more
         blocks = self._blocks(items, key, limit).__aiter__()

@@ -366,16 +366,18 @@ class AdaptiveFeed:
 
 
 class MeasuredMapRun(MapRun):
-    """A :class:`MapRun` whose every delivered chunk is measured for the controller.
-
-    ``outcomes`` is forced on: for thread workers it is what makes them read
-    the clock around each job, and the rows' timestamps are the measurement.
+    """A :class:`MapRun` whose every delivered chunk is measured for the controller:
+    from its rows' timestamps (:meth:`deliver`: process workers, and thread workers
+    timing each job for ``outcomes``), or from the span given beside them
+    (:meth:`deliver_measured`: untimed thread chunks, asyncio blocks).
     """
 
     __slots__ = ("feed",)
 
-    def __init__(self, feed: AdaptiveFeed, notify: Callable[[], None]) -> None:
-        super().__init__(True, notify)
+    def __init__(
+        self, feed: AdaptiveFeed, notify: Callable[[], None], outcomes: bool = False
+    ) -> None:
+        super().__init__(outcomes, notify)
         self.feed = feed
 
     def deliver(self, rows: list[Any]) -> None:
