@@ -73,12 +73,10 @@ class MapWindow:
         if not self.ordered:
             self.in_flight -= len(rows)
             return rows
-        ready, order = self.ready, self.order
+        ready = self.ready
         for row in rows:
             ready[row[0]] = row
-        out = []
-        while order and order[0] in ready:
-            out.append(ready.pop(order.popleft()))
+        out = self._in_order()
         self.in_flight -= len(out)
         return out
 
@@ -87,27 +85,31 @@ class MapWindow:
         (:meth:`admit`; ordered, their seqs need not be consecutive): the block of
         each job to yield now, once per job, in order. The caller takes the job's
         result from its block in turn (a block's jobs are released in seq order)."""
-        ready, order = self.ready, self.order
+        ready = self.ready
         for block in blocks:
             for seq in block.seqs:
                 ready[seq] = block
-        out = []
-        while order and order[0] in ready:
-            out.append(ready.pop(order.popleft()))
+        out = self._in_order()
         self.in_flight -= len(out)
         return out
 
     def _release_blocks(self, rows: list[Any]) -> list[Any]:
         """:meth:`release` when blocks may be among the rows: each counts its jobs."""
         if self.ordered:
-            ready, order = self.ready, self.order
+            ready = self.ready
             for row in rows:
                 ready[row.seqs[0] if isinstance(row, RowBlock) else row[0]] = row
-            rows = []
-            while order and order[0] in ready:
-                rows.append(ready.pop(order.popleft()))
+            rows = self._in_order()
         self.in_flight -= sum(len(r.seqs) if isinstance(r, RowBlock) else 1 for r in rows)
         return rows
+
+    def _in_order(self) -> list[Any]:
+        """Take from ``ready`` what comes next in ``order``, as far as it goes unbroken."""
+        ready, order = self.ready, self.order
+        out = []
+        while order and order[0] in ready:
+            out.append(ready.pop(order.popleft()))
+        return out
 
 
 class MapRun:
