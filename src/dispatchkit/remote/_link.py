@@ -178,9 +178,13 @@ class Link:
                     if e.seq in self.waiting and e.seq not in self._placed:
                         self._placed[e.seq] = (stream, entry_id, due)
         except (TransportError, LookupError) as exc:
-            logger.error("publishing %d entries failed: %s", len(batch), exc)
-            for e, _, _ in batch:
-                self.settle(e.seq, False, exc, 0)
+            self._fail_publish(batch, exc)
+
+    def _fail_publish(self, batch: list[tuple[Waiting, Hashable, bytes]], exc: Exception) -> None:
+        """These entries could not be published: each job fails with ``exc``."""
+        logger.error("publishing %d entries failed: %s", len(batch), exc)
+        for e, _, _ in batch:
+            self.settle(e.seq, False, exc, 0)
 
     def _publish_forgotten(self, batch: list[tuple[Waiting, Hashable, bytes]]) -> None:
         """Publish entries whose outcome nobody wants; each ends here, as forgotten.
@@ -194,9 +198,7 @@ class Link:
             for item in batch:
                 by_stream.setdefault(self._stream_of(item[0].seq, item[1]), []).append(item)
         except LookupError as exc:
-            logger.error("publishing %d entries failed: %s", len(batch), exc)
-            for e, _, _ in batch:
-                self.settle(e.seq, False, exc, 0)
+            self._fail_publish(batch, exc)
             return
         left: list[tuple[Waiting, Hashable, bytes]] = []
         for stream, items in by_stream.items():
@@ -205,9 +207,7 @@ class Link:
                     stream, self._capacity, [[payload] for _, _, payload in items]
                 )
             except TransportError as exc:
-                logger.error("publishing %d entries failed: %s", len(items), exc)
-                for e, _, _ in items:
-                    self.settle(e.seq, False, exc, 0)
+                self._fail_publish(items, exc)
                 continue
             for item, fit in zip(items, fitted, strict=True):
                 if fit:
