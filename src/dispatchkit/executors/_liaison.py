@@ -257,8 +257,7 @@ class Liaison:
                     if not message.claim():
                         continue  # its lane's current chunk runs elsewhere, which runs it next
                     laned, message = message, message.inner
-                run = make_run(message, self._state, self._options.job_timeout)
-                run.laned = laned
+                run = self._run_of(message, laned)
             round_ = run.next_round(self._control.stopping)
             if round_ is None:
                 self._after(run, False)
@@ -274,9 +273,13 @@ class Liaison:
         elif run.laned is not None:
             following = run.laned.next_in_lane(self._state)
             if following is not None:
-                nxt = make_run(following.inner, self._state, self._options.job_timeout)
-                nxt.laned = following
-                self._ready.append(nxt)
+                self._ready.append(self._run_of(following.inner, following))
+
+    def _run_of(self, message: Any, laned: LanedMessage | None) -> Run:
+        """The run of a message (``laned``: the lane's wrapper it came in, if any)."""
+        run = make_run(message, self._state, self._options.job_timeout)
+        run.laned = laned
+        return run
 
     # -- sending -------------------------------------------------------------
 
