@@ -91,23 +91,27 @@ class ChunkResults(RowBlock):
             yield map_result(row, outcomes)
 
     def _outcomes(self, failed: set[int] | tuple[()]) -> Iterator[Any]:
-        """An :class:`~dispatchkit.Outcome` per job; built here, not through
-        ``Outcome.ended``, as this runs once per job of a ``map(outcomes=True)``."""
+        """An :class:`~dispatchkit.Outcome` per job; built here from its fields in
+        order, not through ``Outcome.ended``, as this runs once per job of a
+        ``map(outcomes=True)``."""
         from dispatchkit.job import Outcome  # job.py builds on the core
 
         seqs, worker, submitted, times = self.seqs, self.worker, self.submitted_at, self.times
+        new = tuple.__new__
         for position, value in enumerate(self.values):
             started = finished = None
             if times is not None:
                 started, finished = times[2 * position], times[2 * position + 1]
             if position in failed:
-                yield Outcome(
-                    seqs[position], _FAILED, None, value, worker, submitted, started, finished, 1
-                )
+                yield new(Outcome, (
+                    seqs[position], _FAILED, None, value, worker, submitted, started, finished,
+                    1, None,
+                ))  # fmt: skip
             else:
-                yield Outcome(
-                    seqs[position], _SUCCEEDED, value, None, worker, submitted, started, finished, 1
-                )
+                yield new(Outcome, (
+                    seqs[position], _SUCCEEDED, value, None, worker, submitted, started, finished,
+                    1, None,
+                ))  # fmt: skip
 
 
 class BlockChunk(AsyncChunk):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from . import _waiting
 from ._durations import check_seconds
@@ -85,12 +85,15 @@ class Job(Generic[R]):
             check_seconds("timeout", self.timeout)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome(Generic[R]):
+class Outcome(NamedTuple, Generic[R]):
     """How one job ended: its value or its exception, where and when it ran.
 
     Timestamps are ``time.perf_counter()`` readings (seconds); ``started_at``
     and ``worker`` are ``None`` for a job cancelled before it started.
+
+    An immutable record (a named tuple: a ``map(outcomes=True)`` builds one per
+    job, and a tuple is built in C where a frozen dataclass sets each field
+    through ``object.__setattr__``, about ten times the cost).
     """
 
     job_id: int
@@ -137,10 +140,10 @@ class Outcome(Generic[R]):
         its exception (or None); ``times`` are (submitted, started, finished)."""
         ok = status is JobStatus.SUCCEEDED
         submitted_at, started_at, finished_at = times
-        return cls(
+        return tuple.__new__(cls, (
             job_id, status, result if ok else None, None if ok else result, worker,
             submitted_at, started_at, finished_at, attempts, name,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def unwrap(self) -> R:
         """Return the value, or raise the job's exception (JobCancelled if cancelled)."""
