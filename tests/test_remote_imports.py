@@ -180,3 +180,24 @@ def test_the_lazy_packages_give_every_name_they_export() -> None:
         "dispatchkit.core.frontend",
         "dispatchkit.executors.thread",
     ]
+
+
+@pytest.mark.redis
+def test_a_transports_connections_do_not_look_up_the_redis_py_version(
+    redis_url: str, namespace: str
+) -> None:
+    # redis-py would read the installed distributions' files for its own version on
+    # every connection it opens: a few ms of each worker's start.
+    code = (
+        "import importlib.metadata as metadata\n"
+        "looked_up = []\n"
+        "real = metadata.version\n"
+        "metadata.version = lambda name: looked_up.append(name) or real(name)\n"
+        "from dispatchkit.transports.redis import RedisTransport\n"
+        f"t = RedisTransport({redis_url!r}, queue='q', namespace={namespace!r}, consumer='c')\n"
+        "t.ping()\n"  # the pool's first connection
+        "t.close()\n"
+        "print(','.join(looked_up))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
