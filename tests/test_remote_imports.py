@@ -28,10 +28,19 @@ DISPATCHER_ONLY = (
     "dispatchkit.remote._link",
 )
 
+#: What ``import dispatchkit`` leaves until a name of it is used: a worker makes no
+#: settings, picks no strategy and keeps no dispatcher stats.
+LAZY_IN_THE_PACKAGE = (
+    "dispatchkit.settings",
+    "dispatchkit.strategies",
+    "dispatchkit.stats",
+)
+
 #: What ``dispatchkit worker`` does not load before its first job either: the other
 #: commands, the local dispatchers' core and thread pool, and the other extras.
 NOT_BEFORE_THE_FIRST_JOB = (
     *DISPATCHER_ONLY,
+    *LAZY_IN_THE_PACKAGE,
     "dispatchkit.cli.run",
     "dispatchkit.cli.bench",
     "dispatchkit.cli.serve",
@@ -79,8 +88,9 @@ def test_the_worker_command_loads_no_other_command() -> None:
     # commands' modules (run's demo among them) must not load, nor start dispatchers.
     code = (
         "import dispatchkit.cli\n"
+        "from dispatchkit.cli.common import drain_timeout\n"
         "argv = ['worker', '--redis', 'redis://x']\n"
-        "dispatchkit.cli._build_parser(argv).parse_args(argv)\n"
+        "drain_timeout(dispatchkit.cli._build_parser(argv).parse_args(argv))\n"
     )
     assert _loaded_after(code, NOT_BEFORE_THE_FIRST_JOB + COMMAND_MODULES) == [
         "dispatchkit.cli.worker"
@@ -142,6 +152,21 @@ def test_the_names_load_when_used() -> None:
     assert "dispatchkit.async_dispatcher" in loaded
 
 
+def test_importing_the_package_loads_no_settings_strategies_or_stats() -> None:
+    assert _loaded_after("import dispatchkit", LAZY_IN_THE_PACKAGE) == []
+
+
+def test_the_package_gives_its_lazy_names_when_used() -> None:
+    code = (
+        "import dispatchkit\n"
+        "assert dispatchkit.Settings.__name__ == 'Settings'\n"
+        "assert dispatchkit.parse_strategy('pull').name == 'pull'\n"
+        "from dispatchkit import *\n"
+        "assert WorkerStats.__module__ == 'dispatchkit.stats'\n"
+    )
+    assert _loaded_after(code, LAZY_IN_THE_PACKAGE) == list(LAZY_IN_THE_PACKAGE)
+
+
 def test_the_lazy_packages_give_every_name_they_export() -> None:
     code = (
         "import dispatchkit.core, dispatchkit.executors\n"
@@ -155,3 +180,24 @@ def test_the_lazy_packages_give_every_name_they_export() -> None:
         "dispatchkit.core.frontend",
         "dispatchkit.executors.thread",
     ]
+
+
+@pytest.mark.redis
+def test_a_transports_connections_do_not_look_up_the_redis_py_version(
+    redis_url: str, namespace: str
+) -> None:
+    # redis-py would read the installed distributions' files for its own version on
+    # every connection it opens: a few ms of each worker's start.
+    code = (
+        "import importlib.metadata as metadata\n"
+        "looked_up = []\n"
+        "real = metadata.version\n"
+        "metadata.version = lambda name: looked_up.append(name) or real(name)\n"
+        "from dispatchkit.transports.redis import RedisTransport\n"
+        f"t = RedisTransport({redis_url!r}, queue='q', namespace={namespace!r}, consumer='c')\n"
+        "t.ping()\n"  # the pool's first connection
+        "t.close()\n"
+        "print(','.join(looked_up))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

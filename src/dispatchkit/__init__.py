@@ -7,9 +7,9 @@
     >>> handle.result(), squares
     (1024, [0, 1, 4, 9, 16])
 
-Importing this package loads only the standard library; the dispatchers load
-when first named, so that a remote worker, which runs neither, does not start
-them up.
+Importing this package loads only the standard library; the dispatchers, the
+settings, the strategies and the stats load when first named, so that a remote
+worker, which uses none of them, does not start them up.
 """
 
 from typing import TYPE_CHECKING
@@ -28,13 +28,13 @@ from .errors import (
 )
 from .job import Job, JobHandle, JobStatus, Outcome
 from .retry import RetryPolicy
-from .settings import Settings
-from .stats import DispatcherStats, WorkerStats
-from .strategies import Auto, Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
 
 if TYPE_CHECKING:
     from .async_dispatcher import AsyncDispatcher, AsyncJobHandle
     from .dispatcher import Dispatcher
+    from .settings import Settings
+    from .stats import DispatcherStats, WorkerStats
+    from .strategies import Auto, Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
 
 #: The names imported when first used, and the module of each.
 __getattr__ = lazy_getattr(
@@ -44,6 +44,13 @@ __getattr__ = lazy_getattr(
         "AsyncDispatcher": "async_dispatcher",
         "AsyncJobHandle": "async_dispatcher",
         "Dispatcher": "dispatcher",
+        "Settings": "settings",
+        "DispatcherStats": "stats",
+        "WorkerStats": "stats",
+        **dict.fromkeys(
+            ("Auto", "Batch", "ByKey", "Pull", "RoundRobin", "Strategy", "parse_strategy"),
+            "strategies",
+        ),
     },
 )
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias, TypedDict, cast
 
 from ._durations import MAX_SECONDS, check_seconds
+from ._environ import ENV_PREFIX, env_value
+from ._limits import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT, MAX_QUEUE_SIZE, MAX_WORKERS
 from .executors.registry import kind_names
 from .strategies import DEFAULT_BLOCK, Strategy, parse_strategy
 
@@ -36,6 +38,8 @@ __all__ = [
     "ENV_PREFIX",
     "EXECUTORS",
     "MAX_DRAIN_TIMEOUT",
+    "MAX_QUEUE_SIZE",
+    "MAX_WORKERS",
     "ChunkSetting",
     "DispatcherOptions",
     "PoolOptions",
@@ -45,9 +49,6 @@ __all__ = [
     "env_value",
     "front_end_settings",
 ]
-
-#: Prefix of the environment variables read by :meth:`Settings.from_env`.
-ENV_PREFIX: Final = "DISPATCHKIT_"
 
 #: Where workers can run.
 #: Worker kinds a :class:`~dispatchkit.Dispatcher` runs (the registry's).
@@ -61,16 +62,6 @@ ChunkSetting: TypeAlias = int | Literal["auto"]
 
 #: Jobs an inbox holds by default before ``submit`` waits.
 DEFAULT_QUEUE_SIZE: Final = 1024
-
-#: Upper bounds that catch typos (a worker count of 10**9) before they hurt.
-MAX_WORKERS: Final = 100_000
-MAX_QUEUE_SIZE: Final = 100_000_000
-
-#: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up
-#: on it (their --drain-timeout, ``DISPATCHKIT_DRAIN_TIMEOUT``).
-DEFAULT_DRAIN_TIMEOUT: Final = 30.0
-#: Longest drain deadline accepted, in seconds (a day).
-MAX_DRAIN_TIMEOUT: Final = 86400.0
 
 
 def _default_workers() -> int:
@@ -270,28 +261,6 @@ def check_options(owner: str, options: Mapping[str, object], allowed: frozenset[
     unknown = options.keys() - allowed
     if unknown:
         raise TypeError(f"{owner}() got an unexpected keyword argument {min(unknown)!r}")
-
-
-def env_value(variable: str, expected: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The value of an environment variable, stripped; None when it is not set.
-
-    An empty value is an error rather than "unset": a setting that is silently
-    ignored is worse than one refused.
-
-    Args:
-        variable: its name, e.g. ``DISPATCHKIT_WORKERS``.
-        expected: what a valid value is, for the message ("a whole number ...").
-        environ: where to look (default ``os.environ``).
-
-    Raises:
-        ValueError: the variable is set but empty (or only blanks).
-    """
-    raw = (os.environ if environ is None else environ).get(variable)
-    if raw is None:
-        return None
-    if not raw.strip():
-        raise ValueError(f"{variable} is empty: unset it or give {expected}")
-    return raw.strip()
 
 
 def env_fields(environ: Mapping[str, str] | None = None) -> frozenset[str]:

@@ -11,16 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, NoReturn, TypeAlias
 
 from dispatchkit._durations import MAX_SECONDS, parse_seconds
-from dispatchkit.errors import DispatchError
-from dispatchkit.settings import (
+from dispatchkit._environ import ENV_PREFIX, env_value
+from dispatchkit._limits import (
     DEFAULT_DRAIN_TIMEOUT,
-    ENV_PREFIX,
     MAX_DRAIN_TIMEOUT,
     MAX_QUEUE_SIZE,
     MAX_WORKERS,
-    env_value,
 )
-from dispatchkit.strategies import parse_strategy
+from dispatchkit.errors import DispatchError
 
 from .commands import COMMANDS
 from .constants import RET_DRAIN_DEADLINE, RET_USAGE
@@ -148,6 +146,9 @@ def int_list(low: int, high: int) -> Callable[[str], list[int]]:
 
 def strategies(text: str) -> list[str]:
     """An argparse type for a comma list of strategies, by their canonical names."""
+    # Imported here: only run and bench take strategies, and the worker should not load them.
+    from dispatchkit.strategies import parse_strategy
+
     found = [part for part in text.replace(" ", "").split(",") if part]
     if not found:
         raise argparse.ArgumentTypeError("needs at least one strategy")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from dispatchkit._limits import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 from dispatchkit.executors.registry import kind_names
 from dispatchkit.exit_codes import (
     RET_DRAIN_DEADLINE,
@@ -18,7 +19,6 @@ from dispatchkit.exit_codes import (
     RET_UNSTORED,
     RET_USAGE,
 )
-from dispatchkit.settings import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",

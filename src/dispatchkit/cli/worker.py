@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Final
 
-from dispatchkit.settings import MAX_WORKERS
+from dispatchkit._limits import MAX_WORKERS
 
 from .common import (
     UsageError,

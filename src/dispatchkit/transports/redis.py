@@ -30,7 +30,7 @@ from ._redis_claims import ATTEMPTS_FIELD, JOB_FIELD, RedisClaims, delivery_of, 
 from ._redis_errors import is_rejection, redacted_url, reply_text, translate_errors
 from ._redis_keys import DEFAULT_NAMESPACE, GROUP, Keys
 from ._redis_membership import OUTCOME_FIELD, RedisMembership, outcome_field
-from ._redis_py import redis
+from ._redis_py import driver_options, redis
 from .base import Delivery
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class RedisTransport(RedisClaims, RedisMembership):
                 health_check_interval=30,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
+                **driver_options(),
             )
         except ValueError as exc:
             raise ValueError(f"not a Redis URL: {redacted_url(url)!r} ({exc})") from None
