@@ -33,7 +33,10 @@ lint: $(SYNC_STAMP)
 typecheck: $(SYNC_STAMP)
 	$(UV) run --frozen mypy
 
+# The project's own source is compiled first: with PYTHONDONTWRITEBYTECODE set,
+# every worker process the tests start would otherwise compile it again.
 unit: $(SYNC_STAMP)
+	$(UV) run --frozen python -m compileall -q src tests
 	$(UV) run --frozen pytest
 
 # Benchmarks are not tests: they take minutes and want a quiet machine.
@@ -64,7 +67,7 @@ $(SYNC_STAMP): pyproject.toml uv.lock | uv
 	@# Bytecode compiled once here (a few seconds): each process the tests and
 	@# benchmarks start, workers among them, then loads it instead of compiling
 	@# redis-py and the rest again, as it does every time when PYTHONDONTWRITEBYTECODE
-	@# is set. The project's own source (editable) is left to Python's own cache.
+	@# is set. The project's own source (editable) is compiled by `unit`.
 	$(UV) sync --frozen --all-extras --compile-bytecode
 	@touch $(SYNC_STAMP)
 
