@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import repeat
 from time import perf_counter
 from typing import Any
 
@@ -66,8 +67,11 @@ class ChunkResults(RowBlock):
         self.cursor: Iterator[Any] | None = None
 
     def results(self, outcomes: bool) -> Iterator[Any]:
-        if not outcomes and self.failed is None and self.rows is None:
-            return iter(self.values)  # the hot path: every job succeeded
+        if self.rows is None:  # the hot paths: every job of the chunk ran
+            if not outcomes and self.failed is None:
+                return iter(self.values)
+            if outcomes:
+                return self._outcomes(self.failed or ())
         return self._each(outcomes)
 
     def next_result(self, outcomes: bool) -> Any:
@@ -96,21 +100,27 @@ class ChunkResults(RowBlock):
         ``map(outcomes=True)``."""
         from dispatchkit.job import Outcome  # job.py builds on the core
 
-        seqs, worker, submitted, times = self.seqs, self.worker, self.submitted_at, self.times
+        worker, submitted, times = self.worker, self.submitted_at, self.times
+        # Each job's start and finish, taken from the flat list by two C-level slices.
+        starts = repeat(None) if times is None else times[0::2]
+        finishes = repeat(None) if times is None else times[1::2]
         new = tuple.__new__
-        for position, value in enumerate(self.values):
-            started = finished = None
-            if times is not None:
-                started, finished = times[2 * position], times[2 * position + 1]
+        # seqs runs on past values when a stop cancelled the chunk's rest (its rows).
+        jobs = zip(self.seqs, self.values, starts, finishes, strict=False)
+        if not failed:
+            for seq, value, started, finished in jobs:
+                yield new(Outcome, (
+                    seq, _SUCCEEDED, value, None, worker, submitted, started, finished, 1, None
+                ))  # fmt: skip
+            return
+        for position, (seq, value, started, finished) in enumerate(jobs):
             if position in failed:
                 yield new(Outcome, (
-                    seqs[position], _FAILED, None, value, worker, submitted, started, finished,
-                    1, None,
+                    seq, _FAILED, None, value, worker, submitted, started, finished, 1, None
                 ))  # fmt: skip
             else:
                 yield new(Outcome, (
-                    seqs[position], _SUCCEEDED, value, None, worker, submitted, started, finished,
-                    1, None,
+                    seq, _SUCCEEDED, value, None, worker, submitted, started, finished, 1, None
                 ))  # fmt: skip
 
 
