@@ -8,11 +8,18 @@ the even chunk, then ``auto`` with the library's adaptive chunk, interleaved
 round by round with the bare loop, so that the machine's noise falls on all of
 them. The table gives medians, each row's ratio to the bare loop, and auto's
 ratio to the best fixed row.
+
+One more row is the machine's own limit: the bare loop split in equal halves
+over already started processes of a ``multiprocessing.Pool``, nothing
+dispatched (one call per process), timed from the call to the last half's end.
+Where the processes slow each other down (shared cores or caches of a
+virtual machine) that row is above 0.5, and no dispatcher can beat it.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
@@ -22,6 +29,7 @@ from dispatchkit.settings import ChunkSetting
 
 BARE = "bare loop (one thread)"
 AUTO = "auto chunk auto (the defaults)"
+SPLIT = "bare loop split over the processes (no dispatcher: the machine's limit)"
 
 
 def bare_loop(jobs: int) -> float:
@@ -29,6 +37,21 @@ def bare_loop(jobs: int) -> float:
     started = time.perf_counter()
     for i in range(jobs):
         job(i)
+    return time.perf_counter() - started
+
+
+def _bare_range(bounds: tuple[int, int]) -> None:
+    job = seed_job
+    for i in range(*bounds):
+        job(i)
+
+
+def split_loop(pool: multiprocessing.pool.Pool, jobs: int, workers: int) -> float:
+    """The bare loop in ``workers`` equal ranges, one per process of ``pool``."""
+    step = -(-jobs // workers)
+    ranges = [(start, min(start + step, jobs)) for start in range(0, jobs, step)]
+    started = time.perf_counter()
+    pool.map(_bare_range, ranges, chunksize=1)
     return time.perf_counter() - started
 
 
@@ -44,9 +67,12 @@ def main() -> int:
         for strategy in ("batch", "round_robin", "pull")
     }
     cases[AUTO] = ("auto", "auto")
-    samples: dict[str, list[float]] = {name: [] for name in [BARE, *cases]}
+    samples: dict[str, list[float]] = {name: [] for name in [BARE, SPLIT, *cases]}
+    pool = multiprocessing.get_context("forkserver").Pool(args.workers)
+    pool.map(_bare_range, [(0, 1)] * args.workers, chunksize=1)  # every process started
     for _ in range(args.rounds):
         samples[BARE].append(bare_loop(args.jobs))
+        samples[SPLIT].append(split_loop(pool, args.jobs, args.workers))
         for name, (strategy, chunk) in cases.items():
             result = run_seed(
                 jobs=args.jobs, workers=args.workers, executor="process",
@@ -54,15 +80,20 @@ def main() -> int:
             )  # fmt: skip
             assert result.completed == args.jobs, result
             samples[name].append(result.seconds)
+    pool.close()
+    pool.join()
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare = medians[BARE]
     print(f"{args.jobs:,} jobs, {args.workers} processes, medians of {args.rounds} rounds")
     print("| case | seconds | / bare loop |\n|---|---:|---:|")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds:.3f} | {seconds / bare:.2f} |")
-    best_fixed = min(seconds for name, seconds in medians.items() if name not in (BARE, AUTO))
+    best_fixed = min(
+        seconds for name, seconds in medians.items() if name not in (BARE, SPLIT, AUTO)
+    )
     print(f"auto / best fixed row: {medians[AUTO] / best_fixed:.2f}")
     print(f"best row / bare loop: {min(medians[AUTO], best_fixed) / bare:.2f}")
+    print(f"auto / the machine's limit: {medians[AUTO] / medians[SPLIT]:.2f}")
     return 0
 
 

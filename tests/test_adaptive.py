@@ -23,7 +23,7 @@ from dispatchkit.core.adaptive import (
     BulkRun,
     ChunkController,
     chunk_size,
-    max_dispatch_chunk,
+    tuning,
 )
 from dispatchkit.errors import ClosedError
 from dispatchkit.settings import Settings
@@ -50,6 +50,51 @@ def test_chunk_size_stays_in_its_bounds(
     if remaining is not None:
         # Near the end, a chunk is a small share of what is left (or a single job).
         assert size <= max(1, remaining // (TAIL_FACTOR * n))
+
+
+tails = st.floats(min_value=0.0, max_value=0.01, allow_nan=False)
+
+
+@given(seconds, spreads, targets, workers, st.integers(0, 10**7), previous, tails)
+def test_the_tail_shrinks_no_chunk_below_its_seconds(
+    job: float, spread: float, target: float, n: int, remaining: int, prev: int, tail: float
+) -> None:
+    size = chunk_size(job, spread, target, n, remaining, prev, tail_seconds=tail)
+    untailed = chunk_size(job, spread, target, n, None, prev)
+    floor = int(tail / job)
+    # Still a share of what is left, or the jobs that fill the tail's seconds ...
+    assert size <= max(1, remaining // (TAIL_FACTOR * n), floor)
+    # ... and never fewer than those, unless the rule's other bounds say so.
+    assert size >= min(untailed, max(1, floor))
+
+
+@given(seconds, seconds, spreads, targets, workers, remainings, previous, tails)
+def test_with_a_tail_floor_longer_jobs_still_never_get_larger_chunks(
+    a: float,
+    b: float,
+    spread: float,
+    target: float,
+    n: int,
+    remaining: int | None,
+    prev: int,
+    tail: float,
+) -> None:
+    short, long = sorted((a, b))
+    assert chunk_size(long, spread, target, n, remaining, prev, tail_seconds=tail) <= chunk_size(
+        short, spread, target, n, remaining, prev, tail_seconds=tail
+    )
+
+
+def test_the_tail_of_tiny_jobs_stops_shrinking_at_a_hand_off_s_worth() -> None:
+    controller = ChunkController(workers=2, min_target=1.0, tail_seconds=1e-4)
+    for _ in range(12):
+        size = controller.next_chunk()
+        controller.observe(size, size * 1e-6)  # 1 µs a job
+    assert controller.next_chunk(remaining=10**6) == MAX_CHUNK
+    assert controller.next_chunk(remaining=800) == 800 // (TAIL_FACTOR * 2)
+    # 1e-4 s of 1 µs jobs: 100 of them, however little is left.
+    assert controller.next_chunk(remaining=200) == 100
+    assert controller.next_chunk(remaining=5) == 100
 
 
 def test_nothing_measured_gives_a_single_job() -> None:
@@ -551,8 +596,8 @@ def test_a_bulk_run_sizes_chunks_from_the_reports_and_paces_the_input() -> None:
 
 
 def test_process_workers_take_larger_fire_and_forget_chunks() -> None:
-    assert max_dispatch_chunk("thread") == max_dispatch_chunk("asyncio") == MAX_CHUNK
-    assert max_dispatch_chunk("process") > MAX_CHUNK
+    assert tuning("thread").max_dispatch_chunk == tuning("asyncio").max_dispatch_chunk == MAX_CHUNK
+    assert tuning("process").max_dispatch_chunk > MAX_CHUNK
 
 
 def test_dispatch_under_auto_runs_every_job_once_on_threads() -> None:

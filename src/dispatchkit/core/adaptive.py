@@ -17,7 +17,9 @@ size of the next chunk (``next_chunk(remaining)``). The rule, in
   smaller the chunk, so one slow job delays few others behind it;
 * **shrink near the end**: never more than ``remaining / (tail_factor *
   workers)`` jobs, so the last jobs are spread over every worker rather than
-  left in one worker's long chunk;
+  left in one worker's long chunk; but no further than the jobs that fill the
+  worker kind's ``tail_seconds`` (about one hand-off): a chunk shorter than
+  its own hand-off evens out less than it costs;
 * **grow gradually**: at most twice the previous size, so one fast early
   sample does not commit a worker to a huge chunk.
 
@@ -32,60 +34,85 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from math import sqrt
 from typing import Any, Final
 
 from .window import MapRun
 
 __all__ = [
-    "DEFAULT_TARGET_SECONDS",
     "GAP_FACTOR",
+    "KIND_TUNING",
     "MAX_CHUNK",
-    "MAX_DISPATCH_CHUNKS",
     "MAX_SPREAD",
     "MAX_TARGET_SECONDS",
     "TAIL_FACTOR",
-    "TAIL_FACTORS",
     "AdaptiveFeed",
     "BulkRun",
     "ChunkController",
+    "KindTuning",
     "MeasuredMapRun",
     "chunk_size",
-    "max_dispatch_chunk",
-    "tail_factor",
-    "target_seconds",
+    "tuning",
 ]
 
 #: Most jobs in one adaptive hand-off.
 MAX_CHUNK: Final = 1024
-#: Most jobs in one adaptive hand-off of ``dispatch``, per worker kind. A
-#: fire-and-forget chunk sends back only counts, and a process hand-off costs
-#: a pipe round trip with the process idle meanwhile: sub-microsecond jobs need
-#: chunks of many thousands for it to vanish, as a fixed chunk of the input's
-#: share does. Threads and tasks hand over for far less.
-MAX_DISPATCH_CHUNKS: Final = {"thread": MAX_CHUNK, "process": 16384, "asyncio": MAX_CHUNK}
 #: The tail rule: at most ``remaining / (TAIL_FACTOR * workers)`` jobs per chunk
 #: (half of a worker's fair share of what is left: "factoring").
 TAIL_FACTOR: Final = 2
-#: The tail factor per worker kind: asyncio workers are many (a thousand) and
-#: the event loop's cost per hand-off is what bounds them, so they take a whole
-#: fair share at a time (guided self-scheduling), which halves the hand-offs.
-TAIL_FACTORS: Final = {"thread": TAIL_FACTOR, "process": TAIL_FACTOR, "asyncio": 1}
 #: Largest variation signal taken into account (a coefficient of variation).
 MAX_SPREAD: Final = 8.0
 #: How much a sample's weight falls with each later one: the estimates reflect
 #: about the last 1 / (1 - DECAY) chunks.
 DECAY: Final = 0.95
-#: Least seconds a chunk should last, per worker kind, whatever the measured gap:
-#: a thread hand-off is a deque operation and at most one wake-up (tens of
-#: microseconds); a process hand-off pickles the chunk and crosses a pipe twice
-#: (a few hundred microseconds on a quiet machine), but with its next chunk
-#: queued in its pipe a process shows almost none of it as a gap: the floor
-#: bounds what the dispatcher's process spends per chunk. Asyncio workers wait side by
-#: side, so a job's measured time is mostly waiting, not the loop's work, and
-#: the loop's cost per hand-off shows in no gap: their chunks are left to grow
-#: until the tail rule bounds them.
-DEFAULT_TARGET_SECONDS: Final = {"thread": 0.002, "process": 0.03, "asyncio": 60.0}
+
+
+@dataclass(frozen=True, slots=True)
+class KindTuning:
+    """The bounds of adaptive chunks for one worker kind.
+
+    Args:
+        target: least seconds a chunk should last, whatever the measured gap. A
+            thread hand-off is a deque operation and at most one wake-up (tens of
+            microseconds); a process hand-off pickles the chunk and crosses a
+            pipe twice (a few hundred microseconds on a quiet machine), but with
+            its next chunk queued in its pipe a process shows almost none of it
+            as a gap: the floor bounds what the dispatcher's process spends per
+            chunk. Asyncio workers wait side by side, so a job's measured time is
+            mostly waiting, not the loop's work, and the loop's cost per hand-off
+            shows in no gap: their chunks are left to grow until the tail rule
+            bounds them.
+        tail_factor: the tail rule's (chunks of at most ``remaining /
+            (tail_factor * workers)``). Asyncio workers are many (a thousand) and
+            the event loop's cost per hand-off is what bounds them, so they take a
+            whole fair share at a time (guided self-scheduling), which halves the
+            hand-offs.
+        max_dispatch_chunk: most jobs in one hand-off of ``dispatch``. A
+            fire-and-forget chunk sends back only counts, and a process hand-off
+            costs a pipe round trip with the process idle meanwhile:
+            sub-microsecond jobs need chunks of many thousands for it to vanish,
+            as a fixed chunk of the input's share does. Threads and tasks hand
+            over for far less.
+        tail_seconds: the least a chunk of the tail is made to last, about one
+            hand-off: the seed's jobs (a tenth of a microsecond) would otherwise
+            end in dozens of chunks of a few jobs, each paying a hand-off worth
+            thousands of them. Zero for asyncio, whose measured job time is mostly
+            waiting.
+    """
+
+    target: float
+    tail_factor: int
+    max_dispatch_chunk: int
+    tail_seconds: float
+
+
+#: The bounds per worker kind (a kind not named here is tuned as threads).
+KIND_TUNING: Final = {
+    "thread": KindTuning(0.002, TAIL_FACTOR, MAX_CHUNK, 50e-6),
+    "process": KindTuning(0.03, TAIL_FACTOR, 16384, 500e-6),
+    "asyncio": KindTuning(60.0, 1, MAX_CHUNK, 0.0),
+}
 #: A chunk should last this many times the measured hand-off gap (about 2% cost).
 GAP_FACTOR: Final = 50.0
 #: Longest a chunk is aimed to last, however slow the hand-offs (seconds).
@@ -95,19 +122,9 @@ MAX_TARGET_SECONDS: Final = 1.0
 QUEUED_PER_WORKER: Final = 2
 
 
-def target_seconds(executor: str) -> float:
-    """How long an adaptive chunk should last at least for this worker kind (seconds)."""
-    return DEFAULT_TARGET_SECONDS.get(executor, DEFAULT_TARGET_SECONDS["thread"])
-
-
-def max_dispatch_chunk(executor: str) -> int:
-    """The most jobs in one adaptive ``dispatch`` hand-off for this worker kind."""
-    return MAX_DISPATCH_CHUNKS.get(executor, MAX_CHUNK)
-
-
-def tail_factor(executor: str) -> int:
-    """The tail rule's factor for this worker kind."""
-    return TAIL_FACTORS.get(executor, TAIL_FACTOR)
+def tuning(executor: str) -> KindTuning:
+    """The bounds of adaptive chunks for this worker kind."""
+    return KIND_TUNING.get(executor, KIND_TUNING["thread"])
 
 
 def chunk_size(
@@ -120,6 +137,7 @@ def chunk_size(
     *,
     tail_factor: int = TAIL_FACTOR,
     max_chunk: int = MAX_CHUNK,
+    tail_seconds: float = 0.0,
 ) -> int:
     """The size of the next chunk (at least 1, at most ``max_chunk``).
 
@@ -130,6 +148,8 @@ def chunk_size(
         workers: how many workers share the input.
         remaining: jobs of the input not yet handed out, if known.
         previous: the size given last (growth is at most twice it).
+        tail_seconds: the tail rule shrinks a chunk no further than the jobs that
+            fill this many seconds (at the measured job time).
 
     Non-increasing in ``job_seconds`` and ``spread``; non-decreasing in
     ``target``, ``remaining`` and ``previous``.
@@ -148,7 +168,10 @@ def chunk_size(
         size = int(min(ideal * (1.0 + 1e-9), float(max_chunk)))
         size = min(size, 2 * max(previous, 1))
     if remaining is not None:
-        size = min(size, remaining // (tail_factor * max(workers, 1)))
+        tail = remaining // (tail_factor * max(workers, 1))
+        if tail_seconds > 0 and job_seconds is not None and job_seconds > 0:
+            tail = max(tail, int(tail_seconds / job_seconds))
+        size = min(size, tail)
     return max(1, min(size, max_chunk))
 
 
@@ -190,10 +213,12 @@ class ChunkController:
         max_chunk: the most jobs a chunk may hold.
         tail_factor: the tail rule's (chunks of at most ``remaining / (tail_factor *
             workers)``).
+        tail_seconds: the least a chunk of the tail is made to last.
     """
 
     __slots__ = (
-        "_gap", "_job", "_variance", "last", "max_chunk", "min_target", "tail_factor", "workers",
+        "_gap", "_job", "_variance", "last", "max_chunk", "min_target", "tail_factor",
+        "tail_seconds", "workers",
     )  # fmt: skip
 
     def __init__(
@@ -202,6 +227,7 @@ class ChunkController:
         min_target: float,
         max_chunk: int = MAX_CHUNK,
         tail_factor: int = TAIL_FACTOR,
+        tail_seconds: float = 0.0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -211,6 +237,7 @@ class ChunkController:
         self.min_target = min_target
         self.max_chunk = max_chunk
         self.tail_factor = tail_factor
+        self.tail_seconds = tail_seconds
         #: Seconds per job, per chunk the squared stray of its mean job time, and
         #: seconds a worker sat between two chunks.
         self._job = _DecayedMean()
@@ -271,6 +298,7 @@ class ChunkController:
             self.last,
             tail_factor=self.tail_factor,
             max_chunk=self.max_chunk,
+            tail_seconds=self.tail_seconds,
         )
         self.last = size
         return size

@@ -22,9 +22,7 @@ from .adaptive import (
     AdaptiveFeed,
     BulkRun,
     ChunkController,
-    max_dispatch_chunk,
-    tail_factor,
-    target_seconds,
+    tuning,
 )
 from .ledger import Ledger
 
@@ -184,9 +182,13 @@ class Placement(Ledger):
         if not self._adaptive or chunk is not None:
             return None
         total = length_hint(items, -1)
-        kind = self._worker_kind()
+        bounds = tuning(self._worker_kind())
         controller = ChunkController(
-            self._n, target_seconds(kind), max_chunk=max_chunk, tail_factor=tail_factor(kind)
+            self._n,
+            bounds.target,
+            max_chunk=max_chunk,
+            tail_factor=bounds.tail_factor,
+            tail_seconds=bounds.tail_seconds,
         )
         return AdaptiveFeed(controller, queued, None if total < 0 else total)
 
@@ -194,9 +196,10 @@ class Placement(Ledger):
         self, items: object, queued: Callable[[], int], notify: Callable[[], None]
     ) -> BulkRun | None:
         """The pacing and measuring of one ``dispatch`` call, if its hand-off size
-        adapts (as :meth:`_adaptive_feed`), in chunks of at most ``max_dispatch_chunk(kind)``."""
-        kind = self._worker_kind()
-        feed = self._adaptive_feed(items, queued, max_chunk=max_dispatch_chunk(kind))
+        adapts (as :meth:`_adaptive_feed`), in chunks of at most the worker kind's
+        ``max_dispatch_chunk``."""
+        max_chunk = tuning(self._worker_kind()).max_dispatch_chunk
+        feed = self._adaptive_feed(items, queued, max_chunk=max_chunk)
         return None if feed is None else BulkRun(feed, notify)
 
     def _keeps_key_order(self, key: object) -> bool:
