@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dispatchkit import AsyncDispatcher, Dispatcher
@@ -68,7 +68,12 @@ def test_the_tail_shrinks_no_chunk_below_its_seconds(
     assert size >= min(untailed, max(1, floor))
 
 
-@given(seconds, seconds, spreads, targets, workers, remainings, previous, tails)
+#: Any measured job time, down to none at all (a clock too coarse to see a job).
+measured = st.one_of(st.just(0.0), seconds)
+
+
+@given(measured, measured, spreads, targets, workers, remainings, previous, tails)
+@example(0.0, 1e-9, 0.0, 0.002, 4, 800, 512, 50e-6)  # the random draws rarely pair these
 def test_with_a_tail_floor_longer_jobs_still_never_get_larger_chunks(
     a: float,
     b: float,
@@ -83,6 +88,11 @@ def test_with_a_tail_floor_longer_jobs_still_never_get_larger_chunks(
     assert chunk_size(long, spread, target, n, remaining, prev, tail_seconds=tail) <= chunk_size(
         short, spread, target, n, remaining, prev, tail_seconds=tail
     )
+
+
+def test_the_tail_floor_of_a_vanishing_job_time_is_capped_not_overflowed() -> None:
+    # 50 µs over the least float is past any int(): the count is capped first.
+    assert chunk_size(5e-324, 0.0, 0.002, 4, 800, 512, tail_seconds=50e-6) == MAX_CHUNK
 
 
 def test_the_tail_of_tiny_jobs_stops_shrinking_at_a_hand_off_s_worth() -> None:
@@ -598,6 +608,30 @@ def test_a_bulk_run_sizes_chunks_from_the_reports_and_paces_the_input() -> None:
 def test_process_workers_take_larger_fire_and_forget_chunks() -> None:
     assert tuning("thread").max_dispatch_chunk == tuning("asyncio").max_dispatch_chunk == MAX_CHUNK
     assert tuning("process").max_dispatch_chunk > MAX_CHUNK
+
+
+def test_each_worker_kind_s_calls_are_sized_with_its_own_bounds() -> None:
+    def bounds(feed: AdaptiveFeed | None) -> tuple[float, int, float, int]:
+        assert feed is not None
+        c = feed.controller
+        return c.min_target, c.tail_factor, c.tail_seconds, c.max_chunk
+
+    def expected(kind: str, max_chunk: int = MAX_CHUNK) -> tuple[float, int, float, int]:
+        t = tuning(kind)
+        return t.target, t.tail_factor, t.tail_seconds, max_chunk
+
+    for kind in ("thread", "process"):
+        with Dispatcher(2, executor=kind) as pool:
+            assert bounds(pool._adaptive_feed(range(10), lambda: 0)) == expected(kind)
+            run = pool._bulk_run(range(10), lambda: 0, lambda: None)
+            assert run is not None
+            assert bounds(run.feed) == expected(kind, tuning(kind).max_dispatch_chunk)
+
+    async def main() -> tuple[float, int, float, int]:
+        async with AsyncDispatcher(3) as d:
+            return bounds(d._adaptive_feed(range(10), lambda: 0))
+
+    assert asyncio.run(main()) == expected("asyncio")
 
 
 def test_dispatch_under_auto_runs_every_job_once_on_threads() -> None:

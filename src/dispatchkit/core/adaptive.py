@@ -169,8 +169,12 @@ def chunk_size(
         size = min(size, 2 * max(previous, 1))
     if remaining is not None:
         tail = remaining // (tail_factor * max(workers, 1))
-        if tail_seconds > 0 and job_seconds is not None and job_seconds > 0:
-            tail = max(tail, int(tail_seconds / job_seconds))
+        if tail_seconds > 0 and job_seconds is not None:
+            # Jobs too short to measure fill the tail's seconds with any chunk (as
+            # the size above takes them); capped before int() so a tiny time
+            # cannot overflow.
+            fill = tail_seconds / job_seconds if job_seconds > 0 else float(max_chunk)
+            tail = max(tail, int(min(fill, float(max_chunk))))
         size = min(size, tail)
     return max(1, min(size, max_chunk))
 
