@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 from dispatchkit import AsyncDispatcher, ClosedError, JobStatus, RetryPolicy, TimedOut
+from dispatchkit._async_map import ChunkResults
+from dispatchkit.core import cancelled_rows
+from dispatchkit.errors import JobCancelled
 
 
 async def square(x: int) -> int:
@@ -205,3 +208,118 @@ def test_a_stop_during_a_keyed_auto_map_cancels_the_chunks_waiting_in_a_lane() -
         assert stats.cancelled == stats.submitted == len(outcomes)
 
     asyncio.run(main())
+
+
+def _assert_ran(outcome: Any, worker_count: int) -> None:
+    """An Outcome of a job that ran: on a worker, timed, one attempt, no name."""
+    assert outcome.worker in range(worker_count)
+    assert outcome.submitted_at is not None
+    assert outcome.started_at is not None
+    assert outcome.finished_at is not None
+    assert outcome.submitted_at <= outcome.started_at <= outcome.finished_at
+    assert (outcome.attempts, outcome.name) == (1, None)
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_failed_job_s_outcome_holds_its_error_not_a_value(settings: dict[str, Any]) -> None:
+    async def job(x: int) -> int:
+        await asyncio.sleep(0)
+        if x % 11 == 3:
+            raise ValueError(f"bad {x}")
+        return x + 1000
+
+    async def main() -> None:
+        async with AsyncDispatcher(3, **settings) as d:
+            outcomes = [o async for o in d.map(job, range(200), outcomes=True)]
+        for x, o in enumerate(outcomes):
+            _assert_ran(o, 3)
+            if x % 11 == 3:
+                assert (o.status, o.value, o.ok) == (JobStatus.FAILED, None, False)
+                assert isinstance(o.error, ValueError)
+                assert str(o.error) == f"bad {x}"
+                with pytest.raises(ValueError, match=f"bad {x}"):
+                    o.unwrap()
+            else:
+                assert (o.status, o.value, o.error, o.ok) == (
+                    JobStatus.SUCCEEDED,
+                    x + 1000,
+                    None,
+                    True,
+                )
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_a_chunk_cut_short_by_a_stop_keeps_the_outcomes_of_the_jobs_it_ran(
+    settings: dict[str, Any],
+) -> None:
+    async def main() -> None:
+        held = asyncio.Event()
+
+        async def job(x: int) -> int:
+            # No await before the hold: a worker runs its chunk's first jobs in one go.
+            if x == 2:
+                raise ValueError("bad 2")
+            if x >= 4:
+                held.set()
+                await asyncio.sleep(60)
+            return -x
+
+        async with asyncio.timeout(30):
+            async with AsyncDispatcher(2, **settings) as d:
+
+                async def stopper() -> None:
+                    await held.wait()
+                    await d.stop(cancel=True)
+
+                stopping = asyncio.create_task(stopper())
+                outcomes = []
+                with contextlib.suppress(ClosedError):
+                    async for outcome in d.map(job, range(12), outcomes=True):
+                        outcomes.append(outcome)
+                await stopping
+        assert len(outcomes) >= 5
+        for x, o in enumerate(outcomes[:4]):
+            _assert_ran(o, 2)
+            if x == 2:
+                assert (o.status, o.value) == (JobStatus.FAILED, None)
+                assert isinstance(o.error, ValueError)
+            else:
+                assert (o.status, o.value, o.error) == (JobStatus.SUCCEEDED, -x, None)
+        for o in outcomes[4:]:
+            assert (o.status, o.value, o.worker, o.started_at) == (
+                JobStatus.CANCELLED,
+                None,
+                None,
+                None,
+            )
+            assert o.attempts == 0
+            assert isinstance(o.error, JobCancelled)
+        ids = [o.job_id for o in outcomes]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+
+    asyncio.run(main())
+
+
+def test_a_block_read_without_times_gives_outcomes_without_them() -> None:
+    # The values of jobs 7, 8 (failed) and 9, the rest (10, 11) cancelled by a stop.
+    error = ValueError("bad 8")
+    rows = cancelled_rows([10, 11], 1.0, None)
+    block = ChunkResults([7, 8, 9, 10, 11], 1, 1.0, [49, error, 81], {1}, None, rows)
+    outcomes = list(block.results(outcomes=True))
+    assert [(o.job_id, o.status, o.value, o.error) for o in outcomes] == [
+        (7, JobStatus.SUCCEEDED, 49, None),
+        (8, JobStatus.FAILED, None, error),
+        (9, JobStatus.SUCCEEDED, 81, None),
+        (10, JobStatus.CANCELLED, None, rows[0].value),
+        (11, JobStatus.CANCELLED, None, rows[1].value),
+    ]
+    assert [(o.worker, o.started_at, o.finished_at) for o in outcomes[:3]] == [(1, None, None)] * 3
+    assert all(o.submitted_at == 1.0 for o in outcomes)
+    # Every job ran, untimed: the hot path, the same fields.
+    whole = ChunkResults([7, 8], 0, 2.0, [49, 64])
+    assert [tuple(o) for o in whole.results(outcomes=True)] == [
+        (7, JobStatus.SUCCEEDED, 49, None, 0, 2.0, None, None, 1, None),
+        (8, JobStatus.SUCCEEDED, 64, None, 0, 2.0, None, None, 1, None),
+    ]
