@@ -21,7 +21,7 @@ __all__ = ["driver_options", "redis"]
 def driver_options() -> dict[str, object]:
     """What a client names itself to the server with (CLIENT SETINFO), given once.
 
-    redis-py 7.1 and later, unless given ``driver_info``, work out their own version
+    redis-py 7.2 and later, unless given ``driver_info``, work out their own version
     for every connection a pool opens, with ``importlib.metadata`` (which reads the
     installed distributions' files: a few ms of a worker's start, and again for each
     of its connections). The same name and version, from the package itself, are
