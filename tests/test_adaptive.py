@@ -56,6 +56,7 @@ tails = st.floats(min_value=0.0, max_value=0.01, allow_nan=False)
 
 
 @given(seconds, spreads, targets, workers, st.integers(0, 10**7), previous, tails)
+@example(1e-6, 0.0, 0.002, 2, 200, MAX_CHUNK, 1e-4)  # floor 100 above the share, 50
 def test_the_tail_shrinks_no_chunk_below_its_seconds(
     job: float, spread: float, target: float, n: int, remaining: int, prev: int, tail: float
 ) -> None:
