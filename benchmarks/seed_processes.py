@@ -48,7 +48,7 @@ def _bare_range(bounds: tuple[int, int]) -> None:
 
 def split_loop(pool: multiprocessing.pool.Pool, jobs: int, workers: int) -> float:
     """The bare loop in ``workers`` equal ranges, one per process of ``pool``."""
-    step = -(-jobs // workers)
+    step = max(1, -(-jobs // workers))
     ranges = [(start, min(start + step, jobs)) for start in range(0, jobs, step)]
     started = time.perf_counter()
     pool.map(_bare_range, ranges, chunksize=1)

@@ -167,6 +167,18 @@ def test_the_package_gives_its_lazy_names_when_used() -> None:
     assert _loaded_after(code, LAZY_IN_THE_PACKAGE) == list(LAZY_IN_THE_PACKAGE)
 
 
+def test_the_package_still_gives_the_modules_it_used_to_load_as_attributes() -> None:
+    code = (
+        "import dispatchkit\n"
+        "assert dispatchkit.strategies.Strategy is dispatchkit.Strategy\n"
+        "assert dispatchkit.settings.Settings is dispatchkit.Settings\n"
+        "assert dispatchkit.stats.WorkerStats is dispatchkit.WorkerStats\n"
+        "assert dispatchkit.executors.__name__ == 'dispatchkit.executors'\n"
+        "assert {'Dispatcher', 'strategies', 'settings'} <= set(dir(dispatchkit))\n"
+    )
+    assert _loaded_after(code, LAZY_IN_THE_PACKAGE) == list(LAZY_IN_THE_PACKAGE)
+
+
 def test_the_lazy_packages_give_every_name_they_export() -> None:
     code = (
         "import dispatchkit.core, dispatchkit.executors\n"

@@ -52,7 +52,14 @@ __getattr__ = lazy_getattr(
             "strategies",
         ),
     },
+    # Modules that ``import dispatchkit`` used to load, still reached as its attributes.
+    submodules=("executors", "settings", "stats", "strategies"),
 )
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "executors", "settings", "stats", "strategies"})
+
 
 __version__ = "0.1.0"
 
