@@ -217,3 +217,40 @@ def test_ctrl_c_in_the_submitting_thread_leaves_no_process_behind(tmp_path: Path
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_started_from_a_script_find_its_dispatchkit_imports_loaded(
+    tmp_path: Path,
+) -> None:
+    # A worker runs its parent's script again before its first job (as __mp_main__);
+    # the fork server has imported what such a script imports, so that no worker
+    # imports the dispatcher again. Python reports every import it makes
+    # (PYTHONPROFILEIMPORTTIME) in each process: the script's own, the fork
+    # server's, and a worker's only if it had to make it.
+    script = tmp_path / "three_workers.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            from dispatchkit import Dispatcher
+
+            def pid(_):
+                return os.getpid()
+
+            if __name__ == "__main__":
+                with Dispatcher(3, executor="process", strategy="round_robin") as d:
+                    assert len(set(d.map(pid, range(30)))) == 3
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    # A module the dispatcher imports with an import statement (a lazy name's own
+    # import goes through importlib, which Python does not report).
+    module = "dispatchkit._thread_front"
+    imports = [line for line in done.stderr.splitlines() if line.split("|")[-1].strip() == module]
+    assert len(imports) == 2, imports  # the script's process and the fork server: no worker

@@ -32,6 +32,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.process
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -52,6 +53,26 @@ logger = logging.getLogger(__name__)
 
 #: Start methods a dispatcher accepts.
 START_METHODS: Final = ("fork", "forkserver", "spawn")
+
+
+def _fork_server_preload() -> list[str]:
+    """The modules the fork server imports once, so that no worker it forks pays
+    for them before its first job.
+
+    A worker runs ``dispatchkit.executors._child``; and, started from a script,
+    it first runs the script's top level again (as ``__mp_main__``; the stdlib's
+    own ``"__main__"`` preload does not reach a worker here), whose imports are
+    then found loaded: a script that imports ``Dispatcher``, and the ``dispatchkit``
+    command when it is what runs (10 to 30 ms a worker on a small machine), with
+    the module of the bench's jobs.
+    """
+    modules = ["dispatchkit", "dispatchkit.dispatcher", "dispatchkit.executors._child"]
+    modules.append("dispatchkit.demo")  # the seed's job, for `dispatchkit run`
+    # The command, and the bench's jobs, where this process runs them.
+    modules += [
+        name for name in ("dispatchkit.cli", "dispatchkit.bench.workloads") if name in sys.modules
+    ]
+    return modules
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +201,7 @@ class ProcessWorkerPool:
         context = multiprocessing.get_context(options.start_method)
         if options.start_method == "forkserver":
             _uses_fork_server = True
-            # Import what a worker process runs once, in the fork server, rather
-            # than in every worker it forks (each would pay ~0.1 s of imports
-            # before its first job).
-            context.set_forkserver_preload(
-                ["dispatchkit", "dispatchkit.executors._child", "dispatchkit.demo"]
-            )
+            context.set_forkserver_preload(_fork_server_preload())
         board = SleepBoard()
         self._liaisons = [
             Liaison(
