@@ -11,7 +11,8 @@ ratio to the best fixed row.
 
 One more row is the machine's own limit: the bare loop split in equal halves
 over already started processes of a ``multiprocessing.Pool``, nothing
-dispatched (one call per process), timed from the call to the last half's end.
+dispatched (one call per process), timed from the call to the last half's end
+(the pool is closed before the other rows run).
 Where the processes slow each other down (shared cores or caches of a
 virtual machine) that row is above 0.5, and no dispatcher can beat it.
 """
@@ -46,13 +47,21 @@ def _bare_range(bounds: tuple[int, int]) -> None:
         job(i)
 
 
-def split_loop(pool: multiprocessing.pool.Pool, jobs: int, workers: int) -> float:
-    """The bare loop in ``workers`` equal ranges, one per process of ``pool``."""
+def split_loop(jobs: int, workers: int) -> float:
+    """The bare loop in ``workers`` equal ranges, one per process of a pool started
+    (and warmed) beforehand, timed from the call to the last range's end. The pool is
+    closed before the dispatchkit rows run: its idle processes and the parent's
+    threads that tend them slow the dispatcher's own hand-offs."""
     step = max(1, -(-jobs // workers))
     ranges = [(start, min(start + step, jobs)) for start in range(0, jobs, step)]
-    started = time.perf_counter()
-    pool.map(_bare_range, ranges, chunksize=1)
-    return time.perf_counter() - started
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        pool.map(_bare_range, [(0, 1)] * workers, chunksize=1)
+        started = time.perf_counter()
+        pool.map(_bare_range, ranges, chunksize=1)
+        seconds = time.perf_counter() - started
+        pool.close()
+        pool.join()
+    return seconds
 
 
 def main() -> int:
@@ -68,11 +77,9 @@ def main() -> int:
     }
     cases[AUTO] = ("auto", "auto")
     samples: dict[str, list[float]] = {name: [] for name in [BARE, SPLIT, *cases]}
-    pool = multiprocessing.get_context("forkserver").Pool(args.workers)
-    pool.map(_bare_range, [(0, 1)] * args.workers, chunksize=1)  # every process started
     for _ in range(args.rounds):
         samples[BARE].append(bare_loop(args.jobs))
-        samples[SPLIT].append(split_loop(pool, args.jobs, args.workers))
+        samples[SPLIT].append(split_loop(args.jobs, args.workers))
         for name, (strategy, chunk) in cases.items():
             result = run_seed(
                 jobs=args.jobs, workers=args.workers, executor="process",
@@ -80,8 +87,6 @@ def main() -> int:
             )  # fmt: skip
             assert result.completed == args.jobs, result
             samples[name].append(result.seconds)
-    pool.close()
-    pool.join()
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare = medians[BARE]
     print(f"{args.jobs:,} jobs, {args.workers} processes, medians of {args.rounds} rounds")
