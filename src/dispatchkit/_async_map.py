@@ -113,15 +113,10 @@ class ChunkResults(RowBlock):
                     seq, _SUCCEEDED, value, None, worker, submitted, started, finished, 1, None
                 ))  # fmt: skip
             return
+        # A chunk with failures is the rare case: Outcome.ended sorts value from error.
         for position, (seq, value, started, finished) in enumerate(jobs):
-            if position in failed:
-                yield new(Outcome, (
-                    seq, _FAILED, None, value, worker, submitted, started, finished, 1, None
-                ))  # fmt: skip
-            else:
-                yield new(Outcome, (
-                    seq, _SUCCEEDED, value, None, worker, submitted, started, finished, 1, None
-                ))  # fmt: skip
+            status = _FAILED if position in failed else _SUCCEEDED
+            yield Outcome.ended(seq, status, value, worker, (submitted, started, finished), 1)
 
 
 class BlockChunk(AsyncChunk):
