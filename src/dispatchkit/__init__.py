@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .stats import DispatcherStats, WorkerStats
     from .strategies import Auto, Batch, ByKey, Pull, RoundRobin, Strategy, parse_strategy
 
+#: Modules that ``import dispatchkit`` used to load, still reached as its attributes.
+_SUBMODULES = ("executors", "settings", "stats", "strategies")
+
 #: The names imported when first used, and the module of each.
 __getattr__ = lazy_getattr(
     __name__,
@@ -52,13 +55,12 @@ __getattr__ = lazy_getattr(
             "strategies",
         ),
     },
-    # Modules that ``import dispatchkit`` used to load, still reached as its attributes.
-    submodules=("executors", "settings", "stats", "strategies"),
+    submodules=_SUBMODULES,
 )
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, "executors", "settings", "stats", "strategies"})
+    return sorted({*globals(), *__all__, *_SUBMODULES})
 
 
 __version__ = "0.1.0"

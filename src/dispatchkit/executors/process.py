@@ -66,13 +66,17 @@ def _fork_server_preload() -> list[str]:
     command when it is what runs (10 to 30 ms a worker on a small machine), with
     the module of the bench's jobs.
     """
-    modules = ["dispatchkit", "dispatchkit.dispatcher", "dispatchkit.executors._child"]
-    modules.append("dispatchkit.demo")  # the seed's job, for `dispatchkit run`
+    always = [
+        "dispatchkit",
+        "dispatchkit.dispatcher",
+        "dispatchkit.executors._child",
+        "dispatchkit.demo",  # the seed's job, for `dispatchkit run`
+    ]
     # The command, and the bench's jobs, where this process runs them.
-    modules += [
+    loaded = [
         name for name in ("dispatchkit.cli", "dispatchkit.bench.workloads") if name in sys.modules
     ]
-    return modules
+    return always + loaded
 
 
 @dataclass(frozen=True, slots=True)
