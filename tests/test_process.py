@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from dispatchkit import Dispatcher, Job, JobStatus, RetryPolicy, TimedOut, WorkerLost
+from dispatchkit import (
+    Dispatcher,
+    Job,
+    JobStatus,
+    RetryPolicy,
+    TimedOut,
+    WorkerLost,
+    WorkerStartError,
+)
 from dispatchkit.executors._child import RemoteError, RemoteTraceback
 from tests import jobs
 from tests.gate_jobs import wait_for_file
@@ -149,6 +157,67 @@ def test_initializer_and_recycling() -> None:
         pids = [d.submit(jobs.pid).result(timeout=30) for _ in range(5)]
     # The first process ran two jobs (initialized, pid), then every process two.
     assert len(set(pids)) == 3
+
+
+def test_a_failing_initializer_breaks_the_worker_after_three_starts(tmp_path: Path) -> None:
+    log = tmp_path / "starts"
+    with Dispatcher(
+        1, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), 99)
+    ) as d:
+        error = d.submit(jobs.square, 3).exception(timeout=30)
+        assert isinstance(error, WorkerStartError)
+        assert "failed to start 3 times in a row" in str(error)
+        assert isinstance(error.__cause__, ValueError)
+        assert isinstance(error.__cause__.__cause__, RemoteTraceback)  # where it raised
+        # Broken now: later jobs fail at once, no process is started for them.
+        later = d.map(jobs.square, range(50), outcomes=True)
+        assert {type(o.error) for o in later} == {WorkerStartError}
+    assert log.read_text().count("\n") == 3
+    stats = d.stats()
+    assert (stats.submitted, stats.failed) == (51, 51)
+
+
+def test_a_start_that_fails_twice_blames_no_job(tmp_path: Path) -> None:
+    # The jobs sent to the processes that did not start never ran: they go to the
+    # third, which starts, rather than failing as lost.
+    log = tmp_path / "starts"
+    with Dispatcher(
+        1, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), 2)
+    ) as d:
+        assert list(d.map(jobs.square, range(30))) == [x * x for x in range(30)]
+        assert d.submit(jobs.square, 4).result(timeout=30) == 16
+    assert log.read_text().count("\n") == 3
+    assert d.stats().failed == 0
+
+
+def test_a_script_without_the_main_guard_fails_instead_of_hanging(tmp_path: Path) -> None:
+    # Each worker process runs the parent's script again before its first job
+    # (forkserver and spawn): this one starts a dispatcher there, which the
+    # stdlib refuses, so every worker process exits before it is ready.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from dispatchkit import Dispatcher
+
+            with Dispatcher(2, executor="process") as d:
+                print(sum(d.map(abs, range(10_000))))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("dispatchkit.errors.WorkerStartError: ")
+    assert 'if __name__ == "__main__":' in last_line
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])

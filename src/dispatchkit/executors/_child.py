@@ -4,7 +4,9 @@ Everything crossing the pipe is pickled once per message (a chunk of jobs),
 not once per job. Parent to child: a :class:`Task`, ``(RESEND, n)``, or
 ``None`` to stop. Tasks are numbered from 0 in the order they arrive; the
 parent may queue the next task before the current one ends, so the worker
-reads it as soon as it has replied. Child to parent, per task, in order:
+reads it as soon as it has replied. Child to parent, first ``("ready",)`` once
+the worker is set up (its initializer has run), or ``("broken", error)`` if the
+initializer raised (the worker then exits); then, per task, in order:
 
 * without a timeout, one ``("done", results)`` when the whole task has run;
 * with a timeout, ``("start", k, t)`` before job ``k`` and ``("one", k, sealed)``
@@ -62,6 +64,8 @@ CALL, EACH = "call", "each"
 #: Parent to child, as ``(RESEND, n)``: "the reply of task n could not be loaded
 #: here: send it again sealed".
 RESEND: Final = "resend"
+
+_READY: Final = pickle.dumps(("ready",))
 
 #: One result, as the parent uses it: ``(ok, value or exception, started, finished)``.
 Result = tuple[bool, Any, float, float]
@@ -219,19 +223,20 @@ def decode(reply: tuple[Any, ...]) -> tuple[Any, ...]:
     kind = reply[0]
     if kind == "one":
         return "one", reply[1], _unseal(reply[2])
-    if kind == "done":
-        return "done", None if reply[1] is None else [_unwrap(r) for r in reply[1]]
-    if kind == "sealed":
-        return "done", [_unseal(sealed) for sealed in reply[1]]
+    if kind in {"done", "sealed"}:
+        load = _unwrap if kind == "done" else _unseal
+        return "done", None if reply[1] is None else [load(r) for r in reply[1]]
     if kind == "summary":
         _, ok, failures, started, finished = reply
         errors = [(position, _unwrap((False, error, 0.0, 0.0))[1]) for position, error in failures]
         return "summary", ok, errors, started, finished
+    if kind == "broken":  # the initializer's error
+        return "broken", _unwrap((False, reply[1], 0.0, 0.0))[1]
     if kind == "sealed-summary":
         _, ok, failures, started, finished = reply
         errors = [(position, _unseal(sealed)[1]) for position, sealed in failures]
         return "summary", ok, errors, started, finished
-    return reply  # "start"
+    return reply  # "start", "ready"
 
 
 # -- in the worker process -----------------------------------------------------
@@ -247,7 +252,19 @@ def child_main(
     # and a job must not die half-way because of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
-        initializer(*initargs)
+        try:
+            initializer(*initargs)
+        except BaseException as exc:  # the parent decides: it fails no job for it
+            with contextlib.suppress(OSError):
+                # the error was made portable: it pickles
+                conn.send_bytes(pickle.dumps(("broken", _portable_error(exc))))
+            return
+    # Tells the parent this process can run jobs: one that dies before this
+    # failed to start (its tasks never ran), it did not lose a job.
+    try:
+        conn.send_bytes(_READY)
+    except OSError:
+        return  # the parent is gone
     # Replies kept in case the parent asks for one again (RESEND), by task
     # number. The parent sends task n only once it is done with the replies of
     # tasks before n - 1, so at most two chunks' values are kept: the last

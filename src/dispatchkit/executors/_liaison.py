@@ -34,7 +34,7 @@ from dispatchkit._inbox import Inbox
 from dispatchkit._lanes import LanedMessage
 from dispatchkit._steal import Thief
 from dispatchkit.core import WorkerState
-from dispatchkit.errors import TimedOut, WorkerLost
+from dispatchkit.errors import TimedOut, WorkerLost, WorkerStartError
 
 from ._child import RESEND, child_main, decode
 from ._rounds import Round, Run, make_run
@@ -53,6 +53,9 @@ _POLL: Final = 0.2
 #: ``Liaison._send_next``); the rest leaves room for the tail of the round
 #: before it, which the process is reading.
 _ROOM_SHARE: Final = 4
+
+#: Failed starts in a row after which a worker is broken (see ``Liaison._failed_start``).
+_START_TRIES: Final = 3
 
 #: The room assumed where the buffer's size cannot be read (bytes).
 _LEAST_ROOM: Final = 4096
@@ -96,6 +99,14 @@ class Liaison:
         self._ready: deque[Run] = deque()
         self._tasks_sent = 0  # to this process, numbering its rounds for RESEND
         self._room = _LEAST_ROOM  # bytes a queued round may take in the pipe
+        #: The process has said it is ready (its initializer ran): a death
+        #: before that is a failed start, which blames no job.
+        self._booted = False
+        self._start_failures = 0  # in a row
+        #: The initializer's error, as the last process that failed to start sent it.
+        self._start_error: BaseException | None = None
+        #: Set once the processes failed to start ``_START_TRIES`` times in a row.
+        self._broken: WorkerStartError | None = None
         self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
 
     # -- the process ---------------------------------------------------------
@@ -119,21 +130,27 @@ class Liaison:
             self._conn.close()
         self._process = self._conn = None
 
-    def _ensure_process(self) -> tuple[BaseProcess, Connection]:
-        """The live process to give work to: a new one if there is none, or it died.
+    def _ensure_process(self) -> bool:
+        """A live process to give work to: a new one if there is none, or it died.
+        False once the worker is broken (its processes fail to start).
 
         A process that died while idle (killed, out of memory) is seen here, before
         a job is sent to it, so that no job is blamed for a death it did not see.
         """
         if self._process is not None and self._exited.poll(0):
             self._process.join(1)  # reaps it, so that its exit code is known
-            logger.warning(
-                "%s: worker process %s died while idle (exit code %s); starting a new one",
-                self._name,
-                self._process.pid,
-                self._process.exitcode,
-            )
+            if self._booted:
+                logger.warning(
+                    "%s: worker process %s died while idle (exit code %s); starting a new one",
+                    self._name,
+                    self._process.pid,
+                    self._process.exitcode,
+                )
+            else:
+                self._failed_start(self._exit_text())
             self._discard_process(kill=True)
+        if self._broken is not None:
+            return False
         if self._process is None or self._conn is None:
             parent_end, child_end = self._context.Pipe()
             process = self._context.Process(
@@ -149,12 +166,45 @@ class Liaison:
                 if process.pid is None:  # not started: nothing will use this end
                     parent_end.close()
             self._process, self._conn = process, parent_end
+            self._booted = False
             self._exited = select.poll()
             self._exited.register(process.sentinel, select.POLLIN)
             self._jobs_in_process = 0
             self._tasks_sent = 0
             self._room = _pipe_room(parent_end)
-        return self._process, self._conn
+        return True
+
+    def _failed_start(self, reason: str) -> None:
+        """A process ended before it was ready to run jobs (or could not be started).
+
+        Its tasks never ran. A worker whose processes fail to start ``_START_TRIES``
+        times in a row is broken: every job it takes from then on fails with the
+        error, so that nothing waits forever on a worker that cannot start.
+        """
+        if self._broken is not None:
+            return
+        self._start_failures += 1
+        cause, self._start_error = self._start_error, None
+        logger.warning(
+            "%s: worker process failed to start (%s), %d time(s) in a row",
+            self._name,
+            f"its initializer raised {cause!r}" if cause is not None else reason,
+            self._start_failures,
+        )
+        if self._start_failures < _START_TRIES:
+            return
+        if cause is not None:
+            text = f"the initializer raised in the worker process: {cause!r}"
+        else:
+            text = (
+                f"the worker process {reason}; a script that starts process workers "
+                'when it is imported needs the `if __name__ == "__main__":` guard, and '
+                "the worker's own error output says why it stopped"
+            )
+        self._broken = WorkerStartError(
+            f"{self._name}: failed to start {_START_TRIES} times in a row: {text}"
+        )
+        self._broken.__cause__ = cause
 
     def _discard_process(self, kill: bool) -> None:
         process, conn = self._process, self._conn
@@ -285,9 +335,8 @@ class Liaison:
 
     def _send_first(self, round_: Round) -> None:
         """Send a round to an idle process (a new one if it died)."""
-        self._flight.append(round_)  # first: if no process can be started, it is lost
-        self._ensure_process()
-        if not self._send(round_):
+        self._flight.append(round_)  # first: if no process can be started, it is settled
+        if not self._ensure_process() or not self._send(round_):
             self._drop_flight(self._lost_error())
 
     def _send_next(self) -> None:
@@ -387,7 +436,12 @@ class Liaison:
             assert running is not None
             target = running
         event = decode(reply)
-        if event[0] == "start":
+        if event[0] == "ready":
+            self._booted = True
+            self._start_failures = 0
+        elif event[0] == "broken":  # the initializer raised; the process is ending
+            self._start_error = event[1]
+        elif event[0] == "start":
             target.running = (event[1], event[2])
         elif event[0] == "one":
             target.results[event[1]] = event[2]
@@ -401,12 +455,16 @@ class Liaison:
 
     def _lost_error(self) -> WorkerLost:
         """The process died: reaps it, and the error of the job it was running."""
+        return WorkerLost(f"worker process {self._exit_text()} while running the job")
+
+    def _exit_text(self) -> str:
+        """How the process ended (reaping it): "died (exit code 1)"."""
         process = self._process
         code = None
         if process is not None:
             process.join(1)
             code = process.exitcode
-        return WorkerLost(f"worker process died (exit code {code}) while running the job")
+        return f"died (exit code {code})"
 
     def _drop_flight(self, error: BaseException, timed_out: BaseException | None = None) -> None:
         """The process is gone (or going): settle what it held.
@@ -414,15 +472,24 @@ class Liaison:
         The round it was running is lost (or timed out) as it would be alone;
         one whose reply came but could not be loaded is lost; one queued behind
         the running one never started (the process reads it only once it has
-        replied to the one before), so it goes out again.
+        replied to the one before), so it goes out again. A process that was not
+        ready yet started none: its rounds go out again, or fail with the
+        worker's start error once it is broken.
         """
+        booted = self._booted
+        if not booted:
+            self._failed_start(self._exit_text() if self._process is not None else str(error))
         self._discard_process(kill=True)
         rounds = list(self._flight)
         self._flight.clear()
         blamed = False
         for round_ in rounds:
             run = round_.run
-            if round_.awaiting:
+            if self._broken is not None:
+                again = run.lost(round_, self._broken)
+            elif not booted:
+                again = run.unstarted(round_)
+            elif round_.awaiting:
                 again = run.lost(round_, error)
             elif not blamed:
                 blamed = True
