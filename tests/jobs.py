@@ -62,11 +62,13 @@ def initialize(tag: str) -> None:
     _initialized.append(tag)
 
 
-def initialize_or_fail(log: str, failures: int) -> None:
-    """An initializer that logs each call to ``log`` and raises for the first ``failures``."""
+def initialize_or_fail(log: str, failures: int, successes: int = 0) -> None:
+    """An initializer that logs each call to ``log``: the first ``successes`` calls
+    pass, the ``failures`` after them raise (-1: all of them), the rest pass."""
     with open(log, "a") as out:
         out.write(f"{os.getpid()}\n")
-    if Path(log).read_text().count("\n") <= failures:
+    calls = Path(log).read_text().count("\n")
+    if calls > successes and (failures < 0 or calls <= successes + failures):
         raise ValueError("not set up yet")
 
 

@@ -613,6 +613,17 @@ def test_a_failing_thread_initializer_fails_the_constructor() -> None:
     assert isinstance(raised.value, RuntimeError)
 
 
+def test_a_failing_process_initializer_fails_the_constructor(tmp_path: Path) -> None:
+    # The stdlib breaks the pool at the first job (BrokenProcessPool); dispatchkit
+    # waits for its processes to be ready and says so then, as for threads.
+    log = tmp_path / "starts"
+    with pytest.raises(WorkerStartError, match="initializer raised") as raised:
+        dkf.ProcessPoolExecutor(
+            2, _forkserver(), initializer=jobs.initialize_or_fail, initargs=(str(log), -1)
+        )
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
 def test_process_pool_defaults_and_checks() -> None:
     with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         dkf.ProcessPoolExecutor(0)

@@ -159,22 +159,44 @@ def test_initializer_and_recycling() -> None:
     assert len(set(pids)) == 3
 
 
-def test_a_failing_initializer_breaks_the_worker_after_three_starts(tmp_path: Path) -> None:
+def test_a_failing_initializer_fails_the_constructor_after_three_starts(tmp_path: Path) -> None:
+    # As for threads, the constructor returns once every worker is ready.
+    log = tmp_path / "starts"
+    with pytest.raises(WorkerStartError, match="failed to start 3 times in a row") as raised:
+        Dispatcher(
+            2, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), 99)
+        )
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert isinstance(raised.value.__cause__.__cause__, RemoteTraceback)  # where it raised
+    pids = log.read_text().split()
+    assert 3 <= len(pids) <= 6  # the first worker's three, and the second's so far
+    time.sleep(0.5)
+    for pid in pids:  # every process started is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+
+
+def test_a_replacement_that_cannot_start_breaks_the_worker(tmp_path: Path) -> None:
+    # The first process starts; once it is recycled, its replacements fail: the
+    # job sent to them never ran, and after three tries it fails (not WorkerLost).
     log = tmp_path / "starts"
     with Dispatcher(
-        1, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), 99)
+        1,
+        executor="process",
+        initializer=jobs.initialize_or_fail,
+        initargs=(str(log), -1, 1),
+        max_jobs_per_worker=1,
     ) as d:
-        error = d.submit(jobs.square, 3).exception(timeout=30)
+        assert d.submit(jobs.square, 3).result(timeout=30) == 9
+        error = d.submit(jobs.square, 4).exception(timeout=30)
         assert isinstance(error, WorkerStartError)
-        assert "failed to start 3 times in a row" in str(error)
         assert isinstance(error.__cause__, ValueError)
-        assert isinstance(error.__cause__.__cause__, RemoteTraceback)  # where it raised
         # Broken now: later jobs fail at once, no process is started for them.
-        later = d.map(jobs.square, range(50), outcomes=True)
+        later = list(d.map(jobs.square, range(50), outcomes=True))
         assert {type(o.error) for o in later} == {WorkerStartError}
-    assert log.read_text().count("\n") == 3
+    assert log.read_text().count("\n") == 4
     stats = d.stats()
-    assert (stats.submitted, stats.failed) == (51, 51)
+    assert (stats.submitted, stats.succeeded, stats.failed) == (52, 1, 51)
 
 
 def test_a_start_that_fails_twice_blames_no_job(tmp_path: Path) -> None:
@@ -213,7 +235,7 @@ def test_a_script_without_the_main_guard_fails_instead_of_hanging(tmp_path: Path
         cwd=tmp_path,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stderr
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("dispatchkit.errors.WorkerStartError: ")
     assert 'if __name__ == "__main__":' in last_line

@@ -34,7 +34,7 @@ from dispatchkit._inbox import Inbox
 from dispatchkit._lanes import LanedMessage
 from dispatchkit._steal import Thief
 from dispatchkit.core import WorkerState
-from dispatchkit.errors import TimedOut, WorkerLost, WorkerStartError
+from dispatchkit.errors import RemoteError, TimedOut, WorkerLost, WorkerStartError
 
 from ._child import RESEND, child_main, decode
 from ._rounds import Round, Run, make_run
@@ -114,6 +114,37 @@ class Liaison:
     def start_process(self) -> None:
         """Start the worker process now, if it is not running (before any job)."""
         self._ensure_process()
+
+    def wait_ready(self) -> None:
+        """Wait until the process started by :meth:`start_process` can run jobs
+        (its initializer has run), before the liaison's thread starts.
+
+        A process that fails to start is replaced, as at any other time.
+
+        Raises:
+            WorkerStartError: the processes failed to start ``_START_TRIES``
+                times in a row (the last one's initializer error is the cause).
+        """
+        while not self._booted:
+            if not self._ensure_process():  # replaces one that ended: a failed start
+                assert self._broken is not None
+                raise self._broken
+            process, conn = self._process, self._conn
+            assert process is not None
+            assert conn is not None
+            wait([conn, process.sentinel])
+            event = _read_event(conn) if conn.poll(0) else None
+            if event is None:
+                process.join()  # ended before it was ready: seen above, at the next look
+            elif event[0] == "ready":
+                self._booted = True
+                self._start_failures = 0
+            elif event[0] == "broken":  # the initializer raised; the process is ending
+                self._start_error = event[1]
+
+    def discard_process(self) -> None:
+        """Stop the process now (a pool that could not start all its workers)."""
+        self._discard_process(kill=True)
 
     def let_go(self, children: set[Any] | None) -> None:
         """In a child made by ``os.fork()``: forget the parent's worker process.
@@ -505,6 +536,18 @@ class Liaison:
         limit = self._options.max_jobs_per_worker
         if limit is not None and self._jobs_in_process >= limit:
             self._discard_process(kill=False)
+
+
+def _read_event(conn: Connection) -> tuple[Any, ...] | None:
+    """The next message of a process that is starting; None if it is gone."""
+    try:
+        data = conn.recv_bytes()
+    except (EOFError, OSError):
+        return None
+    try:
+        return decode(pickle.loads(data))
+    except BaseException as exc:  # the initializer's error, of a type only the worker has
+        return "broken", RemoteError(f"the initializer's error cannot be loaded here: {exc!r}")
 
 
 def _pipe_room(conn: Connection) -> int:

@@ -39,12 +39,12 @@ class Round:
     __slots__ = ("awaiting", "data", "indices", "number", "pre", "results", "run", "running")
 
     def __init__(
-        self, run: Run, data: bytes | None, indices: list[int], pre: dict[int, Result]
+        self, run: Run, data: bytes | None, indices: Sequence[int], pre: dict[int, Result]
     ) -> None:
         self.run = run
         #: The pickled task; None when there is nothing to send (every job failed already).
         self.data = data
-        #: The run's job indices, in the task's order.
+        #: The run's job indices, in the task's order (a range when they are all of them).
         self.indices = indices
         #: Jobs of the round that failed before it was sent (by the run's index).
         self.pre = pre
@@ -143,7 +143,7 @@ class SummaryRun(Run):
             self.state.cancelled += len(self.items)
             self._drop()
             return None
-        return Round(self, self.data, list(range(len(self.items))), {})
+        return Round(self, self.data, range(len(self.items)), {})
 
     def replied(self, round_: Round, reply: tuple[Any, ...]) -> bool:
         state = self.state

@@ -221,11 +221,27 @@ class ProcessWorkerPool:
         _pools.add(self)
 
     def start(self) -> None:
-        # Processes start here, not at the first job, so that start-up (a
-        # fork, or an interpreter and its imports under spawn) is not billed
-        # to the first jobs.
-        for liaison in self._liaisons:
-            liaison.start_process()
+        """Start every worker process and wait until each can run jobs, or start none.
+
+        As for threads, the work starts once the workers are ready, so that
+        start-up (a fork, or an interpreter and its imports under spawn, and
+        the initializer) is not billed to the first jobs, and a worker that
+        cannot start is said here.
+
+        Raises:
+            WorkerStartError: a worker's processes failed to start 3 times in a
+                row (its initializer's error is the cause); every process
+                started was stopped.
+        """
+        try:
+            for liaison in self._liaisons:
+                liaison.start_process()
+            for liaison in self._liaisons:
+                liaison.wait_ready()
+        except BaseException:
+            for liaison in self._liaisons:
+                liaison.discard_process()
+            raise
         for liaison in self._liaisons:
             liaison.thread.start()
 
