@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["ENV_PREFIX", "env_value"]
+__all__ = ["ENV_PREFIX", "available_cpus", "env_value"]
 
 #: Prefix of the environment variables read by :meth:`Settings.from_env`.
 ENV_PREFIX: Final = "DISPATCHKIT_"
@@ -36,3 +36,11 @@ def env_value(variable: str, expected: str, environ: Mapping[str, str] | None = 
     if not raw.strip():
         raise ValueError(f"{variable} is empty: unset it or give {expected}")
     return raw.strip()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; ``taskset`` narrows it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "MAX_DRAIN_TIMEOUT",
+    "MAX_PROCESSES",
     "MAX_QUEUE_SIZE",
     "MAX_WORKERS",
 ]
@@ -19,6 +20,9 @@ __all__ = [
 #: Upper bounds that catch typos (a worker count of 10**9) before they hurt.
 MAX_WORKERS: Final = 100_000
 MAX_QUEUE_SIZE: Final = 100_000_000
+#: Most processes ``serve`` or ``worker`` starts: beyond, a typo is likelier than a
+#: machine that size.
+MAX_PROCESSES: Final = 1024
 
 #: Seconds a signal waits for work in hand before ``serve`` and ``worker`` give up
 #: on it (their --drain-timeout, ``DISPATCHKIT_DRAIN_TIMEOUT``).

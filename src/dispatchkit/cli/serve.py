@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from dispatchkit._limits import MAX_PROCESSES
 from dispatchkit.executors.registry import kind_names
 from dispatchkit.settings import ENV_PREFIX, env_value
 
@@ -225,7 +226,7 @@ def command(args: argparse.Namespace) -> int:
 
 def _processes(text: str) -> int | None:
     """``--processes``: a whole number from 1 to 1,024, or ``auto`` (None)."""
-    return None if text == "auto" else int_in(1, 1024)(text)  # the service's MAX_PROCESSES
+    return None if text == "auto" else int_in(1, MAX_PROCESSES)(text)
 
 
 def _token_from_env(name: str = "TOKEN") -> str | None:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Final
 
-from dispatchkit._limits import MAX_WORKERS
+from dispatchkit._environ import available_cpus
+from dispatchkit._limits import MAX_PROCESSES, MAX_WORKERS
 
 from .common import (
     UsageError,
@@ -16,9 +17,13 @@ from .common import (
     drain_timeout,
     int_in,
 )
-from .constants import EXECUTOR_CHOICES, RET_DRAIN_DEADLINE, RET_FAILED, RET_OK
+from .constants import EXECUTOR_CHOICES, RET_DRAIN_DEADLINE, RET_FAILED, RET_OK, RET_USAGE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dispatchkit.remote import WorkerReport
+
     from .common import Commands
 
 __all__ = ["add_parser", "command"]
@@ -90,19 +95,66 @@ def add_parser(commands: Commands) -> None:
         "holds; its entries stay pending for live workers to claim (default 30)",
     )
     add_drain_timeout(worker, "the jobs in hand")
+    add(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="workers forked from this process once the job modules are imported, each "
+        "with --concurrency of its own: N, or auto for one per CPU this process may run "
+        "on (default 1: this process is the worker). They start together, in the time of "
+        "one import; SIGTERM and Ctrl-C drain them all, a worker killed by a signal is "
+        "replaced, and the exit code is the highest of theirs",
+    )
+
+
+def _processes(text: str) -> int:
+    if text == "auto":
+        return available_cpus()
+    return int_in(1, MAX_PROCESSES)(text)
 
 
 def command(args: argparse.Namespace) -> int:
     """Run a worker as ``args`` say, until a signal; the exit code."""
     import logging
 
-    from dispatchkit.errors import TransportError, TransportUnavailable
+    from dispatchkit.errors import TransportUnavailable
 
     try:
         from dispatchkit.remote import run_worker
     except TransportUnavailable as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.processes > 1:
+        from dispatchkit.remote.forked import run_forked
+        from dispatchkit.remote.worker import import_job_modules
+
+        # Imported once, here, for every worker forked: redis-py and the job modules;
+        # and the URL checked once (no connection is made: each worker makes its own).
+        try:
+            from dispatchkit.transports.redis import RedisTransport
+
+            import_job_modules(args.imports)
+            RedisTransport(args.redis, queue=args.queue)
+        except (TransportUnavailable, ValueError, ImportError) as exc:
+            raise UsageError(str(exc)) from None
+        return run_forked(args.processes, lambda: _run_forked_one(args, run_worker))
+    return _run_one(args, run_worker)
+
+
+def _run_forked_one(args: argparse.Namespace, run_worker: Callable[..., WorkerReport]) -> int:
+    """:func:`_run_one` in a forked worker, which says its own usage errors."""
+    try:
+        return _run_one(args, run_worker)
+    except UsageError as exc:
+        print(f"dispatchkit worker: error: {exc}", file=sys.stderr)
+        return RET_USAGE
+
+
+def _run_one(args: argparse.Namespace, run_worker: Callable[..., WorkerReport]) -> int:
+    """Run one worker in this process until a signal; the exit code."""
+    from dispatchkit.errors import TransportError
+
     options: dict[str, object] = {
         "prefetch": args.prefetch,
         "heartbeat": args.heartbeat,

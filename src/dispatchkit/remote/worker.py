@@ -41,7 +41,7 @@ from .datapath import DataPath
 from .membership import Membership
 from .runners import JobRunner, make_runner
 
-__all__ = ["RedisWorker", "WorkerReport", "run_worker"]
+__all__ = ["RedisWorker", "WorkerReport", "import_job_modules", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,23 @@ class RedisWorker:
         return (self._stop_asked or time.monotonic()) + self._drain_timeout
 
 
+def import_job_modules(imports: Iterable[str]) -> None:
+    """Import the modules that register the jobs (each once per process).
+
+    Raises:
+        ImportError: a module cannot be imported (or raised on import).
+    """
+    import importlib
+
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a job module that raises is a bad --import too
+            raise ImportError(
+                f"cannot import job module {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
 def run_worker(
     url: str,
     queue: str,
@@ -300,16 +317,9 @@ def run_worker(
         ValueError: a bad argument.
         TransportError: Redis failed (TransportUnavailable if it cannot be reached).
     """
-    import importlib
     import signal
 
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # a job module that raises is a bad --import too
-            raise ImportError(
-                f"cannot import job module {module!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+    import_job_modules(imports)
     worker = RedisWorker(
         url,
         queue,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from dispatchkit._durations import check_seconds
+from dispatchkit._environ import available_cpus
+from dispatchkit._limits import MAX_PROCESSES
 from dispatchkit.executors.registry import kind_names
 from dispatchkit.settings import DEFAULT_DRAIN_TIMEOUT, MAX_DRAIN_TIMEOUT
 
@@ -35,18 +36,6 @@ EXECUTORS: Final = ("auto", *kind_names(in_process=True))
 #: and fsynced (group commit), or once they are written (the OS has them; a
 #: power loss or an OS crash may lose up to ``fsync_interval`` of them).
 ACK_MODES: Final = ("durable", "buffered")
-
-#: Most server processes accepted: beyond, a typo is likelier than a machine that size.
-MAX_PROCESSES: Final = 1024
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity; ``taskset`` narrows it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
 
 #: Server interfaces the service runs on: granian's own (faster here) or ASGI.
 INTERFACES: Final = ("rsgi", "asgi")

@@ -1,0 +1,143 @@
+"""Several workers forked from one process: ``dispatchkit worker --processes N``.
+
+One process imports what every worker needs (dispatchkit's transport, redis-py,
+the job modules), then forks the workers, so that the machine's workers start in
+the time of one import rather than N at once (on a small machine, N workers
+launched apart compete for its cores while each imports the same modules), and
+they all start taking work within a few milliseconds of each other.
+
+The parent only supervises:
+
+* SIGTERM and SIGINT are passed on to every worker, which drains as it would
+  alone; the parent waits for them all.
+* A worker killed by a signal the parent did not pass on (``kill -9``, the OOM
+  killer) is replaced by a new fork, unless it died within ``_STEADY`` seconds of
+  its start (it would likely die again): its entries are claimed as any dead
+  worker's are. A worker that exits (drained, or Redis unreachable past its
+  timeout) is not replaced.
+* The exit code is the highest of the workers' (a worker killed by a signal
+  counts as ``RET_FAILED``).
+
+The fork happens before any thread or connection exists in the parent: each
+worker opens its own connections and starts its own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from time import monotonic
+from types import FrameType
+from typing import Any, Final
+
+__all__ = ["run_forked"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a worker must have lived for its death by a signal to be replaced.
+_STEADY: Final = 1.0
+
+#: The exit code of a worker that ended by an exception, or was killed by a signal.
+_FAILED: Final = 1
+
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_forked(processes: int, run_one: Callable[[], int]) -> int:
+    """Run ``run_one`` in ``processes`` forked workers until they all end; the
+    highest exit code (see the module's notes).
+
+    Raises:
+        ValueError: ``processes`` below 1.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if threading.active_count() > 1:
+        # A thread holding a lock at the fork leaves it held in every child.
+        logger.warning(
+            "forking %d workers while %d threads run (started by a job module?): "
+            "a lock one of them holds stays held in the workers",
+            processes,
+            threading.active_count() - 1,
+        )
+    started: dict[int, float] = {}  # pid -> when it was forked
+    codes: list[int] = []
+    stopping = False
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):  # reaped meanwhile
+                os.kill(pid, signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in _STOP_SIGNALS}
+
+    def spawn() -> None:
+        # Signals wait while a worker is forked and recorded: the child must not
+        # run the parent's handler, and a stop must reach every recorded worker.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            started[_fork(run_one, previous)] = monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    try:
+        for _ in range(processes):
+            spawn()
+        while started:
+            pid, status = os.waitpid(-1, 0)  # retried after a signal's handler (PEP 475)
+            born = started.pop(pid, None)
+            if born is None:
+                continue  # not one of the workers (a job module's own child)
+            code = os.waitstatus_to_exitcode(status)
+            if code >= 0:
+                codes.append(code)
+                continue
+            lived = monotonic() - born
+            if stopping or lived < _STEADY:
+                logger.warning("worker process %d was killed by signal %d", pid, -code)
+                codes.append(_FAILED)
+                continue
+            logger.warning(
+                "worker process %d was killed by signal %d after %.1f s: starting another",
+                pid,
+                -code,
+                lived,
+            )
+            spawn()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return max(codes, default=0)
+
+
+def _fork(run_one: Callable[[], int], handlers: Mapping[signal.Signals, Any]) -> int:
+    """Fork one worker running ``run_one`` (with the stop signals blocked); its pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    # The worker: the handlers the parent had before it supervised (run_one sets its own).
+    code = _FAILED
+    try:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        code = run_one()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else _FAILED
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # Never back into the parent's stack: its loop is not this process's.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
