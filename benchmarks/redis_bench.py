@@ -30,7 +30,9 @@ entry and chunks of 100, for ``noop`` and ``io``; for ``io`` also 5-ms
 ``asyncio.sleep`` jobs run 100 at a time per process, by ``dispatchkit worker
 --executor async --concurrency 100`` and by taskiq (``taskiq worker
 --max-async-tasks 100`` on its Redis stream broker; skipped with a message when
-taskiq is not installed).
+taskiq is not installed). Each dispatchkit thread run is made twice: ten
+``dispatchkit worker`` commands launched together, and one ``dispatchkit worker
+--processes 10`` (the ten forked once redis-py and the jobs are imported).
 
 Needs a Redis server (``--redis``, default ``redis://127.0.0.1:6379/0``). Every
 run uses its own key namespace and deletes it afterwards.
@@ -247,11 +249,18 @@ class FleetRow(Row):
 
 
 def run_fleet(
-    url: str, workload: str, chunk: int, prefetch: int | None = None, executor: str = "thread"
+    url: str,
+    workload: str,
+    chunk: int,
+    prefetch: int | None = None,
+    executor: str = "thread",
+    forked: bool = False,
 ) -> FleetRow:
     """FLEET_JOBS jobs queued, then FLEET_WORKERS worker processes launched together;
     timed from the launch to the last outcome read. The async executor runs
-    FLEET_ASYNC jobs at once per process, the others THREADS."""
+    FLEET_ASYNC jobs at once per process, the others THREADS. ``forked``: one
+    ``dispatchkit worker --processes FLEET_WORKERS`` launched, instead of
+    FLEET_WORKERS commands."""
     ns = f"dkbench-{uuid.uuid4().hex[:8]}"
     fn: Callable[[int], Any] = {"noop": redis_jobs.where, "io": redis_jobs.where_io}[workload]
     concurrency = THREADS
@@ -277,10 +286,19 @@ def run_fleet(
                     raise RuntimeError("the fleet's jobs were not all published")
                 time.sleep(0.01)
             launch = time.time()
-            procs = [
-                subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
-                for _ in range(FLEET_WORKERS)
-            ]
+            if forked:
+                procs = [
+                    subprocess.Popen(
+                        [*command, "--processes", str(FLEET_WORKERS)],
+                        env=_env(),
+                        stderr=subprocess.DEVNULL,
+                    )
+                ]
+            else:
+                procs = [
+                    subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
+                    for _ in range(FLEET_WORKERS)
+                ]
             reader.join(300)
             if not ended:
                 raise RuntimeError("the fleet did not finish in 300 s")
@@ -290,6 +308,8 @@ def run_fleet(
     system = f"fleet {'chunked' if chunk > 1 else 'single'}"
     if executor != "thread":
         system += f" {executor} x{concurrency}"
+    if forked:
+        system += f" (one launch, --processes {FLEET_WORKERS})"
     return _fleet_row(workload, system, ended[0] - launch, rows, launch)
 
 
@@ -466,7 +486,8 @@ def _fleet(url: str, workloads: list[str], rounds: int, taskiq: bool = True) -> 
     runs: list[Callable[[], FleetRow]] = []
     for workload in workloads:
         for chunk in (1, FLEET_CHUNK):
-            runs.append(functools.partial(run_fleet, url, workload, chunk))
+            for forked in (False, True):
+                runs.append(functools.partial(run_fleet, url, workload, chunk, forked=forked))
         if workload == "io":
             runs.append(functools.partial(run_fleet, url, "io", 1, executor="async"))
             if taskiq:

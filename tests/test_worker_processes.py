@@ -59,7 +59,7 @@ def test_forked_workers_share_the_queue_and_all_drain_on_sigterm(
     log = f"{namespace}:log"
     d = RedisDispatcher(redis_url, QUEUE, namespace=namespace)
     try:
-        handles = [d.submit("t.record", log, i, 0.05) for i in range(60)]
+        handles: list[Any] = [d.submit("t.record", log, i, 0.05) for i in range(60)]
         assert sorted(h.result(timeout=60) for h in handles) == list(range(60))
     finally:
         d.shutdown(wait=False)
@@ -89,7 +89,7 @@ def test_a_forked_worker_killed_by_a_signal_is_replaced(
     wait_for(lambda: replacement in _worker_pids(client, namespace), 20)
     d = RedisDispatcher(redis_url, QUEUE, namespace=namespace)
     try:
-        handles = [d.submit("t.echo", i) for i in range(20)]
+        handles: list[Any] = [d.submit("t.echo", i) for i in range(20)]
         assert [h.result(timeout=60) for h in handles] == list(range(20))
     finally:
         d.shutdown(wait=False)
@@ -110,9 +110,19 @@ def _lived(pid: int) -> float:
 def test_a_bad_job_module_with_processes_is_one_message(redis_url: str, namespace: str) -> None:
     done = subprocess.run(
         [
-            sys.executable, "-m", "dispatchkit", "worker", "--redis", redis_url,
-            "--namespace", namespace, "--processes", "3", "--import", "no_such_job_module",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "dispatchkit",
+            "worker",
+            "--redis",
+            redis_url,
+            "--namespace",
+            namespace,
+            "--processes",
+            "3",
+            "--import",
+            "no_such_job_module",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
