@@ -10,6 +10,7 @@ import pytest
 
 from dispatchkit import AsyncDispatcher, Dispatcher, Job, TimedOut
 from dispatchkit.core import JobStatus, MapWindow, RowBlock
+from dispatchkit.core.placement import jobs_of
 from dispatchkit.strategies import SHARED, ByKey, Pull, RoundRobin, Strategy
 
 T = TypeVar("T")
@@ -41,7 +42,7 @@ class FirstLetter(Strategy):
         first_seq: int,
         workers: int,
         keys: Sequence[Hashable] | None = None,
-    ) -> list[tuple[int, list[T]]]:
+    ) -> list[tuple[int, Sequence[T]]]:
         assert keys is not None
         return super().split(items, first_seq, workers, keys)
 
@@ -188,3 +189,21 @@ def test_the_window_orders_blocks_among_rows_and_counts_their_jobs() -> None:
     block: Any = _Block([5, 1, 9])
     assert unordered.release([block]) == [block]
     assert unordered.in_flight == 0
+
+
+def test_jobs_of_a_chunk_are_its_seqs_jobs_sliced_or_gathered() -> None:
+    block = [f"job{seq}" for seq in range(100, 110)]  # numbered from 100
+    assert jobs_of(block, 100, range(102, 105)) == ["job102", "job103", "job104"]
+    assert jobs_of(block, 100, [103, 104]) == ["job103", "job104"]
+    assert jobs_of(block, 100, range(101, 110, 3)) == ["job101", "job104", "job107"]
+    assert jobs_of(block, 100, [100, 102, 109]) == ["job100", "job102", "job109"]
+    assert jobs_of(block, 100, []) == []
+
+
+def test_strategies_keep_a_range_of_seqs_a_range() -> None:
+    seqs = range(7, 17)
+    for strategy in (Pull(), RoundRobin()):
+        parts = strategy.split(seqs, 7, 3)
+        assert all(type(part) is range for _, part in parts)
+        as_lists = strategy.split(list(seqs), 7, 3)
+        assert [(w, list(p)) for w, p in parts] == [(w, list(p)) for w, p in as_lists]

@@ -12,7 +12,15 @@ awaitable, whatever kind it is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Sequence,
+)
 from contextlib import nullcontext
 from functools import partial
 from time import perf_counter
@@ -24,6 +32,7 @@ from ._async_work import AsyncChunk, InlineChunk, StopSignal, awaiting, is_corou
 from ._lanes import LanedMessage, Lanes, lane_count
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, shutdown_plan
 from .core.adaptive import BulkRun, MeasuredMapRun
+from .core.placement import jobs_of
 from .stats import DispatcherStats
 
 if TYPE_CHECKING:
@@ -45,7 +54,7 @@ class AsyncFrontEnd(FrontEnd):
     _group: asyncio.TaskGroup | None
     _job_timeout: float | None
     _sync_in_thread: bool
-    _last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None
+    _last_maker: tuple[Any, Any, Callable[[Sequence[Any], Sequence[int]], Any]] | None
     started_at: float
 
     async def __aenter__(self) -> Self:
@@ -165,7 +174,7 @@ class AsyncFrontEnd(FrontEnd):
         fn: Callable[[Any], Any],
         on_error: Callable[[Any, BaseException], object] | None,
         tally: BulkRun | None = None,
-    ) -> Callable[[list[Any], list[int]], AsyncChunk | InlineChunk]:
+    ) -> Callable[[Sequence[Any], Sequence[int]], AsyncChunk | InlineChunk]:
         """How to wrap jobs of ``fn`` whose results nobody wants: ``(jobs, seqs) -> message``;
         each chunk tells ``tally`` when it ended, for an adaptive ``dispatch``.
 
@@ -177,7 +186,7 @@ class AsyncFrontEnd(FrontEnd):
         if tally is None and cached is not None and cached[0] == fn and cached[1] is on_error:
             return cached[2]
         self._refuse_unstoppable(fn, self._job_timeout)
-        make: Callable[[list[Any], list[int]], AsyncChunk | InlineChunk]
+        make: Callable[[Sequence[Any], Sequence[int]], AsyncChunk | InlineChunk]
         if (
             not is_coroutine_function(fn)
             and not self._sync_in_thread
@@ -258,7 +267,7 @@ class AsyncFrontEnd(FrontEnd):
                 except StopAsyncIteration:
                     exhausted = True
                     break
-                make: Callable[[list[Any], list[int]], Any]
+                make: Callable[[Sequence[Any], Sequence[int]], Any]
                 if by_chunk:
                     make = partial(self._block_chunk, call, run, window, outcomes)
                 else:
@@ -266,7 +275,8 @@ class AsyncFrontEnd(FrontEnd):
                     make = lambda jobs, seqs: BlockChunk(  # noqa: E731
                         call, jobs, seqs, run, self._retry, self._job_timeout, outcomes
                     )
-                cut = None if adaptive is None else adaptive.cut
+                cut: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None
+                cut = None if adaptive is None else adaptive.slices
                 if lanes is not None and keys is not None:
                     # One key's jobs in order: chunks of one lane each, run in turn.
                     size = adaptive.take(len(block)) if adaptive is not None else self._chunk
@@ -297,7 +307,7 @@ class AsyncFrontEnd(FrontEnd):
         window: MapWindow,
         timed: bool,
         jobs: list[Any],
-        seqs: list[int],
+        seqs: Sequence[int],
     ) -> AsyncChunk:
         """A chunk of consecutive ``map`` jobs, admitted to the window as one block."""
         window.admit_block(seqs)
@@ -334,8 +344,8 @@ class AsyncFrontEnd(FrontEnd):
         block: list[Any],
         first: int,
         keys: list[Hashable] | None,
-        make: Callable[[list[Any], list[int]], Any],
-        cut: Callable[[list[int]], list[list[int]]] | None = None,
+        make: Callable[[Sequence[Any], Sequence[int]], Any],
+        cut: Callable[[Sequence[int]], Sequence[Sequence[int]]] | None = None,
     ) -> None:
         """Hand each queue its part of a block, a chunk at a time, waiting for room;
         ``cut`` makes the chunks (default: the dispatcher's fixed chunk).
@@ -350,7 +360,7 @@ class AsyncFrontEnd(FrontEnd):
                 inbox = self._inboxes[index]
                 for piece in self._chunked(seqs) if cut is None else cut(seqs):
                     await inbox.room(timeout)
-                    inbox.put_many_nowait([make([block[s - first] for s in piece], piece)])
+                    inbox.put_many_nowait([make(jobs_of(block, first, piece), piece)])
                     placed += len(piece)
         except BaseException:
             self._reject(len(block) - placed)
@@ -371,6 +381,9 @@ def _always(in_flight: int) -> bool:
 
 
 def _in_lane(
-    lanes: Lanes, make: Callable[[list[Any], list[int]], Any], jobs: list[Any], seqs: list[int]
+    lanes: Lanes,
+    make: Callable[[Sequence[Any], Sequence[int]], Any],
+    jobs: list[Any],
+    seqs: Sequence[int],
 ) -> LanedMessage:
     return lanes.wrap(seqs, make(jobs, seqs))

@@ -16,7 +16,7 @@ dominate a large ``map`` of short waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from itertools import repeat
 from time import perf_counter
 from typing import Any
@@ -52,7 +52,7 @@ class ChunkResults(RowBlock):
 
     def __init__(
         self,
-        seqs: list[int],
+        seqs: Sequence[int],
         worker: int | None,
         submitted_at: float,
         values: list[Any],
@@ -128,8 +128,8 @@ class BlockChunk(AsyncChunk):
     def __init__(
         self,
         call: Callable[[Any], Awaitable[Any]],
-        items: list[Any],
-        seqs: list[int],
+        items: Sequence[Any],
+        seqs: Sequence[int],
         run: MapRun,
         policy: RetryPolicy | None,
         timeout: float | None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -209,8 +209,8 @@ class AsyncChunk:
     def __init__(
         self,
         call: Callable[[Any], Awaitable[Any]],
-        items: list[Any],
-        seqs: list[int],
+        items: Sequence[Any],
+        seqs: Sequence[int],
         run: MapRun | None,
         policy: RetryPolicy | None,
         timeout: float | None,

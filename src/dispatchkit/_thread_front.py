@@ -24,6 +24,7 @@ from ._lanes import Lanes, lane_count
 from ._work import BulkChunk, Control, MapChunk, cancel_message, thread_map_run
 from .core import FrontEnd, MapRun, MapWindow, WorkerState, map_result, shutdown_plan
 from .core.adaptive import AdaptiveFeed
+from .core.placement import jobs_of
 from .errors import ClosedError, DispatchError, ForkedError
 from .stats import DispatcherStats
 
@@ -87,7 +88,7 @@ class ThreadFrontEnd(FrontEnd):
 
     def _bulk_maker(
         self, fn: Callable[[T], object], on_error: Callable[[T, BaseException], object] | None
-    ) -> Callable[[list[T]], list[Any]]:
+    ) -> Callable[[Sequence[T]], list[Any]]:
         """How a part of fire-and-forget jobs becomes messages."""
         if self._chunk == 1 and self._control.retry is None:
             # The seed's one job per message: a bare tuple, run inline by the worker.
@@ -170,6 +171,7 @@ class ThreadFrontEnd(FrontEnd):
         """
         adaptive = self._adaptive_feed(items, self._inboxes[0].__len__, chunk)
         run, wait = thread_map_run(outcomes, adaptive)
+        # Lists of seqs, not ranges: a thread worker reads a chunk's seqs by index.
         cut = partial(self._chunked, chunk=chunk) if adaptive is None else adaptive.cut
         lanes = Lanes(lane_count(self._n)) if self._keeps_key_order(key) else None
 
@@ -195,7 +197,7 @@ class ThreadFrontEnd(FrontEnd):
                 block,
                 self._parts(range(first, first + len(block)), first, keys),
                 lambda seqs: [
-                    MapChunk(run, fn, [block[s - first] for s in piece], piece, star, now)
+                    MapChunk(run, fn, jobs_of(block, first, piece), piece, star, now)
                     for piece in cut(seqs)
                 ],
             )

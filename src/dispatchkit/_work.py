@@ -294,8 +294,8 @@ class MapChunk:
         self,
         run: MapRun,
         fn: Callable[..., Any],
-        items: list[Any],
-        seqs: list[int],
+        items: Sequence[Any],
+        seqs: Sequence[int],
         star: bool,
         submitted_at: float,
     ) -> None:
@@ -315,7 +315,7 @@ class MapChunk:
     def _cancel_taken(self) -> None:
         self._deliver_cancelled(self.seqs)
 
-    def _deliver_cancelled(self, seqs: list[int]) -> None:
+    def _deliver_cancelled(self, seqs: Sequence[int]) -> None:
         self.run.deliver(cancelled_rows(seqs, self.submitted_at, perf_counter()))
 
     def _run(self, worker: WorkerState) -> None:

@@ -100,7 +100,9 @@ class AsyncDispatcher(AsyncFrontEnd):
             self._states,
             steal=self.settings.stealing,
         )
-        self._last_maker: tuple[Any, Any, Callable[[list[Any], list[int]], Any]] | None = None
+        self._last_maker: tuple[Any, Any, Callable[[Sequence[Any], Sequence[int]], Any]] | None = (
+            None
+        )
         self._group = None
         self.started_at = perf_counter()
 

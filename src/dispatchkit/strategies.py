@@ -33,7 +33,7 @@ T = TypeVar("T")
 #: The keys of a block's jobs, when the strategy needs them.
 Keys: TypeAlias = Sequence[Hashable] | None
 #: ``(worker, jobs)`` pairs: a block split over the workers.
-Parts: TypeAlias = list[tuple[int, list[T]]]
+Parts: TypeAlias = list[tuple[int, Sequence[T]]]
 
 #: Returned by :meth:`Strategy.assign` when the job goes to the shared queue.
 SHARED: Final = -1
@@ -91,6 +91,12 @@ class Strategy(ABC):
         return list(per_worker.items())
 
 
+def _as_part(jobs: Sequence[T]) -> Sequence[T]:
+    """A worker's part as it is when a list or a range (a range of seqs stays a range:
+    its chunks are cut by slicing, with no list of numbers made), else a list."""
+    return jobs if type(jobs) in (list, range) else list(jobs)
+
+
 @dataclass(frozen=True, slots=True)
 class RoundRobin(Strategy):
     """One job to each worker in turn: job ``seq`` goes to worker ``seq % workers``."""
@@ -105,7 +111,7 @@ class RoundRobin(Strategy):
         self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
     ) -> Parts[T]:
         return [
-            ((first_seq + offset) % workers, list(items[offset::workers]))
+            ((first_seq + offset) % workers, _as_part(items[offset::workers]))
             for offset in range(min(workers, len(items)))
         ]
 
@@ -151,7 +157,7 @@ class Pull(Strategy):
     def split(
         self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
     ) -> Parts[T]:
-        return [(SHARED, list(items))] if items else []
+        return [(SHARED, _as_part(items))] if items else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from dispatchkit.settings import Settings
     from dispatchkit.strategies import Strategy
 
-__all__ = ["MIN_BLOCK", "Placement"]
+__all__ = ["MIN_BLOCK", "Placement", "jobs_of"]
 
 T = TypeVar("T")
 
@@ -150,15 +150,16 @@ class Placement(Ledger):
 
     def _parts(
         self, jobs: Sequence[T], first: int, keys: Sequence[Hashable] | None
-    ) -> list[tuple[int, list[T]]]:
+    ) -> list[tuple[int, Sequence[T]]]:
         """``(queue index, jobs)`` for each worker getting some of a numbered block."""
         parts = self._strategy.split(jobs, first, self._n, keys)
         if self._shared:
             return [(0, part) for _, part in parts]
         return parts
 
-    def _chunked(self, jobs: list[T], chunk: int | None = None) -> list[list[T]]:
-        """A part cut into hand-offs of ``chunk`` jobs (default: the dispatcher's)."""
+    def _chunked(self, jobs: Sequence[T], chunk: int | None = None) -> list[Sequence[T]]:
+        """A part cut into hand-offs of ``chunk`` jobs (default: the dispatcher's), each
+        of the part's own type (a range's slices are ranges)."""
         if chunk is None:
             chunk = self._chunk
         if len(jobs) <= chunk:
@@ -209,7 +210,7 @@ class Placement(Ledger):
 
     def _plan_offer(
         self, items: Sequence[T], keys: Sequence[Hashable] | None, queues: Sequence[_Queue]
-    ) -> list[tuple[int, list[T]]] | None:
+    ) -> list[tuple[int, Sequence[T]]] | None:
         """All or nothing: the parts of ``items``, numbered, if every queue has room
         for its share of hand-offs; else None, and nothing numbered. The caller
         holds the lock that keeps offers atomic against each other."""
@@ -223,3 +224,14 @@ class Placement(Ledger):
                 return None
         self._next_seq = first + len(items)
         return parts
+
+
+def jobs_of(block: Sequence[T], first: int, seqs: Sequence[int]) -> list[T]:
+    """The jobs of ``block`` (numbered from ``first``) whose seqs are ``seqs``, which
+    increase: one slice of it when they are consecutive (a shared queue's chunks)."""
+    count = len(seqs)
+    if count and seqs[-1] - seqs[0] == count - 1:
+        low = seqs[0] - first
+        part = block[low : low + count]
+        return part if type(part) is list else list(part)
+    return [block[seq - first] for seq in seqs]

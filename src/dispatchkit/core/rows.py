@@ -56,7 +56,7 @@ class RowBlock:
 
 
 def cancelled_rows(
-    seqs: list[int], submitted_at: float | None, finished_at: float | None
+    seqs: Sequence[int], submitted_at: float | None, finished_at: float | None
 ) -> list[ResultRow]:
     """Rows of ``map`` jobs a stop dropped before they ran."""
     error = JobCancelled("cancelled by stop()")
