@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from time import perf_counter
 from typing import Any, TypeVar, Unpack
@@ -229,7 +229,14 @@ class Dispatcher(FuturesMap, Executor):
             return paced
         make = self._bulk_maker(fn, on_error)
         dispatched = 0
-        for block, first, keys in self._numbered_blocks(items, key):
+        blocks: Iterator[tuple[Sequence[Any], int, list[Hashable] | None]]
+        if type(items) is range:
+            # Slices of a range stay ranges down to the chunks (those of pull and
+            # round_robin): a worker process is sent a chunk's bounds, not its numbers.
+            blocks = self._range_blocks(items, key, None, exact=False)  # type: ignore[arg-type]  # T is int
+        else:
+            blocks = self._numbered_blocks(items, key)
+        for block, first, keys in blocks:
             self._place(block, self._parts(block, first, keys), make)
             dispatched += len(block)
         self._wake_all()
