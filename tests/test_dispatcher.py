@@ -476,3 +476,17 @@ def test_a_job_timeout_is_checked_as_every_duration_is(timeout: float) -> None:
     # One rule for durations (an infinite one would overflow the waits that enforce it).
     with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
         Job(abs, (1,), timeout=timeout)
+
+
+def test_offer_does_not_keep_the_callers_list() -> None:
+    # The caller may reuse its list once offer() returns: the queued chunk is a copy.
+    gate = threading.Event()
+    with Dispatcher(2, strategy="pull", chunk=100) as d:
+        d.offer(lambda _: gate.wait(), [0, 1])  # both workers busy
+        buf = list(range(50))
+        assert d.offer(abs, buf)
+        buf.clear()
+        gate.set()
+        d.join()
+        s = d.stats()
+    assert s.submitted == s.succeeded + s.failed + s.cancelled == 52

@@ -16,6 +16,7 @@ import pytest
 from dispatchkit import (
     Dispatcher,
     Job,
+    JobCancelled,
     JobStatus,
     RetryPolicy,
     TimedOut,
@@ -345,3 +346,55 @@ def test_workers_started_from_a_script_find_its_dispatchkit_imports_loaded(
     module = "dispatchkit._thread_front"
     imports = [line for line in done.stderr.splitlines() if line.split("|")[-1].strip() == module]
     assert len(imports) == 2, imports  # the script's process and the fork server: no worker
+
+
+def flaky_then_slow(log: str) -> None:
+    """Call 1 passes, calls 2 and 3 raise, later calls take 5 s."""
+    with open(log, "a") as out:
+        out.write("x\n")
+    calls = Path(log).read_text().count("\n")
+    if calls in (2, 3):
+        raise ValueError("flaky start")
+    if calls >= 4:
+        time.sleep(5)
+
+
+def test_a_stop_that_kills_a_starting_process_cancels_its_job(tmp_path: Path) -> None:
+    # Two replacements failed to start; stop()'s own kill of the third, slow one is no
+    # failed start: the job waiting for it is cancelled, not failed with WorkerStartError.
+    log = tmp_path / "starts"
+    d = Dispatcher(
+        1, executor="process", initializer=flaky_then_slow, initargs=(str(log),),
+        max_jobs_per_worker=1,
+    )  # fmt: skip
+    assert d.submit(jobs.square, 2).result(timeout=30) == 4  # its process is recycled
+    handle = d.submit(jobs.square, 3)
+    deadline = time.monotonic() + 20
+    while log.read_text().count("\n") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    s = d.stop(cancel=True, timeout=0.2)
+    with pytest.raises(JobCancelled):
+        handle.result(timeout=10)
+    assert handle.status is JobStatus.CANCELLED
+    assert (s.succeeded, s.failed, s.cancelled) == (1, 0, 1)
+
+
+def test_a_worker_that_cannot_start_leaves_a_shared_queue_to_the_others(tmp_path: Path) -> None:
+    # The first two processes start; every later one fails its initializer. Once the
+    # killed worker's replacements have failed three times, that worker is broken: on
+    # the shared queue (auto, the default) it takes no more jobs, the other runs them.
+    log, marker = tmp_path / "starts", tmp_path / "victim.pid"
+    with Dispatcher(
+        2, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), -1, 2)
+    ) as d:
+        victim = d.submit(jobs.record_pid_and_sleep, str(marker), 30)
+        os.kill(int(wait_for_file(marker)), signal.SIGKILL)
+        assert isinstance(victim.exception(timeout=30), WorkerLost)
+        first = list(d.map(jobs.square, range(200), outcomes=True))
+        assert {type(o.error) for o in first if not o.ok} <= {WorkerStartError}
+        assert sum(o.ok for o in first) >= 150
+        again = list(d.map(jobs.square, range(200), outcomes=True))
+        assert [o.value for o in again] == [x * x for x in range(200)]
+    assert log.read_text().count("\n") == 5  # two that started, three that did not
+    stats = d.stats()
+    assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled == 401

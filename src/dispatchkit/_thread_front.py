@@ -171,7 +171,6 @@ class ThreadFrontEnd(FrontEnd):
         """
         adaptive = self._adaptive_feed(items, self._inboxes[0].__len__, chunk)
         run, wait = thread_map_run(outcomes, adaptive)
-        # Lists of seqs, not ranges: a thread worker reads a chunk's seqs by index.
         cut = partial(self._chunked, chunk=chunk) if adaptive is None else adaptive.cut
         lanes = Lanes(lane_count(self._n)) if self._keeps_key_order(key) else None
 
@@ -197,7 +196,9 @@ class ThreadFrontEnd(FrontEnd):
                 block,
                 self._parts(range(first, first + len(block)), first, keys),
                 lambda seqs: [
-                    MapChunk(run, fn, jobs_of(block, first, piece), piece, star, now)
+                    # Its seqs as a list (a worker reads them by index, which is slower
+                    # on a range), its jobs one slice of the block where consecutive.
+                    MapChunk(run, fn, jobs_of(block, first, piece), list(piece), star, now)
                     for piece in cut(seqs)
                 ],
             )

@@ -14,7 +14,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias, TypeVar
+from typing import ClassVar, Final, TypeAlias, TypeVar, cast
 
 __all__ = [
     "SHARED",
@@ -92,9 +92,12 @@ class Strategy(ABC):
 
 
 def _as_part(jobs: Sequence[T]) -> Sequence[T]:
-    """A worker's part as it is when a list or a range (a range of seqs stays a range:
-    its chunks are cut by slicing, with no list of numbers made), else a list."""
-    return jobs if type(jobs) in (list, range) else list(jobs)
+    """A worker's part: a range as it is (a range of seqs stays a range: its chunks
+    are cut by slicing, with no list of numbers made), anything else as a new list
+    (never the caller's own, which ``offer`` lets it reuse once it returns)."""
+    if type(jobs) is range:
+        return cast("Sequence[T]", jobs)  # a range of seqs: T is int
+    return list(jobs)
 
 
 @dataclass(frozen=True, slots=True)

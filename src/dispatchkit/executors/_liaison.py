@@ -42,7 +42,7 @@ from ._rounds import Round, Run, make_run
 if TYPE_CHECKING:
     from .process import ProcessOptions
 
-__all__ = ["Liaison"]
+__all__ = ["Liaison", "PoolHealth"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,30 @@ _ROOM_SHARE: Final = 4
 #: Failed starts in a row after which a worker is broken (see ``Liaison._failed_start``).
 _START_TRIES: Final = 3
 
+#: Seconds before the second start of a worker whose first failed; doubled each time.
+_START_PAUSE: Final = 0.05
+
 #: The room assumed where the buffer's size cannot be read (bytes).
 _LEAST_ROOM: Final = 4096
+
+
+class PoolHealth:
+    """How many workers of a pool that share one queue are broken (see
+    ``Liaison._failed_start``): a broken one leaves while another serves the queue."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._broken = 0
+        self._lock = threading.Lock()
+
+    def broke(self) -> None:
+        with self._lock:
+            self._broken += 1
+
+    def served(self) -> bool:
+        """Whether a worker that is not broken still takes from the queue."""
+        with self._lock:
+            return self._broken < self._workers
 
 
 class Liaison:
@@ -72,8 +94,10 @@ class Liaison:
         options: ProcessOptions,
         name: str,
         thief: Thief | None = None,
+        health: PoolHealth | None = None,
     ) -> None:
-        """``thief``: how an idle liaison takes jobs queued behind a busy one (None: never)."""
+        """``thief``: how an idle liaison takes jobs queued behind a busy one (None: never);
+        ``health``: the broken workers of a pool whose workers share one queue."""
         self._inbox = inbox
         #: Waits for the next message: the own inbox's, or one taken from a busy worker.
         self._next_message = inbox.get if thief is None else thief.next_message
@@ -107,6 +131,9 @@ class Liaison:
         self._start_error: BaseException | None = None
         #: Set once the processes failed to start ``_START_TRIES`` times in a row.
         self._broken: WorkerStartError | None = None
+        self._exit_code: int | None = None  # of the last process that ended
+        #: The pool's count of broken workers, when they share one queue (else None).
+        self._health = health
         self.thread = threading.Thread(target=self._run, name=f"{name}-liaison", daemon=True)
 
     # -- the process ---------------------------------------------------------
@@ -208,11 +235,15 @@ class Liaison:
     def _failed_start(self, reason: str) -> None:
         """A process ended before it was ready to run jobs (or could not be started).
 
-        Its tasks never ran. A worker whose processes fail to start ``_START_TRIES``
-        times in a row is broken: every job it takes from then on fails with the
-        error, so that nothing waits forever on a worker that cannot start.
+        Its tasks never ran. The next start waits a little longer each time
+        (``_START_PAUSE``, doubled). A worker whose processes fail to start
+        ``_START_TRIES`` times in a row is broken: on a shared queue that another
+        worker still serves it takes no more jobs; otherwise every job it takes
+        fails with the error, so that nothing waits forever on a worker that cannot
+        start. A process killed by a stop (``stop`` past its deadline) is no failed
+        start.
         """
-        if self._broken is not None:
+        if self._broken is not None or self._control.stopping:
             return
         self._start_failures += 1
         cause, self._start_error = self._start_error, None
@@ -223,19 +254,25 @@ class Liaison:
             self._start_failures,
         )
         if self._start_failures < _START_TRIES:
+            pause = _START_PAUSE * 2 ** (self._start_failures - 1)
+            self._control.stop_event.wait(pause)  # a stop cuts it short
             return
         if cause is not None:
             text = f"the initializer raised in the worker process: {cause!r}"
-        else:
+        elif self._exit_code is not None and self._exit_code > 0:
             text = (
                 f"the worker process {reason}; a script that starts process workers "
                 'when it is imported needs the `if __name__ == "__main__":` guard, and '
                 "the worker's own error output says why it stopped"
             )
+        else:
+            text = f"the worker process {reason}"
         self._broken = WorkerStartError(
             f"{self._name}: failed to start {_START_TRIES} times in a row: {text}"
         )
         self._broken.__cause__ = cause
+        if self._health is not None:
+            self._health.broke()
 
     def _discard_process(self, kill: bool) -> None:
         process, conn = self._process, self._conn
@@ -291,6 +328,9 @@ class Liaison:
     def _step(self) -> bool:
         """Send what the process should hold, wait once for it; False once all is done."""
         flight = self._flight
+        broken, health = self._broken is not None, self._health
+        if not flight and broken and health is not None and health.served():
+            return False  # the others take the shared queue's jobs: this one leaves
         if not flight:
             # Idle: others may not take what waits in this inbox meanwhile (nothing
             # runs ahead of it); busy again once a round is sent. A retry waiting out
@@ -495,6 +535,7 @@ class Liaison:
         if process is not None:
             process.join(1)
             code = process.exitcode
+        self._exit_code = code
         return f"died (exit code {code})"
 
     def _drop_flight(self, error: BaseException, timed_out: BaseException | None = None) -> None:

@@ -45,7 +45,7 @@ from dispatchkit._inbox import Inbox
 from dispatchkit._steal import SleepBoard, Thief
 from dispatchkit.core import WorkerState
 
-from ._liaison import Liaison
+from ._liaison import Liaison, PoolHealth
 
 __all__ = ["START_METHODS", "ProcessOptions", "ProcessWorkerPool"]
 
@@ -207,6 +207,9 @@ class ProcessWorkerPool:
             _uses_fork_server = True
             context.set_forkserver_preload(_fork_server_preload())
         board = SleepBoard()
+        # One queue for all: a worker that cannot start leaves it to the others.
+        shared = len({id(inbox) for inbox in inboxes}) == 1 and len(inboxes) > 1
+        health = PoolHealth(len(inboxes)) if shared else None
         self._liaisons = [
             Liaison(
                 inbox,
@@ -215,6 +218,7 @@ class ProcessWorkerPool:
                 options,
                 f"{name}-worker-{state.index}",
                 Thief(state.index, inboxes, states, board) if steal else None,
+                health,
             )
             for inbox, state in zip(inboxes, states, strict=True)
         ]

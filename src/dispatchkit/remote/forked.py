@@ -15,8 +15,8 @@ The parent only supervises:
   its start (it would likely die again): its entries are claimed as any dead
   worker's are. A worker that exits (drained, or Redis unreachable past its
   timeout) is not replaced.
-* The exit code is the highest of the workers' (a worker killed by a signal
-  counts as ``RET_FAILED``).
+* The exit code is the highest of the workers' (a worker killed by a signal and
+  not replaced counts as ``_FAILED``; a replaced one does not count).
 
 The fork happens before any thread or connection exists in the parent: each
 worker opens its own connections and starts its own threads.
@@ -84,7 +84,8 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
         # run the parent's handler, and a stop must reach every recorded worker.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            started[_fork(run_one, previous)] = monotonic()
+            if not stopping:  # a stop that came before the block: no new worker
+                started[_fork(run_one, previous)] = monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import threading
 from collections.abc import Iterable
@@ -32,6 +33,8 @@ from .datapath import DataPath
 #: global one in the heartbeat thread would disturb programs (and property-based
 #: tests) that seed or replay it.
 _random = random.Random()
+if hasattr(os, "register_at_fork"):  # forked workers (--processes) draw apart
+    os.register_at_fork(after_in_child=_random.seed)
 
 __all__ = ["Membership"]
 
