@@ -163,11 +163,20 @@ class Liaison:
             event = _read_event(conn) if conn.poll(0) else None
             if event is None:
                 process.join()  # ended before it was ready: seen above, at the next look
-            elif event[0] == "ready":
-                self._booted = True
-                self._start_failures = 0
-            elif event[0] == "broken":  # the initializer raised; the process is ending
-                self._start_error = event[1]
+            else:
+                self._note_start(event)
+
+    def _note_start(self, event: tuple[Any, ...]) -> bool:
+        """Take a starting process's message, if ``event`` is one: ``("ready",)``, or
+        ``("broken", error)`` when its initializer raised (the process is ending)."""
+        if event[0] == "ready":
+            self._booted = True
+            self._start_failures = 0
+        elif event[0] == "broken":
+            self._start_error = event[1]
+        else:
+            return False
+        return True
 
     def discard_process(self) -> None:
         """Stop the process now (a pool that could not start all its workers)."""
@@ -328,10 +337,10 @@ class Liaison:
     def _step(self) -> bool:
         """Send what the process should hold, wait once for it; False once all is done."""
         flight = self._flight
-        broken, health = self._broken is not None, self._health
-        if not flight and broken and health is not None and health.served():
-            return False  # the others take the shared queue's jobs: this one leaves
         if not flight:
+            health = self._health
+            if self._broken is not None and health is not None and health.served():
+                return False  # the others take the shared queue's jobs: this one leaves
             # Idle: others may not take what waits in this inbox meanwhile (nothing
             # runs ahead of it); busy again once a round is sent. A retry waiting out
             # its backoff holds the inbox as a running job would: others may take it.
@@ -507,12 +516,9 @@ class Liaison:
             assert running is not None
             target = running
         event = decode(reply)
-        if event[0] == "ready":
-            self._booted = True
-            self._start_failures = 0
-        elif event[0] == "broken":  # the initializer raised; the process is ending
-            self._start_error = event[1]
-        elif event[0] == "start":
+        if self._note_start(event):
+            return
+        if event[0] == "start":
             target.running = (event[1], event[2])
         elif event[0] == "one":
             target.results[event[1]] = event[2]
