@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,54 @@ def test_forked_workers_do_not_share_the_membership_random_state() -> None:
     values = out.stdout.split()
     assert len(values) == 3
     assert len(set(values)) == 3, values
+
+
+_PIDS_ROOT = Path("/sys/fs/cgroup/pids")
+
+
+@pytest.fixture
+def few_pids(tmp_path: Path) -> Iterator[Path]:
+    """A pids cgroup (cgroup v1) a process can be moved into; skips where none can be made."""
+    group = _PIDS_ROOT / f"dispatchkit-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a pids cgroup to starve forks ({exc.strerror})")
+    try:
+        yield group
+    finally:
+        # Whatever a failed test left running in it (the workers it was about).
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                group.rmdir()
+                break
+            except OSError:  # a process still in it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def test_a_fork_that_fails_at_launch_stops_the_workers_already_started(few_pids: Path) -> None:
+    # The supervisor and two workers fit; the third fork fails for real (EAGAIN).
+    (few_pids / "pids.max").write_text("3")
+    supervisor = _SUPERVISOR.replace(
+        "raise SystemExit(run_forked(2, worker))",
+        "logging.basicConfig()\nraise SystemExit(run_forked(4, worker))",
+    )
+    shell = f'echo $$ > {few_pids / "cgroup.procs"} && exec "$0" -c "$1"'
+    run = subprocess.run(
+        ["sh", "-c", shell, sys.executable, supervisor],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1, run.stderr
+    assert "cannot start a worker process" in run.stderr
+    assert "Traceback" not in run.stderr
+    # The two started were stopped and waited for: nothing is left running.
+    assert (few_pids / "cgroup.procs").read_text() == ""

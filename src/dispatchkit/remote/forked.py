@@ -17,6 +17,10 @@ The parent only supervises:
   timeout) is not replaced.
 * The exit code is the highest of the workers' (a worker killed by a signal and
   not replaced counts as ``_FAILED``; a replaced one does not count).
+* A fork that fails (out of processes or memory) is logged and counts as
+  ``_FAILED``: at launch the workers already started are stopped (they drain),
+  so that a fleet never runs short-handed unnoticed; a replacement that cannot
+  be forked leaves the others running.
 
 The fork happens before any thread or connection exists in the parent: each
 worker opens its own connections and starts its own threads.
@@ -79,19 +83,29 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
 
     previous = {sig: signal.signal(sig, pass_on) for sig in _STOP_SIGNALS}
 
-    def spawn() -> None:
+    def spawn() -> bool:
+        """Fork one more worker (none once stopping); False if the fork failed."""
         # Signals wait while a worker is forked and recorded: the child must not
         # run the parent's handler, and a stop must reach every recorded worker.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             if not stopping:  # a stop that came before the block: no new worker
                 started[_fork(run_one, previous)] = monotonic()
+        except OSError as exc:  # out of processes or memory: the others go on
+            logger.error("cannot start a worker process: %s", exc)
+            codes.append(_FAILED)
+            return False
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        return True
 
     try:
         for _ in range(processes):
-            spawn()
+            if not spawn():
+                # Fewer workers than asked for: stop those started (they drain)
+                # rather than run short-handed unnoticed.
+                pass_on(signal.SIGTERM, None)
+                break
         while started:
             pid, status = os.waitpid(-1, 0)  # retried after a signal's handler (PEP 475)
             born = started.pop(pid, None)

@@ -25,7 +25,8 @@ __all__ = ["BUCKETS", "PUBLISH_INTERVAL", "REJECT_REASONS", "CounterBoard", "Slo
 #: Seconds between two copies of a process's job and sink counts into its row.
 PUBLISH_INTERVAL: Final = 0.1
 
-#: Latency buckets in seconds: the target is a p99 under 50 ms.
+#: Latency buckets in seconds (of requests and of the sink's fsyncs): the
+#: target is a p99 under 50 ms.
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 #: Labels of the rejected-requests counter.
@@ -61,8 +62,11 @@ class Slot:
     REJECTED: Final = 10
     #: Requests by latency bucket, the last slower than every bucket.
     LATENCY: Final = REJECTED + len(REJECT_REASONS)
+    #: The sink's flushes by fsync time, in the same buckets; then their sum.
+    FSYNC: Final = LATENCY + len(BUCKETS) + 1
+    FSYNC_SUM_NS: Final = FSYNC + len(BUCKETS) + 1
     #: Slots in a row.
-    COUNT: Final = LATENCY + len(BUCKETS) + 1
+    COUNT: Final = FSYNC_SUM_NS + 1
 
 
 _ITEM: Final = 8  # bytes of an int64

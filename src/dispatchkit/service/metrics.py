@@ -72,6 +72,22 @@ def _counters(table: Iterable[tuple[str, str, int]], totals: list[int]) -> Itera
         yield CounterMetricFamily(name, documentation, value=totals[slot])
 
 
+def _histogram(
+    name: str, documentation: str, totals: list[int], first: int, sum_slot: int
+) -> Metric:
+    """The histogram whose bucket counts start at slot ``first`` of ``totals``."""
+    cumulative = list(accumulate(totals[first : first + len(BUCKETS) + 1]))
+    return HistogramMetricFamily(
+        name,
+        documentation,
+        buckets=[
+            *zip(map(floatToGoString, BUCKETS), cumulative, strict=False),
+            ("+Inf", cumulative[-1]),
+        ],
+        sum_value=totals[sum_slot] / 1e9,
+    )
+
+
 class _Collector(Collector):
     """Sums every process's row when scraped, this process's own counts fresh."""
 
@@ -92,16 +108,22 @@ class _Collector(Collector):
         yield from self._jobs(totals)
         if metrics.sink is not None:
             yield from _counters(_SINK_COUNTERS, totals)
-        cumulative = list(accumulate(totals[Slot.LATENCY : Slot.LATENCY + len(BUCKETS) + 1]))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "dispatchkit_request_duration_seconds",
             "Time from request to response, in seconds.",
-            buckets=[
-                *zip(map(floatToGoString, BUCKETS), cumulative, strict=False),
-                ("+Inf", cumulative[-1]),
-            ],
-            sum_value=totals[Slot.LATENCY_SUM_NS] / 1e9,
+            totals,
+            Slot.LATENCY,
+            Slot.LATENCY_SUM_NS,
         )
+        if metrics.sink is not None:
+            yield _histogram(
+                "dispatchkit_sink_fsync_duration_seconds",
+                "Time each flush of the sink spent in fsync, in seconds: with --ack "
+                "durable, a 202 waits for one or two of them.",
+                totals,
+                Slot.FSYNC,
+                Slot.FSYNC_SUM_NS,
+            )
 
     def _jobs(self, totals: list[int]) -> Iterator[Metric]:
         if self._metrics.remote:
@@ -161,6 +183,13 @@ class ServiceMetrics:
         row = self.row
         row[Slot.LATENCY + bisect_left(BUCKETS, seconds)] += 1
         row[Slot.LATENCY_SUM_NS] += int(seconds * 1e9)
+
+    def observe_fsync(self, seconds: float) -> None:
+        """Count one flush of the sink that spent ``seconds`` in fsync (the sink's thread)."""
+        # Its own slots, written by one thread at a time (the sink's flush lock).
+        row = self.row
+        row[Slot.FSYNC + bisect_left(BUCKETS, seconds)] += 1
+        row[Slot.FSYNC_SUM_NS] += int(seconds * 1e9)
 
     def publish(self) -> None:
         """Copy this process's job and sink counts into its row, for the others to sum."""

@@ -253,6 +253,8 @@ class _Service:
         self._drain_begun = False
         self._drain_now_task: asyncio.Task[None] | None = None
         self._metrics = ServiceMetrics(target, self._sink, board=board, process=index)
+        if self._sink is not None:
+            self._sink.on_flush = self._metrics.observe_fsync
         self._app = IngestApp(
             target,
             job,

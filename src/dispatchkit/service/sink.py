@@ -37,8 +37,9 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import Final
 
 from dispatchkit.errors import DispatchError
@@ -83,6 +84,9 @@ class SegmentSink:
             (and counts nothing in :attr:`unstored`).
         series: the name this sink's segments carry (empty: none), so that
             several processes can write to one directory without sharing a file.
+        on_flush: called with the seconds each flush spent in fsync (its
+            segments' and, after a new segment, the directory's), failed or
+            not; one caller at a time (None: not measured).
 
     Raises:
         OSError: the directory cannot be created or the first segment opened.
@@ -96,8 +100,10 @@ class SegmentSink:
         *,
         durable: bool = False,
         series: str = "",
+        on_flush: Callable[[float], None] | None = None,
     ) -> None:
         self.directory = directory
+        self.on_flush = on_flush
         directory.mkdir(parents=True, exist_ok=True)
         self._segment_bytes = segment_bytes
         self._interval = fsync_interval
@@ -259,12 +265,15 @@ class SegmentSink:
             self._unsynced = []
             self._lines_unsynced = 0
             new_segment, self._new_segment = self._new_segment, False
+        started = perf_counter()
         failure, lost = _sync_and_close(pending)  # outside the lock: writes go on meanwhile
         if new_segment and failure is None:
             failure = _sync_directory(self.directory)  # a new file's name survives a crash too
             if failure is not None:
                 self._new_segment = True
                 lost = sum(lines for _, lines in pending)
+        if self.on_flush is not None:  # under the flush lock: one caller at a time
+            self.on_flush(perf_counter() - started)
         first = False
         with self._lock:
             if failure is not None:
