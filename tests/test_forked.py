@@ -29,9 +29,10 @@ _SUPERVISOR = textwrap.dedent(
 
     logging.getLogger("dispatchkit.remote.forked").addHandler(Slow())
 
-    def worker():
+    def worker(started):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        started()
         while not stop.wait(0.05):
             pass
         return 0
@@ -63,7 +64,8 @@ def test_forked_workers_do_not_share_the_membership_random_state() -> None:
         import os
         from dispatchkit.remote import membership
         from dispatchkit.remote.forked import run_forked
-        def one():
+        def one(started):
+            started()
             os.write(1, f"{membership._random.random()}\\n".encode())  # one write each
             return 0
         run_forked(3, one)
@@ -75,6 +77,64 @@ def test_forked_workers_do_not_share_the_membership_random_state() -> None:
     values = out.stdout.split()
     assert len(values) == 3
     assert len(set(values)) == 3, values
+
+
+_GATED = textwrap.dedent(
+    """
+    import os, sys, time
+    from dispatchkit.remote.forked import run_forked
+
+    def one(started):
+        for index in range(3):  # each worker claims an index of its own
+            try:
+                os.close(os.open(f"{sys.argv[1]}/{index}", os.O_CREAT | os.O_EXCL))
+                break
+            except FileExistsError:
+                pass
+        if index == 2 and sys.argv[2] == "dies":
+            return 0  # before it got to the gate
+        time.sleep(0.3 * index)  # start-ups of very different lengths
+        started()
+        os.write(1, f"{time.monotonic()}\\n".encode())
+        return 0
+
+    launched = time.monotonic()
+    code = run_forked(3, one)
+    os.write(1, f"launched {launched}\\n".encode())
+    raise SystemExit(code)
+    """
+)
+
+
+def _gated_starts(tmp_path: Path, third: str) -> tuple[float, list[float]]:
+    """When ``_GATED`` launched, and when each of its workers passed the gate."""
+    out = subprocess.run(
+        [sys.executable, "-c", _GATED, str(tmp_path), third],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split("\n")
+    launched = float(next(line for line in out if line.startswith("launched")).split()[1])
+    return launched, sorted(float(line) for line in out if line and "launched" not in line)
+
+
+def test_the_workers_forked_at_launch_take_work_together(tmp_path: Path) -> None:
+    launched, passed = _gated_starts(tmp_path, "lives")
+    assert len(passed) == 3
+    # Their start-ups ended 0.3 s and 0.6 s apart; they passed the gate together,
+    # once the slowest got there.
+    assert passed[-1] - passed[0] < 0.2, passed
+    assert passed[0] - launched >= 0.55
+
+
+def test_a_worker_that_never_gets_to_the_gate_holds_the_others_one_second_at_most(
+    tmp_path: Path,
+) -> None:
+    launched, passed = _gated_starts(tmp_path, "dies")
+    assert len(passed) == 2
+    assert passed[-1] - passed[0] < 0.2, passed
+    assert 0.9 <= passed[0] - launched < 3.0
 
 
 _PIDS_ROOT = Path("/sys/fs/cgroup/pids")

@@ -138,20 +138,30 @@ def command(args: argparse.Namespace) -> int:
             RedisTransport(args.redis, queue=args.queue)
         except (TransportUnavailable, ValueError, ImportError) as exc:
             raise UsageError(str(exc)) from None
-        return run_forked(args.processes, lambda: _run_forked_one(args, run_worker))
+        return run_forked(
+            args.processes, lambda started: _run_forked_one(args, run_worker, started)
+        )
     return _run_one(args, run_worker)
 
 
-def _run_forked_one(args: argparse.Namespace, run_worker: Callable[..., WorkerReport]) -> int:
+def _run_forked_one(
+    args: argparse.Namespace,
+    run_worker: Callable[..., WorkerReport],
+    started: Callable[[], None],
+) -> int:
     """:func:`_run_one` in a forked worker, which says its own usage errors."""
     try:
-        return _run_one(args, run_worker)
+        return _run_one(args, run_worker, started)
     except UsageError as exc:
         print(f"dispatchkit worker: error: {exc}", file=sys.stderr)
         return RET_USAGE
 
 
-def _run_one(args: argparse.Namespace, run_worker: Callable[..., WorkerReport]) -> int:
+def _run_one(
+    args: argparse.Namespace,
+    run_worker: Callable[..., WorkerReport],
+    started: Callable[[], None] | None = None,
+) -> int:
     """Run one worker in this process until a signal; the exit code."""
     from dispatchkit.errors import TransportError
 
@@ -172,6 +182,7 @@ def _run_one(args: argparse.Namespace, run_worker: Callable[..., WorkerReport]) 
             imports=args.imports,
             concurrency=args.concurrency,
             executor=args.executor,
+            started=started,
             **options,
         )
     except (ValueError, ImportError) as exc:

@@ -22,6 +22,13 @@ The parent only supervises:
   so that a fleet never runs short-handed unnoticed; a replacement that cannot
   be forked leaves the others running.
 
+The workers forked at launch start taking work together: each one, once
+connected and registered, calls the ``started`` callback it was given, which
+waits at a gate the parent opens when all of them got there (or after
+``_GATE_TIMEOUT`` seconds, or at a stop). Otherwise the first to finish its
+start-up (on a small machine, tens of milliseconds apart) would take the queued
+entries before the last had connected. A replacement forked later does not wait.
+
 The fork happens before any thread or connection exists in the parent: each
 worker opens its own connections and starts its own threads.
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -52,10 +60,74 @@ _FAILED: Final = 1
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
+#: Most seconds the workers forked at launch wait for one another before taking work.
+_GATE_TIMEOUT: Final = 1.0
 
-def run_forked(processes: int, run_one: Callable[[], int]) -> int:
-    """Run ``run_one`` in ``processes`` forked workers until they all end; the
-    highest exit code (see the module's notes).
+#: What a worker is given to call once it is ready to take work.
+Started = Callable[[], None]
+
+
+class _StartGate:
+    """Lets the workers forked at launch take their first work together.
+
+    Two pipes: each worker writes a byte to ``ready`` when it gets to the gate,
+    then waits for end-of-file on ``go``, which comes when the parent closes the
+    only write end left (the workers close their copies as they start).
+    """
+
+    def __init__(self) -> None:
+        self._ready_r, self._ready_w = os.pipe()
+        self._go_r, self._go_w = os.pipe()
+        self.opened = False
+
+    def for_child(self) -> Started:
+        """In a worker just forked: its ``started`` callback."""
+        if self.opened:  # a replacement: nobody to wait for
+            return _no_wait
+        os.close(self._ready_r)
+        os.close(self._go_w)
+        ready_w, go_r = self._ready_w, self._go_r
+
+        def started() -> None:
+            with contextlib.suppress(OSError):
+                os.write(ready_w, b".")
+            # End-of-file once the gate opens; the timeout bounds a lost parent.
+            select.select([go_r], [], [], _GATE_TIMEOUT)
+            os.close(ready_w)
+            os.close(go_r)
+
+        return started
+
+    def open_when_ready(self, workers: int, stopping: Callable[[], bool]) -> None:
+        """Open once ``workers`` got to the gate, at a stop, or after ``_GATE_TIMEOUT``."""
+        deadline = monotonic() + _GATE_TIMEOUT
+        ready = 0
+        while ready < workers and not stopping():
+            left = deadline - monotonic()
+            if left <= 0:
+                break
+            # In slices: a stop's handler sets the flag while this waits.
+            readable, _, _ = select.select([self._ready_r], [], [], min(left, 0.05))
+            if readable:
+                ready += len(os.read(self._ready_r, workers))
+        self.open()
+
+    def open(self) -> None:
+        """Let every worker waiting at the gate go; idempotent."""
+        if not self.opened:
+            self.opened = True
+            for fd in (self._go_w, self._go_r, self._ready_r, self._ready_w):
+                os.close(fd)
+
+
+def _no_wait() -> None:
+    """The ``started`` of a worker forked once the gate is open."""
+
+
+def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
+    """Run ``run_one(started)`` in ``processes`` forked workers until they all end;
+    the highest exit code (see the module's notes). Each worker calls ``started()``
+    once ready to take work, before taking any.
 
     Raises:
         ValueError: ``processes`` below 1.
@@ -73,6 +145,7 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
     started: dict[int, float] = {}  # pid -> when it was forked
     codes: list[int] = []
     stopping = False
+    gate = _StartGate()
 
     def pass_on(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -90,7 +163,7 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             if not stopping:  # a stop that came before the block: no new worker
-                started[_fork(run_one, previous)] = monotonic()
+                started[_fork(run_one, gate, previous)] = monotonic()
         except OSError as exc:  # out of processes or memory: the others go on
             logger.error("cannot start a worker process: %s", exc)
             codes.append(_FAILED)
@@ -106,6 +179,7 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
                 # rather than run short-handed unnoticed.
                 pass_on(signal.SIGTERM, None)
                 break
+        gate.open_when_ready(len(started), lambda: stopping)
         while started:
             pid, status = os.waitpid(-1, 0)  # retried after a signal's handler (PEP 475)
             born = started.pop(pid, None)
@@ -128,12 +202,15 @@ def run_forked(processes: int, run_one: Callable[[], int]) -> int:
             )
             spawn()
     finally:
+        gate.open()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return max(codes, default=0)
 
 
-def _fork(run_one: Callable[[], int], handlers: Mapping[signal.Signals, Any]) -> int:
+def _fork(
+    run_one: Callable[[Started], int], gate: _StartGate, handlers: Mapping[signal.Signals, Any]
+) -> int:
     """Fork one worker running ``run_one`` (with the stop signals blocked); its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -146,7 +223,7 @@ def _fork(run_one: Callable[[], int], handlers: Mapping[signal.Signals, Any]) ->
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        code = run_one()
+        code = run_one(gate.for_child())
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else _FAILED
     except BaseException:

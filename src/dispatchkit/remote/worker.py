@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -204,8 +204,11 @@ class RedisWorker:
             self._stop_asked = time.monotonic()
         self._path.stopping.set()
 
-    def run(self) -> WorkerReport:
+    def run(self, started: Callable[[], None] | None = None) -> WorkerReport:
         """Register, run jobs until :meth:`stop`, drain, unregister.
+
+        ``started`` is called once the worker is registered and ready, before it
+        takes any work (``--processes`` holds its workers there to start them together).
 
         Raises:
             TransportUnavailable: Redis could not be reached at start, or for
@@ -229,6 +232,8 @@ class RedisWorker:
         beat.start()
         abandoned = 0
         try:
+            if started is not None:
+                started()
             path.fetch_loop()
             # Drain: what has not started goes back at once, for the other workers; what
             # runs is finished and acknowledged; heartbeats go on meanwhile.
@@ -305,12 +310,13 @@ def run_worker(
     imports: Iterable[str] = (),
     concurrency: int = 1,
     executor: str = "thread",
+    started: Callable[[], None] | None = None,
     **options: object,
 ) -> WorkerReport:
     """Import the job modules, then run a worker until SIGTERM or SIGINT.
 
     A signal stops it gracefully: it reads no more, finishes and acknowledges
-    what it holds, and returns.
+    what it holds, and returns. ``started``: as :meth:`RedisWorker.run`.
 
     Raises:
         ImportError: a module in ``imports`` cannot be imported (or raised on import).
@@ -334,7 +340,7 @@ def run_worker(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return worker.run()
+        return worker.run(started)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
