@@ -413,7 +413,7 @@ def print_fsyncs(medians: dict[str, dict[str, float]]) -> None:
     for name, m in medians.items():
         if m["fsyncs"]:
             slowest = m["slowest_fsync_ms"]
-            bound = "over 1 s" if math.isinf(slowest) else f"under {slowest:,.0f} ms"
+            bound = "over 1 s" if math.isinf(slowest) else f"at most {slowest:g} ms"
             print(
                 f"  {name}: {m['fsyncs']:,.0f} flushes in all rounds, "
                 f"{m['slow_fsyncs']:,.0f} over {SLOW_FSYNC * 1000:.0f} ms, the slowest {bound}"

@@ -75,8 +75,6 @@ def test_two_processes_share_the_port_write_their_own_segments_and_report_one_su
     # One after the other, each durable 202 waited for a flush of its own.
     assert values["dispatchkit_sink_fsync_duration_seconds_count"] >= 40
     assert values["dispatchkit_sink_fsync_duration_seconds_sum"] > 0
-    slowest = values['dispatchkit_sink_fsync_duration_seconds_bucket{le="+Inf"}']
-    assert slowest == values["dispatchkit_sink_fsync_duration_seconds_count"]
 
     assert server.stop() == 0
     series = {path.name.split("-")[1] for path in sink.glob("segment-*.ndjson")}

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,18 @@ def test_a_bad_job_module_with_processes_is_one_message(redis_url: str, namespac
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("dispatchkit worker: error: cannot import job module")
+
+
+def test_a_stop_right_after_the_forks_drains_every_worker(workers: Workers) -> None:
+    # The workers are milliseconds old: not yet connected, their own handler not
+    # yet set. The stop waits for it (never the CLI's Ctrl-C traceback) and drains.
+    for _ in range(3):
+        parent = workers.start("--processes", "4", concurrency=1, wait=False)
+        deadline = time.monotonic() + 30
+        while len(_children(parent.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the signal must come within milliseconds of the forks
+        parent.send_signal(signal.SIGTERM)
+        out, _ = parent.communicate(timeout=30)
+        assert parent.returncode == 0, out
+        assert "Traceback" not in out
+        assert out.count("dispatchkit worker: stopped:") == 4

@@ -82,9 +82,9 @@ class _StartGate:
 
     def for_child(self) -> Started:
         """In a worker just forked: its ``started`` callback."""
+        os.close(self._ready_r)
         if self.opened:  # a replacement: nobody to wait for
             return _no_wait
-        os.close(self._ready_r)
         os.close(self._go_w)
         ready_w, go_r = self._ready_w, self._go_r
 
@@ -98,26 +98,39 @@ class _StartGate:
 
         return started
 
-    def open_when_ready(self, workers: int, stopping: Callable[[], bool]) -> None:
-        """Open once ``workers`` got to the gate, at a stop, or after ``_GATE_TIMEOUT``."""
+    def open_when_ready(self, alive: Callable[[], int], stopping: Callable[[], bool]) -> None:
+        """Open once every worker still ``alive()`` got to the gate, at a stop, or
+        after ``_GATE_TIMEOUT``."""
         deadline = monotonic() + _GATE_TIMEOUT
         ready = 0
-        while ready < workers and not stopping():
+        while ready < alive() and not stopping():
             left = deadline - monotonic()
             if left <= 0:
                 break
-            # In slices: a stop's handler sets the flag while this waits.
+            # In slices: a stop's handler sets the flag, a worker dies, while this waits.
             readable, _, _ = select.select([self._ready_r], [], [], min(left, 0.05))
             if readable:
-                ready += len(os.read(self._ready_r, workers))
+                ready += len(os.read(self._ready_r, 64))
         self.open()
 
     def open(self) -> None:
-        """Let every worker waiting at the gate go; idempotent."""
+        """Let every worker waiting at the gate go; idempotent.
+
+        The read end of ``ready`` stays open until :meth:`close`: a worker that
+        gets to the gate late still writes to a pipe with a reader (a job module
+        may have made SIGPIPE fatal).
+        """
         if not self.opened:
             self.opened = True
-            for fd in (self._go_w, self._go_r, self._ready_r, self._ready_w):
+            for fd in (self._go_w, self._go_r, self._ready_w):
                 os.close(fd)
+
+    def close(self) -> None:
+        """Open the gate and release its last descriptor; idempotent."""
+        self.open()
+        if self._ready_r >= 0:
+            os.close(self._ready_r)
+            self._ready_r = -1
 
 
 def _no_wait() -> None:
@@ -127,7 +140,8 @@ def _no_wait() -> None:
 def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
     """Run ``run_one(started)`` in ``processes`` forked workers until they all end;
     the highest exit code (see the module's notes). Each worker calls ``started()``
-    once ready to take work, before taking any.
+    once ready to take work, before taking any. It starts with SIGTERM and SIGINT
+    blocked (a stop stays pending): it unblocks them once it handles them.
 
     Raises:
         ValueError: ``processes`` below 1.
@@ -172,6 +186,19 @@ def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         return True
 
+    def reap_exited() -> int:
+        """Reap the workers that ended at launch (none is replaced); how many still run."""
+        while started:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if not pid:
+                break
+            if started.pop(pid, None) is not None:  # not a job module's own child
+                code = os.waitstatus_to_exitcode(status)
+                if code < 0:
+                    logger.warning("worker process %d was killed by signal %d", pid, -code)
+                codes.append(code if code >= 0 else _FAILED)
+        return len(started)
+
     try:
         for _ in range(processes):
             if not spawn():
@@ -179,7 +206,7 @@ def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
                 # rather than run short-handed unnoticed.
                 pass_on(signal.SIGTERM, None)
                 break
-        gate.open_when_ready(len(started), lambda: stopping)
+        gate.open_when_ready(reap_exited, lambda: stopping)
         while started:
             pid, status = os.waitpid(-1, 0)  # retried after a signal's handler (PEP 475)
             born = started.pop(pid, None)
@@ -202,7 +229,7 @@ def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
             )
             spawn()
     finally:
-        gate.open()
+        gate.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return max(codes, default=0)
@@ -217,12 +244,14 @@ def _fork(
     pid = os.fork()
     if pid:
         return pid
-    # The worker: the handlers the parent had before it supervised (run_one sets its own).
+    # The worker: the handlers the parent had before it supervised, and the stop
+    # signals still blocked: run_one unblocks them once its own handler is set, so
+    # a stop that comes sooner (the parent's, when a later fork failed) waits for
+    # it, and drains, rather than meeting the CLI's Ctrl-C handler mid-start.
     code = _FAILED
     try:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         code = run_one(gate.for_child())
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else _FAILED

@@ -338,7 +338,11 @@ def run_worker(
         logger.info("worker %s: signal %d, draining", worker.name, signum)
         worker.stop()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
+    # A forked worker starts with them blocked (forked.py): a stop that came
+    # meanwhile is handled now, and drains.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     try:
         return worker.run(started)
     finally:

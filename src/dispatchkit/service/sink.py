@@ -86,7 +86,8 @@ class SegmentSink:
             several processes can write to one directory without sharing a file.
         on_flush: called with the seconds each flush spent in fsync (its
             segments' and, after a new segment, the directory's), failed or
-            not; one caller at a time (None: not measured).
+            not, unless it had nothing to make durable; one caller at a time
+            (None: not measured).
 
     Raises:
         OSError: the directory cannot be created or the first segment opened.
@@ -272,7 +273,9 @@ class SegmentSink:
             if failure is not None:
                 self._new_segment = True
                 lost = sum(lines for _, lines in pending)
-        if self.on_flush is not None:  # under the flush lock: one caller at a time
+        # Under the flush lock: one caller at a time. A flush with nothing to
+        # make durable (the flusher's, on an idle sink) says nothing of the disk.
+        if self.on_flush is not None and (new_segment or any(lines for _, lines in pending)):
             self.on_flush(perf_counter() - started)
         first = False
         with self._lock:
