@@ -85,6 +85,28 @@ def test_batch_blocks_concatenate_back_to_the_input(
     assert all(len(run) <= block for run in runs)
 
 
+@pytest.mark.parametrize("strategy", [RoundRobin(), Batch(7), Pull()])
+@given(n=workers, first=firsts, count=counts)
+def test_a_range_splits_as_its_list_does(
+    strategy: Strategy, n: int, first: int, count: int
+) -> None:
+    as_range = strategy.split(range(count), first, n)
+    as_list = strategy.split(list(range(count)), first, n)
+    assert [(w, list(part)) for w, part in as_range] == as_list
+
+
+def test_batch_keeps_a_range_where_a_worker_has_one_run() -> None:
+    # Each worker one block: its part is the block's range (sent to a process as bounds).
+    assert Batch(4).split(range(100, 108), 0, 2) == [(0, range(100, 104)), (1, range(104, 108))]
+    # A worker with two blocks: one list of both, in order.
+    assert Batch(2).split(range(6), 0, 2) == [(0, [0, 1, 4, 5]), (1, range(2, 4))]
+    # A caller's list is never a part itself (offer lets the caller reuse it).
+    items = [1, 2, 3]
+    ((_, part),) = Batch(8).split(items, 0, 2)
+    assert part == items
+    assert part is not items
+
+
 def test_pull_uses_the_shared_queue() -> None:
     assert Pull().assign(5, None, 3) == SHARED
     assert Pull().targets(0, 4, 3) == [SHARED] * 4

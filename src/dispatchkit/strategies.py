@@ -14,6 +14,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import ClassVar, Final, TypeAlias, TypeVar, cast
 
 __all__ = [
@@ -136,15 +137,19 @@ class Batch(Strategy):
     def split(
         self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
     ) -> Parts[T]:
-        per_worker: dict[int, list[T]] = {}
+        runs: dict[int, list[Sequence[T]]] = {}
         pos, total = 0, len(items)
         while pos < total:
             seq = first_seq + pos
             run_end = min(total, pos + self.block - seq % self.block)
             worker = (seq // self.block) % workers
-            per_worker.setdefault(worker, []).extend(items[pos:run_end])
+            runs.setdefault(worker, []).append(items[pos:run_end])
             pos = run_end
-        return list(per_worker.items())
+        keep = type(items) is range or type(items) is list  # their slices: ranges, new lists
+        return [
+            (worker, parts[0] if keep and len(parts) == 1 else list(chain.from_iterable(parts)))
+            for worker, parts in runs.items()
+        ]
 
 
 @dataclass(frozen=True, slots=True)
