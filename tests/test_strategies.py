@@ -102,9 +102,10 @@ def test_batch_keeps_a_range_where_a_worker_has_one_run() -> None:
     assert Batch(2).split(range(6), 0, 2) == [(0, [0, 1, 4, 5]), (1, range(2, 4))]
     # A caller's list is never a part itself (offer lets the caller reuse it).
     items = [1, 2, 3]
-    ((_, part),) = Batch(8).split(items, 0, 2)
-    assert part == items
-    assert part is not items
+    for strategy in (Batch(8), RoundRobin()):
+        ((_, part),) = strategy.split(items, 0, 1)
+        assert part == items
+        assert part is not items
 
 
 def test_pull_uses_the_shared_queue() -> None:

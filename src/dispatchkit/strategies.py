@@ -92,6 +92,12 @@ class Strategy(ABC):
         return list(per_worker.items())
 
 
+def _slices_are_parts(items: Sequence[T]) -> bool:
+    """Whether a slice of ``items`` is a part as it is: a range's is a range, a
+    list's a new list (the caller's own is never kept); other sequences' are copied."""
+    return type(items) is range or type(items) is list
+
+
 def _as_part(jobs: Sequence[T]) -> Sequence[T]:
     """A worker's part: a range as it is (a range of seqs stays a range: its chunks
     are cut by slicing, with no list of numbers made), anything else as a new list
@@ -114,8 +120,12 @@ class RoundRobin(Strategy):
     def split(
         self, items: Sequence[T], first_seq: int, workers: int, keys: Keys = None
     ) -> Parts[T]:
+        fresh = _slices_are_parts(items)
         return [
-            ((first_seq + offset) % workers, _as_part(items[offset::workers]))
+            (
+                (first_seq + offset) % workers,
+                items[offset::workers] if fresh else list(items[offset::workers]),
+            )
             for offset in range(min(workers, len(items)))
         ]
 
@@ -145,9 +155,9 @@ class Batch(Strategy):
             worker = (seq // self.block) % workers
             runs.setdefault(worker, []).append(items[pos:run_end])
             pos = run_end
-        keep = type(items) is range or type(items) is list  # their slices: ranges, new lists
+        fresh = _slices_are_parts(items)
         return [
-            (worker, parts[0] if keep and len(parts) == 1 else list(chain.from_iterable(parts)))
+            (worker, parts[0] if fresh and len(parts) == 1 else list(chain.from_iterable(parts)))
             for worker, parts in runs.items()
         ]
 
