@@ -186,17 +186,35 @@ def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         return True
 
+    def settle(pid: int, status: int) -> None:
+        """Count a worker that ended, or replace it (see the module's notes)."""
+        born = started.pop(pid, None)
+        if born is None:
+            return  # not one of the workers (a job module's own child)
+        code = os.waitstatus_to_exitcode(status)
+        if code >= 0:
+            codes.append(code)
+            return
+        lived = monotonic() - born
+        if stopping or lived < _STEADY:
+            logger.warning("worker process %d was killed by signal %d", pid, -code)
+            codes.append(_FAILED)
+            return
+        logger.warning(
+            "worker process %d was killed by signal %d after %.1f s: starting another",
+            pid,
+            -code,
+            lived,
+        )
+        spawn()
+
     def reap_exited() -> int:
-        """Reap the workers that ended at launch (none is replaced); how many still run."""
+        """Settle the workers that ended while the gate waits; how many still run."""
         while started:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if not pid:
                 break
-            if started.pop(pid, None) is not None:  # not a job module's own child
-                code = os.waitstatus_to_exitcode(status)
-                if code < 0:
-                    logger.warning("worker process %d was killed by signal %d", pid, -code)
-                codes.append(code if code >= 0 else _FAILED)
+            settle(pid, status)
         return len(started)
 
     try:
@@ -208,26 +226,7 @@ def run_forked(processes: int, run_one: Callable[[Started], int]) -> int:
                 break
         gate.open_when_ready(reap_exited, lambda: stopping)
         while started:
-            pid, status = os.waitpid(-1, 0)  # retried after a signal's handler (PEP 475)
-            born = started.pop(pid, None)
-            if born is None:
-                continue  # not one of the workers (a job module's own child)
-            code = os.waitstatus_to_exitcode(status)
-            if code >= 0:
-                codes.append(code)
-                continue
-            lived = monotonic() - born
-            if stopping or lived < _STEADY:
-                logger.warning("worker process %d was killed by signal %d", pid, -code)
-                codes.append(_FAILED)
-                continue
-            logger.warning(
-                "worker process %d was killed by signal %d after %.1f s: starting another",
-                pid,
-                -code,
-                lived,
-            )
-            spawn()
+            settle(*os.waitpid(-1, 0))  # retried after a signal's handler (PEP 475)
     finally:
         gate.close()
         for sig, handler in previous.items():

@@ -106,8 +106,6 @@ class _Collector(Collector):
             rejected.add_metric([reason], totals[Slot.REJECTED + index])
         yield rejected
         yield from self._jobs(totals)
-        if metrics.sink is not None:
-            yield from _counters(_SINK_COUNTERS, totals)
         yield _histogram(
             "dispatchkit_request_duration_seconds",
             "Time from request to response, in seconds.",
@@ -116,6 +114,7 @@ class _Collector(Collector):
             Slot.LATENCY_SUM_NS,
         )
         if metrics.sink is not None:
+            yield from _counters(_SINK_COUNTERS, totals)
             yield _histogram(
                 "dispatchkit_sink_fsync_duration_seconds",
                 "Time each flush of the sink spent in fsync, in seconds: with --ack "
