@@ -14,7 +14,6 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import ClassVar, Final, TypeAlias, TypeVar, cast
 
 __all__ = [
@@ -157,9 +156,18 @@ class Batch(Strategy):
             pos = run_end
         fresh = _slices_are_parts(items)
         return [
-            (worker, parts[0] if fresh and len(parts) == 1 else list(chain.from_iterable(parts)))
+            (worker, parts[0] if fresh and len(parts) == 1 else _joined(parts))
             for worker, parts in runs.items()
         ]
+
+
+def _joined(runs: list[Sequence[T]]) -> list[T]:
+    """One list of the runs, in order (``extend`` copies a list's slice whole; a
+    chain would go item by item)."""
+    joined: list[T] = []
+    for run in runs:
+        joined.extend(run)
+    return joined
 
 
 @dataclass(frozen=True, slots=True)
