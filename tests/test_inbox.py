@@ -150,3 +150,26 @@ def test_no_message_lost_or_duplicated(
         for p in range(producers):
             mine = [i for q, i in part if q == p]
             assert mine == sorted(mine)
+
+
+def test_give_back_puts_a_message_first_beyond_the_capacity_until_closed() -> None:
+    inbox: Inbox[int] = Inbox(1)
+    inbox.put(1)
+    assert inbox.give_back(0)  # full, yet it had its place: it goes back first
+    assert [inbox.get(), inbox.get()] == [0, 1]
+    inbox.close()
+    assert not inbox.give_back(2)  # the consumers may have left: the caller keeps it
+    assert inbox.get() is None
+
+
+def test_give_back_wakes_a_sleeping_consumer() -> None:
+    inbox: Inbox[str] = Inbox(4)
+    taken: list[str | None] = []
+    consumer = threading.Thread(target=lambda: taken.append(inbox.get()))
+    consumer.start()
+    deadline = time.monotonic() + 5
+    while inbox._sleepers == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert inbox.give_back("back")
+    consumer.join(5)
+    assert taken == ["back"]

@@ -160,6 +160,19 @@ class Inbox(Generic[T]):
         if self._sleepers and (wake or len(items) >= self._wake_at):
             self._wake_one()
 
+    def give_back(self, message: T) -> bool:
+        """Put a message a consumer took but cannot run back at the head of the queue,
+        beyond the capacity (it had its place); False once the inbox is closed, when
+        the consumers still draining it may already have left."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._items.appendleft(message)
+            if self._sleepers:
+                self._sleepers -= 1
+                self._not_empty.notify()
+        return True
+
     def _withdraw(self, message: T) -> None:
         # Closed while we appended: take the message back if no consumer got it.
         # A consumer that did runs it: close() lets consumers drain.

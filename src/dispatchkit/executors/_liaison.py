@@ -338,9 +338,9 @@ class Liaison:
         """Send what the process should hold, wait once for it; False once all is done."""
         flight = self._flight
         if not flight:
-            health = self._health
-            if self._broken is not None and health is not None and health.served():
-                return False  # the others take the shared queue's jobs: this one leaves
+            if self._broken is not None and self._others_serve():
+                self._leave()
+                return False
             # Idle: others may not take what waits in this inbox meanwhile (nothing
             # runs ahead of it); busy again once a round is sent. A retry waiting out
             # its backoff holds the inbox as a running job would: others may take it.
@@ -359,6 +359,29 @@ class Liaison:
             self._send_next()
         self._wait_once()
         return True
+
+    def _others_serve(self) -> bool:
+        """Whether this worker shares its queue with one that still takes from it."""
+        return self._health is not None and self._health.served()
+
+    def _leave(self) -> None:
+        """Broken, on a shared queue that others serve: each run this worker holds
+        goes back to the queue if none of it ran yet (the others run it), else what
+        is left of it fails with the start error (a retry of a job that ran here);
+        then the worker takes no more."""
+        broken = self._broken
+        assert broken is not None
+        held, self._held = self._held, None
+        if held is not None:
+            self._after(held.run, held.run.unstarted(held))
+        ready = self._ready
+        while ready:
+            run = ready.popleft()
+            message = run.message if run.laned is None else run.laned
+            if run.untouched() and self._inbox.give_back(message):
+                continue
+            run.abandon(broken)
+            self._after(run, False)  # a lane's next chunk, if it waits, comes in line
 
     def _next_round(self, block: bool) -> Round | None:
         """The next round to send: one held back, a run's next, or a new message's."""
@@ -563,7 +586,7 @@ class Liaison:
         blamed = False
         for round_ in rounds:
             run = round_.run
-            if self._broken is not None:
+            if self._broken is not None and not self._others_serve():
                 again = run.lost(round_, self._broken)
             elif not booted:
                 again = run.unstarted(round_)

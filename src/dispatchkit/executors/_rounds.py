@@ -70,6 +70,8 @@ class Round:
 class Run:
     """One message, from its first round until its outcomes are recorded."""
 
+    #: The message taken from the inbox (a LanedMessage's inner one).
+    message: Any
     timeout: float | None = None
     #: When its next round may go (perf_counter; 0.0: at once), for retries that wait.
     due = 0.0
@@ -94,6 +96,14 @@ class Run:
 
     def unstarted(self, round_: Round) -> bool:
         """The round never started (it waited in a pipe whose process went): send it again."""
+        raise NotImplementedError
+
+    def untouched(self) -> bool:
+        """Whether none of its jobs has run or been recorded yet (it can start afresh)."""
+        raise NotImplementedError
+
+    def abandon(self, error: BaseException) -> None:
+        """Its worker can run nothing more: every job not yet ended fails with ``error``."""
         raise NotImplementedError
 
 
@@ -159,15 +169,21 @@ class SummaryRun(Run):
         return False
 
     def lost(self, round_: Round, error: BaseException) -> bool:
+        self.abandon(error)
+        return False
+
+    def unstarted(self, round_: Round) -> bool:
+        return True
+
+    def untouched(self) -> bool:
+        return True  # its one round either ended it or never started
+
+    def abandon(self, error: BaseException) -> None:
         state = self.state
         state.failed += len(self.items)
         for item in self.items:
             report_error(item, error, state, self.on_error)
         self._drop(state.index)
-        return False
-
-    def unstarted(self, round_: Round) -> bool:
-        return True
 
     def _drop(
         self, worker: int | None = None, started: float | None = None, finished: float | None = None
@@ -279,6 +295,17 @@ class EachRun(Run):
 
     def unstarted(self, round_: Round) -> bool:
         return self.absorb(round_, {}, set(range(round_.size)))
+
+    def untouched(self) -> bool:
+        return not any(self.attempts)
+
+    def abandon(self, error: BaseException) -> None:
+        now = perf_counter()
+        for index in self.todo:
+            self.attempts[index] += 1
+            self.final[index] = (JobStatus.FAILED, error, now, now)
+        self.todo = []
+        self._record()
 
     def absorb(self, round_: Round, results: dict[int, Result], not_started: set[int]) -> bool:
         """Count the round's results (by task position); True if another round is wanted."""
