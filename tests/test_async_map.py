@@ -34,6 +34,32 @@ async def _collect(into: list[Any], results: AsyncIterator[Any]) -> None:
         into.append(result)
 
 
+def test_each_job_of_a_chunk_is_timed_from_its_own_start_to_its_own_end() -> None:
+    # A chunk reads the clock once per job: a job's start is the end of the one before
+    # it. Each span still holds its job's whole wait, and a worker's spans follow one
+    # another without overlapping.
+    waits = [0.03, 0.0, 0.06, 0.0, 0.0, 0.03] * 4
+
+    async def wait(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def main() -> None:
+        async with AsyncDispatcher(2, chunk=6) as d:
+            outcomes = [o async for o in d.map(wait, waits, outcomes=True)]
+        by_worker: dict[int | None, list[tuple[float, float]]] = {}
+        for o, seconds in zip(outcomes, waits, strict=True):
+            assert o.started_at is not None
+            assert o.finished_at is not None
+            assert o.finished_at - o.started_at >= seconds
+            by_worker.setdefault(o.worker, []).append((o.started_at, o.finished_at))
+        for spans in by_worker.values():
+            spans.sort()
+            assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_a_map_gives_each_job_its_own_times_and_worker(settings: dict[str, Any]) -> None:
     async def main() -> None:
