@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from dispatchkit import AsyncDispatcher, Dispatcher
 from dispatchkit._conformance.jobs import read_log, span
+from dispatchkit._lanes import Lanes
+from dispatchkit._work import BulkChunk, cancel_message
 from dispatchkit.core.adaptive import (
     GAP_FACTOR,
     MAX_CHUNK,
@@ -534,6 +536,23 @@ def test_stop_counts_the_jobs_waiting_in_lanes() -> None:
     final = stats[0]
     assert final.cancelled > 0
     assert final.submitted == final.succeeded + final.failed + final.cancelled
+
+
+def test_cancelling_a_chunk_that_holds_its_lanes_turn_cancels_what_waits_behind_it() -> None:
+    # A process worker that cannot start gives the chunks it took back to the queue,
+    # one of them holding its lane's turn while the lane's next chunk waits behind it
+    # (taken meanwhile by another worker, which left it with the lane). A stop that
+    # cancels the given-back chunk off the queue cancels and counts the waiting one
+    # too: no worker would ever end that lane's turn.
+    lanes = Lanes(1)
+    pieces = lanes.pieces([0, 1, 2, 3], ["k"] * 4, size=2)
+    first = lanes.wrap(pieces[0], BulkChunk(str, [0, 1], None))
+    second = lanes.wrap(pieces[1], BulkChunk(str, [2, 3], None))
+    assert first.claim()  # its turn: a worker took it
+    assert not second.claim()  # not yet its turn: it waits with its lane
+    assert cancel_message(first) == 4
+    assert (first.inner.items, second.inner.items) == ([], [])  # both cancelled
+    assert lanes.drop(0) == []
 
 
 def test_a_map_started_while_another_fills_the_queue_gets_every_result_on_threads() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -55,7 +56,7 @@ def test_each_job_of_a_chunk_is_timed_from_its_own_start_to_its_own_end() -> Non
             by_worker.setdefault(o.worker, []).append((o.started_at, o.finished_at))
         for spans in by_worker.values():
             spans.sort()
-            assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+            assert all(end <= start for (_, end), (start, _) in pairwise(spans))
 
     asyncio.run(main())
 

@@ -152,14 +152,27 @@ def test_no_message_lost_or_duplicated(
             assert mine == sorted(mine)
 
 
-def test_give_back_puts_a_message_first_beyond_the_capacity_until_closed() -> None:
+def test_give_back_puts_messages_first_in_their_order_beyond_the_capacity() -> None:
     inbox: Inbox[int] = Inbox(1)
-    inbox.put(1)
-    assert inbox.give_back(0)  # full, yet it had its place: it goes back first
-    assert [inbox.get(), inbox.get()] == [0, 1]
+    inbox.put(2)
+    assert inbox.give_back([0, 1])  # full, yet they had their places: they go back first
+    assert [inbox.get(), inbox.get(), inbox.get()] == [0, 1, 2]
+
+
+def test_once_closed_give_back_needs_another_consumer_still_taking() -> None:
+    inbox: Inbox[int] = Inbox(4)
     inbox.close()
-    assert not inbox.give_back(2)  # the consumers may have left: the caller keeps it
-    assert inbox.get() is None
+    assert not inbox.give_back([1])  # how many consumers there are is not known
+    served: Inbox[int] = Inbox(4)
+    served.expect_consumers(3)
+    served.close()
+    assert served.give_back([1])  # two others still take from it
+    assert served.get() == 1
+    assert served.get() is None  # drained: that consumer is gone
+    assert served.give_back([2])  # the third still takes
+    assert served.get() == 2
+    served.leave()  # ... and now leaves: only the caller is left
+    assert not served.give_back([3])
 
 
 def test_give_back_wakes_a_sleeping_consumer() -> None:
@@ -170,6 +183,6 @@ def test_give_back_wakes_a_sleeping_consumer() -> None:
     deadline = time.monotonic() + 5
     while inbox._sleepers == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert inbox.give_back("back")
+    assert inbox.give_back(["back"])
     consumer.join(5)
     assert taken == ["back"]

@@ -401,6 +401,30 @@ def test_a_worker_that_cannot_start_leaves_a_shared_queue_to_the_others(tmp_path
     assert stats.submitted == stats.succeeded + stats.failed + stats.cancelled == 401
 
 
+def test_a_worker_that_breaks_after_close_gives_back_to_one_still_running(
+    tmp_path: Path,
+) -> None:
+    # The dispatcher is closed while one worker runs a long job and the other's
+    # replacements fail to start. What the broken worker took goes back to the closed
+    # queue, as the other still takes from it: every job succeeds.
+    log, marker, long = tmp_path / "starts", tmp_path / "victim.pid", tmp_path / "long.pid"
+    d = Dispatcher(
+        2, executor="process", initializer=jobs.initialize_or_fail, initargs=(str(log), -1, 2)
+    )
+    victim = d.submit(jobs.record_pid_and_sleep, str(marker), 30)
+    victim_pid = int(wait_for_file(marker))
+    running = d.submit(jobs.record_pid_and_sleep, str(long), 3)
+    assert int(wait_for_file(long)) != victim_pid  # the other worker runs it
+    squares = [d.submit(jobs.square, x) for x in range(20)]
+    os.kill(victim_pid, signal.SIGKILL)
+    d.close()
+    assert isinstance(victim.exception(timeout=30), WorkerLost)
+    assert [h.result(timeout=30) for h in squares] == [x * x for x in range(20)]
+    assert running.result(timeout=30) != victim_pid
+    assert d.join(30)
+    assert log.read_text().count("\n") == 5  # two that started, three that did not
+
+
 def test_a_retry_held_by_a_worker_that_cannot_start_ends_instead_of_hanging(
     tmp_path: Path,
 ) -> None:

@@ -50,7 +50,9 @@ class Inbox(Generic[T]):
     __slots__ = (
         "_capacity",
         "_closed",
+        "_consumers",
         "_items",
+        "_left",
         "_lock",
         "_low_water",
         "_not_empty",
@@ -74,6 +76,9 @@ class Inbox(Generic[T]):
         self._sleepers = 0  # consumers asleep on _not_empty and not yet woken
         self._putters = 0  # producers asleep on _not_full
         self._closed = False
+        #: Consumers expected (0: unknown), and how many have gone (see give_back).
+        self._consumers = 0
+        self._left = 0
         #: Messages withdrawn by :meth:`cancel`.
         self.cancelled = 0
 
@@ -160,18 +165,33 @@ class Inbox(Generic[T]):
         if self._sleepers and (wake or len(items) >= self._wake_at):
             self._wake_one()
 
-    def give_back(self, message: T) -> bool:
-        """Put a message a consumer took but cannot run back at the head of the queue,
-        beyond the capacity (it had its place); False once the inbox is closed, when
-        the consumers still draining it may already have left."""
+    def give_back(self, messages: list[T]) -> bool:
+        """Put messages a consumer took but cannot run back at the head of the queue,
+        in their order, beyond the capacity (they had their places).
+
+        Once the inbox is closed they go back only while another of the
+        :meth:`expect_consumers` still takes from it (has neither been told it is
+        drained nor :meth:`leave` it); False when none does: the caller keeps them.
+        """
         with self._lock:
-            if self._closed:
+            if self._closed and self._consumers - self._left < 2:
                 return False
-            self._items.appendleft(message)
-            if self._sleepers:
+            self._items.extendleft(reversed(messages))
+            for _ in range(min(self._sleepers, len(messages))):
                 self._sleepers -= 1
                 self._not_empty.notify()
         return True
+
+    def expect_consumers(self, count: int) -> None:
+        """``count`` consumers take from this inbox, each until it gets ``None`` (the
+        inbox closed and drained) or calls :meth:`leave`: what :meth:`give_back` needs to
+        know once the inbox is closed."""
+        self._consumers = count
+
+    def leave(self) -> None:
+        """A consumer takes no more from this inbox (before it was drained)."""
+        with self._lock:
+            self._left += 1
 
     def _withdraw(self, message: T) -> None:
         # Closed while we appended: take the message back if no consumer got it.
@@ -286,6 +306,7 @@ class Inbox(Generic[T]):
                     message = self._items.popleft()
                 except IndexError:
                     if self._closed:
+                        self._left += 1  # drained: this consumer is done with it
                         return None
                     self._sleepers += 1
                     if self._items:  # appended before the producer could see us

@@ -128,6 +128,18 @@ class LanedMessage:
             return None
         return message
 
+    def cancel_waiting(self) -> int:
+        """This chunk was cancelled off a queue (a stop): cancel what waits in its lane
+        too, and return how many jobs that was. Only a chunk that holds its lane's
+        turn can have chunks waiting behind it there (one that a worker that could not
+        start gave back to the queue): none would be run, or cancelled, by anyone else."""
+        waiting = self.lanes.drop(self.lane)
+        count = 0
+        for message in waiting:
+            count += message._job_count()
+            message._cancel_taken()
+        return count
+
     def drive(self, run: Callable[[Any], None], worker: WorkerState) -> None:
         """Run this chunk if it is its lane's turn, then the lane's chunks waiting after it."""
         if not self.claim():

@@ -23,6 +23,7 @@ from itertools import islice
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._lanes import LanedMessage
 from .core import JobStatus, MapRun, WorkerState, cancelled_rows, map_result
 from .core.adaptive import AdaptiveFeed, BulkRun, MeasuredMapRun
 from .retry import RetryPolicy, run_with_policy
@@ -248,6 +249,8 @@ def cancel_message(message: Any) -> int:
         return 1
     count: int = message._job_count()
     message._cancel_taken()
+    if message.__class__ is LanedMessage:
+        count += message.cancel_waiting()
     return count
 
 

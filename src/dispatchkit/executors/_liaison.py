@@ -366,22 +366,34 @@ class Liaison:
 
     def _leave(self) -> None:
         """Broken, on a shared queue that others serve: each run this worker holds
-        goes back to the queue if none of it ran yet (the others run it), else what
-        is left of it fails with the start error (a retry of a job that ran here);
-        then the worker takes no more."""
-        broken = self._broken
-        assert broken is not None
+        goes back to the queue, in its order, if none of it ran yet (the others run
+        it), else what is left of it fails with the start error (a retry of a job
+        that ran here); then the worker takes no more."""
         held, self._held = self._held, None
         if held is not None:
             self._after(held.run, held.run.unstarted(held))
+        back: list[Run] = []
         ready = self._ready
         while ready:
             run = ready.popleft()
-            message = run.message if run.laned is None else run.laned
-            if run.untouched() and self._inbox.give_back(message):
-                continue
-            run.abandon(broken)
-            self._after(run, False)  # a lane's next chunk, if it waits, comes in line
+            if run.untouched():
+                back.append(run)
+            else:
+                self._abandon(run)
+        messages = [run.message if run.laned is None else run.laned for run in back]
+        if messages and not self._inbox.give_back(messages):
+            # Closed, and every other worker has gone: no one would take them.
+            for run in back:
+                self._abandon(run)
+            while ready:  # a lane's chunks that came in line meanwhile
+                self._abandon(ready.popleft())
+        self._inbox.leave()
+
+    def _abandon(self, run: Run) -> None:
+        """A broken worker's run: what is left of it fails with the start error."""
+        assert self._broken is not None
+        run.abandon(self._broken)
+        self._after(run, False)  # a lane's next chunk, if it waits, comes in line
 
     def _next_round(self, block: bool) -> Round | None:
         """The next round to send: one held back, a run's next, or a new message's."""

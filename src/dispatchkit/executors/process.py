@@ -210,6 +210,8 @@ class ProcessWorkerPool:
         # One queue for all: a worker that cannot start leaves it to the others.
         shared = len({id(inbox) for inbox in inboxes}) == 1 and len(inboxes) > 1
         health = PoolHealth(len(inboxes)) if shared else None
+        if shared:
+            inboxes[0].expect_consumers(len(inboxes))  # a broken worker gives back to it
         self._liaisons = [
             Liaison(
                 inbox,
