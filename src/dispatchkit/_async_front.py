@@ -359,8 +359,9 @@ class AsyncFrontEnd(FrontEnd):
             for index, seqs in self._parts(range(first, first + len(block)), first, keys):
                 inbox = self._inboxes[index]
                 for piece in self._chunked(seqs) if cut is None else cut(seqs):
-                    await inbox.room(timeout)
-                    inbox.put_many_nowait([make(jobs_of(block, first, piece), piece)])
+                    if inbox.full():  # else no coroutine to await: this runs once per chunk
+                        await inbox.room(timeout)
+                    inbox.put_room_made(make(jobs_of(block, first, piece), piece))
                     placed += len(piece)
         except BaseException:
             self._reject(len(block) - placed)

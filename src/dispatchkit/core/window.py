@@ -96,11 +96,21 @@ class MapWindow:
     def _release_blocks(self, rows: list[Any]) -> list[Any]:
         """:meth:`release` when blocks may be among the rows: each counts its jobs."""
         if self.ordered:
-            ready = self.ready
+            ready, order = self.ready, self.order
+            if len(rows) == 1 and not ready and order:
+                # The common case, once per chunk: the one block awaited next.
+                row = rows[0]
+                if (row.seqs[0] if isinstance(row, RowBlock) else row[0]) == order[0]:
+                    order.popleft()
+                    self.in_flight -= len(row.seqs) if isinstance(row, RowBlock) else 1
+                    return rows
             for row in rows:
                 ready[row.seqs[0] if isinstance(row, RowBlock) else row[0]] = row
             rows = self._in_order()
-        self.in_flight -= sum(len(r.seqs) if isinstance(r, RowBlock) else 1 for r in rows)
+        released = 0
+        for row in rows:  # a loop, not sum() of a generator: this runs once per chunk
+            released += len(row.seqs) if isinstance(row, RowBlock) else 1
+        self.in_flight -= released
         return rows
 
     def _in_order(self) -> list[Any]:
