@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from ._work import cancel_message, moved
@@ -103,13 +104,22 @@ class _Victims:
         return victim, longest
 
     def any_queued(self) -> bool:
-        index = self._index
-        return any(queue._items for i, queue in enumerate(self._queues) if i != index)
+        """Whether another worker's queue holds a message (this one's is empty when
+        asked, so it is looked at too: C-level iteration, as every idle worker of
+        thousands asks)."""
+        return any(map(_ITEMS, self._queues))
 
     def any_running(self) -> bool:
-        """Whether another worker runs a job (only then can jobs wait behind one)."""
+        """Whether another worker runs a job (only then can jobs wait behind one); this
+        one, idle when it asks, is looked at too, as in :meth:`any_queued`."""
         index = self._index
-        return any(state.active for i, state in enumerate(self._states) if i != index)
+        if self._states[index].active:  # a liaison holding a retry counts as running
+            return any(state.active for i, state in enumerate(self._states) if i != index)
+        return any(map(_ACTIVE, self._states))
+
+
+_ITEMS = attrgetter("_items")
+_ACTIVE = attrgetter("active")
 
 
 def _take_tail(victim: Any, own: Any, count: int) -> int:
