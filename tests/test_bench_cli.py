@@ -185,6 +185,18 @@ def test_bad_input_gives_one_line_and_exit_2(
     assert result.stdout == ""
 
 
+def test_an_out_directory_that_takes_no_file_is_refused_before_any_run(tmp_path: Path) -> None:
+    # /proc/self exists and is a directory, but refuses files (root included): the
+    # results would be lost after the runs, so nothing runs.
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "a-file" / "o", Path("/proc/self")):
+        result = run_bench("--workload", "noop", "--quick", "--out", str(out))
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert f"--out {out}: cannot write there: " in line
+        assert result.stdout == ""
+
+
 def test_help_lists_the_workloads_and_flags() -> None:
     result = run_bench("--help")
     assert result.returncode == 0

@@ -90,7 +90,7 @@ BAD_INPUT = [
         "nested too deeply",
     ),
     ("POST", "/v1/payloads", nested(65), 400, "more than 64 levels"),  # --max-depth, default
-    ("POST", "/v1/payloads", b"", 400, "malformed JSON"),
+    ("POST", "/v1/payloads", b"", 400, "malformed JSON: the body is empty"),
     ("POST", "/v1/payloads", b"[1, 2]", 422, "Expected `object`"),
     ("POST", "/v1/payloads", b'{"version": 1}', 422, "$.version"),
     ("POST", "/v1/payloads", b'{"version": "1", "token": "t", "request_id": "r"}', 422, "payloads"),
@@ -412,6 +412,20 @@ def test_bad_command_line_gives_one_line_and_exit_2(args: tuple[str, ...], messa
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_sink_directory_that_takes_no_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # Found before the worker processes start (each would die opening its first segment):
+    # a path under a file cannot be created; /proc/self is a directory that refuses files,
+    # whoever runs the test (root included).
+    (tmp_path / "a-file").write_text("")
+    for sink in (tmp_path / "a-file" / "data", Path("/proc/self")):
+        result = _cli("--sink", str(sink), "--port", "0")
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(
+            f"dispatchkit serve: error: --sink {sink}: cannot write segments there: [Errno "
+        )
 
 
 def test_the_console_script_finds_a_handler_in_the_current_directory(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -142,10 +143,13 @@ def command(args: argparse.Namespace) -> int:
         if args.report:
             bench.require_charts()
         out.mkdir(parents=True, exist_ok=True)
+        # Before the runs, not after them: a directory that takes no file would lose them.
+        with tempfile.TemporaryFile(dir=out, prefix=".dispatchkit-probe-"):
+            pass
     except bench.BenchUsageError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
-        raise UsageError(f"--out {out}: {exc.strerror}") from None
+        raise UsageError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
 
     with bench.BenchProgress(plan.runs, show_progress(args)) as progress:
         results = bench.run_bench(

@@ -120,6 +120,10 @@ def decode_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Batch:
     except msgspec.ValidationError as exc:
         raise BadRequest(422, "invalid", f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
+        if not body.strip():
+            raise BadRequest(
+                400, "malformed", 'malformed JSON: the body is empty (expected {"payloads": [...]})'
+            ) from None
         raise BadRequest(400, "malformed", f"malformed JSON: {exc}") from None
     except RecursionError:  # not within config.MAX_MAX_DEPTH; a client error all the same
         raise BadRequest(400, "too_deep", "JSON nested too deeply") from None

@@ -3,13 +3,16 @@
 A mistake found here is one clear error in the main process, not a worker
 process that dies at start-up: the handler and the executor it needs
 (:func:`choose_executor`, which the worker processes use too), the remote
-queue's Redis answering (:func:`check_redis`), the address free to bind
-(:func:`probe`). None of them starts a thread: granian forks this process.
+queue's Redis answering (:func:`check_redis`), the sink's directory taking files
+(:func:`check_sink`), the address free to bind (:func:`probe`). None of them
+starts a thread: granian forks this process.
 """
 
 from __future__ import annotations
 
 import socket
+import tempfile
+from pathlib import Path
 
 from dispatchkit.errors import TransportError
 from dispatchkit.executors.registry import kind_names, worker_kind
@@ -17,7 +20,7 @@ from dispatchkit.executors.registry import kind_names, worker_kind
 from .config import ServeConfig
 from .handler import is_coroutine_handler, load_handler
 
-__all__ = ["check_redis", "choose_executor", "on_loop", "probe"]
+__all__ = ["check_redis", "check_sink", "choose_executor", "on_loop", "probe"]
 
 
 def choose_executor(config: ServeConfig) -> str:
@@ -74,6 +77,23 @@ def check_redis(url: str) -> None:
         raise OSError(f"cannot reach Redis at {redacted_url(url)}: {reason}") from None
     finally:
         transport.close()
+
+
+def check_sink(directory: Path) -> None:
+    """Create the sink's directory if need be, and fail early, with a clear error, when
+    segments cannot be written there (each worker process would die opening its first).
+
+    Raises:
+        ValueError: the directory cannot be created, is not a directory, or refuses a
+            file (a probe file is created and removed: permissions alone can mislead).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".dispatchkit-probe-"):
+            pass
+    except OSError as exc:
+        reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
+        raise ValueError(f"--sink {directory}: cannot write segments there: {reason}") from None
 
 
 def probe(host: str, port: int) -> int:

@@ -58,7 +58,7 @@ from .interfaces import Receive, Scope, Send
 from .logs import configure_logging
 from .metrics import ServiceMetrics
 from .outcome import OUTCOME_ENV, UnstoredPayloads, read_reports, result, write_report
-from .preflight import check_redis, choose_executor, on_loop, probe
+from .preflight import check_redis, check_sink, choose_executor, on_loop, probe
 from .shutdown import (
     DRAIN_DEADLINE_EXIT,
     DRAIN_NOW,
@@ -115,8 +115,9 @@ def serve(config: ServeConfig) -> bool:
         accepted are written all the same).
 
     Raises:
-        ValueError: a handler that cannot be loaded, or a bad dispatcher setting.
-        OSError: the address cannot be bound or the sink directory created.
+        ValueError: a handler that cannot be loaded, a bad dispatcher setting, or a
+            sink directory that cannot be created or written.
+        OSError: the address cannot be bound.
         UnstoredPayloads: some payloads answered 202 are perhaps not on disk.
         RuntimeError: the worker process died, or failed to drain.
     """
@@ -126,7 +127,7 @@ def serve(config: ServeConfig) -> bool:
     if config.redis is not None:
         check_redis(config.redis)
     if config.sink is not None:
-        config.sink.mkdir(parents=True, exist_ok=True)
+        check_sink(config.sink)
     # Bind once here: a busy port is one clear error, and port 0 gets a free port.
     port = probe(config.host, config.port)
     processes = config.processes if config.processes is not None else available_cpus()
