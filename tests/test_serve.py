@@ -68,6 +68,7 @@ def test_accepts_payloads_and_stores_each_as_one_line(tmp_path: Path) -> None:
     ]
     stopped = [e for e in server.log_entries() if e["message"] == "stopped"]
     assert stopped[0]["accepted"] == stopped[0]["lines_written"] == 3
+    assert "succeeded" not in stopped[0]  # no payload job runs: the requests wrote the lines
 
 
 BAD_INPUT = [

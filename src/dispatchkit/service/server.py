@@ -437,7 +437,8 @@ class _Service:
         if self._commit is not None:
             self._commit.close()
         counts: dict[str, int] = {}
-        if self._dispatcher is not None:
+        if self._dispatcher is not None and self._sink is None:
+            # With a sink the requests store their own lines: no payload job runs.
             stats = self._dispatcher.stats()
             counts = {"succeeded": stats.succeeded, "failed": stats.failed}
         if self._sink is not None:
