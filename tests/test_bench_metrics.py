@@ -172,6 +172,36 @@ def test_recommendation_names_the_setting_and_the_margin() -> None:
     assert not math.isnan(results.results[0].median("throughput"))
 
 
+def _defaults(makespans: list[float]) -> ConfigResult:
+    """The "dispatchkit defaults" configuration, its repeats in these makespans."""
+    result = _result("auto", makespans)
+    result.config = Config.defaults("w", "thread", 2)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("defaults", "expected"),
+    [
+        ([1.02, 1.02, 1.02], "The defaults are already within 5% of it."),
+        ([2.0, 2.0, 2.0], "The defaults take 2.00x its time."),
+        # Runs too short to tell: one repeat of the defaults beat the best's slowest.
+        ([0.9, 2.0, 2.0], "The defaults took 2.00x its time, within noise"),
+    ],
+)
+def test_the_recommendation_says_whether_the_defaults_trail_beyond_noise(
+    defaults: list[float], expected: str
+) -> None:
+    results = BenchResults(
+        options=BenchOptions(),
+        plan=Plan({"w": Workload("w", abs, None, [1], builtin=False)}, [], 3),
+        results=[_result("pull", [1.0, 1.0, 1.0]), _defaults(defaults)],
+        machine={},
+        started="",
+        seconds=1.0,
+    )
+    assert expected in recommend(results, "w")
+
+
 def test_best_per_strategy_keeps_each_strategys_fastest() -> None:
     slow_pull = _result("pull", [3.0])
     fast_pull = ConfigResult(Config("w", "thread", "pull", 8, 2))

@@ -96,14 +96,19 @@ def judge(workload: str, results: list[ConfigResult]) -> Verdict:
         return Verdict(workload, best, None, None, None)
     runner_up = ranked[1]
     margin = best.median("throughput") / runner_up.median("throughput") - 1
-    if len(best.metrics) < 2 or len(runner_up.metrics) < 2:
-        clear = None
-    else:
-        worst_of_best = min(m.throughput for m in best.metrics)
-        best_of_runner_up = max(m.throughput for m in runner_up.metrics)
-        clear = worst_of_best > best_of_runner_up and margin >= MIN_MARGIN
     slowest = ranked[-1] if len(ranked) > 2 else None
-    return Verdict(workload, best, runner_up, margin, clear, slowest)
+    return Verdict(workload, best, runner_up, margin, _clearly_ahead(best, runner_up), slowest)
+
+
+def _clearly_ahead(best: ConfigResult, other: ConfigResult) -> bool | None:
+    """Whether ``best`` beat ``other`` clearly: its slowest repeat beat the other's
+    fastest, and its median leads by :data:`MIN_MARGIN`; None with a single repeat."""
+    if len(best.metrics) < 2 or len(other.metrics) < 2:
+        return None
+    margin = best.median("throughput") / other.median("throughput") - 1
+    worst_of_best = min(m.throughput for m in best.metrics)
+    best_of_other = max(m.throughput for m in other.metrics)
+    return worst_of_best > best_of_other and margin >= MIN_MARGIN
 
 
 def verdicts(results: BenchResults) -> list[Verdict]:
@@ -146,6 +151,11 @@ def recommend(results: BenchResults, workload: str) -> str:
         ratio = verdict.best.median("throughput") / defaults.median("throughput")
         if ratio <= 1 + MIN_MARGIN:
             line += f" The defaults are already within {MIN_MARGIN:.0%} of it."
+        elif _clearly_ahead(verdict.best, defaults) is False:
+            line += (
+                f" The defaults took {ratio:.2f}x its time, within noise (their repeats"
+                " overlap): more inputs would tell."
+            )
         else:
             line += f" The defaults take {ratio:.2f}x its time."
     peers = sorted(
