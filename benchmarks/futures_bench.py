@@ -32,6 +32,7 @@ import concurrent.futures as cf
 import functools
 import gc
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -135,14 +136,20 @@ def timed(case: Case) -> float:
     return own if isinstance(own, float) else took
 
 
-#: (name, stdlib case name, dispatchkit case name, target ratio) of the table.
+#: (name, stdlib case name, dispatchkit case name, target ratio or None) of the table;
+#: ``{n}`` in a name is that row's job count at scale 1, scaled when printed.
 COMPARISONS = (
-    ("submit + result, 100,000 jobs, 20 workers", "submit stdlib", "submit dispatchkit", 5.0),
-    ("map(fn, range(200,000)), defaults", "map stdlib", "map dispatchkit", 4.0),
-    ("ProcessPoolExecutor(2).map, 2,000 x 1 ms", "process stdlib", "process dispatchkit", 1.0),
-    ("  the same, first pool of a fresh interpreter", "first stdlib", "first dispatchkit", 1.0),
-    ("run_in_executor x 100,000", "rie stdlib", "rie dispatchkit", 1.5),
+    ("submit + result, {100000} jobs, 20 workers", "submit stdlib", "submit dispatchkit", 5.0),
+    ("map(fn, range({200000})), defaults", "map stdlib", "map dispatchkit", 4.0),
+    ("ProcessPoolExecutor(2).map, {2000} x 1 ms", "process stdlib", "process dispatchkit", 1.0),
+    ("  the same, first pool of a fresh interpreter", "first stdlib", "first dispatchkit", None),
+    ("run_in_executor x {100000}", "rie stdlib", "rie dispatchkit", 1.5),
 )
+
+
+def _titled(title: str, scale: float) -> str:
+    """A row's name with its job counts at ``scale``."""
+    return re.sub(r"\{(\d+)\}", lambda m: f"{int(int(m[1]) * scale):,}", title)
 
 
 def cases(scale: float) -> dict[str, Case]:
@@ -189,12 +196,12 @@ def main() -> int:
     print(f"median of {args.repeat}, scale {args.scale}")
     print(f"{'case':45} {'stdlib s':>9} {'dispatchkit s':>14} {'ratio':>6} {'target':>7}")
     ratios: dict[str, float] = {}
-    for title, stdlib, ours, target in COMPARISONS:
+    for template, stdlib, ours, target in COMPARISONS:
+        title = _titled(template, args.scale)
         ratio = medians[stdlib] / medians[ours]
         ratios[title] = ratio
-        print(
-            f"{title:45} {medians[stdlib]:9.3f} {medians[ours]:14.3f} {ratio:5.2f}x {target:6.1f}x"
-        )
+        aim = "—" if target is None else f"{target:.1f}x"
+        print(f"{title:45} {medians[stdlib]:9.3f} {medians[ours]:14.3f} {ratio:5.2f}x {aim:>7}")
     for name, seconds in medians.items():
         if "floor" in name:
             print(f"  {name}: {seconds:.3f} s")
