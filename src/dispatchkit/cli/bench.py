@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from dispatchkit._directories import check_writable
 from dispatchkit.settings import MAX_QUEUE_SIZE, MAX_WORKERS
 
 from .common import (
@@ -142,10 +142,8 @@ def command(args: argparse.Namespace) -> int:
         plan = bench.make_plan(options)
         if args.report:
             bench.require_charts()
-        out.mkdir(parents=True, exist_ok=True)
         # Before the runs, not after them: a directory that takes no file would lose them.
-        with tempfile.TemporaryFile(dir=out, prefix=".dispatchkit-probe-"):
-            pass
+        check_writable(out)
     except bench.BenchUsageError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

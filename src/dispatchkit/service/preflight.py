@@ -11,14 +11,15 @@ starts a thread: granian forks this process.
 from __future__ import annotations
 
 import socket
-import tempfile
 from pathlib import Path
 
+from dispatchkit._directories import check_writable
 from dispatchkit.errors import TransportError
 from dispatchkit.executors.registry import kind_names, worker_kind
 
 from .config import ServeConfig
 from .handler import is_coroutine_handler, load_handler
+from .sink import describe_os_error
 
 __all__ = ["check_redis", "check_sink", "choose_executor", "on_loop", "probe"]
 
@@ -85,14 +86,12 @@ def check_sink(directory: Path) -> None:
 
     Raises:
         ValueError: the directory cannot be created, is not a directory, or refuses a
-            file (a probe file is created and removed: permissions alone can mislead).
+            file.
     """
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory, prefix=".dispatchkit-probe-"):
-            pass
+        check_writable(directory)
     except OSError as exc:
-        reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
+        reason = describe_os_error(exc)
         raise ValueError(f"--sink {directory}: cannot write segments there: {reason}") from None
 
 

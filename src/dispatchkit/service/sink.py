@@ -44,7 +44,14 @@ from typing import Final
 
 from dispatchkit.errors import DispatchError
 
-__all__ = ["SEGMENT_GLOB", "SegmentSink", "SinkClosed", "SinkFailure", "read_lines"]
+__all__ = [
+    "SEGMENT_GLOB",
+    "SegmentSink",
+    "SinkClosed",
+    "SinkFailure",
+    "describe_os_error",
+    "read_lines",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +186,7 @@ class SegmentSink:
                     self._write_rest_locked(memoryview(data)[written:], written)
             except OSError as exc:
                 self._fail_write_locked(exc, size)
-                raise SinkFailure(f"cannot write to the sink: {_describe(exc)}") from exc
+                raise SinkFailure(f"cannot write to the sink: {describe_os_error(exc)}") from exc
             if self._write_failure is not None:
                 logger.warning("sink: writing again", extra={"segment": self._segment_name()})
                 self._write_failure = None
@@ -199,7 +206,7 @@ class SegmentSink:
         if self._closing:
             raise SinkClosed("the sink is closed")
         if self._sync_failure is not None:
-            reason = _describe(self._sync_failure)
+            reason = describe_os_error(self._sync_failure)
             raise SinkFailure(f"the segments cannot be fsynced: {reason}")
         if self._torn:
             self._cut_back_locked()  # raises while the partial line stays
@@ -237,12 +244,12 @@ class SegmentSink:
                 self._failed_bytes,
             )
         if sync_failure is not None:
-            return f"sink cannot fsync: {_describe(sync_failure)}"
+            return f"sink cannot fsync: {describe_os_error(sync_failure)}"
         if write_failure is None:
             return None
         if write_failure.errno in _NO_ROOM and _room(self.directory) > needed:
             return None
-        return f"sink cannot write: {_describe(write_failure)}"
+        return f"sink cannot write: {describe_os_error(write_failure)}"
 
     def flush(self) -> None:
         """Fsync every segment written since the last flush; close the full ones.
@@ -292,7 +299,7 @@ class SegmentSink:
             if first:
                 logger.critical(
                     "sink: fsync failed; refusing payloads until one succeeds",
-                    extra={"error": _describe(failure), "unstored": self.unstored},
+                    extra={"error": describe_os_error(failure), "unstored": self.unstored},
                 )
             raise failure
 
@@ -324,7 +331,7 @@ class SegmentSink:
         if self._write_failure is None:
             logger.critical(
                 "sink: write failed; refusing payloads until a write succeeds",
-                extra={"error": _describe(exc), "segment": self._segment_name()},
+                extra={"error": describe_os_error(exc), "segment": self._segment_name()},
             )
         self._write_failure = exc
         self._failed_bytes = size
@@ -344,7 +351,7 @@ class SegmentSink:
             os.ftruncate(self._fd, self._size)
         except OSError as exc:
             raise SinkFailure(
-                f"cannot cut a partial line off the sink's segment: {_describe(exc)}"
+                f"cannot cut a partial line off the sink's segment: {describe_os_error(exc)}"
             ) from exc
         self._torn = False
 
@@ -425,7 +432,8 @@ def _room(directory: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def _describe(exc: OSError) -> str:
+def describe_os_error(exc: OSError) -> str:
+    """An OS error in one line: its number and text, as logs and answers give it."""
     return f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
 
 
