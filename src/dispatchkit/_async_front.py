@@ -361,7 +361,8 @@ class AsyncFrontEnd(FrontEnd):
                 for piece in self._chunked(seqs) if cut is None else cut(seqs):
                     if inbox.full():  # else no coroutine to await: this runs once per chunk
                         await inbox.room(timeout)
-                    inbox.put_room_made(make(jobs_of(block, first, piece), piece))
+                    # Room was made, and nothing ran since: the put cannot find it full.
+                    inbox.put_nowait(make(jobs_of(block, first, piece), piece))
                     placed += len(piece)
         except BaseException:
             self._reject(len(block) - placed)

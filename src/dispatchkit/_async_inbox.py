@@ -92,20 +92,6 @@ class AsyncInbox(Generic[T]):
         """Whether :meth:`room` would wait now."""
         return len(self._items) >= self._capacity
 
-    def put_room_made(self, message: T) -> None:
-        """Append one message (the caller made room: see :meth:`room`).
-
-        Raises:
-            ClosedError: the inbox was closed.
-        """
-        if self._closed:
-            raise ClosedError("the dispatcher is closed: it takes no more jobs")
-        self._items.append(message)
-        if self._getters:
-            self._wake(self._getters)
-        if self._board is not None:
-            self._behind_busy()
-
     def put_many_nowait(self, messages: list[T]) -> None:
         """Append several messages at once (the caller made room: see :meth:`room`)."""
         if self._closed:
