@@ -182,10 +182,10 @@ class BlockChunk(AsyncChunk):
         values: list[Any] = []
         keep = values.append
         failed: set[int] | None = None
-        position = 0
         chunk_start = perf_counter()
         # One reading per job, at its end (see ChunkResults): half the clock reads.
         times: list[float] | None = [chunk_start] if self.timed else None
+        stamp = None if times is None else times.append
         if state.first_start is None:
             state.first_start = chunk_start
         task, stop = state.task, state.control
@@ -194,26 +194,31 @@ class BlockChunk(AsyncChunk):
         # As in AsyncChunk._arun: each job starts with the chunk's count of
         # cancellation requests (a job's own are withdrawn as it ends).
         before = cancelling()
+        # Successes are counted once the chunk ends; meanwhile stats() reads how much
+        # of ``jobs`` is used up (WorkerState.live_succeeded). A job's place in the
+        # chunk is how many values came before it.
+        jobs = iter(items)
+        failed_before = state.failed
+        state.chunk_size, state.chunk_failed, state.chunk = len(items), failed_before, jobs
         try:
-            for position, item in enumerate(items):
+            for item in jobs:
                 try:
                     value = await call(item)
                 except BaseException as exc:  # the job's failure, unless it is a stop
                     value = await job_failure(exc, task, before, stop)
-                    failed = _failed(failed, position)
+                    failed = _failed(failed, len(values))
                     state.failed += 1
                 else:
-                    if cancelling() == before or stop():
-                        state.succeeded += 1
-                    else:
+                    if cancelling() != before and not stop():
                         value = await self_cancelled(task, before, stop)
-                        failed = _failed(failed, position)
+                        failed = _failed(failed, len(values))
                         state.failed += 1
                 keep(value)
-                if times is not None:
-                    times.append(perf_counter())
+                if stamp is not None:
+                    stamp(perf_counter())
         except asyncio.CancelledError:
             # The cancelled job's start is the last reading: the one after the last value.
+            position = len(values)
             state.cancelled += len(items) - position
             rows = cancelled_rows(self.seqs[position:], self.submitted_at, None)
             block = ChunkResults(
@@ -224,6 +229,8 @@ class BlockChunk(AsyncChunk):
         finally:
             finished = perf_counter()
             state.busy += finished - chunk_start
+            state.chunk = None  # before the count below: a reader never counts twice
+            state.succeeded += len(values) - (state.failed - failed_before)
         block = ChunkResults(self.seqs, state.index, self.submitted_at, values, failed, times)
         run.deliver_measured([block], state.index, len(items), chunk_start, finished)
 
