@@ -22,6 +22,8 @@ __all__ = ["BadRequest", "Batch", "Request", "decode_batch", "decode_request", "
 
 #: Bytes that may open a JSON object (msgspec strips leading whitespace from Raw).
 _OBJECT_START: Final = 0x7B  # "{"
+_NEWLINE: Final = 0x0A
+_RETURN: Final = 0x0D
 
 #: A JSON string, escapes included (unrolled: no backtracking per character).
 _STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -102,19 +104,14 @@ def decode_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Batch:
     Args:
         body: the request body.
         max_depth: deepest nesting of arrays and objects accepted (see
-            :data:`DEFAULT_MAX_DEPTH`), checked before decoding.
+            :data:`DEFAULT_MAX_DEPTH`), the body's object and its payloads list
+            counting two: measured on each payload's raw bytes (what is stored;
+            the other fields must be strings, and unknown ones are dropped).
 
     Raises:
         BadRequest: 400 for malformed JSON or a body nested deeper than
             ``max_depth``, 422 for a wrong shape or type (the message names the field).
     """
-    # Counting brackets is cheap; only a body with more of them than the limit is scanned.
-    if body.count(b"[") + body.count(b"{") > max_depth and depth(body) > max_depth:
-        raise BadRequest(
-            400,
-            "too_deep",
-            f"JSON nested too deeply: more than {max_depth} levels of arrays and objects",
-        )
     try:
         request = _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -125,28 +122,40 @@ def decode_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Batch:
                 400, "malformed", 'malformed JSON: the body is empty (expected {"payloads": [...]})'
             ) from None
         raise BadRequest(400, "malformed", f"malformed JSON: {exc}") from None
-    except RecursionError:  # not within config.MAX_MAX_DEPTH; a client error all the same
-        raise BadRequest(400, "too_deep", "JSON nested too deeply") from None
+    except RecursionError:  # deeper than config.MAX_MAX_DEPTH, so than any limit
+        raise _too_deep(max_depth) from None
     except UnicodeDecodeError:
         raise BadRequest(400, "malformed", "malformed JSON: not valid UTF-8") from None
     payloads = request.payloads
     count = len(payloads)
     if not count:
         raise BadRequest(422, "invalid", "invalid request: `$.payloads` must not be empty")
+    # The body's object and its payloads list are two levels; the other fields are
+    # strings. A payload of n bytes nests at most n / 2 levels (a bracket opens and
+    # closes each), so only a longer one is measured, on its raw bytes.
+    levels = max_depth - 2
+    if max(map(len, payloads)) > 2 * levels and any(depth(raw) > levels for raw in payloads):
+        raise _too_deep(max_depth)
     # The payloads' bytes as sent, joined in one copy (a Raw is a view of the body).
     data = b"\n".join(payloads)
     # A body on one line of ASCII holds only valid UTF-8 and no newline of its own,
     # so the lines' newlines are the separators: each payload's first byte follows one.
+    # (An int's membership test is a memchr; a one-byte bytes' is a substring search.)
     if (
         body.isascii()
-        and b"\n" not in body
-        and b"\r" not in body
+        and _NEWLINE not in body
+        and _RETURN not in body
         and data[0] == _OBJECT_START
         and (count == 1 or data.count(b"\n{") == count - 1)
     ):
         return _new_tuple(Batch, (request.request_id, count, data + b"\n"))  # Batch() calls more
     lines = [_line(raw, index) for index, raw in enumerate(payloads)]
     return Batch(request.request_id, count, b"\n".join(lines) + b"\n")
+
+
+def _too_deep(max_depth: int) -> BadRequest:
+    message = f"JSON nested too deeply: more than {max_depth} levels of arrays and objects"
+    return BadRequest(400, "too_deep", message)
 
 
 def _line(raw: msgspec.Raw, index: int) -> bytes:
