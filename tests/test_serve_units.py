@@ -12,7 +12,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatchkit import ClosedError, Dispatcher
@@ -338,6 +341,36 @@ def test_the_nesting_limit_counts_brackets_outside_strings_only() -> None:
     assert depth(b"]][[[") == 1  # counted from the start, where the decoder reads
     assert depth(b"]" + b"[" * 100) == 99
     assert depth(b"") == 0
+
+
+#: JSON values nested a few levels, their strings full of brackets and quotes.
+_JSON_VALUES = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@given(
+    payloads=st.lists(
+        st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3), min_size=1, max_size=3
+    ),
+    limit=st.integers(min_value=3, max_value=12),
+)
+def test_the_nesting_limit_is_the_whole_body_s_depth(payloads: list[object], limit: int) -> None:
+    # Measured per payload (and only on long ones), it says what the body's depth says.
+    body = msgspec.json.encode(
+        {"version": "1", "token": "t", "request_id": "r", "payloads": payloads}
+    )
+    if depth(body) > limit:
+        with pytest.raises(BadRequest) as caught:
+            decode_batch(body, limit)
+        assert (caught.value.status, caught.value.reason) == (400, "too_deep")
+    else:
+        batch = decode_batch(body, limit)
+        assert [msgspec.json.decode(line) for line in batch.lines()] == payloads
 
 
 def test_lazy_offer_runs_once_woken() -> None:
