@@ -204,6 +204,12 @@ def test_help_lists_the_workloads_and_flags() -> None:
         assert word in result.stdout
     # --executor auto measures processes on a user's function too, as the help says.
     assert "processes on cpu, mixed and your own function" in " ".join(result.stdout.split())
+    # The default job counts it names are the ones a run uses.
+    from dispatchkit.bench.workloads import BUILTIN
+
+    help_text = " ".join(result.stdout.split())
+    for name, (_, _, jobs, _) in BUILTIN.items():
+        assert f"{name} {jobs:,}" in help_text, name
 
 
 def test_an_unknown_executor_gives_one_line_and_exit_2() -> None:

@@ -92,8 +92,8 @@ def add_parser(commands: Commands) -> None:
         "--jobs",
         type=int_in(1, 10**8),
         default=None,
-        help="jobs per run (default per workload: noop 20,000, cpu and mixed 600, "
-        "io and skewed 300)",
+        help="jobs per run (default per workload: noop 10,000, cpu 400, io 300, mixed 400, "
+        "skewed 200)",
     )
     add(
         "--repeat",
