@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 #: Loop count of ``spin`` that takes about 1 ms here; set by ``calibrate``.
@@ -34,3 +35,16 @@ def sleep_io(seconds: float) -> None:
 
 async def async_io(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+def parse_record(line: str) -> int:
+    """A user's job on a line of JSON: decode it, give its size."""
+    return len(json.loads(line))
+
+
+def json_records(count: int, huge_every: int = 100) -> list[str]:
+    """``count`` lines of JSON: records of about 800 bytes (some 6 µs to decode here),
+    every ``huge_every``-th one a list of 200 of them (about 0.9 ms)."""
+    record = json.dumps({f"field{i}": (f"value {i}" if i % 3 else i * 1.5) for i in range(40)})
+    huge = "[" + ",".join([record] * 200) + "]"
+    return [huge if i % huge_every == huge_every - 1 else record for i in range(count)]

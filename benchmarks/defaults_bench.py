@@ -15,6 +15,9 @@ all of them; figures are medians.
 * ``cpu``: 2,000 jobs of about 1 ms of pure-Python arithmetic on 2 processes,
   beside ``ProcessPoolExecutor(2).map`` at chunksize 1 and 100, and the
   two-core limit (one-core loop ÷ 2).
+* ``json``: a user's job that decodes lines of JSON, 20,000 of them, 1% huge (200
+  times the others), on 2 processes, beside ``ProcessPoolExecutor(2).map`` at
+  chunksize 1 and 32, and the plain loop over the same lines in one process.
 * ``async``: 100,000 waits of 5 ms on 1,000 asyncio workers, beside the ideal
   0.5 s, ``asyncio.gather`` under a semaphore, and the event loop's own limit:
   1,000 tasks that each await the next job of one shared iterator, nothing
@@ -45,8 +48,9 @@ from dispatchkit import AsyncDispatcher, Dispatcher
 
 #: The case of a row that runs dispatchkit with no arguments.
 DEFAULTS: Final = "dispatchkit defaults"
-#: Jobs of the io and cpu rows; of the async row.
+#: Jobs of the io and cpu rows; of the json row; of the async row.
 JOBS: Final = 2000
+JSON_JOBS: Final = 20_000
 ASYNC_JOBS: Final = 100_000
 #: The io row's job: 5 ms, every 100th 250 ms.
 SHORT, LONG, EVERY = 0.005, 0.25, 100
@@ -110,6 +114,30 @@ def _cpu_case(name: str, spin: int) -> float:
         started = time.perf_counter()
         _consume(pool.map(_jobs.spin, items))
         return time.perf_counter() - started
+
+
+def _json_case(name: str) -> float:
+    lines = _jobs.json_records(JSON_JOBS)
+    if name == PLAIN_LOOP:
+        started = time.perf_counter()
+        _consume(_jobs.parse_record(line) for line in lines)
+        return time.perf_counter() - started
+    if name.startswith("ProcessPoolExecutor"):
+        chunksize = int(name.rsplit(" ", 1)[1])
+        with ProcessPoolExecutor(2) as ppe:
+            list(ppe.map(_jobs.parse_record, ["1", "2"]))  # warm up: the workers are started
+            started = time.perf_counter()
+            _consume(ppe.map(_jobs.parse_record, lines, chunksize=chunksize))
+            return time.perf_counter() - started
+    with Dispatcher(2, executor="process", **_named(name)) as pool:
+        list(pool.map(_jobs.parse_record, ["1", "2"]))
+        started = time.perf_counter()
+        _consume(pool.map(_jobs.parse_record, lines))
+        return time.perf_counter() - started
+
+
+#: The json row's reference: the same lines decoded in a plain loop, one process.
+PLAIN_LOOP: Final = "plain loop, one process"
 
 
 def _async_case(name: str) -> float:
@@ -183,6 +211,18 @@ ROWS: Final[dict[str, dict[str, Any]]] = {
         "peers": ["ProcessPoolExecutor.map chunksize 1", "ProcessPoolExecutor.map chunksize 100"],
         "reference": "one-core loop / 2",
     },
+    "json": {
+        "title": "20,000 lines of JSON decoded, 1% of them 200 times longer, 2 processes",
+        "cases": [
+            "dispatchkit defaults",
+            "ProcessPoolExecutor.map chunksize 1",
+            "ProcessPoolExecutor.map chunksize 32",
+            "pull chunk 32",
+            PLAIN_LOOP,
+        ],
+        "peers": ["ProcessPoolExecutor.map chunksize 1", "ProcessPoolExecutor.map chunksize 32"],
+        "reference": PLAIN_LOOP,
+    },
     "async": {
         "title": "100,000 waits of 5 ms, 1,000 asyncio workers (ideal 0.5 s)",
         "cases": [
@@ -203,6 +243,8 @@ def run_case(row: str, name: str, spin: int) -> float:
         return _io_case(name)
     if row == "cpu":
         return _cpu_case(name, spin)
+    if row == "json":
+        return _json_case(name)
     return _async_case(name)
 
 

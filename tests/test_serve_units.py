@@ -357,13 +357,26 @@ _JSON_VALUES = st.recursive(
     payloads=st.lists(
         st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3), min_size=1, max_size=3
     ),
+    extra=st.none() | _JSON_VALUES,
+    duplicate=st.none() | st.lists(st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3)),
     limit=st.integers(min_value=3, max_value=12),
 )
-def test_the_nesting_limit_is_the_whole_body_s_depth(payloads: list[object], limit: int) -> None:
-    # Measured per payload (and only on long ones), it says what the body's depth says.
-    body = msgspec.json.encode(
-        {"version": "1", "token": "t", "request_id": "r", "payloads": payloads}
-    )
+def test_the_nesting_limit_is_the_whole_body_s_depth(
+    payloads: list[object], extra: object, duplicate: object, limit: int
+) -> None:
+    # Nesting anywhere counts: in the payloads, in a field the service does not know
+    # (which the decoder drops), in a "payloads" key given twice (the last one wins).
+    fields = [
+        b'"version":"1"',
+        b'"token":"t"',
+        b'"request_id":"r"',
+        b'"payloads":' + msgspec.json.encode(payloads),
+    ]
+    if extra is not None:
+        fields.insert(0, b'"extra":' + msgspec.json.encode(extra))
+    if duplicate is not None:
+        fields.insert(0, b'"payloads":' + msgspec.json.encode(duplicate))
+    body = b"{" + b",".join(fields) + b"}"
     if depth(body) > limit:
         with pytest.raises(BadRequest) as caught:
             decode_batch(body, limit)
@@ -371,6 +384,20 @@ def test_the_nesting_limit_is_the_whole_body_s_depth(payloads: list[object], lim
     else:
         batch = decode_batch(body, limit)
         assert [msgspec.json.decode(line) for line in batch.lines()] == payloads
+
+
+def test_nesting_outside_the_payloads_counts_on_every_python() -> None:
+    # Deeper than the limit but not than the decoder's own guard: refused by the limit.
+    deep = b"[" * 900 + b"]" * 900
+    for body in (
+        b'{"extra":%s,"version":"1","token":"t","request_id":"r","payloads":[{}]}' % deep,
+        b'{"payloads":[%s],"version":"1","token":"t","request_id":"r","payloads":[{}]}' % deep,
+        b'{"version":%s,"token":"t","request_id":"r","payloads":[{}]}' % deep[200:-200],
+    ):
+        with pytest.raises(BadRequest) as caught:
+            decode_batch(body)
+        assert caught.value.status == 400
+        assert f"more than {DEFAULT_MAX_DEPTH} levels" in caught.value.message
 
 
 def test_lazy_offer_runs_once_woken() -> None:
