@@ -125,12 +125,12 @@ def _json_case(name: str) -> float:
     if name.startswith("ProcessPoolExecutor"):
         chunksize = int(name.rsplit(" ", 1)[1])
         with ProcessPoolExecutor(2) as ppe:
-            list(ppe.map(_jobs.parse_record, ["1", "2"]))  # warm up: the workers are started
+            list(ppe.map(_jobs.parse_record, ["[]", "{}"]))  # warm up: the workers are started
             started = time.perf_counter()
             _consume(ppe.map(_jobs.parse_record, lines, chunksize=chunksize))
             return time.perf_counter() - started
     with Dispatcher(2, executor="process", **_named(name)) as pool:
-        list(pool.map(_jobs.parse_record, ["1", "2"]))
+        list(pool.map(_jobs.parse_record, ["[]", "{}"]))
         started = time.perf_counter()
         _consume(pool.map(_jobs.parse_record, lines))
         return time.perf_counter() - started
