@@ -16,6 +16,14 @@ from typing import Any
 
 TESTS = Path(__file__).parent
 
+
+def with_tests_on_path() -> str:
+    """``PYTHONPATH`` for a child that imports the tests' job modules: ``tests/`` first,
+    then what the caller has (a checkout's ``src`` run with another's interpreter)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return str(TESTS) if not inherited else os.pathsep.join([str(TESTS), inherited])
+
+
 #: Every server started, so that a failing test leaves none running (see kill_leftovers).
 STARTED: list[Server] = []
 
@@ -93,7 +101,7 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
     one worker process, its segments and its log lines.
     """
     log = tmp / f"server-{time.monotonic_ns()}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": with_tests_on_path(), **(env or {})}
     processes = () if "--processes" in args else ("--processes", "1")
     with open(log, "wb") as err:
         process = subprocess.Popen(

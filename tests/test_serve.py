@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_support import TESTS, Server, kill_leftovers, payload_body, sink_ids, start_server
+from tests.serve_support import (
+    Server,
+    kill_leftovers,
+    payload_body,
+    sink_ids,
+    start_server,
+    with_tests_on_path,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -378,7 +385,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        env={**os.environ, "PYTHONPATH": with_tests_on_path()},
     )
 
 

@@ -18,7 +18,6 @@ import pytest
 from dispatchkit.remote import RedisDispatcher
 from tests.redis_support import (
     QUEUE,
-    TESTS,
     Workers,
     client,
     namespace,
@@ -27,6 +26,7 @@ from tests.redis_support import (
     wait_for,
     workers,
 )
+from tests.serve_support import with_tests_on_path
 
 __all__ = ["client", "namespace", "redis_url", "workers"]  # fixtures, imported for pytest
 
@@ -128,7 +128,7 @@ def test_a_bad_job_module_with_processes_is_one_message(redis_url: str, namespac
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        env={**os.environ, "PYTHONPATH": with_tests_on_path()},
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
