@@ -102,18 +102,30 @@ def _cpu_case(name: str, spin: int) -> float:
         started = time.perf_counter()
         _consume(_jobs.spin(n) for n in items)
         return (time.perf_counter() - started) / 2
+    return _on_two_processes(name, _jobs.spin, items, [1, 1])
+
+
+def _on_two_processes(
+    name: str, fn: Callable[[Any], object], items: list[Any], warm_up: list[Any]
+) -> float:
+    """``fn`` over ``items`` on two processes of ``ProcessPoolExecutor.map chunksize N``
+    or of a dispatchkit setting, the workers started (``warm_up`` run) before the clock."""
     if name.startswith("ProcessPoolExecutor"):
         chunksize = int(name.rsplit(" ", 1)[1])
         with ProcessPoolExecutor(2) as ppe:
-            list(ppe.map(_jobs.spin, [1, 1]))  # warm up: the workers are started
+            list(ppe.map(fn, warm_up))
             started = time.perf_counter()
-            _consume(ppe.map(_jobs.spin, items, chunksize=chunksize))
+            _consume(ppe.map(fn, items, chunksize=chunksize))
             return time.perf_counter() - started
     with Dispatcher(2, executor="process", **_named(name)) as pool:
-        list(pool.map(_jobs.spin, [1, 1]))
+        list(pool.map(fn, warm_up))
         started = time.perf_counter()
-        _consume(pool.map(_jobs.spin, items))
+        _consume(pool.map(fn, items))
         return time.perf_counter() - started
+
+
+#: The json row's reference: the same lines decoded in a plain loop, one process.
+PLAIN_LOOP: Final = "plain loop, one process"
 
 
 def _json_case(name: str) -> float:
@@ -122,22 +134,7 @@ def _json_case(name: str) -> float:
         started = time.perf_counter()
         _consume(_jobs.parse_record(line) for line in lines)
         return time.perf_counter() - started
-    if name.startswith("ProcessPoolExecutor"):
-        chunksize = int(name.rsplit(" ", 1)[1])
-        with ProcessPoolExecutor(2) as ppe:
-            list(ppe.map(_jobs.parse_record, ["[]", "{}"]))  # warm up: the workers are started
-            started = time.perf_counter()
-            _consume(ppe.map(_jobs.parse_record, lines, chunksize=chunksize))
-            return time.perf_counter() - started
-    with Dispatcher(2, executor="process", **_named(name)) as pool:
-        list(pool.map(_jobs.parse_record, ["[]", "{}"]))
-        started = time.perf_counter()
-        _consume(pool.map(_jobs.parse_record, lines))
-        return time.perf_counter() - started
-
-
-#: The json row's reference: the same lines decoded in a plain loop, one process.
-PLAIN_LOOP: Final = "plain loop, one process"
+    return _on_two_processes(name, _jobs.parse_record, lines, ["[]", "{}"])
 
 
 def _async_case(name: str) -> float:

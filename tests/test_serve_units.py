@@ -353,12 +353,14 @@ _JSON_VALUES = st.recursive(
 )
 
 
+#: A payload: a JSON object of such values.
+_PAYLOAD = st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3)
+
+
 @given(
-    payloads=st.lists(
-        st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3), min_size=1, max_size=3
-    ),
+    payloads=st.lists(_PAYLOAD, min_size=1, max_size=3),
     extra=st.none() | _JSON_VALUES,
-    duplicate=st.none() | st.lists(st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=3)),
+    duplicate=st.none() | st.lists(_PAYLOAD),
     limit=st.integers(min_value=3, max_value=12),
 )
 def test_the_nesting_limit_is_the_whole_body_s_depth(
