@@ -7,7 +7,9 @@ into a failure here until the mark is removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -70,3 +72,38 @@ def test_conformance(target: Target, check: Callable[..., None]) -> None:
 def test_every_divergence_names_a_front_end_and_a_check() -> None:
     assert {name for name, _ in DIVERGENCES} <= {entry.front_end for entry in TARGETS.values()}
     assert {check for _, check in DIVERGENCES} <= set(CHECKS)
+
+
+def test_a_late_job_neither_keeps_the_scratch_directory_nor_a_held_job_waiting() -> None:
+    # A remote job that cannot be recalled may log while the check's directory
+    # is removed, and a held job's thread may not have had a turn to see its gate
+    # open: the directory must go all the same, and the held job must return.
+    from dispatchkit._conformance import jobs
+    from dispatchkit._conformance.common import scratch
+
+    writing = threading.Event()
+    stop_writing = threading.Event()
+    held: list[int] = []
+
+    def keep_logging(log: str) -> None:
+        while not stop_writing.is_set():
+            with contextlib.suppress(FileNotFoundError):  # once the directory is gone
+                jobs.note([log, 0])
+            writing.set()
+
+    with scratch() as tmp:
+        log, gate = str(tmp / "log"), str(tmp / "held")
+        writer = threading.Thread(target=keep_logging, args=(log,), name="late-job")
+        holder = threading.Thread(target=lambda: held.append(jobs.hold([gate, 7])), name="held")
+        writer.start()
+        holder.start()
+        writing.wait(10)
+    try:
+        # The gate never opened: only the directory's going ends the held job.
+        holder.join(jobs.HOLD_LIMIT / 2)
+        assert held == [7], "the held job still waits for a gate whose directory is gone"
+        assert not tmp.exists(), "a job logging meanwhile kept the scratch directory"
+    finally:
+        stop_writing.set()
+        writer.join()
+        holder.join()

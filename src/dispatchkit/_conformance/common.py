@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -97,10 +99,18 @@ def scratch() -> Iterator[Path]:
     """A directory for the logs of one check.
 
     A job that cannot be recalled may still log while it goes (a published
-    Redis job that a ``stop`` cancelled): that is no error of the check.
+    Redis job that a ``stop`` cancelled): that is no error of the check. The
+    directory is renamed away before it is removed, so such a job cannot bring
+    it back by logging meanwhile, and a held job still waiting for its gate
+    (one its thread had no turn to see open) sees the directory gone and returns.
     """
-    with tempfile.TemporaryDirectory(prefix="dkconf-", ignore_cleanup_errors=True) as name:
+    name = tempfile.mkdtemp(prefix="dkconf-")
+    try:
         yield Path(name)
+    finally:
+        gone = f"{name}.gone"
+        os.rename(name, gone)
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
